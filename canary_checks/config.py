@@ -1,0 +1,473 @@
+"""The configuration: one YAML file (default ``canary.yaml``), validated by pydantic.
+
+Every threshold's default lives here and only here; gates, docs and alert rules read it from :data:`Gates`.
+A mistake gives one :class:`~canary_checks.errors.ConfigError` naming the file, the key path, the bad value and
+what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from canary_checks.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_NAME",
+    "CanaryConfig",
+    "GateSettings",
+    "Gates",
+    "Mesh",
+    "NoDataPolicy",
+    "PrometheusSettings",
+    "SandboxSettings",
+    "Severity",
+    "find_config",
+    "flag_overrides",
+    "load_config",
+    "parse_duration",
+    "parse_gate_flags",
+]
+
+DEFAULT_CONFIG_NAME = "canary.yaml"
+CONFIG_ENV = "CANARY_CONFIG"
+
+# Kubernetes name rules: a namespace is a DNS-1123 label, a Deployment name a DNS-1123 subdomain.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    """Decides rollback: a breach fails the test."""
+    WARNING = "warning"
+    """Reported; fails the test only in strict mode (``--strict-gates``)."""
+    INFO = "info"
+    """Reported only; never fails."""
+
+
+class Mesh(StrEnum):
+    ISTIO = "istio"
+    LINKERD = "linkerd"
+    CUSTOM = "custom"
+
+
+class NoDataPolicy(StrEnum):
+    FAIL = "fail"
+    """No data fails the gate ("the canary received no traffic in the window")."""
+    SKIP = "skip"
+    """No data skips the gate (it is still never a pass)."""
+
+
+def parse_duration(value: object) -> float:
+    """``30s``, ``5m``, ``1h``, ``250ms`` or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"expected a duration such as 30s, 5m or 1h; got {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive; got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds; written in YAML as ``30s``, ``5m``, ``1h`` or a plain number of seconds."""
+
+
+def check_namespace(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid Kubernetes namespace "
+            "(lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)"
+        )
+    return value
+
+
+def check_workload(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid Kubernetes name "
+            "(lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253)"
+        )
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+class GateSettings(_Model):
+    threshold: float
+    """The limit, in the gate's unit (see each gate below); which side of it fails is the gate's own."""
+    severity: Severity
+    """critical fails the stage; warning fails only in strict mode; info is reported only."""
+    on_no_data: NoDataPolicy = NoDataPolicy.FAIL
+    """What no data means for this gate: fail (default) or skip. Never a pass."""
+    enabled: bool = True
+    """False leaves the gate out of the suite."""
+
+
+def _gate(threshold: float, severity: Severity) -> Any:
+    return Field(default_factory=lambda: GateSettings(threshold=threshold, severity=severity))
+
+
+class Gates(_Model):
+    """Thresholds of every gate, with the original system's defaults."""
+
+    error_rate: GateSettings = _gate(5.0, Severity.CRITICAL)
+    """Canary requests answered 5xx, percent of canary requests; fails above."""
+    success_rate: GateSettings = _gate(95.0, Severity.CRITICAL)
+    """Canary requests answered 1xx-3xx (Linkerd: classification=success), percent; fails below."""
+    latency_p95: GateSettings = _gate(500.0, Severity.WARNING)
+    """Canary 95th percentile latency, milliseconds; fails above."""
+    latency_p99: GateSettings = _gate(1000.0, Severity.CRITICAL)
+    """Canary 99th percentile latency, milliseconds; fails above."""
+    cpu: GateSettings = _gate(80.0, Severity.WARNING)
+    """Busiest canary pod's CPU use, percent of its CPU limit; fails above."""
+    memory: GateSettings = _gate(80.0, Severity.WARNING)
+    """Busiest canary pod's working-set memory, percent of its memory limit; fails above."""
+    error_rate_vs_stable: GateSettings = _gate(2.0, Severity.WARNING)
+    """Canary error rate divided by stable's (a ratio); fails above."""
+    latency_vs_stable: GateSettings = _gate(1.5, Severity.WARNING)
+    """Canary p95 latency divided by stable's (a ratio); fails above."""
+    memory_vs_stable: GateSettings = _gate(1.5, Severity.INFO)
+    """Canary working set per pod divided by stable's (a ratio); fails above."""
+    traffic_received: GateSettings = _gate(0.0, Severity.WARNING)
+    """Canary request rate, requests per second; fails at or below."""
+    traffic_split: GateSettings = _gate(10.0, Severity.WARNING)
+    """Tolerance, percentage points: fails when the canary's share of requests is further than this from the
+    stage, or when the canary carries the majority before the 50 % stage."""
+    pods_ready: GateSettings = _gate(100.0, Severity.CRITICAL)
+    """Canary pods ready, percent of the canary Deployment's desired replicas; fails below."""
+    restarts: GateSettings = _gate(0.0, Severity.CRITICAL)
+    """Canary container restarts within the window, a count; fails above."""
+    crash_loop: GateSettings = _gate(0.0, Severity.CRITICAL)
+    """Canary containers waiting in CrashLoopBackOff (or ImagePullBackOff, ErrImagePull,
+    CreateContainerConfigError), a count; fails above."""
+
+
+class Workloads(_Model):
+    stable: str = "{service}-stable"
+    """Name of the stable Deployment (Istio destination_workload, Linkerd deployment); {service} is replaced."""
+    canary: str = "{service}-canary"
+    """Name of the canary Deployment; {service} is replaced."""
+
+
+class CustomQueries(_Model):
+    """PromQL templates for ``mesh: custom``. Placeholders: $namespace, $workload, $window, $quantile.
+
+    Each must return one number (a single-element vector) for the named workload."""
+
+    requests: str
+    """Requests received in $window (a count, e.g. sum(increase(...[$window])))."""
+    errors: str
+    """Requests answered with an error in $window (a count)."""
+    successes: str
+    """Requests answered successfully in $window (a count)."""
+    latency: str
+    """Latency quantile $quantile in milliseconds over $window."""
+
+
+class PrometheusSettings(_Model):
+    url: str = "http://127.0.0.1:19090"
+    """Base URL of the Prometheus HTTP API (also Thanos/Mimir query frontends)."""
+    bearer_token_env: str | None = None
+    """Name of an environment variable holding a bearer token (never logged)."""
+    bearer_token_file: Path | None = None
+    """A file holding a bearer token, e.g. a mounted ServiceAccount token (never logged)."""
+    verify_tls: bool = True
+    """Verify the server's TLS certificate."""
+    ca_file: Path | None = None
+    """CA bundle to verify the server's certificate with."""
+    timeout: Duration = 10.0
+    """Per-query timeout, seconds."""
+    retries: int = Field(default=1, ge=0, le=10)
+    """Retries on connection errors and 5xx answers before a gate errors."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http:// or https:// URL; got {value!r}")
+        return value.rstrip("/")
+
+    def bearer_token(self) -> str | None:
+        """The token, read now from the environment or the file; ``None`` when none is configured."""
+        if self.bearer_token_env:
+            token = os.environ.get(self.bearer_token_env)
+            if not token:
+                raise ConfigError(
+                    f"environment variable {self.bearer_token_env} is empty or unset",
+                    where="prometheus.bearer_token_env",
+                    fix=f"export {self.bearer_token_env}=<token>, or remove prometheus.bearer_token_env",
+                )
+            return token.strip()
+        if self.bearer_token_file:
+            try:
+                return self.bearer_token_file.read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot read the token file {self.bearer_token_file}: {e.strerror}",
+                    where="prometheus.bearer_token_file",
+                    fix="point it at a readable file, or remove it",
+                ) from e
+        return None
+
+
+class SandboxSettings(_Model):
+    state_dir: Path = Path(".sandbox")
+    """Where the sandbox keeps its processes' state, logs and Prometheus data (relative to the config file)."""
+    prometheus_port: int = Field(default=19090, ge=1, le=65535)
+    """Prometheus web/API port on 127.0.0.1."""
+    router_port: int = Field(default=18080, ge=1, le=65535)
+    """HAProxy front end (the service's address) on 127.0.0.1."""
+    router_admin_port: int = Field(default=18404, ge=1, le=65535)
+    """HAProxy's own Prometheus exporter and stats page on 127.0.0.1."""
+    stable_port: int = Field(default=18081, ge=1, le=65535)
+    """Stable demo instance on 127.0.0.1."""
+    canary_port: int = Field(default=18082, ge=1, le=65535)
+    """Canary demo instance on 127.0.0.1."""
+    node_port: int = Field(default=18100, ge=1, le=65535)
+    """The node agent (kube-state-metrics and cAdvisor series) on 127.0.0.1."""
+    rps: float = Field(default=200.0, gt=0, le=20000)
+    """Requests per second Locust sends through the router."""
+    scrape_interval: Duration = 1.0
+    """How often Prometheus scrapes everything, seconds."""
+    cpu_limit: float = Field(default=0.5, gt=0, le=64)
+    """CPU limit of each demo pod, cores (what the CPU gate divides by)."""
+    memory_limit_mb: int = Field(default=256, gt=0)
+    """Memory limit of each demo pod, MiB (what the memory gate divides by)."""
+
+
+class CanaryConfig(_Model):
+    service: str = "auth"
+    """The service under release; a Kubernetes name."""
+    namespace: str = "orion"
+    """Its namespace."""
+    workloads: Workloads = Field(default_factory=Workloads)
+    """How stable and canary are told apart in the metrics."""
+    mesh: Mesh = Mesh.ISTIO
+    """Which metric names to read: istio, linkerd, or custom (then set `queries`)."""
+    queries: CustomQueries | None = None
+    """PromQL templates, required with mesh: custom."""
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    """Where the metrics come from."""
+    stages: tuple[int, ...] = (5, 25, 50, 100)
+    """Canary traffic percent at each stage, ascending, ending at 100."""
+    window: Duration = 60.0
+    """Analysis window, seconds: every gate looks at the last `window` of data, canary and stable alike."""
+    min_requests: int = Field(default=20, ge=0)
+    """Fewest canary requests in the window for the rate and latency gates to decide; fewer is inconclusive."""
+    gates: Gates = Field(default_factory=Gates)
+    """Thresholds; any field left out keeps its default."""
+    stage_gates: dict[int, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    """Per-stage threshold overrides: {25: {error_rate: {threshold: 3}}}."""
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    """The local sandbox (canary-checks sandbox up)."""
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return check_workload(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return check_namespace(value)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("at least one stage is needed, e.g. [5, 25, 50, 100]")
+        if any(not 0 < s <= 100 for s in value):
+            raise ValueError(f"each stage is a percent from 1 to 100; got {list(value)}")
+        if list(value) != sorted(set(value)):
+            raise ValueError(f"stages must be strictly ascending; got {list(value)}")
+        if value[-1] != 100:
+            raise ValueError(f"the last stage must be 100; got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CanaryConfig:
+        for side in ("stable", "canary"):
+            try:
+                check_workload(self.workload(side))
+            except ValueError as e:
+                raise ValueError(f"workloads.{side}: {e}") from None
+        if self.mesh is Mesh.CUSTOM and self.queries is None:
+            raise ValueError("mesh: custom needs `queries` (requests, errors, successes, latency templates)")
+        for stage, overrides in self.stage_gates.items():
+            if stage not in self.stages:
+                raise ValueError(f"stage_gates names stage {stage}, which is not one of the stages {list(self.stages)}")
+            _merge_gates(self.gates, overrides, where=f"stage_gates.{stage}")
+        return self
+
+    def workload(self, side: str) -> str:
+        """The Deployment name of ``stable`` or ``canary``."""
+        template: str = getattr(self.workloads, side)
+        return template.replace("{service}", self.service)
+
+    def gates_for(self, stage: int | None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Gates:
+        """Thresholds in force at ``stage``: defaults ← file ← stage_gates[stage] ← command line."""
+        gates = self.gates
+        if stage is not None and stage in self.stage_gates:
+            gates = _merge_gates(gates, self.stage_gates[stage], where=f"stage_gates.{stage}")
+        if overrides:
+            gates = _merge_gates(gates, overrides, where="--threshold")
+        return gates
+
+
+def _merge_gates(base: Gates, overrides: Mapping[str, Mapping[str, Any]], *, where: str) -> Gates:
+    data = base.model_dump()
+    for name, fields in overrides.items():
+        if name not in data:
+            raise ConfigError(
+                f"unknown gate {name!r}",
+                where=where,
+                fix=f"use one of: {', '.join(data)}",
+            )
+        if not isinstance(fields, Mapping):
+            raise ConfigError(
+                f"expected a mapping such as {{threshold: 3}} for gate {name!r}; got {fields!r}", where=where
+            )
+        data[name] = {**data[name], **fields}
+    try:
+        return Gates.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e), where=where) from None
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see docs/configuration.md)"
+        bad = item.get("input")
+        shown = "" if item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) else f" (got {bad!r})"
+        lines.append(f"{path}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None, *, search: tuple[Path, ...] = ()) -> Path | None:
+    """The config file to use: ``explicit``, else ``$CANARY_CONFIG``, else the first ``canary.yaml`` in ``search``.
+
+    An explicit or environment path that does not exist is an error; no file at all means built-in defaults."""
+    for source, value in (("--canary-config", explicit), (CONFIG_ENV, os.environ.get(CONFIG_ENV))):
+        if value:
+            path = Path(value)
+            if not path.is_file():
+                raise ConfigError(
+                    f"config file {str(path)!r} does not exist",
+                    where=source,
+                    fix=f"create it (see docs/configuration.md) or pass an existing file to {source}",
+                )
+            return path
+    for folder in search:
+        candidate = folder / DEFAULT_CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# Command-line overrides: flag name → dotted config key.
+_FLAG_KEYS = {
+    "service": "--service",
+    "namespace": "--namespace",
+    "mesh": "--mesh",
+    "prometheus.url": "--prometheus-url",
+    "window": "--window",
+}
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> CanaryConfig:
+    """Read and validate ``path`` (``None``: defaults), then apply flag ``overrides`` (dotted keys)."""
+    raw: dict[str, Any] = {}
+    where = "built-in defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"cannot read the file: {e.strerror}", where=where) from e
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e)
+            raise ConfigError(f"not valid YAML{at}: {problem}", where=where, fix="fix the YAML syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"expected a mapping of settings at the top level; got {type(loaded).__name__}", where=where
+            )
+        raw = loaded
+    try:
+        config = CanaryConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e), where=where, fix="see docs/configuration.md for every key") from None
+    if path is not None and not config.sandbox.state_dir.is_absolute():
+        sandbox = config.sandbox.model_copy(update={"state_dir": path.parent.resolve() / config.sandbox.state_dir})
+        config = config.model_copy(update={"sandbox": sandbox})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return config
+    data = config.model_dump()
+    for key, value in given.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    try:
+        return CanaryConfig.model_validate(data)
+    except ValidationError as e:
+        flags = ", ".join(_FLAG_KEYS.get(k, k) for k in given)
+        raise ConfigError(_describe(e), where=f"command line ({flags})") from None
+
+
+def flag_overrides(**values: Any) -> dict[str, Any]:
+    """Map keyword flag values (service=..., prometheus_url=...) to the dotted keys :func:`load_config` takes."""
+    keys = {"prometheus_url": "prometheus.url"}
+    return {keys.get(name, name): value for name, value in values.items() if value is not None}
+
+
+def parse_gate_flags(values: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``["error_rate=3", "latency_p95.severity=critical"]`` → ``{"error_rate": {"threshold": "3"}, ...}``."""
+    overrides: dict[str, dict[str, str]] = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        gate, _, field = key.strip().partition(".")
+        if not sep or not gate or not setting.strip():
+            raise ConfigError(
+                f"expected GATE=THRESHOLD or GATE.FIELD=VALUE; got {value!r}",
+                where="--threshold",
+                fix="e.g. --threshold error_rate=3 --threshold latency_p95.severity=critical",
+            )
+        overrides.setdefault(gate, {})[field or "threshold"] = setting.strip()
+    return overrides

@@ -1,0 +1,87 @@
+"""The exception tree of canary-checks.
+
+Every error says *what* went wrong, *where* (a file and key, a URL and query, a port) and *how to fix it*::
+
+    CanaryError
+    ├── ConfigError            a bad canary.yaml, flag or environment value
+    │   └── InvalidLabelValue  a name that would change what a PromQL query means
+    ├── PrometheusError        the metrics source could not answer (a gate *errors*, never passes)
+    │   ├── PrometheusUnreachable   no connection / timeout
+    │   └── PrometheusQueryError    Prometheus answered with an error (bad query, 4xx/5xx)
+    └── SandboxError           the local sandbox could not start or be driven
+        ├── MissingBinary      prometheus / haproxy / locust is not installed
+        └── PortInUse          a port the sandbox needs is taken
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CanaryError",
+    "ConfigError",
+    "InvalidLabelValue",
+    "MissingBinary",
+    "PortInUse",
+    "PrometheusError",
+    "PrometheusQueryError",
+    "PrometheusUnreachable",
+    "SandboxError",
+]
+
+
+class CanaryError(Exception):
+    """Root of all canary-checks errors: a message a user can act on, never a traceback."""
+
+    def __init__(self, what: str, *, where: str = "", fix: str = "") -> None:
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = f"{self.where}: {self.what}" if self.where else self.what
+        if self.fix:
+            text = f"{text}\n  fix: {self.fix}"
+        return text
+
+
+class ConfigError(CanaryError):
+    """A configuration value (file, flag or environment) is wrong."""
+
+
+class InvalidLabelValue(ConfigError):
+    """A value meant for a PromQL label matcher is not a valid Kubernetes name."""
+
+
+class PrometheusError(CanaryError):
+    """Prometheus could not be read; the gate that needed it errors (it neither passes nor fails)."""
+
+    def __init__(self, what: str, *, url: str, query: str = "", fix: str = "") -> None:
+        self.url = url
+        self.query = query
+        where = f"Prometheus at {url}" + (f" (query {query!r})" if query else "")
+        super().__init__(what, where=where, fix=fix)
+
+
+class PrometheusUnreachable(PrometheusError):
+    """No connection could be made, or it timed out."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus answered, with an error (HTTP status and cut body in the message)."""
+
+    def __init__(self, what: str, *, url: str, query: str = "", status: int | None = None, fix: str = "") -> None:
+        self.status = status
+        super().__init__(what, url=url, query=query, fix=fix)
+
+
+class SandboxError(CanaryError):
+    """The local sandbox could not be started, stopped or changed."""
+
+
+class MissingBinary(SandboxError):
+    """A program the sandbox runs is not installed."""
+
+
+class PortInUse(SandboxError):
+    """A loopback port the sandbox needs is already taken."""

@@ -1,0 +1,608 @@
+"""Gate definitions and their evaluation.
+
+A gate reads a few PromQL queries (canary and stable side by side, same window, same instant) and ends in a
+:class:`GateResult` with one :class:`Verdict`. Thresholds come from :class:`canary_checks.config.Gates`; which side
+of the threshold fails, and the unit, are the gate's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from canary_checks.config import CanaryConfig, Gates, GateSettings, NoDataPolicy, Severity
+from canary_checks.errors import PrometheusError
+from canary_checks.prometheus import MetricsSource, Sample
+
+__all__ = ["GATES", "Gate", "GateResult", "Verdict", "evaluate", "gates_in_family"]
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NO_DATA = "no data"
+    """No series, or only NaN, or no traffic: never a pass."""
+    INCONCLUSIVE = "inconclusive"
+    """Too few requests in the window to tell; the runner holds the stage."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    verdict: Verdict
+    value: float | None
+    threshold: float
+    unit: str
+    severity: Severity
+    on_no_data: NoDataPolicy
+    window: float
+    """Seconds."""
+    queries: tuple[str, ...]
+    summary: str
+    """One line a person reads: what was measured against what."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def breached(self) -> bool:
+        """The gate did not pass (fail, no data or inconclusive)."""
+        return self.verdict is not Verdict.PASS
+
+    def fails(self, *, strict: bool = False) -> bool:
+        """Whether this result fails the stage: critical always, warning in strict mode, info never."""
+        if not self.breached:
+            return False
+        if self.verdict is Verdict.NO_DATA and self.on_no_data is NoDataPolicy.SKIP:
+            return False
+        if self.severity is Severity.CRITICAL:
+            return True
+        return strict and self.severity is Severity.WARNING
+
+    def describe(self) -> str:
+        """The full message: summary, window and every query."""
+        lines = [f"{self.gate}: {self.verdict.value.upper()} ({self.severity.value}) — {self.summary}"]
+        lines.append(f"  window: last {_fmt(self.window)}s")
+        lines.extend(f"  query: {q}" for q in self.queries)
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    config: CanaryConfig
+    settings: GateSettings
+    stage: int | None
+    q: Mapping[str, str]
+    results: Mapping[str, list[Sample]]
+
+    def samples(self, key: str) -> list[Sample]:
+        return self.results[self.q[key]]
+
+    def total(self, key: str) -> float | None:
+        """Sum of a vector; ``None`` when it is empty (no data)."""
+        samples = self.samples(key)
+        return sum(s.value for s in samples) if samples else None
+
+
+Decide = Callable[[_Ctx, "Gate"], GateResult]
+Needs = Callable[[MetricsSource], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    """Config key under `gates:` (and the --threshold name)."""
+    family: str
+    """Which test in suites/gate runs it (test_<family>)."""
+    variant: str
+    """The test id inside its family: test_latency[p95]."""
+    unit: str
+    needs: Needs
+    decide: Decide
+
+    def settings(self, gates: Gates) -> GateSettings:
+        settings: GateSettings = getattr(gates, self.name)
+        return settings
+
+    def result(self, ctx: _Ctx, verdict: Verdict, value: float | None, summary: str, **details: Any) -> GateResult:
+        return GateResult(
+            gate=self.name,
+            verdict=verdict,
+            value=value,
+            threshold=ctx.settings.threshold,
+            unit=self.unit,
+            severity=ctx.settings.severity,
+            on_no_data=ctx.settings.on_no_data,
+            window=ctx.config.window,
+            queries=tuple(ctx.q.values()),
+            summary=summary,
+            details=details,
+        )
+
+
+def _fmt(value: float) -> str:
+    if math.isinf(value):
+        return "∞"
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def _no_traffic(ctx: _Ctx, gate: Gate, side: str = "canary") -> GateResult:
+    return gate.result(
+        ctx,
+        Verdict.NO_DATA,
+        None,
+        f"no data: the {side} received no traffic in the {_fmt(ctx.config.window)}s window "
+        f"({ctx.config.workload(side)} in {ctx.config.namespace})",
+    )
+
+
+def _counts(ctx: _Ctx, side: str) -> tuple[float, float, float] | None:
+    """requests, errors, successes of one side; ``None`` when it received nothing."""
+    requests = ctx.total(f"{side}_requests")
+    if not requests:
+        return None
+    errors = ctx.total(f"{side}_errors") or 0.0
+    successes = ctx.total(f"{side}_successes") or 0.0
+    return requests, errors, successes
+
+
+def _too_few(ctx: _Ctx, gate: Gate, requests: float, side: str = "canary") -> GateResult | None:
+    need = ctx.config.min_requests
+    if requests >= need:
+        return None
+    return gate.result(
+        ctx,
+        Verdict.INCONCLUSIVE,
+        None,
+        f"inconclusive: only {requests:.0f} {side} requests in the {_fmt(ctx.config.window)}s window "
+        f"(need at least {need}, min_requests)",
+        requests=requests,
+    )
+
+
+def _traffic_queries(source: MetricsSource, sides: Iterable[str] = ("canary",)) -> dict[str, str]:
+    q = {}
+    for side in sides:
+        for name in ("requests", "errors", "successes"):
+            q[f"{side}_{name}"] = source.render(name, side=side)
+    return q
+
+
+# ---- request gates -------------------------------------------------------------------------------------------
+
+
+def _decide_error_rate(ctx: _Ctx, gate: Gate) -> GateResult:
+    counts = _counts(ctx, "canary")
+    if counts is None:
+        return _no_traffic(ctx, gate)
+    requests, errors, _ = counts
+    if early := _too_few(ctx, gate, requests):
+        return early
+    rate = 100.0 * errors / requests
+    limit = ctx.settings.threshold
+    verdict = Verdict.FAIL if rate > limit else Verdict.PASS
+    sign = ">" if verdict is Verdict.FAIL else "<="
+    return gate.result(
+        ctx,
+        verdict,
+        rate,
+        f"canary error rate {_fmt(rate)} % {sign} {_fmt(limit)} % ({errors:.0f} of {requests:.0f} requests 5xx)",
+        requests=requests,
+        errors=errors,
+    )
+
+
+def _decide_success_rate(ctx: _Ctx, gate: Gate) -> GateResult:
+    counts = _counts(ctx, "canary")
+    if counts is None:
+        return _no_traffic(ctx, gate)
+    requests, _, successes = counts
+    if early := _too_few(ctx, gate, requests):
+        return early
+    rate = 100.0 * successes / requests
+    limit = ctx.settings.threshold
+    verdict = Verdict.FAIL if rate < limit else Verdict.PASS
+    sign = "<" if verdict is Verdict.FAIL else ">="
+    return gate.result(
+        ctx,
+        verdict,
+        rate,
+        f"canary success rate {_fmt(rate)} % {sign} {_fmt(limit)} % "
+        f"({successes:.0f} of {requests:.0f} requests succeeded)",
+        requests=requests,
+        successes=successes,
+    )
+
+
+def _latency_gate(quantile: float) -> tuple[Needs, Decide]:
+    label = f"p{round(quantile * 100)}"
+
+    def needs(source: MetricsSource) -> dict[str, str]:
+        return {
+            "canary_requests": source.render("requests", side="canary"),
+            "canary_latency": source.render("latency", side="canary", quantile=quantile),
+        }
+
+    def decide(ctx: _Ctx, gate: Gate) -> GateResult:
+        requests = ctx.total("canary_requests")
+        if not requests:
+            return _no_traffic(ctx, gate)
+        if early := _too_few(ctx, gate, requests):
+            return early
+        samples = ctx.samples("canary_latency")
+        if not samples:
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no {label} latency histogram for the canary")
+        value = max(s.value for s in samples)
+        limit = ctx.settings.threshold
+        verdict = Verdict.FAIL if value > limit else Verdict.PASS
+        sign = ">" if verdict is Verdict.FAIL else "<="
+        return gate.result(
+            ctx,
+            verdict,
+            value,
+            f"canary {label} latency {_fmt(value)} ms {sign} {_fmt(limit)} ms (over {requests:.0f} requests)",
+            requests=requests,
+        )
+
+    return needs, decide
+
+
+# ---- canary versus stable ------------------------------------------------------------------------------------
+
+
+def _ratio(canary: float, stable: float) -> float:
+    if stable > 0:
+        return canary / stable
+    return 1.0 if canary == 0 else math.inf
+
+
+def _decide_ratio(ctx: _Ctx, gate: Gate, canary: float, stable: float, what: str, unit: str) -> GateResult:
+    ratio = _ratio(canary, stable)
+    limit = ctx.settings.threshold
+    verdict = Verdict.FAIL if ratio > limit else Verdict.PASS
+    sign = ">" if verdict is Verdict.FAIL else "<="
+    return gate.result(
+        ctx,
+        verdict,
+        ratio,
+        f"canary {what} is {_fmt(ratio)}x stable's {sign} {_fmt(limit)}x "
+        f"(canary {_fmt(canary)}{unit}, stable {_fmt(stable)}{unit})",
+        canary=canary,
+        stable=stable,
+    )
+
+
+def _decide_error_rate_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
+    canary, stable = _counts(ctx, "canary"), _counts(ctx, "stable")
+    if canary is None:
+        return _no_traffic(ctx, gate)
+    if stable is None:
+        return _no_traffic(ctx, gate, "stable")
+    for side, counts in (("canary", canary), ("stable", stable)):
+        if early := _too_few(ctx, gate, counts[0], side):
+            return early
+    return _decide_ratio(ctx, gate, 100.0 * canary[1] / canary[0], 100.0 * stable[1] / stable[0], "error rate", " %")
+
+
+def _needs_latency_vs_stable(source: MetricsSource) -> dict[str, str]:
+    q = {}
+    for side in ("canary", "stable"):
+        q[f"{side}_requests"] = source.render("requests", side=side)
+        q[f"{side}_latency"] = source.render("latency", side=side, quantile=0.95)
+    return q
+
+
+def _decide_latency_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
+    values = {}
+    for side in ("canary", "stable"):
+        requests = ctx.total(f"{side}_requests")
+        if not requests:
+            return _no_traffic(ctx, gate, side)
+        if early := _too_few(ctx, gate, requests, side):
+            return early
+        samples = ctx.samples(f"{side}_latency")
+        if not samples:
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no p95 latency histogram for the {side}")
+        values[side] = max(s.value for s in samples)
+    return _decide_ratio(ctx, gate, values["canary"], values["stable"], "p95 latency", " ms")
+
+
+def _needs_memory_vs_stable(source: MetricsSource) -> dict[str, str]:
+    return {f"{side}_memory": source.render("memory_usage", side=side) for side in ("canary", "stable")}
+
+
+def _decide_memory_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
+    per_pod = {}
+    for side in ("canary", "stable"):
+        samples = ctx.samples(f"{side}_memory")
+        if not samples:
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no working-set series for {side} pods")
+        per_pod[side] = sum(s.value for s in samples) / len(samples) / 2**20
+    return _decide_ratio(ctx, gate, per_pod["canary"], per_pod["stable"], "working set per pod", " MiB")
+
+
+# ---- traffic -------------------------------------------------------------------------------------------------
+
+
+def _decide_traffic_received(ctx: _Ctx, gate: Gate) -> GateResult:
+    requests = ctx.total("canary_requests") or 0.0
+    rate = requests / ctx.config.window
+    limit = ctx.settings.threshold
+    if rate <= limit:
+        return gate.result(
+            ctx,
+            Verdict.FAIL,
+            rate,
+            f"the canary receives no traffic: {_fmt(rate)} req/s <= {_fmt(limit)} req/s "
+            f"({requests:.0f} requests in the {_fmt(ctx.config.window)}s window)",
+            requests=requests,
+        )
+    return gate.result(ctx, Verdict.PASS, rate, f"canary receives {_fmt(rate)} req/s > {_fmt(limit)} req/s")
+
+
+def _decide_traffic_split(ctx: _Ctx, gate: Gate) -> GateResult:
+    canary = ctx.total("canary_requests") or 0.0
+    stable = ctx.total("stable_requests") or 0.0
+    if canary + stable == 0:
+        return gate.result(ctx, Verdict.NO_DATA, None, "no data: neither stable nor canary received traffic")
+    share = 100.0 * canary / (canary + stable)
+    stage = ctx.stage
+    tolerance = ctx.settings.threshold
+    if stage is None:
+        return gate.result(
+            ctx, Verdict.NO_DATA, share, f"canary share {_fmt(share)} %; pass --stage N to judge the split"
+        )
+    off = abs(share - stage)
+    if off > tolerance:
+        verdict, why = Verdict.FAIL, f"off by {_fmt(off)} points > {_fmt(tolerance)} tolerance"
+    elif stage < 50 and share > 50:
+        verdict, why = Verdict.FAIL, "the canary carries the majority before the 50 % stage"
+    else:
+        verdict, why = Verdict.PASS, f"within {_fmt(tolerance)} points"
+    return gate.result(
+        ctx,
+        verdict,
+        share,
+        f"canary share {_fmt(share)} % at stage {stage} % — {why} (canary {canary:.0f}, stable {stable:.0f} requests)",
+        canary=canary,
+        stable=stable,
+    )
+
+
+# ---- resources -----------------------------------------------------------------------------------------------
+
+
+def _resource_gate(kind: str) -> tuple[Needs, Decide]:
+    unit_scale, unit = (1.0, "cores") if kind == "cpu" else (2.0**-20, "MiB")
+
+    def needs(source: MetricsSource) -> dict[str, str]:
+        return {
+            "usage": source.render(f"{kind}_usage", side="canary"),
+            "limit": source.render(f"{kind}_limit", side="canary"),
+        }
+
+    def decide(ctx: _Ctx, gate: Gate) -> GateResult:
+        usage = {s.labels.get("pod", "?"): s.value for s in ctx.samples("usage")}
+        limits = {s.labels.get("pod", "?"): s.value for s in ctx.samples("limit")}
+        if not usage:
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no {kind} usage series for canary pods")
+        unlimited = sorted(pod for pod in usage if not limits.get(pod))
+        if unlimited:
+            return gate.result(
+                ctx,
+                Verdict.NO_DATA,
+                None,
+                f"no data: no {kind} limit set for {', '.join(unlimited)}; set resources.limits.{kind} "
+                "or disable this gate",
+            )
+        pod = max(usage, key=lambda p: usage[p] / limits[p])
+        percent = 100.0 * usage[pod] / limits[pod]
+        limit = ctx.settings.threshold
+        verdict = Verdict.FAIL if percent > limit else Verdict.PASS
+        sign = ">" if verdict is Verdict.FAIL else "<="
+        return gate.result(
+            ctx,
+            verdict,
+            percent,
+            f"{kind} of {pod} at {_fmt(percent)} % of its limit {sign} {_fmt(limit)} % "
+            f"({_fmt(usage[pod] * unit_scale)} of {_fmt(limits[pod] * unit_scale)} {unit})",
+            pod=pod,
+            pods=len(usage),
+        )
+
+    return needs, decide
+
+
+# ---- pods ----------------------------------------------------------------------------------------------------
+
+
+def _needs_pods(source: MetricsSource) -> dict[str, str]:
+    return {
+        "ready": source.render("pods_ready", side="canary"),
+        "desired": source.render("replicas_desired", side="canary"),
+    }
+
+
+def _no_pods(ctx: _Ctx, gate: Gate) -> GateResult:
+    return gate.result(
+        ctx,
+        Verdict.NO_DATA,
+        None,
+        f"no data: no pods of {ctx.config.workload('canary')} in {ctx.config.namespace} in kube-state-metrics",
+    )
+
+
+def _decide_pods_ready(ctx: _Ctx, gate: Gate) -> GateResult:
+    pods = {s.labels.get("pod", "?"): s.value for s in ctx.samples("ready")}
+    if not pods:
+        return _no_pods(ctx, gate)
+    desired = ctx.total("desired")
+    desired = len(pods) if desired is None else desired
+    ready = sorted(p for p, v in pods.items() if v >= 1)
+    not_ready = sorted(p for p, v in pods.items() if v < 1)
+    percent = 100.0 * len(ready) / desired if desired else 100.0
+    limit = ctx.settings.threshold
+    verdict = Verdict.FAIL if percent < limit else Verdict.PASS
+    summary = f"{len(ready)} of {desired:.0f} desired canary pods ready ({_fmt(percent)} %)"
+    if not_ready:
+        summary += f"; not ready: {', '.join(not_ready)}"
+    return gate.result(ctx, verdict, percent, summary, ready=ready, not_ready=not_ready)
+
+
+def _needs_restarts(source: MetricsSource) -> dict[str, str]:
+    return {
+        "ready": source.render("pods_ready", side="canary"),
+        "restarts": source.render("restarts", side="canary"),
+    }
+
+
+def _decide_restarts(ctx: _Ctx, gate: Gate) -> GateResult:
+    if not ctx.samples("ready"):
+        return _no_pods(ctx, gate)
+    samples = ctx.samples("restarts")
+    if not samples:
+        return gate.result(ctx, Verdict.NO_DATA, None, "no data: no restart counters for the canary's containers")
+    # increase() extrapolates; a counter that moved at all moved by at least one restart.
+    by_container = {
+        f"{s.labels.get('pod', '?')}/{s.labels.get('container', '?')}": math.ceil(round(s.value, 6)) for s in samples
+    }
+    count = float(sum(by_container.values()))
+    limit = ctx.settings.threshold
+    verdict = Verdict.FAIL if count > limit else Verdict.PASS
+    restarted = ", ".join(f"{c} x{n}" for c, n in sorted(by_container.items()) if n)
+    summary = f"{count:.0f} canary container restarts in the {_fmt(ctx.config.window)}s window"
+    summary += f" ({restarted})" if restarted else ""
+    summary += f" {'>' if verdict is Verdict.FAIL else '<='} {_fmt(limit)}"
+    return gate.result(ctx, verdict, count, summary, restarts=by_container)
+
+
+def _needs_crash_loop(source: MetricsSource) -> dict[str, str]:
+    return {
+        "ready": source.render("pods_ready", side="canary"),
+        "waiting": source.render("waiting", side="canary"),
+    }
+
+
+def _decide_crash_loop(ctx: _Ctx, gate: Gate) -> GateResult:
+    if not ctx.samples("ready"):
+        return _no_pods(ctx, gate)
+    waiting = sorted(
+        f"{s.labels.get('pod', '?')}/{s.labels.get('container', '?')} {s.labels.get('reason', '?')}"
+        for s in ctx.samples("waiting")
+    )
+    count = float(len(waiting))
+    limit = ctx.settings.threshold
+    verdict = Verdict.FAIL if count > limit else Verdict.PASS
+    summary = f"{count:.0f} canary containers crash-looping or failing to start"
+    summary += f": {', '.join(waiting)}" if waiting else ""
+    return gate.result(ctx, verdict, count, summary, waiting=waiting)
+
+
+# ---- the registry --------------------------------------------------------------------------------------------
+
+
+def _registry() -> dict[str, Gate]:
+    def traffic(sides: tuple[str, ...]) -> Needs:
+        return lambda source: _traffic_queries(source, sides)
+
+    def requests_only(sides: tuple[str, ...]) -> Needs:
+        return lambda source: {f"{side}_requests": source.render("requests", side=side) for side in sides}
+
+    p95, p99 = _latency_gate(0.95), _latency_gate(0.99)
+    cpu, memory = _resource_gate("cpu"), _resource_gate("memory")
+    gates = [
+        Gate("error_rate", "error_rate", "error_rate", "%", traffic(("canary",)), _decide_error_rate),
+        Gate("success_rate", "success_rate", "success_rate", "%", traffic(("canary",)), _decide_success_rate),
+        Gate("latency_p95", "latency", "p95", "ms", *p95),
+        Gate("latency_p99", "latency", "p99", "ms", *p99),
+        Gate(
+            "traffic_received",
+            "traffic",
+            "received",
+            "req/s",
+            requests_only(("canary",)),
+            _decide_traffic_received,
+        ),
+        Gate(
+            "traffic_split",
+            "traffic",
+            "split",
+            "%",
+            requests_only(("canary", "stable")),
+            _decide_traffic_split,
+        ),
+        Gate("pods_ready", "pods", "ready", "%", _needs_pods, _decide_pods_ready),
+        Gate("restarts", "restarts", "restarts", "count", _needs_restarts, _decide_restarts),
+        Gate("crash_loop", "restarts", "crash_loop", "count", _needs_crash_loop, _decide_crash_loop),
+        Gate("cpu", "cpu", "cpu", "%", *cpu),
+        Gate("memory", "memory", "memory", "%", *memory),
+        Gate(
+            "error_rate_vs_stable",
+            "vs_stable",
+            "error_rate",
+            "ratio",
+            traffic(("canary", "stable")),
+            _decide_error_rate_vs_stable,
+        ),
+        Gate(
+            "latency_vs_stable",
+            "vs_stable",
+            "latency",
+            "ratio",
+            _needs_latency_vs_stable,
+            _decide_latency_vs_stable,
+        ),
+        Gate(
+            "memory_vs_stable",
+            "vs_stable",
+            "memory",
+            "ratio",
+            _needs_memory_vs_stable,
+            _decide_memory_vs_stable,
+        ),
+    ]
+    return {g.name: g for g in gates}
+
+
+GATES: dict[str, Gate] = _registry()
+"""Every gate, by its config name."""
+
+assert set(GATES) == set(Gates.model_fields), "every configured threshold has exactly one gate"
+
+
+def gates_in_family(family: str) -> list[Gate]:
+    found = [g for g in GATES.values() if g.family == family]
+    if not found:
+        families = sorted({g.family for g in GATES.values()})
+        raise KeyError(f"no gate family {family!r}; families: {', '.join(families)}")
+    return found
+
+
+def evaluate(
+    config: CanaryConfig,
+    source: MetricsSource,
+    names: Iterable[str],
+    *,
+    stage: int | None = None,
+    gates: Gates | None = None,
+    at: float | None = None,
+) -> dict[str, GateResult | PrometheusError]:
+    """Evaluate the named gates; all their queries run concurrently at one instant.
+
+    A gate whose query failed maps to the :class:`PrometheusError` (it errors; it never passes)."""
+    thresholds = gates or config.gates_for(stage)
+    wanted = [GATES[n] for n in dict.fromkeys(names)]
+    plans = {g.name: g.needs(source) for g in wanted}
+    raw = source.query_many((q for plan in plans.values() for q in plan.values()), at=at)
+    out: dict[str, GateResult | PrometheusError] = {}
+    for gate in wanted:
+        plan = plans[gate.name]
+        failed = next((r for q in plan.values() if isinstance(r := raw[q], PrometheusError)), None)
+        if failed is not None:
+            out[gate.name] = failed
+            continue
+        results = {q: r for q in plan.values() if not isinstance(r := raw[q], PrometheusError)}
+        ctx = _Ctx(config=config, settings=gate.settings(thresholds), stage=stage, q=plan, results=results)
+        out[gate.name] = gate.decide(ctx, gate)
+    return out

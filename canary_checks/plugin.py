@@ -1,0 +1,305 @@
+"""The pytest plugin (registered by the ``pytest11`` entry point): options, fixtures, JUnit properties, summary.
+
+A gate test is one line::
+
+    @pytest.mark.parametrize("gate", gate_params("latency"), indirect=True)
+    def test_latency(gate: GateCheck) -> None:
+        gate.verify()
+
+Every gate of the session is evaluated once, all queries concurrently at one instant, the first time a ``gate``
+fixture is set up. A Prometheus error makes the test *error*; a breach fails it (warning gates only with
+``--strict-gates``); no data fails it unless the gate's ``on_no_data`` is ``skip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canary_checks.config import (
+    CanaryConfig,
+    Gates,
+    Mesh,
+    find_config,
+    flag_overrides,
+    load_config,
+    parse_gate_flags,
+)
+from canary_checks.errors import CanaryError, PrometheusError
+from canary_checks.gates import GATES, GateResult, Verdict, evaluate, gates_in_family
+from canary_checks.prometheus import MetricsSource
+
+__all__ = ["GateCheck", "GateWarning", "Target", "gate_params"]
+
+
+class GateWarning(UserWarning):
+    """A warning or info gate was breached; it does not fail the run unless ``--strict-gates``."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What this pytest session checks, resolved once from canary.yaml and the flags."""
+
+    config: CanaryConfig
+    config_path: Path | None
+    stage: int | None
+    strict: bool
+    thresholds: Gates
+
+
+TARGET = pytest.StashKey[Target]()
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """The evaluated gate a test receives; :meth:`verify` turns its verdict into the pytest outcome."""
+
+    result: GateResult
+    strict: bool
+
+    def verify(self) -> None:
+        __tracebackhide__ = True
+        result = self.result
+        if not result.breached:
+            return
+        if result.fails(strict=self.strict):
+            pytest.fail(result.describe(), pytrace=False)
+        warnings.warn(GateWarning(result.describe()), stacklevel=2)
+
+
+def gate_params(family: str) -> list[Any]:
+    """``pytest.param`` for every gate of ``family``, with ids like ``p95``: parametrize ``gate`` with them."""
+    return [pytest.param(g.name, id=g.variant) for g in gates_in_family(family)]
+
+
+def _stage(value: str) -> int:
+    try:
+        stage = int(value.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--stage takes a whole percent such as 25; got {value!r}") from None
+    return stage
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("canary-checks", "canary gates (canary-checks)")
+    group.addoption(
+        "--stage",
+        type=_stage,
+        default=None,
+        metavar="PERCENT",
+        help="rollout stage being checked, one of the configured stages (default 5, 25, 50, 100); "
+        "the traffic-split gate judges the canary's share against it.",
+    )
+    group.addoption("--service", default=None, help="service under release (default: `service` in canary.yaml).")
+    group.addoption("--namespace", default=None, help="its Kubernetes namespace (default: `namespace`).")
+    group.addoption(
+        "--prometheus-url", default=None, metavar="URL", help="Prometheus base URL (default: prometheus.url)."
+    )
+    group.addoption(
+        "--mesh",
+        default=None,
+        choices=[m.value for m in Mesh],
+        help="which metric names to read: istio, linkerd or custom (default: mesh).",
+    )
+    group.addoption(
+        "--canary-config",
+        default=None,
+        metavar="PATH",
+        help="config file (default: $CANARY_CONFIG, else canary.yaml in the current directory or rootdir).",
+    )
+    group.addoption("--window", default=None, metavar="DURATION", help="analysis window, e.g. 30s or 5m.")
+    group.addoption(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="GATE=VALUE",
+        help="override a gate for this run: error_rate=3, or GATE.FIELD=VALUE such as latency_p95.severity=critical. "
+        "Repeatable.",
+    )
+    group.addoption(
+        "--strict-gates",
+        action="store_true",
+        default=False,
+        help="warning gates fail the run too (info gates never do).",
+    )
+
+
+def _resolve(config: pytest.Config) -> Target:
+    opt = config.option
+    path = find_config(opt.canary_config, search=(Path.cwd(), config.rootpath))
+    overrides = flag_overrides(
+        service=opt.service,
+        namespace=opt.namespace,
+        mesh=opt.mesh,
+        prometheus_url=opt.prometheus_url,
+        window=opt.window,
+    )
+    canary = load_config(path, overrides)
+    stage = opt.stage
+    if stage is not None and stage not in canary.stages:
+        stages = ", ".join(str(s) for s in canary.stages)
+        raise CanaryError(
+            f"--stage must be one of {stages}; got {stage}",
+            fix=f"pass one of the stages, or change `stages` in {path or 'canary.yaml'}",
+        )
+    thresholds = canary.gates_for(stage, parse_gate_flags(opt.threshold))
+    return Target(canary, path, stage, bool(opt.strict_gates), thresholds)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[TARGET] = _resolve(config)
+    except CanaryError as e:
+        raise pytest.UsageError(e.message) from None
+    config.pluginmanager.register(_GateSummary(), "canary-checks-summary")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    target = config.stash.get(TARGET, None)
+    if target is None:
+        return []
+    c = target.config
+    stage = f"stage {target.stage} %" if target.stage is not None else "no --stage"
+    source = str(target.config_path) if target.config_path else "built-in defaults (no canary.yaml)"
+    return [
+        f"canary-checks: {c.workload('canary')} vs {c.workload('stable')} in namespace {c.namespace}, "
+        f"mesh {c.mesh.value}, {stage}{', strict' if target.strict else ''}",
+        f"canary-checks: Prometheus {c.prometheus.url}, window {c.window:g}s, config {source}",
+    ]
+
+
+def _gate_name(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "gate" not in callspec.params:
+        return None
+    name = callspec.params["gate"]
+    return name if isinstance(name, str) else None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    target = config.stash[TARGET]
+    kept, dropped = [], []
+    for item in items:
+        name = _gate_name(item)
+        if name is not None and name in GATES and not GATES[name].settings(target.thresholds).enabled:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def canary_target(pytestconfig: pytest.Config) -> Target:
+    """The resolved config, stage and thresholds of this run."""
+    return pytestconfig.stash[TARGET]
+
+
+@pytest.fixture(scope="session")
+def canary_source(canary_target: Target) -> MetricsSource:
+    """The Prometheus this run reads."""
+    try:
+        return MetricsSource(canary_target.config)
+    except CanaryError as e:
+        pytest.fail(e.message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def canary_results(
+    request: pytest.FixtureRequest, canary_target: Target, canary_source: MetricsSource
+) -> dict[str, GateResult | PrometheusError]:
+    """Every gate collected in this session, evaluated once: queries run concurrently at one instant."""
+    names = [n for item in request.session.items if (n := _gate_name(item)) in GATES]
+    try:
+        return evaluate(
+            canary_target.config,
+            canary_source,
+            names,
+            stage=canary_target.stage,
+            gates=canary_target.thresholds,
+        )
+    except CanaryError as e:
+        pytest.fail(e.message, pytrace=False)
+
+
+@pytest.fixture
+def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: dict[str, Any]) -> GateCheck:
+    """The evaluated gate named by the test's ``gate`` parameter (see :func:`gate_params`)."""
+    name = getattr(request, "param", None)
+    if name not in GATES:
+        pytest.fail(
+            f"the gate fixture needs a gate name; got {name!r}. "
+            "Use @pytest.mark.parametrize('gate', gate_params('latency'), indirect=True)",
+            pytrace=False,
+        )
+    outcome = canary_results.get(name)
+    if outcome is None:  # collected after the session's evaluation (e.g. by a plugin); evaluate alone
+        outcome = evaluate(
+            canary_target.config,
+            MetricsSource(canary_target.config),
+            [name],
+            stage=canary_target.stage,
+            gates=canary_target.thresholds,
+        )[name]
+    if isinstance(outcome, PrometheusError):
+        request.node.user_properties.extend([("gate", name), ("verdict", "error"), ("error", outcome.message)])
+        pytest.fail(outcome.message, pytrace=False)
+    result: GateResult = outcome
+    props = request.node.user_properties
+    props.extend(
+        [
+            ("gate", result.gate),
+            ("verdict", result.verdict.value),
+            ("value", "" if result.value is None else f"{result.value:.6g}"),
+            ("threshold", f"{result.threshold:g}"),
+            ("unit", result.unit),
+            ("severity", result.severity.value),
+            ("window_seconds", f"{result.window:g}"),
+            ("summary", result.summary),
+        ]
+    )
+    props.extend(("query", q) for q in result.queries)
+    if result.verdict is Verdict.NO_DATA and not result.fails(strict=True) and result.on_no_data.value == "skip":
+        pytest.skip(f"{result.gate}: {result.summary} (on_no_data: skip)")
+    return GateCheck(result, canary_target.strict)
+
+
+class _GateSummary:
+    """Collects each gate's verdict from the test reports and prints one table at the end."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if "gate" not in props or report.when == "teardown" or (report.when == "setup" and report.passed):
+            return
+        verdict = str(props.get("verdict", "?"))
+        unit = str(props.get("unit", ""))
+        value, threshold = str(props.get("value", "")), str(props.get("threshold", ""))
+        self.rows.append(
+            (
+                str(props["gate"]),
+                verdict,
+                f"{value} {unit}".strip() if value else "-",
+                f"{threshold} {unit}".strip() if threshold else "-",
+                str(props.get("severity", "-")),
+            )
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.rows:
+            return
+        tr = terminalreporter
+        tr.section("canary gates")
+        tr.write_line(f"{'gate':<22} {'verdict':<13} {'value':>18} {'threshold':>14}  severity")
+        for gate_name, verdict, value, threshold, severity in self.rows:
+            color = {"pass": "green", "fail": "red", "error": "red"}.get(verdict, "yellow")
+            tr.write_line(f"{gate_name:<22} {verdict:<13} {value:>18} {threshold:>14}  {severity}", **{color: True})

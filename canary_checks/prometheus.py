@@ -1,0 +1,305 @@
+"""The metrics source: query profiles per mesh, safe label values, concurrent instant queries.
+
+Four outcomes reach the gates: a vector of :class:`Sample` (a value), an empty vector (no data: an empty result or
+only NaN), :class:`~canary_checks.errors.PrometheusQueryError` (Prometheus answered with an error) and
+:class:`~canary_checks.errors.PrometheusUnreachable`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import string
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from canary_checks.config import CanaryConfig, Mesh, check_namespace, check_workload
+from canary_checks.errors import (
+    InvalidLabelValue,
+    PrometheusError,
+    PrometheusQueryError,
+    PrometheusUnreachable,
+)
+
+__all__ = ["MetricsSource", "QueryProfile", "Sample", "escape_label", "pod_regex", "profile_for"]
+
+log = logging.getLogger(__name__)
+
+
+class _RawSample(TypedDict):
+    metric: dict[str, str]
+    value: list[Any]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One element of an instant vector."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+def escape_label(value: str) -> str:
+    """Escape a value for a double-quoted PromQL string literal (Go string escaping)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def pod_regex(workload: str) -> str:
+    """RE2 pattern for the pods of a Deployment: ``<name>-<replicaset hash>-<pod suffix>``."""
+    return re.escape(workload) + "-[a-z0-9]{1,10}-[a-z0-9]{5}"
+
+
+@dataclass(frozen=True)
+class QueryProfile:
+    """PromQL templates for one mesh. Placeholders: $namespace, $workload, $window, $quantile, $pods.
+
+    Every value substituted is validated as a Kubernetes name and escaped first, so no configured name can change
+    what a query means."""
+
+    requests: str
+    errors: str
+    successes: str
+    latency: str
+    # cAdvisor and kube-state-metrics series: the same for every mesh.
+    cpu_usage: str = (
+        'sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="$namespace", pod=~"$pods", '
+        'container!="", container!="POD"}[$window]))'
+    )
+    cpu_limit: str = (
+        'sum by (pod) (kube_pod_container_resource_limits{namespace="$namespace", pod=~"$pods", resource="cpu"})'
+    )
+    memory_usage: str = (
+        'sum by (pod) (container_memory_working_set_bytes{namespace="$namespace", pod=~"$pods", '
+        'container!="", container!="POD"})'
+    )
+    memory_limit: str = (
+        'sum by (pod) (kube_pod_container_resource_limits{namespace="$namespace", pod=~"$pods", resource="memory"})'
+    )
+    pods_ready: str = 'max by (pod) (kube_pod_status_ready{namespace="$namespace", pod=~"$pods", condition="true"})'
+    replicas_desired: str = 'max(kube_deployment_spec_replicas{namespace="$namespace", deployment="$workload"})'
+    restarts: str = (
+        "sum by (pod, container) (increase(kube_pod_container_status_restarts_total"
+        '{namespace="$namespace", pod=~"$pods"}[$window]))'
+    )
+    waiting: str = (
+        'max by (pod, container, reason) (kube_pod_container_status_waiting_reason{namespace="$namespace", '
+        'pod=~"$pods", reason=~"CrashLoopBackOff|ImagePullBackOff|ErrImagePull|CreateContainerConfigError"}) == 1'
+    )
+
+    def render(self, name: str, *, namespace: str, workload: str, window: float, quantile: float = 0.0) -> str:
+        check_namespace(namespace)
+        check_workload(workload)
+        values = {
+            "namespace": escape_label(namespace),
+            "workload": escape_label(workload),
+            "pods": escape_label(pod_regex(workload)),
+            "window": f"{round(window)}s",
+            "quantile": repr(quantile),
+        }
+        template: str = getattr(self, name)
+        return string.Template(template).substitute(values)
+
+
+_ISTIO_SELECTOR = (
+    'reporter="destination", destination_workload_namespace="$namespace", destination_workload="$workload"'
+)
+ISTIO = QueryProfile(
+    requests=f"sum(increase(istio_requests_total{{{_ISTIO_SELECTOR}}}[$window]))",
+    errors=f'sum(increase(istio_requests_total{{{_ISTIO_SELECTOR}, response_code=~"5.."}}[$window]))',
+    successes=f'sum(increase(istio_requests_total{{{_ISTIO_SELECTOR}, response_code=~"[123].."}}[$window]))',
+    latency=(
+        "histogram_quantile($quantile, sum by (le) "
+        f"(increase(istio_request_duration_milliseconds_bucket{{{_ISTIO_SELECTOR}}}[$window])))"
+    ),
+)
+
+_LINKERD_SELECTOR = 'direction="inbound", namespace="$namespace", deployment="$workload"'
+LINKERD = QueryProfile(
+    requests=f"sum(increase(response_total{{{_LINKERD_SELECTOR}}}[$window]))",
+    errors=f'sum(increase(response_total{{{_LINKERD_SELECTOR}, classification="failure"}}[$window]))',
+    successes=f'sum(increase(response_total{{{_LINKERD_SELECTOR}, classification="success"}}[$window]))',
+    latency=(
+        "histogram_quantile($quantile, sum by (le) "
+        f"(increase(response_latency_ms_bucket{{{_LINKERD_SELECTOR}}}[$window])))"
+    ),
+)
+
+
+def profile_for(config: CanaryConfig) -> QueryProfile:
+    if config.mesh is Mesh.ISTIO:
+        return ISTIO
+    if config.mesh is Mesh.LINKERD:
+        return LINKERD
+    assert config.queries is not None  # the config validator guarantees it
+    return QueryProfile(
+        requests=config.queries.requests,
+        errors=config.queries.errors,
+        successes=config.queries.successes,
+        latency=config.queries.latency,
+    )
+
+
+@dataclass
+class MetricsSource:
+    """Reads instant vectors from one Prometheus, many queries at once, all at the same evaluation time."""
+
+    config: CanaryConfig
+    max_workers: int = 16
+    _client: PrometheusConnect = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        settings = self.config.prometheus
+        headers = {}
+        token = settings.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        session = requests.Session()
+        session.verify = str(settings.ca_file) if settings.ca_file else settings.verify_tls
+        retry = Retry(
+            total=settings.retries,
+            backoff_factor=0.2,
+            status_forcelist=[502, 503, 504],
+            allowed_methods=["GET"],
+        )
+        self._client = PrometheusConnect(
+            url=settings.url,
+            headers=headers,
+            disable_ssl=not settings.verify_tls,
+            retry=retry,
+            session=session,
+            timeout=settings.timeout,
+        )
+        if settings.ca_file:
+            session.verify = str(settings.ca_file)
+
+    @property
+    def url(self) -> str:
+        return self.config.prometheus.url
+
+    def render(self, name: str, *, side: str, quantile: float = 0.0) -> str:
+        """The query ``name`` of the profile for ``side`` (stable|canary), with every value escaped."""
+        workload = self.config.workload(side)
+        try:
+            return profile_for(self.config).render(
+                name,
+                namespace=self.config.namespace,
+                workload=workload,
+                window=self.config.window,
+                quantile=quantile,
+            )
+        except KeyError as e:
+            raise InvalidLabelValue(
+                f"unknown placeholder ${e.args[0]}",
+                where=f"queries.{name}",
+                fix="use only $namespace, $workload, $pods, $window and $quantile",
+            ) from None
+        except ValueError as e:
+            raise InvalidLabelValue(str(e), where=f"query {name} for {side}") from None
+
+    def query(self, promql: str, at: float | None = None) -> list[Sample]:
+        """One instant query; an empty list is no data."""
+        params = {"time": f"{at:.3f}"} if at is not None else None
+        try:
+            raw = self._client.custom_query(promql, params=params)
+        except PrometheusApiClientException as e:
+            status, detail = _parse_api_error(str(e))
+            raise PrometheusQueryError(
+                f"answered HTTP {status}: {detail}" if status else f"answered with an error: {detail}",
+                url=self.url,
+                query=promql,
+                status=status,
+                fix=_fix_for(status),
+            ) from e
+        except requests.exceptions.RetryError as e:
+            raise PrometheusQueryError(
+                f"kept answering with server errors ({_reason(e)})",
+                url=self.url,
+                query=promql,
+                fix="check Prometheus' own logs and health (/-/healthy)",
+            ) from e
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            raise PrometheusUnreachable(
+                f"is unreachable ({_reason(e)})",
+                url=self.url,
+                query=promql,
+                fix="is it running? Start the local one with 'canary-checks sandbox up', "
+                "or set --prometheus-url / prometheus.url in canary.yaml",
+            ) from e
+        except requests.exceptions.RequestException as e:
+            raise PrometheusUnreachable(f"could not be read ({_reason(e)})", url=self.url, query=promql) from e
+        return list(_samples(raw))
+
+    def query_many(self, queries: Iterable[str], at: float | None = None) -> dict[str, list[Sample] | PrometheusError]:
+        """Send every query concurrently, all evaluated at the same instant ``at`` (default: now)."""
+        unique = list(dict.fromkeys(queries))
+        when = time.time() if at is None else at
+        results: dict[str, list[Sample] | PrometheusError] = {}
+        if not unique:
+            return results
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(unique))) as pool:
+            futures = {q: pool.submit(self.query, q, when) for q in unique}
+            for q, future in futures.items():
+                try:
+                    results[q] = future.result()
+                except PrometheusError as e:
+                    results[q] = e
+        log.debug("ran %d queries against %s", len(unique), self.url)
+        return results
+
+
+def _samples(raw: Any) -> Iterable[Sample]:
+    # A scalar result arrives as [time, "value"]; a vector as a list of {"metric", "value"}.
+    if isinstance(raw, list) and len(raw) == 2 and not isinstance(raw[0], dict):
+        raw = [{"metric": {}, "value": raw}]
+    for item in raw or ():
+        sample: _RawSample = item
+        try:
+            value = float(sample["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if math.isnan(value):
+            continue
+        yield Sample(labels=dict(sample.get("metric", {})), value=value)
+
+
+def _parse_api_error(text: str) -> tuple[int | None, str]:
+    match = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
+    if not match:
+        return None, text[:300]
+    status = int(match.group(1))
+    body = match.group(2)
+    if body.startswith(("b'", 'b"')):
+        body = body[2:-1].encode().decode("unicode_escape", errors="replace")
+    try:
+        detail = str(json.loads(body).get("error", body))
+    except (ValueError, AttributeError):
+        detail = body
+    return status, detail[:300]
+
+
+def _fix_for(status: int | None) -> str:
+    if status in (401, 403):
+        return "set prometheus.bearer_token_env or prometheus.bearer_token_file in canary.yaml"
+    if status in (400, 422):
+        return "the query is not valid PromQL for this server; check custom `queries` templates in canary.yaml"
+    if status == 404:
+        return "check prometheus.url: it should be the base URL, without /api/v1"
+    return "check Prometheus' own logs and health (/-/healthy)"
+
+
+def _reason(error: Exception) -> str:
+    text = str(error)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "too many"):
+        if marker in text:
+            return marker.lower() if marker != "too many" else text[text.find("too many") :][:80]
+    return type(error).__name__
