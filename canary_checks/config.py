@@ -298,6 +298,18 @@ class CanaryConfig(_Model):
     def _namespace(cls, value: str) -> str:
         return check_namespace(value)
 
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _gates(cls, value: Any) -> Any:
+        """A gate written with only some fields keeps the defaults of the others."""
+        if not isinstance(value, Mapping):
+            return value
+        defaults = Gates().model_dump()
+        return {
+            name: {**defaults[name], **fields} if name in defaults and isinstance(fields, Mapping) else fields
+            for name, fields in value.items()
+        }
+
     @field_validator("stages")
     @classmethod
     def _stages(cls, value: tuple[int, ...]) -> tuple[int, ...]:

@@ -1,0 +1,241 @@
+"""The ``canary-checks`` command. It parses and delegates; every option is also settable as CANARY_<OPTION>."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from canary_checks.config import CanaryConfig, find_config, load_config
+from canary_checks.errors import CanaryError, ConfigError
+from canary_checks.sandbox import FAULT_KINDS, Sandbox
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _config(ctx: click.Context) -> tuple[CanaryConfig, Path | None]:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "config" not in obj:
+        path = find_config(obj.get("config_path"), search=(Path.cwd(),))
+        obj["config"] = load_config(path)
+        obj["path"] = path
+    return obj["config"], obj["path"]
+
+
+def _sandbox(ctx: click.Context, locustfile: Path | None = None) -> Sandbox:
+    config, _ = _config(ctx)
+    return Sandbox(config, locustfile=locustfile, progress=lambda m: console.print(f"[dim]sandbox:[/] {m}"))
+
+
+@click.group(context_settings={"auto_envvar_prefix": "CANARY", "help_option_names": ["-h", "--help"]})
+@click.option(
+    "--canary-config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (default: ./canary.yaml; env CANARY_CONFIG).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Canary-release verification: gates over live Prometheus metrics, run as pytest.
+
+    \b
+    The gates:        pytest suites/gate --stage 25
+    Local sandbox:    canary-checks sandbox up | status | fault | weight | down
+    The whole tour:   canary-checks demo
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    ctx.ensure_object(dict)["config_path"] = config_path
+
+
+@cli.group()
+def sandbox() -> None:
+    """A local canary environment on real parts: Prometheus, HAProxy, demo pods, Locust."""
+
+
+def _parse_faults(values: tuple[str, ...]) -> dict[str, float]:
+    faults: dict[str, float] = {}
+    for value in values:
+        kind, _, number = value.partition("=")
+        if kind not in FAULT_KINDS:
+            raise click.BadParameter(f"unknown fault {kind!r}; one of: {', '.join(FAULT_KINDS)}", param_hint="--fault")
+        field, _, default = FAULT_KINDS[kind]
+        try:
+            faults[field] = float(number) if number else default
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: expected KIND=NUMBER such as errors=20", param_hint="--fault"
+            ) from None
+    return faults
+
+
+@sandbox.command("up")
+@click.option(
+    "--weight", type=click.IntRange(0, 100), default=5, show_default=True, help="Initial canary traffic, percent."
+)
+@click.option(
+    "--rps", type=click.FloatRange(min=1), default=None, help="Requests per second from Locust (default: sandbox.rps)."
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND[=N]",
+    help="Start the canary with a fault: "
+    + ", ".join(f"{k} ({v[1]}, default {v[2]:g})" for k, v in FAULT_KINDS.items()),
+)
+@click.option("--locustfile", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--no-wait", is_flag=True, help="Return once everything runs, before Prometheus has data.")
+@click.pass_context
+def sandbox_up(
+    ctx: click.Context, weight: int, rps: float | None, faults: tuple[str, ...], locustfile: Path | None, no_wait: bool
+) -> None:
+    """Start the sandbox in its state directory (sandbox.state_dir)."""
+    config, _ = _config(ctx)
+    if rps is not None:
+        config = config.model_copy(update={"sandbox": config.sandbox.model_copy(update={"rps": rps})})
+        ctx.obj["config"] = config
+    box = _sandbox(ctx, locustfile)
+    canary_faults = _parse_faults(faults)
+    box.up(weight=weight, faults={config.workload("canary"): canary_faults} if canary_faults else None)
+    if not no_wait:
+        console.print("[dim]sandbox:[/] waiting for Prometheus to scrape the first requests")
+        box.wait_for_data()
+    _print_status(box.status())
+    stage = weight if weight in config.stages else config.stages[0]
+    out.print(f"\nRun the gates: [bold]pytest suites/gate --stage {stage}[/]")
+
+
+@sandbox.command("down")
+@click.pass_context
+def sandbox_down(ctx: click.Context) -> None:
+    """Stop everything the sandbox started (its state directory stays, for the logs)."""
+    stopped = _sandbox(ctx).down()
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    table = Table(title=f"sandbox in {status['state_dir']}")
+    for column in ("component", "state", "pid", "log"):
+        table.add_column(column)
+    for name, c in status["components"].items():
+        state = "[green]running[/]" if c["running"] else "[red]stopped[/]"
+        table.add_row(name, state, str(c["pid"] or "-"), c["log"] or "-")
+    out.print(table)
+    for name, url in status["addresses"].items():
+        out.print(f"  {name:<14} {url}")
+    if "canary_weight" in status:
+        out.print(f"  canary weight  {status['canary_weight']} %  (stable {100 - status['canary_weight']} %)")
+    if status.get("pods"):
+        pods = Table(title="pods")
+        for column in ("pod", "ready", "restarts", "waiting", "cpu s", "memory MiB", "faults"):
+            pods.add_column(column)
+        for p in status["pods"]:
+            memory = f"{p['memory_bytes'] / 2**20:.0f}" if p["memory_bytes"] else "-"
+            cpu = f"{p['cpu_seconds']:.1f}" if p["cpu_seconds"] is not None else "-"
+            faults = ", ".join(f"{k}={v:g}" for k, v in p["faults"].items()) or "-"
+            ready = "[green]yes[/]" if p["ready"] else "[red]no[/]"
+            pods.add_row(p["pod"], ready, str(p["restarts"]), p["waiting"] or "-", cpu, memory, faults)
+        out.print(pods)
+
+
+@sandbox.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def sandbox_status(ctx: click.Context, as_json: bool) -> None:
+    """Show what runs where, the canary weight, the pods and their faults."""
+    box = _sandbox(ctx)
+    status = box.status()
+    if as_json:
+        out.print_json(json.dumps(status))
+    else:
+        _print_status(status)
+    if not any(c["running"] for c in status["components"].values()):
+        sys.exit(3)
+
+
+@sandbox.command("fault")
+@click.argument("kind", type=click.Choice([*FAULT_KINDS, "clear"]))
+@click.argument("value", type=float, required=False)
+@click.option("--target", type=click.Choice(["canary", "stable"]), default="canary", show_default=True)
+@click.pass_context
+def sandbox_fault(ctx: click.Context, kind: str, value: float | None, target: str) -> None:
+    """Inject a fault into the running canary (or stable), or clear them all.
+
+    \b
+    errors  N   answer N % of requests with 500              (default 20)
+    latency N   add N ms to every request                    (default 600)
+    crash   N   exit N s after each start: a restart loop    (default 2)
+    memory  N   allocate and keep N MiB every second         (default 16)
+    cpu     N   keep N cores busy, up to 1                   (default 0.45)
+    clear       remove every fault of the target
+    """
+    box = _sandbox(ctx)
+    config, _ = _config(ctx)
+    current = box.faults().get(config.workload(target), {})
+    if kind == "clear":
+        faults: dict[str, float] = {}
+    else:
+        field, _, default = FAULT_KINDS[kind]
+        faults = {**current, field: default if value is None else value}
+    box.set_faults(target, faults)
+    shown = ", ".join(f"{k}={v:g}" for k, v in faults.items()) or "none"
+    out.print(f"{config.workload(target)} faults: {shown}")
+
+
+@sandbox.command("weight")
+@click.argument("percent", type=click.IntRange(0, 100))
+@click.pass_context
+def sandbox_weight(ctx: click.Context, percent: int) -> None:
+    """Send PERCENT of traffic to the canary (HAProxy runtime API; no reload, no lost request)."""
+    confirmed = _sandbox(ctx).set_weight(percent)
+    out.print(f"canary weight {confirmed} % (stable {100 - confirmed} %), confirmed by HAProxy")
+
+
+@cli.command()
+@click.option(
+    "--suite",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("suites/gate"),
+    show_default=True,
+)
+@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards.")
+@click.pass_context
+def demo(ctx: click.Context, suite: Path, reports: Path, keep: bool) -> None:
+    """The whole loop on the sandbox: a healthy canary through every stage, then faults and the gates that catch
+    them. Starts the sandbox unless it runs, and stops it after unless --keep."""
+    from canary_checks.sandbox.tour import run_tour
+
+    config, path = _config(ctx)
+    ok = run_tour(_sandbox(ctx), config, path, suite=suite, reports=reports, keep=keep, console=out)
+    sys.exit(0 if ok else 1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except CanaryError as e:
+        console.print(f"[red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,123 @@
+"""``canary-checks demo``: the whole loop on the sandbox, as a newcomer's first command.
+
+1. bring the sandbox up (or use the one running);
+2. a healthy canary through every stage: set the weight, let a full window of traffic pass, run the gate suite;
+3. at the first stage past 5 %, inject each fault in turn and show which gates catch it.
+JUnit files go to ``reports/demo-<time>/``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from canary_checks.config import CanaryConfig
+from canary_checks.runner import SuiteRun, run_suite
+from canary_checks.sandbox import Sandbox
+
+__all__ = ["SCENARIOS", "run_tour"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    title: str
+    faults: dict[str, float]
+    expect: frozenset[str]
+    """Gates that must catch it."""
+
+
+SCENARIOS = (
+    Scenario("canary answers 20 % of requests with 500", {"errors": 20.0}, frozenset({"error_rate", "success_rate"})),
+    Scenario("canary is 600 ms slower", {"latency_ms": 600.0}, frozenset({"latency_p95", "latency_p99"})),
+    Scenario("canary crashes 2 s after each start", {"crash_after": 2.0}, frozenset({"restarts"})),
+)
+
+
+def _wait(console: Console, seconds: float, what: str) -> None:
+    with Progress(
+        TextColumn("  {task.description}"), BarColumn(), TimeRemainingColumn(), console=console, transient=True
+    ) as progress:
+        task = progress.add_task(what, total=seconds)
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds:
+            progress.update(task, completed=elapsed)
+            time.sleep(0.2)
+
+
+def _table(run: SuiteRun, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("gate", "outcome", "verdict", "value", "threshold", "severity"):
+        table.add_column(column)
+    colors = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+    for r in run.records:
+        outcome = f"[{colors.get(r.outcome, 'white')}]{r.outcome}[/]"
+        value = f"{r.value} {r.unit}".strip() if r.value else "-"
+        threshold = f"{r.threshold} {r.unit}".strip() if r.threshold else "-"
+        table.add_row(r.gate or r.test, outcome, r.verdict, value, threshold, r.severity)
+    return table
+
+
+def run_tour(
+    box: Sandbox,
+    config: CanaryConfig,
+    config_path: Path | None,
+    *,
+    suite: Path,
+    reports: Path,
+    keep: bool,
+    console: Console,
+) -> bool:
+    """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates."""
+    run_dir = reports / time.strftime("demo-%Y%m%d-%H%M%S")
+    started_here = not box.is_up()
+    settle = config.window + 2 * config.sandbox.scrape_interval + 1
+    ok = True
+    try:
+        if started_here:
+            console.rule("[bold]1. the sandbox")
+            box.up(weight=config.stages[0])
+            box.wait_for_data()
+        console.print(
+            f"service {box.service_url} → HAProxy → {config.workload('stable')} / {config.workload('canary')}; "
+            f"Prometheus {box.prometheus_url}; Locust at {config.sandbox.rps:g} req/s"
+        )
+        console.rule("[bold]2. a healthy canary through every stage")
+        for stage in config.stages:
+            box.set_weight(stage)
+            _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
+            run = run_suite(suite, stage, run_dir / f"stage-{stage}.xml", config_path=config_path)
+            console.print(_table(run, f"stage {stage} %: {'PASSED' if run.passed else 'FAILED'}"))
+            ok &= run.passed
+            if not run.passed:
+                console.print(run.output[-3000:])
+        stage = next((s for s in config.stages if s > 5), config.stages[0])
+        console.rule(f"[bold]3. faults in the canary, at stage {stage} %")
+        box.set_weight(stage)
+        for number, scenario in enumerate(SCENARIOS, 1):
+            box.set_faults("canary", scenario.faults)
+            _wait(console, settle + 2, f"fault: {scenario.title}")
+            run = run_suite(suite, stage, run_dir / f"fault-{number}.xml", config_path=config_path)
+            caught = {r.gate for r in run.failing}
+            console.print(_table(run, f"fault: {scenario.title}"))
+            missed = scenario.expect - caught
+            if missed or run.passed:
+                ok = False
+                console.print(f"[red]not caught by {', '.join(sorted(missed))}[/]")
+            else:
+                console.print(f"[green]caught by {', '.join(sorted(caught))}[/] → the runner would roll back")
+            box.set_faults("canary", {})
+            if number < len(SCENARIOS):
+                _wait(console, settle, "clearing the fault and letting a clean window pass")
+        console.rule("[bold]done")
+        console.print(f"JUnit files: {run_dir}/")
+        console.print("[green]every healthy stage passed and every fault was caught[/]" if ok else "[red]see above[/]")
+    finally:
+        if started_here and not keep:
+            box.down()
+            console.print("sandbox stopped ('canary-checks demo --keep' leaves it running)")
+    return ok
