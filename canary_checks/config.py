@@ -381,7 +381,8 @@ def _describe(error: ValidationError) -> str:
         if item["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; see docs/configuration.md)"
         bad = item.get("input")
-        shown = "" if item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) else f" (got {bad!r})"
+        quiet = item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) or repr(bad) in msg
+        shown = "" if quiet else f" (got {bad!r})"
         lines.append(f"{path}: {msg}{shown}")
     return "; ".join(lines)
 

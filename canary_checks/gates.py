@@ -132,7 +132,7 @@ def _no_traffic(ctx: _Ctx, gate: Gate, side: str = "canary") -> GateResult:
         ctx,
         Verdict.NO_DATA,
         None,
-        f"no data: the {side} received no traffic in the {_fmt(ctx.config.window)}s window "
+        f"the {side} received no traffic in the {_fmt(ctx.config.window)}s window "
         f"({ctx.config.workload(side)} in {ctx.config.namespace})",
     )
 
@@ -232,7 +232,7 @@ def _latency_gate(quantile: float) -> tuple[Needs, Decide]:
             return early
         samples = ctx.samples("canary_latency")
         if not samples:
-            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no {label} latency histogram for the canary")
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no {label} latency histogram for the canary")
         value = max(s.value for s in samples)
         limit = ctx.settings.threshold
         verdict = Verdict.FAIL if value > limit else Verdict.PASS
@@ -303,7 +303,7 @@ def _decide_latency_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
             return early
         samples = ctx.samples(f"{side}_latency")
         if not samples:
-            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no p95 latency histogram for the {side}")
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no p95 latency histogram for the {side}")
         values[side] = max(s.value for s in samples)
     return _decide_ratio(ctx, gate, values["canary"], values["stable"], "p95 latency", " ms")
 
@@ -317,7 +317,7 @@ def _decide_memory_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
     for side in ("canary", "stable"):
         samples = ctx.samples(f"{side}_memory")
         if not samples:
-            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no working-set series for {side} pods")
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no working-set series for {side} pods")
         per_pod[side] = sum(s.value for s in samples) / len(samples) / 2**20
     return _decide_ratio(ctx, gate, per_pod["canary"], per_pod["stable"], "working set per pod", " MiB")
 
@@ -345,7 +345,7 @@ def _decide_traffic_split(ctx: _Ctx, gate: Gate) -> GateResult:
     canary = ctx.total("canary_requests") or 0.0
     stable = ctx.total("stable_requests") or 0.0
     if canary + stable == 0:
-        return gate.result(ctx, Verdict.NO_DATA, None, "no data: neither stable nor canary received traffic")
+        return gate.result(ctx, Verdict.NO_DATA, None, "neither stable nor canary received traffic")
     share = 100.0 * canary / (canary + stable)
     stage = ctx.stage
     tolerance = ctx.settings.threshold
@@ -386,15 +386,14 @@ def _resource_gate(kind: str) -> tuple[Needs, Decide]:
         usage = {s.labels.get("pod", "?"): s.value for s in ctx.samples("usage")}
         limits = {s.labels.get("pod", "?"): s.value for s in ctx.samples("limit")}
         if not usage:
-            return gate.result(ctx, Verdict.NO_DATA, None, f"no data: no {kind} usage series for canary pods")
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no {kind} usage series for canary pods")
         unlimited = sorted(pod for pod in usage if not limits.get(pod))
         if unlimited:
             return gate.result(
                 ctx,
                 Verdict.NO_DATA,
                 None,
-                f"no data: no {kind} limit set for {', '.join(unlimited)}; set resources.limits.{kind} "
-                "or disable this gate",
+                f"no {kind} limit set for {', '.join(unlimited)}; set resources.limits.{kind} or disable this gate",
             )
         pod = max(usage, key=lambda p: usage[p] / limits[p])
         percent = 100.0 * usage[pod] / limits[pod]
@@ -429,7 +428,7 @@ def _no_pods(ctx: _Ctx, gate: Gate) -> GateResult:
         ctx,
         Verdict.NO_DATA,
         None,
-        f"no data: no pods of {ctx.config.workload('canary')} in {ctx.config.namespace} in kube-state-metrics",
+        f"no pods of {ctx.config.workload('canary')} in {ctx.config.namespace} in kube-state-metrics",
     )
 
 
@@ -462,7 +461,7 @@ def _decide_restarts(ctx: _Ctx, gate: Gate) -> GateResult:
         return _no_pods(ctx, gate)
     samples = ctx.samples("restarts")
     if not samples:
-        return gate.result(ctx, Verdict.NO_DATA, None, "no data: no restart counters for the canary's containers")
+        return gate.result(ctx, Verdict.NO_DATA, None, "no restart counters for the canary's containers")
     # increase() extrapolates; a counter that moved at all moved by at least one restart.
     by_container = {
         f"{s.labels.get('pod', '?')}/{s.labels.get('container', '?')}": math.ceil(round(s.value, 6)) for s in samples

@@ -21,6 +21,7 @@ from typing import Any, TypedDict
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from canary_checks.config import CanaryConfig, Mesh, check_namespace, check_workload
@@ -167,6 +168,7 @@ class MetricsSource:
         session.verify = str(settings.ca_file) if settings.ca_file else settings.verify_tls
         retry = Retry(
             total=settings.retries,
+            connect=0,  # a refused connection is an answer: Prometheus is down; say so at once
             backoff_factor=0.2,
             status_forcelist=[502, 503, 504],
             allowed_methods=["GET"],
@@ -179,6 +181,8 @@ class MetricsSource:
             session=session,
             timeout=settings.timeout,
         )
+        # One pooled connection per concurrent query (requests' default pool keeps 10).
+        session.mount(settings.url, HTTPAdapter(max_retries=retry, pool_maxsize=self.max_workers))
         if settings.ca_file:
             session.verify = str(settings.ca_file)
 

@@ -38,7 +38,6 @@ import yaml
 
 from canary_checks.config import CanaryConfig
 from canary_checks.errors import MissingBinary, PortInUse, SandboxError
-from canary_checks.sandbox.demo import Faults
 from canary_checks.traffic import HAProxyRouter
 
 __all__ = ["FAULT_KINDS", "Sandbox", "pod_name"]
@@ -46,6 +45,9 @@ __all__ = ["FAULT_KINDS", "Sandbox", "pod_name"]
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("node", "haproxy", "prometheus", "locust")
+PER_USER_RPS = 1.0
+"""Each Locust user sends one request a second: many users, each mostly idle, is close to open-loop traffic, so a
+slow canary does not get fewer requests than its share."""
 
 FAULT_KINDS: dict[str, tuple[str, str, float]] = {
     # name on the command line → (field of Faults, what the number means, default when none is given)
@@ -79,7 +81,7 @@ def _port_free(port: int) -> bool:
 def _http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
+            return bool(200 <= response.status < 300)
     except (OSError, urllib.error.URLError):
         return False
 
@@ -322,7 +324,7 @@ frontend admin
     def _commands(self) -> dict[str, list[str]]:
         s = self.settings
         d = self.state_dir
-        users = max(1, math.ceil(s.rps / 5))
+        users = max(1, math.ceil(s.rps / PER_USER_RPS))
         return {
             "node": [
                 sys.executable,
@@ -418,6 +420,8 @@ frontend admin
         if any(self.running().values()):
             self.down()
         self.preflight()
+        # A new sandbox starts with no history: series of an earlier run would linger in instant queries.
+        shutil.rmtree(self.state_dir / "prometheus-data", ignore_errors=True)
         self._write_files(weight, faults or {})
         state: dict[str, Any] = {"components": {}, "service_url": self.service_url, "prometheus": self.prometheus_url}
         self._save_state(state)
@@ -522,10 +526,9 @@ frontend admin
         result: list[dict[str, Any]] = self._node("/pods")
         return result
 
-    def set_faults(self, side: str, faults: Faults | Mapping[str, float]) -> dict[str, Any]:
-        """Replace the injected faults of ``side`` (canary|stable)."""
-        values = faults if isinstance(faults, Mapping) else {k: v for k, v in vars(faults).items() if v}
-        result: dict[str, Any] = self._node("/faults", {"workload": self.config.workload(side), "faults": dict(values)})
+    def set_faults(self, side: str, faults: Mapping[str, float]) -> dict[str, Any]:
+        """Replace the injected faults of ``side`` (canary|stable); keys are fields of ``demo.Faults``."""
+        result: dict[str, Any] = self._node("/faults", {"workload": self.config.workload(side), "faults": dict(faults)})
         return result
 
     def faults(self) -> dict[str, dict[str, float]]:

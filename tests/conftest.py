@@ -1,0 +1,120 @@
+"""Shared fixtures: a stand-in Prometheus for unit tests (a real HTTP server speaking the query API) and the
+real sandbox for integration tests."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from canary_checks.config import CanaryConfig, load_config
+
+pytest_plugins = ["pytester"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PromStub:
+    """Answers /api/v1/query from rules: the first rule whose regex matches the query wins; no match is an empty
+    vector. A rule's answer is a number, a list of (labels, number), or ("error", status, message)."""
+
+    def __init__(self) -> None:
+        self.rules: list[tuple[re.Pattern[str], Any]] = []
+        self.queries: list[str] = []
+        self.times: list[str] = []
+        self.delay = 0.0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, pattern: str, value: Any) -> None:
+        self.rules.insert(0, (re.compile(pattern), value))
+
+    def _reply(self, query: str) -> tuple[int, dict[str, Any]]:
+        self.queries.append(query)
+        value = next((answer for pattern, answer in self.rules if pattern.search(query)), [])
+        if isinstance(value, tuple) and value[0] == "error":
+            return value[1], {"status": "error", "errorType": "bad_data", "error": value[2]}
+        samples = [({}, value)] if isinstance(value, int | float | str) else value
+        result = [{"metric": labels, "value": [0, str(v)]} for labels, v in samples]
+        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                params = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                with stub._lock:
+                    stub.in_flight += 1
+                    stub.peak_in_flight = max(stub.peak_in_flight, stub.in_flight)
+                    stub.times.extend(params.get("time", []))
+                time.sleep(stub.delay)
+                with stub._lock:
+                    stub.in_flight -= 1
+                status, body = stub._reply(params.get("query", [""])[0])
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def prom() -> Iterator[PromStub]:
+    stub = PromStub()
+    thread = threading.Thread(target=stub.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield stub
+    stub.server.shutdown()
+    stub.server.server_close()
+
+
+def healthy(prom: PromStub) -> None:
+    """Answers of a healthy canary at stage 25: 1000 canary and 3000 stable requests, no errors."""
+    for side, requests in (("canary", 1000), ("stable", 3000)):
+        prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}"\}}', requests)
+        prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}", response_code=~"5..', 0)
+        prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}", response_code=~"\[123\]', requests)
+        prom.answer(rf"histogram_quantile\(0.95.*auth-{side}", 120)
+        prom.answer(rf"histogram_quantile\(0.99.*auth-{side}", 400)
+        pod = f"auth-{side}-abcdefghij-klmno"
+        prom.answer(rf"container_cpu_usage_seconds_total.*auth\\\\-{side}", [({"pod": pod}, 0.1)])
+        prom.answer(rf'resource_limits.*auth\\\\-{side}.*"cpu"', [({"pod": pod}, 0.5)])
+        prom.answer(rf"container_memory_working_set_bytes.*auth\\\\-{side}", [({"pod": pod}, 64 * 2**20)])
+        prom.answer(rf'resource_limits.*auth\\\\-{side}.*"memory"', [({"pod": pod}, 256 * 2**20)])
+        prom.answer(rf"kube_pod_status_ready.*auth\\\\-{side}", [({"pod": pod}, 1)])
+        prom.answer(rf'kube_deployment_spec_replicas.*"auth-{side}"', 1)
+        prom.answer(rf"restarts_total.*auth\\\\-{side}", [({"pod": pod, "container": "app"}, 0)])
+
+
+def write_config(path: Path, **settings: Any) -> Path:
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.fixture
+def stub_config(tmp_path: Path, prom: PromStub) -> CanaryConfig:
+    return load_config(write_config(tmp_path / "canary.yaml", prometheus={"url": prom.url}, window="30s"))

@@ -1,0 +1,131 @@
+"""Configuration: seed defaults, overrides, and one clear error per mistake."""
+
+from pathlib import Path
+
+import pytest
+
+from canary_checks.config import CanaryConfig, Severity, find_config, load_config, parse_gate_flags
+from canary_checks.errors import ConfigError
+
+# The original system's thresholds, as the issue lists them: (gate, threshold, severity).
+ORIGINAL = [
+    ("error_rate", 5.0, Severity.CRITICAL),
+    ("success_rate", 95.0, Severity.CRITICAL),
+    ("latency_p95", 500.0, Severity.WARNING),
+    ("latency_p99", 1000.0, Severity.CRITICAL),
+    ("cpu", 80.0, Severity.WARNING),
+    ("memory", 80.0, Severity.WARNING),
+    ("error_rate_vs_stable", 2.0, Severity.WARNING),
+    ("latency_vs_stable", 1.5, Severity.WARNING),
+    ("memory_vs_stable", 1.5, Severity.INFO),
+    ("traffic_received", 0.0, Severity.WARNING),
+    ("pods_ready", 100.0, Severity.CRITICAL),
+    ("restarts", 0.0, Severity.CRITICAL),
+]
+
+
+@pytest.mark.parametrize(("gate", "threshold", "severity"), ORIGINAL)
+def test_defaults_are_the_original_systems(gate: str, threshold: float, severity: Severity) -> None:
+    settings = getattr(CanaryConfig().gates, gate)
+    assert (settings.threshold, settings.severity) == (threshold, severity)
+
+
+def test_a_gate_written_in_part_keeps_its_other_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("gates:\n  error_rate: {threshold: 3}\n  latency_p95: {severity: critical}\n")
+    gates = load_config(path).gates
+    assert gates.error_rate.threshold == 3 and gates.error_rate.severity is Severity.CRITICAL
+    assert gates.latency_p95.threshold == 500 and gates.latency_p95.severity is Severity.CRITICAL
+
+
+def test_stage_overrides_then_command_line_win(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("gates:\n  error_rate: {threshold: 3}\nstage_gates:\n  5:\n    error_rate: {threshold: 8}\n")
+    config = load_config(path)
+    assert config.gates_for(5).error_rate.threshold == 8
+    assert config.gates_for(25).error_rate.threshold == 3
+    flags = parse_gate_flags(["error_rate=1.5", "latency_p95.severity=info"])
+    at_5 = config.gates_for(5, flags)
+    assert at_5.error_rate.threshold == 1.5 and at_5.latency_p95.severity is Severity.INFO
+
+
+def test_durations_and_workload_names(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("service: user\nwindow: 5m\nworkloads: {canary: '{service}-v2'}\n")
+    config = load_config(path)
+    assert config.window == 300
+    assert (config.workload("stable"), config.workload("canary")) == ("user-stable", "user-v2")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("gates:\n  error_rate: {threshold: lots}\n", "gates.error_rate.threshold"),
+        ("gates:\n  eror_rate: {threshold: 3}\n", "gates.eror_rate: unknown key"),
+        ("stages: [5, 50, 25, 100]\n", "stages must be strictly ascending"),
+        ("stages: [5, 25]\n", "the last stage must be 100"),
+        ("window: soon\n", "expected a duration such as 30s"),
+        ("mesh: consul\n", "mesh: Input should be 'istio', 'linkerd' or 'custom'"),
+        ("mesh: custom\n", "mesh: custom needs `queries`"),
+        ("prometheus: {url: 'localhost:9090'}\n", "expected an http:// or https:// URL"),
+        ("stage_gates:\n  30:\n    error_rate: {threshold: 3}\n", "names stage 30"),
+        ("- just\n- a list\n", "expected a mapping of settings at the top level"),
+    ],
+)
+def test_a_mistake_names_file_key_and_value(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = caught.value.message
+    assert str(path) in message
+    assert expected in message
+    assert "Traceback" not in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("service: auth\ngates:\n  error_rate: {threshold: 3\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+, column \d+"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ['auth"} or vector(1) #', "auth-canary\n", "Auth", "a" * 254, "auth canary", 'x",namespace!="'],
+)
+def test_hostile_service_names_are_refused(hostile: str) -> None:
+    with pytest.raises(ConfigError, match="not a valid Kubernetes name") as caught:
+        load_config(None, {"service": hostile})
+    assert "--service" in caught.value.message
+
+
+def test_hostile_namespace_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a valid Kubernetes namespace"):
+        load_config(None, {"namespace": 'orion"}'})
+
+
+def test_unknown_gate_on_the_command_line() -> None:
+    with pytest.raises(ConfigError, match="unknown gate 'latency_p50'"):
+        CanaryConfig().gates_for(None, parse_gate_flags(["latency_p50=3"]))
+    with pytest.raises(ConfigError, match="expected GATE=THRESHOLD"):
+        parse_gate_flags(["error_rate"])
+
+
+def test_config_file_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CANARY_CONFIG", raising=False)
+    assert find_config(None, search=(tmp_path,)) is None
+    (tmp_path / "canary.yaml").write_text("service: user\n")
+    assert find_config(None, search=(tmp_path,)) == tmp_path / "canary.yaml"
+    monkeypatch.setenv("CANARY_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match=r"CANARY_CONFIG: config file .* does not exist"):
+        find_config(None, search=(tmp_path,))
+
+
+def test_token_from_an_unset_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROM_TOKEN", raising=False)
+    config = load_config(None, {"prometheus.bearer_token_env": "PROM_TOKEN"})
+    with pytest.raises(ConfigError, match="PROM_TOKEN is empty or unset"):
+        config.prometheus.bearer_token()
+    monkeypatch.setenv("PROM_TOKEN", "s3cret\n")
+    assert config.prometheus.bearer_token() == "s3cret"
