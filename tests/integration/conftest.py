@@ -1,0 +1,72 @@
+"""The real sandbox for integration tests: Prometheus, HAProxy, demo pods and Locust on free loopback ports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from canary_checks.config import CanaryConfig, load_config
+from canary_checks.report import GateRecord
+from canary_checks.runner import SuiteRun, run_suite
+from canary_checks.sandbox import Sandbox
+from tests.conftest import free_port, write_config
+
+REPO = Path(__file__).parents[2]
+WINDOW = 10
+
+
+@dataclass
+class Live:
+    box: Sandbox
+    config: CanaryConfig
+    config_path: Path
+    runs: Path
+
+    def settle(self) -> None:
+        """Let one full analysis window of traffic pass under the current state."""
+        time.sleep(WINDOW + 3 * self.config.sandbox.scrape_interval)
+
+    def gates(
+        self, stage: int = 25, *extra: str, config_path: Path | None = None
+    ) -> tuple[SuiteRun, dict[str, GateRecord]]:
+        junit = self.runs / f"run-{time.monotonic_ns()}.xml"
+        run = run_suite(
+            REPO / "suites" / "gate", stage, junit, config_path=config_path or self.config_path, extra_args=extra
+        )
+        return run, {r.gate: r for r in run.records}
+
+
+def sandbox_settings(state_dir: Path) -> dict[str, object]:
+    ports: set[int] = set()
+    while len(ports) < 6:
+        ports.add(free_port())
+    names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "node_port")
+    return {"state_dir": str(state_dir), "rps": 200, **dict(zip(names, sorted(ports), strict=True))}
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    root = tmp_path_factory.mktemp("live")
+    sandbox = sandbox_settings(root / "state")
+    path = write_config(
+        root / "canary.yaml",
+        service="auth",
+        namespace="orion",
+        window=f"{WINDOW}s",
+        min_requests=20,
+        prometheus={"url": f"http://127.0.0.1:{sandbox['prometheus_port']}"},
+        sandbox=sandbox,
+    )
+    config = load_config(path)
+    box = Sandbox(config, locustfile=REPO / "load" / "locustfile.py")
+    box.up(weight=25)
+    try:
+        box.wait_for_data()
+        (root / "runs").mkdir()
+        yield Live(box, config, path, root / "runs")
+    finally:
+        box.down()

@@ -1,0 +1,152 @@
+"""The gate suite against the live sandbox: real Prometheus, real HAProxy, real traffic from Locust.
+
+Tests run in file order and share one sandbox; each sets the state it needs and lets a full window pass."""
+
+from __future__ import annotations
+
+import csv
+import time
+import urllib.request
+from pathlib import Path
+
+from canary_checks.sandbox.tour import SCENARIOS
+from tests.conftest import write_config
+from tests.integration.conftest import WINDOW, Live
+
+ALL_GATES = {
+    "error_rate", "success_rate", "latency_p95", "latency_p99", "traffic_received", "traffic_split", "pods_ready",
+    "restarts", "crash_loop", "cpu", "memory", "error_rate_vs_stable", "latency_vs_stable", "memory_vs_stable",
+}  # fmt: skip
+
+
+def locust_failures(live: Live) -> tuple[int, int]:
+    """Requests and failures Locust has counted so far (its CSV stats, aggregated row)."""
+    with open(Path(live.box.state_dir) / "locust_stats.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    return int(row["Request Count"]), int(row["Failure Count"])
+
+
+def test_healthy_canary_passes_every_gate_and_junit_has_each_value(live: Live) -> None:
+    live.box.set_faults("canary", {})
+    live.settle()
+    run, gates = live.gates(25)
+    assert run.passed, run.output
+    assert set(gates) == ALL_GATES
+    for name, record in gates.items():
+        assert record.outcome == "passed" and record.verdict == "pass", (name, record)
+        assert record.value != "" and record.threshold != "" and record.queries, name
+    assert 15 <= float(gates["traffic_split"].value) <= 35
+
+
+def test_weight_changes_lose_no_request(live: Live) -> None:
+    before_requests, before_failures = locust_failures(live)
+    for weight in (5, 50, 0, 100, 25, 75, 25):
+        assert live.box.set_weight(weight) == weight
+        time.sleep(0.5)
+    time.sleep(3)  # Locust writes its CSV every couple of seconds
+    after_requests, after_failures = locust_failures(live)
+    assert after_requests > before_requests + 500
+    assert after_failures == before_failures
+
+
+def test_header_route_always_reaches_the_canary(live: Live) -> None:
+    live.box.set_weight(0)
+    try:
+        served = set()
+        for _ in range(20):
+            request = urllib.request.Request(live.box.service_url + "/api/items/1", headers={"x-canary": "true"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                served.add(response.headers["x-served-by"])
+        assert len(served) == 1 and next(iter(served)).startswith("auth-canary-")
+    finally:
+        live.box.set_weight(25)
+
+
+def test_errors_fail_error_rate_and_success_rate_with_the_measured_rate(live: Live) -> None:
+    live.box.set_faults("canary", SCENARIOS[0].faults)
+    live.settle()
+    run, gates = live.gates(25)
+    assert not run.passed
+    for name in ("error_rate", "success_rate"):
+        assert gates[name].outcome == "failed", gates[name]
+    assert 12 <= float(gates["error_rate"].value) <= 28
+    assert f"canary error rate {gates['error_rate'].value[:4]}" in gates["error_rate"].message
+    assert "> 5 %" in gates["error_rate"].message
+    assert gates["latency_p99"].outcome == "passed"
+
+
+def test_added_latency_fails_p95_and_p99(live: Live) -> None:
+    live.box.set_faults("canary", SCENARIOS[1].faults)
+    live.settle()
+    run, gates = live.gates(25, "--strict-gates")
+    assert gates["latency_p95"].verdict == "fail" and gates["latency_p95"].outcome == "failed"
+    assert gates["latency_p99"].verdict == "fail" and gates["latency_p99"].outcome == "failed"
+    assert float(gates["latency_p95"].value) > 500
+    assert float(gates["latency_p99"].value) > 1000
+    assert gates["error_rate"].outcome == "passed"
+
+
+def test_a_restarting_canary_fails_the_restart_gate(live: Live) -> None:
+    live.box.set_faults("canary", SCENARIOS[2].faults)
+    live.settle()
+    run, gates = live.gates(25)
+    assert gates["restarts"].outcome == "failed", gates["restarts"]
+    assert float(gates["restarts"].value) >= 1
+    assert "auth-canary-" in gates["restarts"].message
+    live.box.set_faults("canary", {})
+
+
+def test_no_traffic_to_the_canary_passes_nothing_that_needs_traffic(live: Live) -> None:
+    live.box.set_faults("canary", {})
+    live.box.set_weight(0)
+    try:
+        live.settle()
+        run, gates = live.gates(25)
+    finally:
+        live.box.set_weight(25)
+    assert not run.passed
+    for name in (
+        "error_rate",
+        "success_rate",
+        "latency_p95",
+        "latency_p99",
+        "error_rate_vs_stable",
+        "latency_vs_stable",
+    ):
+        assert gates[name].verdict == "no data", (name, gates[name])
+        assert "received no traffic" in gates[name].summary
+    for name in ("error_rate", "success_rate", "latency_p99"):
+        assert gates[name].outcome == "failed", name
+    assert gates["traffic_received"].verdict == "fail"
+    assert gates["traffic_split"].verdict == "fail"
+
+
+def test_a_bad_custom_query_errors_naming_the_query(live: Live, tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "canary.yaml",
+        mesh="custom",
+        window=f"{WINDOW}s",
+        prometheus={"url": live.box.prometheus_url},
+        queries={
+            "requests": 'sum(increase(istio_requests_total{destination_workload="$workload"}[$window]',
+            "errors": "vector(0)",
+            "successes": "vector(0)",
+            "latency": "vector(0)",
+        },
+    )
+    run, gates = live.gates(25, config_path=path)
+    assert gates["error_rate"].outcome == "error"
+    assert "answered HTTP 400" in gates["error_rate"].message
+    assert 'destination_workload="auth-canary"' in gates["error_rate"].message
+
+
+def test_prometheus_stopped_makes_every_gate_error_naming_the_url(live: Live) -> None:
+    live.box.stop_component("prometheus")
+    try:
+        run, gates = live.gates(25)
+    finally:
+        live.box.start_component("prometheus")
+    assert run.exit_code == 1
+    assert {r.outcome for r in gates.values()} == {"error"}
+    assert all(live.box.prometheus_url in r.message for r in gates.values())
+    assert "Traceback" not in run.output
