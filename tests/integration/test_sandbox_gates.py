@@ -79,6 +79,7 @@ def test_added_latency_fails_p95_and_p99(live: Live) -> None:
     live.box.set_faults("canary", SCENARIOS[1].faults)
     live.settle()
     run, gates = live.gates(25, "--strict-gates")
+    assert not run.passed
     assert gates["latency_p95"].verdict == "fail" and gates["latency_p95"].outcome == "failed"
     assert gates["latency_p99"].verdict == "fail" and gates["latency_p99"].outcome == "failed"
     assert float(gates["latency_p95"].value) > 500
@@ -90,6 +91,7 @@ def test_a_restarting_canary_fails_the_restart_gate(live: Live) -> None:
     live.box.set_faults("canary", SCENARIOS[2].faults)
     live.settle()
     run, gates = live.gates(25)
+    assert not run.passed
     assert gates["restarts"].outcome == "failed", gates["restarts"]
     assert float(gates["restarts"].value) >= 1
     assert "auth-canary-" in gates["restarts"].message
@@ -135,6 +137,7 @@ def test_a_bad_custom_query_errors_naming_the_query(live: Live, tmp_path: Path) 
         },
     )
     run, gates = live.gates(25, config_path=path)
+    assert run.exit_code == 1
     assert gates["error_rate"].outcome == "error"
     assert "answered HTTP 400" in gates["error_rate"].message
     assert 'destination_workload="auth-canary"' in gates["error_rate"].message
