@@ -102,14 +102,17 @@ def run_tour(
             box.set_faults("canary", scenario.faults)
             _wait(console, settle + 2, f"fault: {scenario.title}")
             run = run_suite(suite, stage, run_dir / f"fault-{number}.xml", config_path=config_path)
-            caught = {r.gate for r in run.failing}
+            # Caught: every gate that did not pass, whatever its severity; critical ones fail the run.
+            caught = {r.gate: r.severity for r in run.records if r.verdict not in ("pass", "")}
             console.print(_table(run, f"fault: {scenario.title}"))
-            missed = scenario.expect - caught
+            missed = scenario.expect - set(caught)
             if missed or run.passed:
                 ok = False
-                console.print(f"[red]not caught by {', '.join(sorted(missed))}[/]")
+                why = f"not caught by {', '.join(sorted(missed))}" if missed else "no critical gate failed"
+                console.print(f"[red]{why}[/]")
             else:
-                console.print(f"[green]caught by {', '.join(sorted(caught))}[/] → the runner would roll back")
+                names = ", ".join(f"{g} ({s})" for g, s in sorted(caught.items()))
+                console.print(f"[green]caught by {names}[/] → the runner would roll back")
             box.set_faults("canary", {})
             if number < len(SCENARIOS):
                 _wait(console, settle, "clearing the fault and letting a clean window pass")

@@ -5,13 +5,16 @@ Tests run in file order and share one sandbox; each sets the state it needs and 
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from canary_checks.sandbox.tour import SCENARIOS
 from tests.conftest import write_config
-from tests.integration.conftest import WINDOW, Live
+from tests.integration.conftest import REPO, WINDOW, Live
 
 ALL_GATES = {
     "error_rate", "success_rate", "latency_p95", "latency_p99", "traffic_received", "traffic_split", "pods_ready",
@@ -153,3 +156,31 @@ def test_prometheus_stopped_makes_every_gate_error_naming_the_url(live: Live) ->
     assert {r.outcome for r in gates.values()} == {"error"}
     assert all(live.box.prometheus_url in r.message for r in gates.values())
     assert "Traceback" not in run.output
+
+
+def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "canary_checks",
+            "--canary-config",
+            str(live.config_path),
+            "demo",
+            "--reports",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for stage in live.config.stages:
+        assert f"stage {stage} %: PASSED" in done.stdout
+    assert done.stdout.count("caught by") == len(SCENARIOS)
+    assert "every healthy stage passed and every fault was caught" in done.stdout
+    assert len(list(tmp_path.glob("demo-*/*.xml"))) == len(live.config.stages) + len(SCENARIOS)
+    assert live.box.is_up(), "the demo must leave a sandbox it did not start running"
