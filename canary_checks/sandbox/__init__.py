@@ -40,7 +40,7 @@ from canary_checks.config import CanaryConfig
 from canary_checks.errors import MissingBinary, PortInUse, SandboxError
 from canary_checks.traffic import HAProxyRouter
 
-__all__ = ["FAULT_KINDS", "Sandbox", "pod_name"]
+__all__ = ["FAULT_KINDS", "Sandbox", "free_port_settings", "pod_name"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,18 @@ def pod_name(workload: str, version: str, salt: str = "") -> str:
     digest = hashlib.sha256(f"{workload}/{version}/{salt}".encode()).digest()
     chars = [_K8S_ALPHABET[b % len(_K8S_ALPHABET)] for b in digest]
     return f"{workload}-{''.join(chars[:10])}-{''.join(chars[10:15])}"
+
+
+def free_port_settings(state_dir: Path, **settings: Any) -> dict[str, Any]:
+    """A ``sandbox:`` section on ports the OS says are free now, for a second sandbox beside the default one
+    (tests, benchmarks)."""
+    ports: set[int] = set()
+    while len(ports) < 6:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.add(int(sock.getsockname()[1]))
+    names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "node_port")
+    return {"state_dir": str(state_dir), **dict(zip(names, sorted(ports), strict=True)), **settings}
 
 
 def _port_free(port: int) -> bool:

@@ -6,14 +6,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from canary_checks.config import CanaryConfig, load_config
 from canary_checks.report import GateRecord
 from canary_checks.runner import SuiteRun, run_suite
-from canary_checks.sandbox import Sandbox
-from tests.conftest import free_port, write_config
+from canary_checks.sandbox import Sandbox, free_port_settings
+from tests.conftest import write_config
 
 REPO = Path(__file__).parents[2]
 WINDOW = 10
@@ -40,12 +41,8 @@ class Live:
         return run, {r.gate: r for r in run.records}
 
 
-def sandbox_settings(state_dir: Path) -> dict[str, object]:
-    ports: set[int] = set()
-    while len(ports) < 6:
-        ports.add(free_port())
-    names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "node_port")
-    return {"state_dir": str(state_dir), "rps": 200, **dict(zip(names, sorted(ports), strict=True))}
+def sandbox_settings(state_dir: Path) -> dict[str, Any]:
+    return free_port_settings(state_dir, rps=200)
 
 
 @pytest.fixture(scope="session")
