@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from canary_checks.config import CanaryConfig, find_config, load_config
+from canary_checks.config import CanaryConfig, find_config, load_config, reference_markdown
 from canary_checks.errors import CanaryError, ConfigError
 from canary_checks.sandbox import FAULT_KINDS, Sandbox
 
@@ -200,6 +201,26 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
     """Send PERCENT of traffic to the canary (HAProxy runtime API; no reload, no lost request)."""
     confirmed = _sandbox(ctx).set_weight(percent)
     out.print(f"canary weight {confirmed} % (stable {100 - confirmed} %), confirmed by HAProxy")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The configuration: what is in force, and every key."""
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the configuration in force (the file merged over the defaults) as YAML."""
+    config, path = _config(ctx)
+    click.echo(f"# {path or 'built-in defaults (no canary.yaml found)'}")
+    click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+@config_group.command("reference")
+def config_reference() -> None:
+    """Print every configuration key with its default and meaning (docs/configuration.md)."""
+    click.echo(reference_markdown(), nl=False)
 
 
 @cli.command()

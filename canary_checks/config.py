@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticUndefined
 
 from canary_checks.errors import ConfigError
 
@@ -43,6 +44,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_gate_flags",
+    "reference_markdown",
 ]
 
 DEFAULT_CONFIG_NAME = "canary.yaml"
@@ -205,7 +207,7 @@ class PrometheusSettings(_Model):
     timeout: Duration = 10.0
     """Per-query timeout, seconds."""
     retries: int = Field(default=1, ge=0, le=10)
-    """Retries on connection errors and 5xx answers before a gate errors."""
+    """Retries on 502/503/504 answers and read timeouts before a gate errors (a refused connection is final)."""
 
     @field_validator("url")
     @classmethod
@@ -484,3 +486,66 @@ def parse_gate_flags(values: list[str] | tuple[str, ...]) -> dict[str, dict[str,
             )
         overrides.setdefault(gate, {})[field or "threshold"] = setting.strip()
     return overrides
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md, written from the models themselves so the doc and the defaults cannot drift."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, StrEnum):
+            return f"`{value.value}`"
+        if isinstance(value, tuple):
+            return f"`{list(value)}`"
+        if value is None or value is PydanticUndefined:
+            return "—" if value is None else "required"
+        return f"`{value}`"
+
+    def table(model: type[BaseModel], prefix: str) -> list[str]:
+        rows = ["| key | default | meaning |", "|---|---|---|"]
+        for name, info in model.model_fields.items():
+            nested = info.default_factory is not None or name == "gates"
+            default = "see below" if nested else shown(info.default)
+            text = " ".join((info.description or "").split()).replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {default} | {text} |")
+        return rows
+
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Written by `canary-checks config reference`; a test keeps it equal to the code. -->",
+        "",
+        "One YAML file: `canary.yaml` in the current directory, or `--canary-config PATH`, or `$CANARY_CONFIG`.",
+        "Unknown keys are errors. Durations are written `30s`, `5m`, `1h` or as seconds.",
+        "",
+        "## Top level",
+        "",
+        *table(CanaryConfig, ""),
+        "",
+        "## `prometheus`",
+        "",
+        *table(PrometheusSettings, "prometheus."),
+        "",
+        "## `workloads`",
+        "",
+        *table(Workloads, "workloads."),
+        "",
+        "## `queries` (with `mesh: custom`)",
+        "",
+        *table(CustomQueries, "queries."),
+        "",
+        "## `gates`",
+        "",
+        "Each gate takes `threshold`, `severity` (critical | warning | info), `on_no_data` (fail | skip) and",
+        "`enabled`. Give only what you change; `stage_gates: {25: {error_rate: {threshold: 3}}}` changes a stage,",
+        "`--threshold error_rate=3` one run.",
+        "",
+        "| gate | threshold | severity | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, info in Gates.model_fields.items():
+        assert info.default_factory is not None
+        gate: GateSettings = info.default_factory()  # type: ignore[call-arg]
+        text = " ".join((info.description or "").split())
+        lines.append(f"| `{name}` | {gate.threshold:g} | {gate.severity.value} | {text} |")
+    lines += ["", "## `sandbox`", "", *table(SandboxSettings, "sandbox."), ""]
+    return "\n".join(lines)
