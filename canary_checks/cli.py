@@ -135,6 +135,12 @@ def _print_status(status: dict[str, Any]) -> None:
     out.print(table)
     for name, url in status["addresses"].items():
         out.print(f"  {name:<14} {url}")
+    if "load" in status:
+        load = status["load"]
+        out.print(
+            f"  load           {load['rps']:.0f} req/s from Locust "
+            f"({load['requests']} requests, {load['failures']} failures so far)"
+        )
     if "canary_weight" in status:
         out.print(f"  canary weight  {status['canary_weight']} %  (stable {100 - status['canary_weight']} %)")
     if status.get("pods"):

@@ -14,6 +14,7 @@ nothing outside its state directory.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import importlib.util
 import json
@@ -575,6 +576,14 @@ frontend admin
             out["canary_weight"] = self.router.get_weight()
         with contextlib.suppress(SandboxError):
             out["pods"] = self.pods()
+        with contextlib.suppress(OSError, StopIteration, KeyError, ValueError):
+            with open(self.state_dir / "locust_stats.csv") as f:
+                row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+            out["load"] = {
+                "rps": float(row["Requests/s"]),
+                "requests": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+            }
         return out
 
     def wait_for_data(self, timeout: float = 60.0) -> None:

@@ -41,6 +41,14 @@ def test_healthy_canary_passes_every_gate_and_junit_has_each_value(live: Live) -
     assert 15 <= float(gates["traffic_split"].value) <= 35
 
 
+def test_linkerd_metrics_give_the_same_verdicts(live: Live) -> None:
+    run, gates = live.gates(25, "--mesh", "linkerd")
+    assert run.passed, run.output
+    assert set(gates) == ALL_GATES
+    assert "response_total{" in gates["error_rate"].queries[0]
+    assert 'direction="inbound"' in gates["error_rate"].queries[0]
+
+
 def test_weight_changes_lose_no_request(live: Live) -> None:
     before_requests, before_failures = locust_failures(live)
     for weight in (5, 50, 0, 100, 25, 75, 25):
