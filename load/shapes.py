@@ -2,7 +2,8 @@
 
     CANARY_STAGE=25 locust -f load/locustfile.py,load/shapes.py --headless --host http://127.0.0.1:18080
 
-Each stage is a list of steps run one after another; the run ends after the last step.
+Each stage is a list of steps run one after another; the run ends after the last step (a shape ignores -t).
+CANARY_SHAPE_SCALE=0.1 runs every step ten times shorter, for a quick try.
 """
 
 import os
@@ -26,7 +27,10 @@ class RolloutStageShape(LoadTestShape):
         stage = int(os.environ.get("CANARY_STAGE", "25"))
         if stage not in STAGES:
             raise SystemExit(f"CANARY_STAGE must be one of {sorted(STAGES)}; got {stage}")
-        self.steps = STAGES[stage]
+        scale = float(os.environ.get("CANARY_SHAPE_SCALE", "1"))
+        if scale <= 0:
+            raise SystemExit(f"CANARY_SHAPE_SCALE must be a positive number; got {scale}")
+        self.steps = [{**step, "duration": step["duration"] * scale} for step in STAGES[stage]]
 
     def tick(self) -> tuple[int, float] | None:
         elapsed = self.get_run_time()

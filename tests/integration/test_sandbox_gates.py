@@ -5,12 +5,14 @@ Tests run in file order and share one sandbox; each sets the state it needs and 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from canary_checks.sandbox.tour import SCENARIOS
 from tests.conftest import write_config
@@ -192,3 +194,38 @@ def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path:
     assert "every healthy stage passed and every fault was caught" in done.stdout
     assert len(list(tmp_path.glob("demo-*/*.xml"))) == len(live.config.stages) + len(SCENARIOS)
     assert live.box.is_up(), "the demo must leave a sandbox it did not start running"
+
+
+def locust(live: Live, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Run Locust headless against the sandbox's service; its --json statistics, judged here, not its logs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "--headless", "--host", live.box.service_url, "--json", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats: list[dict[str, Any]] = json.loads(done.stdout)
+    return stats
+
+
+def test_the_locustfile_runs_alone_with_both_user_classes(live: Live) -> None:
+    stats = locust(live, "-f", "load/locustfile.py", "-u", "10", "-r", "10", "-t", "4s")
+    by_name = {s["name"]: s for s in stats}
+    assert by_name["canary /api/items/[id]"]["num_requests"] > 0  # the x-canary user
+    assert by_name["/api/items/[id]"]["num_requests"] > by_name["canary /api/items/[id]"]["num_requests"]
+    assert sum(s["num_failures"] for s in stats) == 0
+
+
+def test_a_stage_load_shape_runs_and_ends_by_itself(live: Live) -> None:
+    stats = locust(
+        live,
+        "-f",
+        "load/locustfile.py,load/shapes.py",
+        env={"CANARY_STAGE": "50", "CANARY_SHAPE_SCALE": "0.02"},  # 210 s of steps in about 4 s
+    )
+    assert sum(s["num_requests"] for s in stats) > 50
+    assert sum(s["num_failures"] for s in stats) == 0
