@@ -127,6 +127,14 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+def _judge(ctx: _Ctx, value: float, *, fails_below: bool = False) -> tuple[Verdict, str]:
+    """The verdict of ``value`` against the gate's threshold, and the sign to print between them."""
+    limit = ctx.settings.threshold
+    if value < limit if fails_below else value > limit:
+        return Verdict.FAIL, "<" if fails_below else ">"
+    return Verdict.PASS, ">=" if fails_below else "<="
+
+
 def _no_traffic(ctx: _Ctx, gate: Gate, side: str = "canary") -> GateResult:
     return gate.result(
         ctx,
@@ -181,8 +189,7 @@ def _decide_error_rate(ctx: _Ctx, gate: Gate) -> GateResult:
         return early
     rate = 100.0 * errors / requests
     limit = ctx.settings.threshold
-    verdict = Verdict.FAIL if rate > limit else Verdict.PASS
-    sign = ">" if verdict is Verdict.FAIL else "<="
+    verdict, sign = _judge(ctx, rate)
     return gate.result(
         ctx,
         verdict,
@@ -202,8 +209,7 @@ def _decide_success_rate(ctx: _Ctx, gate: Gate) -> GateResult:
         return early
     rate = 100.0 * successes / requests
     limit = ctx.settings.threshold
-    verdict = Verdict.FAIL if rate < limit else Verdict.PASS
-    sign = "<" if verdict is Verdict.FAIL else ">="
+    verdict, sign = _judge(ctx, rate, fails_below=True)
     return gate.result(
         ctx,
         verdict,
@@ -235,8 +241,7 @@ def _latency_gate(quantile: float) -> tuple[Needs, Decide]:
             return gate.result(ctx, Verdict.NO_DATA, None, f"no {label} latency histogram for the canary")
         value = max(s.value for s in samples)
         limit = ctx.settings.threshold
-        verdict = Verdict.FAIL if value > limit else Verdict.PASS
-        sign = ">" if verdict is Verdict.FAIL else "<="
+        verdict, sign = _judge(ctx, value)
         return gate.result(
             ctx,
             verdict,
@@ -260,8 +265,7 @@ def _ratio(canary: float, stable: float) -> float:
 def _decide_ratio(ctx: _Ctx, gate: Gate, canary: float, stable: float, what: str, unit: str) -> GateResult:
     ratio = _ratio(canary, stable)
     limit = ctx.settings.threshold
-    verdict = Verdict.FAIL if ratio > limit else Verdict.PASS
-    sign = ">" if verdict is Verdict.FAIL else "<="
+    verdict, sign = _judge(ctx, ratio)
     return gate.result(
         ctx,
         verdict,
@@ -398,8 +402,7 @@ def _resource_gate(kind: str) -> tuple[Needs, Decide]:
         pod = max(usage, key=lambda p: usage[p] / limits[p])
         percent = 100.0 * usage[pod] / limits[pod]
         limit = ctx.settings.threshold
-        verdict = Verdict.FAIL if percent > limit else Verdict.PASS
-        sign = ">" if verdict is Verdict.FAIL else "<="
+        verdict, sign = _judge(ctx, percent)
         return gate.result(
             ctx,
             verdict,
@@ -441,18 +444,18 @@ def _decide_pods_ready(ctx: _Ctx, gate: Gate) -> GateResult:
     ready = sorted(p for p, v in pods.items() if v >= 1)
     not_ready = sorted(p for p, v in pods.items() if v < 1)
     percent = 100.0 * len(ready) / desired if desired else 100.0
-    limit = ctx.settings.threshold
-    verdict = Verdict.FAIL if percent < limit else Verdict.PASS
+    verdict, _ = _judge(ctx, percent, fails_below=True)
     summary = f"{len(ready)} of {desired:.0f} desired canary pods ready ({_fmt(percent)} %)"
     if not_ready:
         summary += f"; not ready: {', '.join(not_ready)}"
     return gate.result(ctx, verdict, percent, summary, ready=ready, not_ready=not_ready)
 
 
-def _needs_restarts(source: MetricsSource) -> dict[str, str]:
-    return {
+def _pods_and(query: str) -> Needs:
+    """The canary's pods (to tell "no pods" from "no restarts") and one more kube-state-metrics query."""
+    return lambda source: {
         "ready": source.render("pods_ready", side="canary"),
-        "restarts": source.render("restarts", side="canary"),
+        query: source.render(query, side="canary"),
     }
 
 
@@ -467,20 +470,12 @@ def _decide_restarts(ctx: _Ctx, gate: Gate) -> GateResult:
         f"{s.labels.get('pod', '?')}/{s.labels.get('container', '?')}": math.ceil(round(s.value, 6)) for s in samples
     }
     count = float(sum(by_container.values()))
-    limit = ctx.settings.threshold
-    verdict = Verdict.FAIL if count > limit else Verdict.PASS
+    verdict, sign = _judge(ctx, count)
     restarted = ", ".join(f"{c} x{n}" for c, n in sorted(by_container.items()) if n)
     summary = f"{count:.0f} canary container restarts in the {_fmt(ctx.config.window)}s window"
     summary += f" ({restarted})" if restarted else ""
-    summary += f" {'>' if verdict is Verdict.FAIL else '<='} {_fmt(limit)}"
+    summary += f" {sign} {_fmt(ctx.settings.threshold)}"
     return gate.result(ctx, verdict, count, summary, restarts=by_container)
-
-
-def _needs_crash_loop(source: MetricsSource) -> dict[str, str]:
-    return {
-        "ready": source.render("pods_ready", side="canary"),
-        "waiting": source.render("waiting", side="canary"),
-    }
 
 
 def _decide_crash_loop(ctx: _Ctx, gate: Gate) -> GateResult:
@@ -491,8 +486,7 @@ def _decide_crash_loop(ctx: _Ctx, gate: Gate) -> GateResult:
         for s in ctx.samples("waiting")
     )
     count = float(len(waiting))
-    limit = ctx.settings.threshold
-    verdict = Verdict.FAIL if count > limit else Verdict.PASS
+    verdict, _ = _judge(ctx, count)
     summary = f"{count:.0f} canary containers crash-looping or failing to start"
     summary += f": {', '.join(waiting)}" if waiting else ""
     return gate.result(ctx, verdict, count, summary, waiting=waiting)
@@ -532,8 +526,8 @@ def _registry() -> dict[str, Gate]:
             _decide_traffic_split,
         ),
         Gate("pods_ready", "pods", "ready", "%", _needs_pods, _decide_pods_ready),
-        Gate("restarts", "restarts", "restarts", "count", _needs_restarts, _decide_restarts),
-        Gate("crash_loop", "restarts", "crash_loop", "count", _needs_crash_loop, _decide_crash_loop),
+        Gate("restarts", "restarts", "restarts", "count", _pods_and("restarts"), _decide_restarts),
+        Gate("crash_loop", "restarts", "crash_loop", "count", _pods_and("waiting"), _decide_crash_loop),
         Gate("cpu", "cpu", "cpu", "%", *cpu),
         Gate("memory", "memory", "memory", "%", *memory),
         Gate(
