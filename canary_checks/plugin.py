@@ -287,7 +287,7 @@ class _GateSummary:
             (
                 str(props["gate"]),
                 verdict,
-                f"{value} {unit}".strip() if value else "-",
+                f"{float(value):.4g} {unit}".strip() if value else "-",
                 f"{threshold} {unit}".strip() if threshold else "-",
                 str(props.get("severity", "-")),
             )

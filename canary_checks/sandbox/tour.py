@@ -51,12 +51,13 @@ def _wait(console: Console, seconds: float, what: str) -> None:
 
 def _table(run: SuiteRun, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("gate", "outcome", "verdict", "value", "threshold", "severity"):
+    table.add_column("gate", no_wrap=True)
+    for column in ("outcome", "verdict", "value", "threshold", "severity"):
         table.add_column(column)
     colors = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
     for r in run.records:
         outcome = f"[{colors.get(r.outcome, 'white')}]{r.outcome}[/]"
-        value = f"{r.value} {r.unit}".strip() if r.value else "-"
+        value = f"{float(r.value):.4g} {r.unit}".strip() if r.value else "-"
         threshold = f"{r.threshold} {r.unit}".strip() if r.threshold else "-"
         table.add_row(r.gate or r.test, outcome, r.verdict, value, threshold, r.severity)
     return table
