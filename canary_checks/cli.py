@@ -229,6 +229,29 @@ def config_reference() -> None:
     click.echo(reference_markdown(), nl=False)
 
 
+@cli.group()
+def manifests() -> None:
+    """Kubernetes manifests and Prometheus alert rules for the services."""
+
+
+@manifests.command("render")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("manifests"), show_default=True)
+@click.option(
+    "--locustfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("load/locustfile.py"),
+    show_default=True,
+    help="Shipped to the distributed Locust in a ConfigMap.",
+)
+def manifests_render(out: Path, locustfile: Path) -> None:
+    """Write every manifest: per service base + istio/linkerd/gateway-api routing, RBAC, Locust, alert rules."""
+    from canary_checks.manifests import write_all
+
+    written = write_all(out, locustfile)
+    out_text = "\n".join(f"  {p}" for p in written)
+    click.echo(f"wrote {len(written)} files:\n{out_text}")
+
+
 @cli.command()
 @click.option(
     "--suite",
