@@ -735,8 +735,8 @@ def _alerting_rules(gates: Gates) -> list[Obj]:
             "2m",
             "critical",
             f"Roll back the canary of {svc}",
-            "A critical canary gate has been breached for 2 minutes: run `canary-checks run` rollback or set the "
-            "canary weight to 0 (see the runbook).",
+            "A critical canary gate has been breached for 2 minutes: set the canary weight to 0 and scale the "
+            "canary down (see the runbook).",
         ),
     ]
 

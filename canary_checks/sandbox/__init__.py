@@ -37,8 +37,9 @@ from typing import Any
 
 import yaml
 
-from canary_checks.config import CanaryConfig
+from canary_checks.config import CanaryConfig, Mesh
 from canary_checks.errors import MissingBinary, PortInUse, SandboxError
+from canary_checks.manifests import render_alerts
 from canary_checks.traffic import HAProxyRouter
 
 __all__ = ["FAULT_KINDS", "Sandbox", "free_port_settings", "pod_name"]
@@ -270,8 +271,13 @@ class Sandbox:
             }
             for p in self._pods()
         ]
+        # The same recording and alerting rules a cluster gets (manifests/monitoring), for the sandbox's mesh.
+        mesh = self.config.mesh if self.config.mesh is not Mesh.CUSTOM else Mesh.ISTIO
+        rules = render_alerts(mesh, self.config.gates)["spec"]["groups"]
+        (d / "rules.yml").write_text(yaml.safe_dump({"groups": rules}, sort_keys=False))
         prometheus = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+            "rule_files": [str(d / "rules.yml")],
             "scrape_configs": [
                 {
                     # What kube-state-metrics and the kubelet's cAdvisor endpoint would export.

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from canary_checks.prometheus import MetricsSource
 from canary_checks.sandbox.tour import SCENARIOS
 from tests.conftest import write_config
 from tests.integration.conftest import REPO, WINDOW, Live
@@ -41,6 +42,17 @@ def test_healthy_canary_passes_every_gate_and_junit_has_each_value(live: Live) -
         assert record.outcome == "passed" and record.verdict == "pass", (name, record)
         assert record.value != "" and record.threshold != "" and record.queries, name
     assert 15 <= float(gates["traffic_split"].value) <= 35
+
+
+def test_the_sandbox_evaluates_the_clusters_recording_rules(live: Live) -> None:
+    source = MetricsSource(live.config)
+    query = 'canary:request_rate:5m{namespace="orion", service="auth"}'
+    deadline = time.monotonic() + 45  # the recording group runs every 30 s
+    while not (samples := source.query(query)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert samples and samples[0].value > 0
+    (percentage,) = source.query('canary:traffic_percentage:5m{namespace="orion", service="auth"}')
+    assert 0 < percentage.value < 100
 
 
 def test_linkerd_metrics_give_the_same_verdicts(live: Live) -> None:

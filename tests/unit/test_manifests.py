@@ -1,0 +1,199 @@
+"""The manifests under manifests/: current with the renderer, valid against the Kubernetes and upstream CRD schemas
+with unknown fields rejected, and meeting the security and routing rules for every service."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from canary_checks.manifests import SERVICES, render_all
+
+REPO = Path(__file__).parents[2]
+MANIFESTS = REPO / "manifests"
+SCHEMAS = Path(__file__).parents[1] / "data" / "crd-schemas"
+K8S_VERSION = "1.31"
+BUILT_IN_GROUPS = ("v1", "apps/", "policy/", "networking.k8s.io/", "rbac.authorization.k8s.io/")
+
+
+def rendered() -> dict[str, str]:
+    return render_all((REPO / "load" / "locustfile.py").read_text())
+
+
+def objects() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(MANIFESTS.rglob("*.yaml")):
+        out.extend((str(path.relative_to(MANIFESTS)), o) for o in yaml.safe_load_all(path.read_text()) if o)
+    return out
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [o for _, o in objects() if o["kind"] == kind]
+
+
+def closed(schema: Any) -> Any:
+    """The schema with unknown fields rejected wherever it lists its properties (as a strict API server would)."""
+    if isinstance(schema, dict):
+        schema = {k: closed(v) for k, v in schema.items()}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema.setdefault("additionalProperties", False)
+        return schema
+    if isinstance(schema, list):
+        return [closed(v) for v in schema]
+    return schema
+
+
+def crd_schema(obj: dict[str, Any]) -> dict[str, Any]:
+    index = json.loads((SCHEMAS / "index.json").read_text())
+    for file, meta in index.items():
+        if meta["apiVersion"] == obj["apiVersion"] and meta["kind"] == obj["kind"]:
+            schema = closed(json.loads((SCHEMAS / file).read_text()))
+            # apiVersion, kind and metadata are the API server's own, not in the CRD's schema.
+            schema.setdefault("properties", {}).update(
+                {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
+            )
+            return schema
+    raise AssertionError(f"no upstream schema for {obj['apiVersion']} {obj['kind']}")
+
+
+def test_committed_manifests_are_what_the_renderer_writes() -> None:
+    for relative, text in rendered().items():
+        path = MANIFESTS / relative
+        assert path.is_file(), f"{relative} missing: canary-checks manifests render"
+        assert path.read_text() == text, f"{relative} is stale: canary-checks manifests render"
+
+
+@pytest.mark.parametrize(("where", "obj"), [o for o in objects() if o[1]["apiVersion"].startswith(BUILT_IN_GROUPS)])
+def test_built_in_kinds_validate_against_the_kubernetes_schema(where: str, obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_the_kubernetes_check_rejects_a_misspelt_field() -> None:
+    deployment = copy.deepcopy(of_kind("Deployment")[0])
+    deployment["spec"]["replicaz"] = deployment["spec"].pop("replicas")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(("where", "obj"), [o for o in objects() if not o[1]["apiVersion"].startswith(BUILT_IN_GROUPS)])
+def test_custom_resources_validate_against_their_upstream_schema(where: str, obj: dict[str, Any]) -> None:
+    # Not jsonschema.validate: it checks the schema's own patterns as Python regexes, and upstream writes Go's.
+    jsonschema.Draft7Validator(crd_schema(obj)).validate(obj)
+
+
+def test_the_crd_check_rejects_a_misspelt_weight() -> None:
+    vs = copy.deepcopy(of_kind("VirtualService")[0])
+    vs["spec"]["http"][1]["route"][0]["wieght"] = vs["spec"]["http"][1]["route"][0].pop("weight")
+    with pytest.raises(jsonschema.ValidationError, match="wieght"):
+        jsonschema.Draft7Validator(crd_schema(vs)).validate(vs)
+
+
+def workloads() -> list[dict[str, Any]]:
+    return of_kind("Deployment")
+
+
+@pytest.mark.parametrize("deployment", workloads(), ids=lambda d: d["metadata"]["name"])
+def test_every_container_is_locked_down(deployment: dict[str, Any]) -> None:
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True, container["name"]
+        assert sc["allowPrivilegeEscalation"] is False, container["name"]
+        assert sc["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        assert sc.get("runAsUser", pod["securityContext"]["runAsUser"]) == 1001
+        assert sc.get("privileged", False) is False
+        assert {"requests", "limits"} <= set(container["resources"]), container["name"]
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=lambda s: s.name)
+def test_each_service_has_stable_and_canary_done_the_same_way(svc: Any) -> None:
+    base = {
+        o["kind"] + "/" + o["metadata"]["name"]: o
+        for o in yaml.safe_load_all((MANIFESTS / svc.name / "base.yaml").read_text())
+    }
+    stable, canary = base[f"Deployment/{svc.name}-stable"], base[f"Deployment/{svc.name}-canary"]
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 1)
+    for version, deployment in (("stable", stable), ("canary", canary)):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["version"] == version and labels["app"] == svc.name
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == svc.name
+        assert pod["affinity"]["podAntiAffinity"]
+        container = pod["containers"][0]
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            assert probe in container, (version, probe)
+        assert container["resources"]["limits"] == {"cpu": svc.cpu_limit, "memory": svc.memory_limit}
+        service = base[f"Service/{svc.name}-{version}"]
+        assert service["spec"]["selector"] == {"app": svc.name, "version": version}
+        assert base[f"ServiceMonitor/{svc.name}-{version}"]["spec"]["selector"]["matchLabels"]["version"] == version
+        assert f"PodDisruptionBudget/{svc.name}-{version}" in base
+    assert base[f"Service/{svc.name}"]["spec"]["selector"] == {"app": svc.name}
+    assert base[f"ServiceAccount/{svc.name}"]["automountServiceAccountToken"] is False
+    assert f"NetworkPolicy/{svc.name}" in base
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=lambda s: s.name)
+def test_routing_splits_95_5_and_sends_the_canary_header_to_the_canary(svc: Any) -> None:
+    vs, dr = yaml.safe_load_all((MANIFESTS / svc.name / "istio.yaml").read_text())
+    header, primary = vs["spec"]["http"]
+    assert header["match"] == [{"headers": {"x-canary": {"exact": "true"}}}]
+    assert header["route"] == [{"destination": {"host": svc.name, "subset": "canary"}}]
+    assert {r["destination"]["subset"]: r["weight"] for r in primary["route"]} == {"stable": 95, "canary": 5}
+    assert {s["name"]: s["labels"] for s in dr["spec"]["subsets"]} == {
+        "stable": {"version": "stable"},
+        "canary": {"version": "canary"},
+    }
+    assert dr["spec"]["trafficPolicy"]["outlierDetection"] and dr["spec"]["trafficPolicy"]["connectionPool"]
+    (split,) = yaml.safe_load_all((MANIFESTS / svc.name / "linkerd.yaml").read_text())
+    assert {b["service"]: b["weight"] for b in split["spec"]["backends"]} == {
+        f"{svc.name}-stable": 95,
+        f"{svc.name}-canary": 5,
+    }
+    (route,) = yaml.safe_load_all((MANIFESTS / svc.name / "gateway-api.yaml").read_text())
+    header_rule, weighted = route["spec"]["rules"]
+    assert header_rule["matches"][0]["headers"] == [{"type": "Exact", "name": "x-canary", "value": "true"}]
+    assert [b["name"] for b in header_rule["backendRefs"]] == [f"{svc.name}-canary"]
+    assert {b["name"]: b["weight"] for b in weighted["backendRefs"]} == {
+        f"{svc.name}-stable": 95,
+        f"{svc.name}-canary": 5,
+    }
+
+
+def test_runner_rbac_is_least_privilege_in_its_namespace() -> None:
+    kinds = {o["kind"] for where, o in objects() if where.startswith("rbac/")}
+    assert kinds == {"ServiceAccount", "Role", "RoleBinding"}, "nothing cluster-wide"
+    (role,) = of_kind("Role")
+    grants = {
+        (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert grants[("", "pods")] == grants[("", "events")] == {"get", "list", "watch"}
+    for group, resource in (
+        ("apps", "deployments"),
+        ("networking.istio.io", "virtualservices"),
+        ("split.smi-spec.io", "trafficsplits"),
+        ("gateway.networking.k8s.io", "httproutes"),
+    ):
+        assert {"get", "patch"} <= grants[(group, resource)] <= {"get", "list", "patch"}, resource
+    assert not any(v & {"create", "delete", "update", "*"} for v in grants.values())
+    assert all("*" not in key for key in grants)
+
+
+def test_distributed_locust_runs_the_repos_locustfile() -> None:
+    (config_map,) = [o for where, o in objects() if where == "load/locust.yaml" and o["kind"] == "ConfigMap"]
+    assert config_map["data"]["locustfile.py"] == (REPO / "load" / "locustfile.py").read_text()
+    roles = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["args"]
+        for d in of_kind("Deployment")
+        if d["metadata"]["name"].startswith("locust")
+    }
+    assert "--master" in roles["locust-master"] and "--worker" in roles["locust-worker"]
