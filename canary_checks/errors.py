@@ -8,6 +8,13 @@ Every error says *what* went wrong, *where* (a file and key, a URL and query, a 
     ├── PrometheusError        the metrics source could not answer (a gate *errors*, never passes)
     │   ├── PrometheusUnreachable   no connection / timeout
     │   └── PrometheusQueryError    Prometheus answered with an error (bad query, 4xx/5xx)
+    ├── KubeError              the Kubernetes API refused or failed a call (status and cut body carried)
+    │   ├── KubeNotFound       404: the object or its resource type does not exist
+    │   ├── KubeConflict       409: someone else changed the object first
+    │   ├── KubeServerError    5xx: the API server failed
+    │   └── KubeUnreachable    no connection / timeout
+    ├── RoutingError           a traffic router could not be read or set
+    │   └── WeightNotApplied   the router did not confirm the weight that was set
     └── SandboxError           the local sandbox could not start or be driven
         ├── MissingBinary      prometheus / haproxy / locust is not installed
         └── PortInUse          a port the sandbox needs is taken
@@ -19,12 +26,19 @@ __all__ = [
     "CanaryError",
     "ConfigError",
     "InvalidLabelValue",
+    "KubeConflict",
+    "KubeError",
+    "KubeNotFound",
+    "KubeServerError",
+    "KubeUnreachable",
     "MissingBinary",
     "PortInUse",
     "PrometheusError",
     "PrometheusQueryError",
     "PrometheusUnreachable",
+    "RoutingError",
     "SandboxError",
+    "WeightNotApplied",
 ]
 
 
@@ -73,6 +87,39 @@ class PrometheusQueryError(PrometheusError):
     def __init__(self, what: str, *, url: str, query: str = "", status: int | None = None, fix: str = "") -> None:
         self.status = status
         super().__init__(what, url=url, query=query, fix=fix)
+
+
+class KubeError(CanaryError):
+    """A Kubernetes API call failed: ``status`` is the HTTP status (None when there was no answer)."""
+
+    def __init__(self, what: str, *, where: str = "", fix: str = "", status: int | None = None, body: str = "") -> None:
+        self.status = status
+        self.body = body[:500]
+        super().__init__(what, where=where, fix=fix)
+
+
+class KubeNotFound(KubeError):
+    """404: the object, or its resource type (a CRD not installed), does not exist."""
+
+
+class KubeConflict(KubeError):
+    """409: the object changed since it was read; read it again and retry."""
+
+
+class KubeServerError(KubeError):
+    """5xx: the API server failed; retrying may help."""
+
+
+class KubeUnreachable(KubeError):
+    """No connection to the API server, or it timed out."""
+
+
+class RoutingError(CanaryError):
+    """A routing resource (VirtualService, TrafficSplit, HTTPRoute, HAProxy) could not be read or changed."""
+
+
+class WeightNotApplied(RoutingError):
+    """The router did not confirm the weight that was set."""
 
 
 class SandboxError(CanaryError):

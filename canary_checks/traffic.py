@@ -12,17 +12,13 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from canary_checks.errors import SandboxError
+from canary_checks.errors import RoutingError, SandboxError, WeightNotApplied
 
-__all__ = ["HAProxyRouter", "Router", "WeightNotApplied"]
+__all__ = ["GatewayRouter", "HAProxyRouter", "IstioRouter", "KubeRouter", "Router", "SMIRouter", "kube_router"]
 
 log = logging.getLogger(__name__)
-
-
-class WeightNotApplied(SandboxError):
-    """The router did not confirm the weight that was set."""
 
 
 class Router(Protocol):
@@ -75,7 +71,7 @@ class HAProxyRouter:
 
     def set_weight(self, percent: int) -> int:
         if not 0 <= percent <= 100:
-            raise SandboxError(f"a canary weight is a percent from 0 to 100; got {percent}")
+            raise RoutingError(f"a canary weight is a percent from 0 to 100; got {percent}")
         # Both servers change in one request, so no request sees a split that sums to anything but 100.
         answer = self.command(
             f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
@@ -90,3 +86,190 @@ class HAProxyRouter:
             )
         log.info("canary weight %d %% (stable %d %%), confirmed by HAProxy", percent, 100 - percent)
         return confirmed
+
+
+# ---- Kubernetes routing resources ---------------------------------------------------------------------------------
+
+_FOREIGN_CONTROLLERS = {
+    "flagger.app": "Flagger",
+    "argoproj.io": "Argo Rollouts",
+}
+
+
+@dataclass(frozen=True)
+class _WeightSlots:
+    stable: str
+    """JSON pointer to the stable backend's weight."""
+    canary: str
+    stable_weight: int
+    canary_weight: int
+
+
+class KubeRouter:
+    """A routing custom resource whose stable and canary backends carry weights; subclasses say where they are."""
+
+    group = ""
+    version = ""
+    plural = ""
+
+    def __init__(self, api: Any, namespace: str, name: str, *, stable: str, canary: str) -> None:
+        from kubernetes import client
+
+        self.objects = client.CustomObjectsApi(api)
+        self.namespace, self.name = namespace, name
+        self.stable, self.canary = stable, canary
+
+    def describe(self) -> str:
+        return f"{self.plural}/{self.name} in {self.namespace}"
+
+    def read(self) -> dict[str, Any]:
+        from canary_checks.kube import call
+
+        obj: Any = call(
+            f"GET {self.plural}/{self.name}",
+            lambda: self.objects.get_namespaced_custom_object(
+                self.group, self.version, self.namespace, self.plural, self.name
+            ),
+        )
+        if not isinstance(obj, dict):
+            raise RoutingError(f"unexpected answer: {str(obj)[:200]}", where=self.describe())
+        return obj
+
+    def slots(self, obj: dict[str, Any]) -> _WeightSlots:
+        raise NotImplementedError
+
+    def _slots_or_explain(self, obj: dict[str, Any]) -> _WeightSlots:
+        try:
+            return self.slots(obj)
+        except (KeyError, IndexError, TypeError, StopIteration):
+            raise RoutingError(
+                f"no weighted route to both {self.stable!r} and {self.canary!r}",
+                where=self.describe(),
+                fix="apply the routing manifest from manifests/<service>/ (or name your backends in canary.yaml)",
+            ) from None
+
+    def get_weight(self) -> int:
+        slots = self._slots_or_explain(self.read())
+        total = slots.stable_weight + slots.canary_weight
+        return round(100 * slots.canary_weight / total) if total else 0
+
+    def set_weight(self, percent: int) -> int:
+        from canary_checks.kube import call
+
+        if not 0 <= percent <= 100:
+            raise RoutingError(f"a canary weight is a percent from 0 to 100; got {percent}")
+
+        def attempt() -> None:
+            obj = self.read()  # fresh on every attempt: a conflict is retried against the current object
+            slots = self._slots_or_explain(obj)
+            if (slots.stable_weight, slots.canary_weight) == (100 - percent, percent):
+                return  # already there: setting a weight is idempotent
+            version = obj.get("metadata", {}).get("resourceVersion")
+            patch: list[dict[str, Any]] = []
+            if version:  # the API server answers 409 if the object changed since this read
+                patch.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+            patch.append({"op": "add", "path": slots.stable, "value": 100 - percent})
+            patch.append({"op": "add", "path": slots.canary, "value": percent})
+            self.objects.patch_namespaced_custom_object(
+                self.group, self.version, self.namespace, self.plural, self.name, patch
+            )
+
+        call(f"PATCH {self.plural}/{self.name}", attempt)
+        confirmed = self.get_weight()
+        if confirmed != percent:
+            raise WeightNotApplied(
+                f"set the canary weight to {percent} % but it reads back as {confirmed} %", where=self.describe()
+            )
+        log.info("%s: canary weight %d %%, confirmed", self.describe(), percent)
+        return confirmed
+
+    def controller(self) -> str | None:
+        """The other controller managing this object (Flagger, Argo Rollouts), if any: two would fight."""
+        meta = self.read().get("metadata", {})
+        for owner in meta.get("ownerReferences") or []:
+            group = str(owner.get("apiVersion", "")).split("/")[0]
+            for marker, name in _FOREIGN_CONTROLLERS.items():
+                if group.endswith(marker):
+                    return f"{name} ({owner.get('kind')} {owner.get('name')})"
+        for key in {**(meta.get("annotations") or {}), **(meta.get("labels") or {})}:
+            for marker, name in _FOREIGN_CONTROLLERS.items():
+                if marker in key:
+                    return f"{name} (annotation {key})"
+        return None
+
+
+class IstioRouter(KubeRouter):
+    """Istio ``VirtualService``: the HTTP route whose destinations are the stable and canary subsets."""
+
+    group, version, plural = "networking.istio.io", "v1", "virtualservices"
+
+    def slots(self, obj: dict[str, Any]) -> _WeightSlots:
+        for i, route in enumerate(obj["spec"]["http"]):
+            subsets = [d.get("destination", {}).get("subset") for d in route.get("route", [])]
+            if self.stable in subsets and self.canary in subsets:
+                s, c = subsets.index(self.stable), subsets.index(self.canary)
+                return _WeightSlots(
+                    f"/spec/http/{i}/route/{s}/weight",
+                    f"/spec/http/{i}/route/{c}/weight",
+                    int(route["route"][s].get("weight", 0)),
+                    int(route["route"][c].get("weight", 0)),
+                )
+        raise KeyError("no weighted route")
+
+    def header_route(self) -> bool:
+        """Whether a route sends ``x-canary: true`` to the canary subset."""
+        for route in self.read()["spec"].get("http", []):
+            headers = [m.get("headers", {}) for m in route.get("match", [])]
+            to_canary = [d.get("destination", {}).get("subset") for d in route.get("route", [])] == [self.canary]
+            if to_canary and any(h.get("x-canary", {}).get("exact") == "true" for h in headers):
+                return True
+        return False
+
+
+class SMIRouter(KubeRouter):
+    """Linkerd via SMI ``TrafficSplit``: backends are the stable and canary Services."""
+
+    group, version, plural = "split.smi-spec.io", "v1alpha2", "trafficsplits"
+
+    def slots(self, obj: dict[str, Any]) -> _WeightSlots:
+        services = [b["service"] for b in obj["spec"]["backends"]]
+        s, c = services.index(self.stable), services.index(self.canary)
+        backends = obj["spec"]["backends"]
+        return _WeightSlots(
+            f"/spec/backends/{s}/weight",
+            f"/spec/backends/{c}/weight",
+            int(backends[s].get("weight", 0)),
+            int(backends[c].get("weight", 0)),
+        )
+
+
+class GatewayRouter(KubeRouter):
+    """Gateway API ``HTTPRoute``: the rule whose ``backendRefs`` are the stable and canary Services."""
+
+    group, version, plural = "gateway.networking.k8s.io", "v1", "httproutes"
+
+    def slots(self, obj: dict[str, Any]) -> _WeightSlots:
+        for i, rule in enumerate(obj["spec"]["rules"]):
+            refs = rule.get("backendRefs", [])
+            names = [r.get("name") for r in refs]
+            if self.stable in names and self.canary in names:
+                s, c = names.index(self.stable), names.index(self.canary)
+                # Gateway API's default weight is 1.
+                return _WeightSlots(
+                    f"/spec/rules/{i}/backendRefs/{s}/weight",
+                    f"/spec/rules/{i}/backendRefs/{c}/weight",
+                    int(refs[s].get("weight", 1)),
+                    int(refs[c].get("weight", 1)),
+                )
+        raise KeyError("no weighted rule")
+
+
+def kube_router(kind: str, api: Any, namespace: str, service: str) -> KubeRouter:
+    """The router for ``kind`` (istio | linkerd | gateway-api) over the objects in manifests/<service>/."""
+    if kind == "istio":
+        return IstioRouter(api, namespace, service, stable="stable", canary="canary")
+    if kind == "linkerd":
+        return SMIRouter(api, namespace, service, stable=f"{service}-stable", canary=f"{service}-canary")
+    if kind == "gateway-api":
+        return GatewayRouter(api, namespace, service, stable=f"{service}-stable", canary=f"{service}-canary")
+    raise RoutingError(f"unknown router {kind!r}", fix="use istio, linkerd, gateway-api or sandbox")

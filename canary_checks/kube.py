@@ -1,0 +1,192 @@
+"""Kubernetes API access with the official client: typed errors, logged retries, and the canary's health facts.
+
+Every call goes through :func:`call`, which turns ``ApiException`` into the :class:`~canary_checks.errors.KubeError`
+tree and retries conflicts and server errors, saying so::
+
+    PATCH virtualservices/auth attempt 2/4 failed (409 Conflict); retrying in 0.5 s
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+
+from canary_checks.errors import KubeConflict, KubeError, KubeNotFound, KubeServerError, KubeUnreachable
+
+__all__ = ["CanaryHealth", "PodHealth", "api_client", "call", "canary_health", "label_selector"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ATTEMPTS = 4
+BACKOFF = 0.25
+"""Seconds before the first retry; doubles each time."""
+
+
+def api_client(api_url: str | None = None, *, context: str | None = None, verify_tls: bool = True) -> client.ApiClient:
+    """A client for ``api_url`` (tests, proxies), else in-cluster config, else the kubeconfig (``context``)."""
+    if api_url:
+        configuration = client.Configuration(host=api_url.rstrip("/"))
+        configuration.verify_ssl = verify_tls
+        return client.ApiClient(configuration)
+    try:
+        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except kube_config.ConfigException:
+        pass
+    try:
+        api: client.ApiClient = kube_config.new_client_from_config(context=context)  # type: ignore[no-untyped-call]
+        return api
+    except (kube_config.ConfigException, FileNotFoundError, TypeError) as e:
+        raise KubeUnreachable(
+            f"no Kubernetes credentials: {e}",
+            where="kubeconfig",
+            fix="run inside the cluster, or point KUBECONFIG at a kubeconfig (and --context at its context)",
+        ) from e
+
+
+def _reason(status: int | None) -> str:
+    return {404: "Not Found", 409: "Conflict", 422: "Invalid", 403: "Forbidden", 401: "Unauthorized"}.get(
+        status or 0, "server error" if (status or 0) >= 500 else str(status)
+    )
+
+
+def _typed(error: ApiException, what: str) -> KubeError:
+    status = int(error.status) if error.status else None
+    body = str(error.body or "")
+    text = f"{what} answered {status} {_reason(status)}"
+    if status == 404:
+        return KubeNotFound(text, status=status, body=body, fix="check the name and namespace, and that its CRD exists")
+    if status == 409:
+        return KubeConflict(text, status=status, body=body)
+    if status is not None and status >= 500:
+        return KubeServerError(text, status=status, body=body, fix="check the API server's health")
+    if status in (401, 403):
+        return KubeError(
+            text, status=status, body=body, fix="grant the runner's Role (manifests/rbac/runner.yaml) to this identity"
+        )
+    return KubeError(text, status=status, body=body)
+
+
+def call(what: str, fn: Callable[[], T], *, attempts: int = ATTEMPTS, retry_conflict: bool = True) -> T:
+    """Run one API call; retry 409 (when ``retry_conflict``), 5xx and connection errors, logging each retry.
+
+    ``fn`` must redo its own read when a conflict is retried (a closure over a fresh GET), so a retry never
+    writes over a change it has not seen."""
+    delay = BACKOFF
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except ApiException as e:
+            error: KubeError = _typed(e, what)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            error = KubeUnreachable(f"{what} got no answer ({type(e).__name__})", fix="is the API server reachable?")
+        retriable = isinstance(error, KubeServerError | KubeUnreachable) or (
+            retry_conflict and isinstance(error, KubeConflict)
+        )
+        if not retriable or attempt == attempts:
+            raise error
+        reason = f"{error.status} {_reason(error.status)}" if error.status else "no answer"
+        log.warning("%s attempt %d/%d failed (%s); retrying in %.2g s", what, attempt, attempts, reason, delay)
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def label_selector(match_labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+
+
+@dataclass(frozen=True)
+class PodHealth:
+    name: str
+    ready: bool
+    restarts: int
+    waiting: tuple[str, ...]
+    """Waiting reasons of its containers, e.g. CrashLoopBackOff."""
+
+
+@dataclass(frozen=True)
+class CanaryHealth:
+    """What the API says about the canary Deployment's pods now."""
+
+    deployment: str
+    desired: int
+    pods: tuple[PodHealth, ...]
+    probe_failures: dict[str, int] = field(default_factory=dict)
+    """Events reason Unhealthy by probe kind ("Readiness", "Liveness", "Startup") → count."""
+
+    @property
+    def ready(self) -> int:
+        return sum(p.ready for p in self.pods)
+
+    @property
+    def restarts(self) -> int:
+        return sum(p.restarts for p in self.pods)
+
+
+def _matches(labels: dict[str, str] | None, wanted: dict[str, str]) -> bool:
+    labels = labels or {}
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def canary_health(
+    api: client.ApiClient, namespace: str, deployment: str, *, since: float | None = None
+) -> CanaryHealth:
+    """Pods of ``deployment`` (by its selector), their readiness, restarts and waiting reasons, and probe-failure
+    events since ``since`` (epoch seconds). Filters server-side with selectors and again client-side."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    dep = call(f"GET deployments/{deployment}", lambda: apps.read_namespaced_deployment(deployment, namespace))
+    wanted: dict[str, str] = dict(dep.spec.selector.match_labels or {})
+    pods = call(
+        f"LIST pods ({label_selector(wanted)})",
+        lambda: core.list_namespaced_pod(namespace, label_selector=label_selector(wanted)),
+    )
+    found = []
+    names = set()
+    for pod in pods.items:
+        meta = pod.metadata
+        if meta is None or not meta.name or not _matches(meta.labels, wanted):
+            continue
+        names.add(meta.name)
+        statuses: Iterable[Any] = (pod.status.container_statuses or []) if pod.status else []
+        conditions = (pod.status.conditions or []) if pod.status else []
+        ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        found.append(
+            PodHealth(
+                name=meta.name,
+                ready=ready,
+                restarts=sum(int(s.restart_count or 0) for s in statuses),
+                waiting=tuple(
+                    s.state.waiting.reason for s in statuses if s.state and s.state.waiting and s.state.waiting.reason
+                ),
+            )
+        )
+    events = call(
+        "LIST events (reason=Unhealthy)",
+        lambda: core.list_namespaced_event(namespace, field_selector="reason=Unhealthy"),
+    )
+    failures: dict[str, int] = {}
+    for event in events.items:
+        involved = event.involved_object
+        if event.reason != "Unhealthy" or not involved or involved.name not in names:
+            continue
+        stamp = event.last_timestamp or event.event_time or event.first_timestamp
+        if since is not None and stamp is not None and stamp.timestamp() < since:
+            continue
+        kind = (event.message or "").split(" probe", 1)[0].strip() or "Unknown"
+        failures[kind] = failures.get(kind, 0) + int(event.count or 1)
+    return CanaryHealth(
+        deployment=deployment,
+        desired=int(dep.spec.replicas or 0),
+        pods=tuple(sorted(found, key=lambda p: p.name)),
+        probe_failures=failures,
+    )
