@@ -34,6 +34,7 @@ __all__ = [
     "CanaryConfig",
     "GateSettings",
     "Gates",
+    "KubernetesSettings",
     "Mesh",
     "NoDataPolicy",
     "PrometheusSettings",
@@ -169,6 +170,17 @@ class Gates(_Model):
     crash_loop: GateSettings = _gate(0.0, Severity.CRITICAL)
     """Canary containers waiting in CrashLoopBackOff (or ImagePullBackOff, ErrImagePull,
     CreateContainerConfigError), a count; fails above."""
+    kube_pods_ready: GateSettings = _gate(100.0, Severity.CRITICAL)
+    """Kubernetes API: canary pods Ready, percent of the Deployment's desired replicas; fails below."""
+    kube_restarts: GateSettings = _gate(0.0, Severity.CRITICAL)
+    """Kubernetes API: restarts of the canary's containers since its pods started, a count; fails above."""
+    kube_waiting: GateSettings = _gate(0.0, Severity.CRITICAL)
+    """Kubernetes API: canary containers waiting for a bad reason (CrashLoopBackOff, ImagePullBackOff,
+    ErrImagePull, CreateContainerConfigError, ...), a count; fails above."""
+    kube_readiness_probes: GateSettings = _gate(0.0, Severity.WARNING)
+    """Kubernetes API: readiness probe failures of the canary's pods (Unhealthy events), a count; fails above."""
+    kube_liveness_probes: GateSettings = _gate(0.0, Severity.CRITICAL)
+    """Kubernetes API: liveness probe failures of the canary's pods (Unhealthy events), a count; fails above."""
 
 
 class Workloads(_Model):
@@ -239,6 +251,26 @@ class PrometheusSettings(_Model):
         return None
 
 
+class KubernetesSettings(_Model):
+    enabled: bool | None = None
+    """Read the canary's pods from the Kubernetes API for the kube_* gates: true, false, or unset for
+    "when credentials exist" (in-cluster, $KUBECONFIG or ~/.kube/config)."""
+    api_url: str | None = None
+    """API server URL that needs no credentials (kubectl proxy, tests); unset: in-cluster, then kubeconfig."""
+    context: str | None = None
+    """kubeconfig context to use; unset: the current one."""
+    verify_tls: bool = True
+    """Verify the API server's TLS certificate (with api_url)."""
+
+    def active(self) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        if self.api_url or os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return True
+        kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        return any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p)
+
+
 class SandboxSettings(_Model):
     state_dir: Path = Path(".sandbox")
     """Where the sandbox keeps its processes' state, logs and Prometheus data (relative to the config file)."""
@@ -287,6 +319,8 @@ class CanaryConfig(_Model):
     """Thresholds; any field left out keeps its default."""
     stage_gates: dict[int, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     """Per-stage threshold overrides: {25: {error_rate: {threshold: 3}}}."""
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    """Where the kube_* gates read pods and events."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     """The local sandbox (canary-checks sandbox up)."""
 
@@ -547,5 +581,6 @@ def reference_markdown() -> str:
         gate: GateSettings = info.default_factory()  # type: ignore[call-arg]
         text = " ".join((info.description or "").split())
         lines.append(f"| `{name}` | {gate.threshold:g} | {gate.severity.value} | {text} |")
+    lines += ["", "## `kubernetes`", "", *table(KubernetesSettings, "kubernetes.")]
     lines += ["", "## `sandbox`", "", *table(SandboxSettings, "sandbox."), ""]
     return "\n".join(lines)

@@ -14,7 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from canary_checks.config import CanaryConfig, Gates, GateSettings, NoDataPolicy, Severity
-from canary_checks.errors import PrometheusError
+from canary_checks.errors import CanaryError
+from canary_checks.kube import CanaryHealth
 from canary_checks.prometheus import MetricsSource, Sample
 
 __all__ = ["GATES", "Gate", "GateResult", "Verdict", "evaluate", "gates_in_family"]
@@ -75,6 +76,7 @@ class _Ctx:
     stage: int | None
     q: Mapping[str, str]
     results: Mapping[str, list[Sample]]
+    health: CanaryHealth | None = None
 
     def samples(self, key: str) -> list[Sample]:
         return self.results[self.q[key]]
@@ -100,6 +102,8 @@ class Gate:
     unit: str
     needs: Needs
     decide: Decide
+    source: str = "prometheus"
+    """Where the gate reads: prometheus, or kubernetes (the API, through canary_checks.kube)."""
 
     def settings(self, gates: Gates) -> GateSettings:
         settings: GateSettings = getattr(gates, self.name)
@@ -492,6 +496,74 @@ def _decide_crash_loop(ctx: _Ctx, gate: Gate) -> GateResult:
     return gate.result(ctx, verdict, count, summary, waiting=waiting)
 
 
+# ---- the Kubernetes API -------------------------------------------------------------------------------------------
+
+BAD_WAITING = frozenset(
+    {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "CreateContainerError",
+     "InvalidImageName", "RunContainerError"}
+)  # fmt: skip
+
+
+def _kube(ctx: _Ctx) -> CanaryHealth:
+    assert ctx.health is not None  # evaluate() reads it for every kube gate
+    return ctx.health
+
+
+def _decide_kube_pods_ready(ctx: _Ctx, gate: Gate) -> GateResult:
+    health = _kube(ctx)
+    if not health.pods:
+        return gate.result(ctx, Verdict.NO_DATA, None, f"no pods of {health.deployment} (desired {health.desired})")
+    percent = 100.0 * health.ready / health.desired if health.desired else 100.0
+    verdict, _ = _judge(ctx, percent, fails_below=True)
+    not_ready = [p.name for p in health.pods if not p.ready]
+    summary = f"{health.ready} of {health.desired} desired pods of {health.deployment} Ready ({_fmt(percent)} %)"
+    summary += f"; not ready: {', '.join(not_ready)}" if not_ready else ""
+    return gate.result(ctx, verdict, percent, summary, not_ready=not_ready)
+
+
+def _decide_kube_restarts(ctx: _Ctx, gate: Gate) -> GateResult:
+    health = _kube(ctx)
+    if not health.pods:
+        return gate.result(ctx, Verdict.NO_DATA, None, f"no pods of {health.deployment}")
+    verdict, sign = _judge(ctx, float(health.restarts))
+    restarted = ", ".join(f"{p.name} x{p.restarts}" for p in health.pods if p.restarts)
+    summary = (
+        f"{health.restarts} container restarts since the canary's pods started {sign} {_fmt(ctx.settings.threshold)}"
+    )
+    summary += f" ({restarted})" if restarted else ""
+    return gate.result(ctx, verdict, float(health.restarts), summary)
+
+
+def _decide_kube_waiting(ctx: _Ctx, gate: Gate) -> GateResult:
+    health = _kube(ctx)
+    if not health.pods:
+        return gate.result(ctx, Verdict.NO_DATA, None, f"no pods of {health.deployment}")
+    bad = [f"{p.name} {reason}" for p in health.pods for reason in p.waiting if reason in BAD_WAITING]
+    verdict, _ = _judge(ctx, float(len(bad)))
+    summary = f"{len(bad)} canary containers waiting for a bad reason"
+    summary += f": {', '.join(bad)}" if bad else ""
+    return gate.result(ctx, verdict, float(len(bad)), summary, waiting=bad)
+
+
+def _probe_gate(kind: str) -> Decide:
+    def decide(ctx: _Ctx, gate: Gate) -> GateResult:
+        health = _kube(ctx)
+        if not health.pods:
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no pods of {health.deployment}")
+        count = float(health.probe_failures.get(kind, 0))
+        verdict, sign = _judge(ctx, count)
+        summary = (
+            f"{count:.0f} {kind.lower()} probe failures of the canary's pods {sign} {_fmt(ctx.settings.threshold)}"
+        )
+        return gate.result(ctx, verdict, count, summary)
+
+    return decide
+
+
+def _no_queries(source: MetricsSource) -> dict[str, str]:
+    return {}
+
+
 # ---- the registry --------------------------------------------------------------------------------------------
 
 
@@ -555,6 +627,17 @@ def _registry() -> dict[str, Gate]:
             _decide_memory_vs_stable,
         ),
     ]
+    kube: list[tuple[str, str, str, Decide]] = [
+        ("kube_pods_ready", "pods_ready", "%", _decide_kube_pods_ready),
+        ("kube_restarts", "restarts", "count", _decide_kube_restarts),
+        ("kube_waiting", "waiting", "count", _decide_kube_waiting),
+        ("kube_readiness_probes", "readiness_probes", "count", _probe_gate("Readiness")),
+        ("kube_liveness_probes", "liveness_probes", "count", _probe_gate("Liveness")),
+    ]
+    gates += [
+        Gate(name, "kubernetes", variant, unit, _no_queries, decide, "kubernetes")
+        for name, variant, unit, decide in kube
+    ]
     return {g.name: g for g in gates}
 
 
@@ -580,22 +663,57 @@ def evaluate(
     stage: int | None = None,
     gates: Gates | None = None,
     at: float | None = None,
-) -> dict[str, GateResult | PrometheusError]:
-    """Evaluate the named gates; all their queries run concurrently at one instant.
+    kube: Callable[[], CanaryHealth] | None = None,
+) -> dict[str, GateResult | CanaryError]:
+    """Evaluate the named gates; all their queries run concurrently at one instant, and the Kubernetes API is read
+    once (``kube``) for the kube_* gates.
 
-    A gate whose query failed maps to the :class:`PrometheusError` (it errors; it never passes)."""
+    A gate whose source failed maps to the error (a PrometheusError or KubeError): it errors, it never passes."""
     thresholds = gates or config.gates_for(stage)
     wanted = [GATES[n] for n in dict.fromkeys(names)]
     plans = {g.name: g.needs(source) for g in wanted}
     raw = source.query_many((q for plan in plans.values() for q in plan.values()), at=at)
-    out: dict[str, GateResult | PrometheusError] = {}
+    health: CanaryHealth | CanaryError | None = None
+    if any(g.source == "kubernetes" for g in wanted):
+        if kube is None:
+            health = CanaryError(
+                "the kube_* gates need the Kubernetes API",
+                where="kubernetes.enabled",
+                fix="set kubernetes.api_url or a kubeconfig, or disable the kube_* gates",
+            )
+        else:
+            try:
+                health = kube()
+            except CanaryError as e:
+                health = e
+    out: dict[str, GateResult | CanaryError] = {}
     for gate in wanted:
+        if gate.source == "kubernetes" and isinstance(health, CanaryError):
+            out[gate.name] = health
+            continue
         plan = plans[gate.name]
-        failed = next((r for q in plan.values() if isinstance(r := raw[q], PrometheusError)), None)
+        failed = next((r for q in plan.values() if isinstance(r := raw[q], CanaryError)), None)
         if failed is not None:
             out[gate.name] = failed
             continue
-        results = {q: r for q in plan.values() if not isinstance(r := raw[q], PrometheusError)}
-        ctx = _Ctx(config=config, settings=gate.settings(thresholds), stage=stage, q=plan, results=results)
+        results = {q: r for q in plan.values() if not isinstance(r := raw[q], CanaryError)}
+        ctx = _Ctx(
+            config=config,
+            settings=gate.settings(thresholds),
+            stage=stage,
+            q=plan if gate.source == "prometheus" else _kube_reads(config),
+            results=results,
+            health=health if isinstance(health, CanaryHealth) else None,
+        )
         out[gate.name] = gate.decide(ctx, gate)
     return out
+
+
+def _kube_reads(config: CanaryConfig) -> dict[str, str]:
+    """What the kube_* gates read, shown where a query would be."""
+    ns, name = config.namespace, config.workload("canary")
+    return {
+        "deployment": f"GET /apis/apps/v1/namespaces/{ns}/deployments/{name}",
+        "pods": f"GET /api/v1/namespaces/{ns}/pods?labelSelector=<{name} selector>",
+        "events": f"GET /api/v1/namespaces/{ns}/events?fieldSelector=reason=Unhealthy",
+    }

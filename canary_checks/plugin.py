@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from canary_checks.config import (
     load_config,
     parse_gate_flags,
 )
-from canary_checks.errors import CanaryError, PrometheusError
+from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate, gates_in_family
+from canary_checks.kube import CanaryHealth, api_client, canary_health
 from canary_checks.prometheus import MetricsSource
 
 __all__ = ["GateCheck", "GateWarning", "Target", "gate_params"]
@@ -166,10 +168,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     c = target.config
     stage = f"stage {target.stage} %" if target.stage is not None else "no --stage"
     source = str(target.config_path) if target.config_path else "built-in defaults (no canary.yaml)"
+    k = c.kubernetes
+    kube = (
+        f"Kubernetes API {k.api_url or 'from ' + (k.context or 'in-cluster or kubeconfig')}"
+        if k.active()
+        else "kube_* gates off (no Kubernetes credentials; see kubernetes: in the config)"
+    )
     return [
         f"canary-checks: {c.workload('canary')} vs {c.workload('stable')} in namespace {c.namespace}, "
         f"mesh {c.mesh.value}, {stage}{', strict' if target.strict else ''}",
         f"canary-checks: Prometheus {c.prometheus.url}, window {c.window:g}s, config {source}",
+        f"canary-checks: {kube}",
     ]
 
 
@@ -183,10 +192,14 @@ def _gate_name(item: pytest.Item) -> str | None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     target = config.stash[TARGET]
+    kube_on = target.config.kubernetes.active()
     kept, dropped = [], []
     for item in items:
         name = _gate_name(item)
-        if name is not None and name in GATES and not GATES[name].settings(target.thresholds).enabled:
+        gate = GATES.get(name) if name is not None else None
+        if gate is not None and (
+            not gate.settings(target.thresholds).enabled or (gate.source == "kubernetes" and not kube_on)
+        ):
             dropped.append(item)
         else:
             kept.append(item)
@@ -210,11 +223,24 @@ def canary_source(canary_target: Target) -> MetricsSource:
         pytest.fail(e.message, pytrace=False)
 
 
+def _kube_reader(target: Target) -> Callable[[], CanaryHealth] | None:
+    settings = target.config.kubernetes
+    if not settings.active():
+        return None
+
+    def read() -> CanaryHealth:
+        api = api_client(settings.api_url, context=settings.context, verify_tls=settings.verify_tls)
+        return canary_health(api, target.config.namespace, target.config.workload("canary"))
+
+    return read
+
+
 @pytest.fixture(scope="session")
 def canary_results(
     request: pytest.FixtureRequest, canary_target: Target, canary_source: MetricsSource
-) -> dict[str, GateResult | PrometheusError]:
-    """Every gate collected in this session, evaluated once: queries run concurrently at one instant."""
+) -> dict[str, GateResult | CanaryError]:
+    """Every gate collected in this session, evaluated once: queries run concurrently at one instant, the
+    Kubernetes API read once."""
     names = [n for item in request.session.items if (n := _gate_name(item)) in GATES]
     try:
         return evaluate(
@@ -223,6 +249,7 @@ def canary_results(
             names,
             stage=canary_target.stage,
             gates=canary_target.thresholds,
+            kube=_kube_reader(canary_target),
         )
     except CanaryError as e:
         pytest.fail(e.message, pytrace=False)
@@ -246,8 +273,9 @@ def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: 
             [name],
             stage=canary_target.stage,
             gates=canary_target.thresholds,
+            kube=_kube_reader(canary_target),
         )[name]
-    if isinstance(outcome, PrometheusError):
+    if isinstance(outcome, CanaryError):
         request.node.user_properties.extend([("gate", name), ("verdict", "error"), ("error", outcome.message)])
         pytest.fail(outcome.message, pytrace=False)
     result: GateResult = outcome

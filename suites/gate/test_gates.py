@@ -53,3 +53,8 @@ def test_memory(gate: GateCheck) -> None:
 @pytest.mark.parametrize("gate", gate_params("vs_stable"), indirect=True)
 def test_vs_stable(gate: GateCheck) -> None:
     gate.verify()
+
+
+@pytest.mark.parametrize("gate", gate_params("kubernetes"), indirect=True)
+def test_kubernetes(gate: GateCheck) -> None:
+    gate.verify()

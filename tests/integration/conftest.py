@@ -55,6 +55,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         namespace="orion",
         window=f"{WINDOW}s",
         min_requests=20,
+        kubernetes={"enabled": False},
         prometheus={"url": f"http://127.0.0.1:{sandbox['prometheus_port']}"},
         sandbox=sandbox,
     )

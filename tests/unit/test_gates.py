@@ -3,14 +3,17 @@
 import pytest
 
 from canary_checks.config import CanaryConfig, NoDataPolicy, Severity
-from canary_checks.errors import PrometheusQueryError
+from canary_checks.errors import CanaryError, KubeUnreachable, PrometheusQueryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
+from canary_checks.kube import CanaryHealth, PodHealth
 from canary_checks.prometheus import MetricsSource
 from tests.conftest import PromStub, healthy
 
+PROMETHEUS_GATES = [name for name, gate in GATES.items() if gate.source == "prometheus"]
+
 
 def run(config: CanaryConfig, *names: str, stage: int | None = 25) -> dict[str, GateResult]:
-    results = evaluate(config, MetricsSource(config), names or list(GATES), stage=stage)
+    results = evaluate(config, MetricsSource(config), names or PROMETHEUS_GATES, stage=stage)
     out = {}
     for name, result in results.items():
         assert isinstance(result, GateResult), result
@@ -21,7 +24,7 @@ def run(config: CanaryConfig, *names: str, stage: int | None = 25) -> dict[str, 
 def test_a_healthy_canary_passes_every_gate(prom: PromStub, stub_config: CanaryConfig) -> None:
     healthy(prom)
     results = run(stub_config)
-    assert {n: r.verdict for n, r in results.items()} == dict.fromkeys(GATES, Verdict.PASS)
+    assert {n: r.verdict for n, r in results.items()} == dict.fromkeys(PROMETHEUS_GATES, Verdict.PASS)
     assert results["error_rate"].value == 0
     assert results["traffic_split"].value == 25
     assert results["cpu"].value == pytest.approx(20.0)
@@ -166,3 +169,48 @@ def test_skip_on_no_data_is_still_not_a_pass(prom: PromStub, stub_config: Canary
     )
     result = run(config, "error_rate")["error_rate"]
     assert result.verdict is Verdict.NO_DATA and result.breached and not result.fails()
+
+
+KUBE_GATES = [name for name, gate in GATES.items() if gate.source == "kubernetes"]
+
+
+def kube_run(config: CanaryConfig, health: CanaryHealth) -> dict[str, GateResult]:
+    results = evaluate(config, MetricsSource(config), KUBE_GATES, kube=lambda: health)
+    assert all(isinstance(r, GateResult) for r in results.values()), results
+    return {n: r for n, r in results.items() if isinstance(r, GateResult)}
+
+
+def test_kube_gates_pass_on_a_healthy_deployment(stub_config: CanaryConfig) -> None:
+    health = CanaryHealth(
+        "auth-canary", 2, (PodHealth("auth-canary-a-1", True, 0, ()), PodHealth("auth-canary-a-2", True, 0, ()))
+    )
+    assert {r.verdict for r in kube_run(stub_config, health).values()} == {Verdict.PASS}
+
+
+def test_kube_gates_name_the_pods_and_reasons(stub_config: CanaryConfig) -> None:
+    health = CanaryHealth(
+        "auth-canary",
+        2,
+        (PodHealth("auth-canary-a-1", False, 4, ("CrashLoopBackOff",)), PodHealth("auth-canary-a-2", True, 0, ())),
+        probe_failures={"Readiness": 3, "Liveness": 1},
+    )
+    results = kube_run(stub_config, health)
+    assert {r.verdict for r in results.values()} == {Verdict.FAIL}
+    assert "not ready: auth-canary-a-1" in results["kube_pods_ready"].summary
+    assert "auth-canary-a-1 x4" in results["kube_restarts"].summary
+    assert "auth-canary-a-1 CrashLoopBackOff" in results["kube_waiting"].summary
+    assert results["kube_readiness_probes"].value == 3 and results["kube_readiness_probes"].severity is Severity.WARNING
+    assert results["kube_liveness_probes"].fails()
+
+
+def test_kube_gates_without_pods_or_api_never_pass(prom: PromStub, stub_config: CanaryConfig) -> None:
+    empty = kube_run(stub_config, CanaryHealth("auth-canary", 1, ()))
+    assert {r.verdict for r in empty.values()} == {Verdict.NO_DATA}
+    unreachable = evaluate(stub_config, MetricsSource(stub_config), KUBE_GATES, kube=None)
+    assert all(isinstance(r, CanaryError) for r in unreachable.values())
+
+    def broken() -> CanaryHealth:
+        raise KubeUnreachable("GET deployments/auth-canary got no answer")
+
+    errored = evaluate(stub_config, MetricsSource(stub_config), KUBE_GATES, kube=broken)
+    assert all(isinstance(r, KubeUnreachable) for r in errored.values())
