@@ -64,6 +64,17 @@ class HAProxyRouter:
             raise SandboxError(f"unexpected answer to 'get weight {self.backend}/{server}': {answer!r}")
         return int(match.group(1))
 
+    def servers_up(self) -> dict[str, bool]:
+        """``backend/server`` → whether HAProxy's health checks have it UP."""
+        rows = self.command("show stat").lstrip("# ").splitlines()
+        header = rows[0].split(",") if rows else []
+        out = {}
+        for row in rows[1:]:
+            fields = dict(zip(header, row.split(","), strict=False))
+            if fields.get("svname") not in ("FRONTEND", "BACKEND", None):
+                out[f"{fields['pxname']}/{fields['svname']}"] = fields.get("status", "").startswith("UP")
+        return out
+
     def get_weight(self) -> int:
         canary, stable = self.server_weight("canary"), self.server_weight("stable")
         total = canary + stable

@@ -461,6 +461,19 @@ frontend admin
             self.down()
             raise
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until both pods are ready and HAProxy's health checks have every server UP (after a fault)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(SandboxError):
+                if self._pods_ready() and all(self.router.servers_up().values()):
+                    return
+            time.sleep(0.2)
+        raise SandboxError(
+            f"the pods were not ready and UP in HAProxy within {timeout:.0f}s",
+            fix="see 'canary-checks sandbox status' and the pod logs in the state directory",
+        )
+
     def _router_answers(self) -> bool:
         try:
             self.router.get_weight()

@@ -115,6 +115,7 @@ def run_tour(
                 names = ", ".join(f"{g} ({s})" for g, s in sorted(caught.items()))
                 console.print(f"[green]caught by {names}[/] → the runner would roll back")
             box.set_faults("canary", {})
+            box.wait_ready(60)  # a crashed canary comes back after its back-off
             if number < len(SCENARIOS):
                 _wait(console, settle, "clearing the fault and letting a clean window pass")
         console.rule("[bold]done")

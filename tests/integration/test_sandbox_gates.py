@@ -210,6 +210,8 @@ def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path:
 
 def locust(live: Live, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Run Locust headless against the sandbox's service; its --json statistics, judged here, not its logs."""
+    live.box.set_faults("canary", {})
+    live.box.wait_ready(60)
     done = subprocess.run(
         [sys.executable, "-m", "locust", "--headless", "--host", live.box.service_url, "--json", *args],
         cwd=REPO,
