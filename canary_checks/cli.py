@@ -13,9 +13,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from canary_checks.config import CanaryConfig, find_config, load_config, reference_markdown
+from canary_checks.config import CanaryConfig, find_config, load_config, parse_duration, reference_markdown
 from canary_checks.errors import CanaryError, ConfigError
-from canary_checks.sandbox import FAULT_KINDS, Sandbox
+from canary_checks.prometheus import MetricsSource
+from canary_checks.sandbox import FAULT_KINDS, Sandbox, SandboxPlatform
 
 console = Console(stderr=True)
 out = Console()
@@ -227,6 +228,138 @@ def config_show(ctx: click.Context) -> None:
 def config_reference() -> None:
     """Print every configuration key with its default and meaning (docs/configuration.md)."""
     click.echo(reference_markdown(), nl=False)
+
+
+def _steps(value: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected percents separated by commas such as 5,25,50,100; got {value!r}") from None
+    if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100 or steps[0] <= 0:
+        raise click.BadParameter(f"steps must be ascending percents ending at 100, such as 5,25,50,100; got {value!r}")
+    return steps
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command()
+@click.argument("service")
+@click.argument("image")
+@click.option("--namespace", default=None, help="Namespace (default: `namespace` in canary.yaml, orion).")
+@click.option(
+    "--mesh",
+    type=click.Choice(["istio", "linkerd", "gateway-api", "sandbox"]),
+    default="istio",
+    show_default=True,
+    help="What moves the traffic: the VirtualService, TrafficSplit or HTTPRoute named SERVICE, or the sandbox.",
+)
+@click.option("--error-threshold", type=click.FloatRange(0, 100), default=None, help="Error rate gate, percent (5).")
+@click.option("--latency-p95", type=click.FloatRange(min=0), default=None, help="p95 latency gate, ms (500).")
+@click.option("--traffic-steps", default="5,25,50,100", show_default=True, help="Canary percent at each stage.")
+@click.option(
+    "--step-duration", default="5m", show_default=True, help="How long each stage runs before its gates: 30s, 5m."
+)
+@click.option(
+    "--poll-interval", default="10s", show_default=True, help="How often critical gates are polled in a stage."
+)
+@click.option("--ready-timeout", default="5m", show_default=True, help="How long a Deployment may take to be ready.")
+@click.option("--dry-run", is_flag=True, help="Print every change it would make, and make none.")
+@click.option("--skip-validation", is_flag=True, help="Do not check Deployments, routing and Prometheus first.")
+@click.option("--auto-promote", is_flag=True, help="Promote after the last stage without asking.")
+@click.option(
+    "--rollback", "rollback_now", is_flag=True, help="Roll back the rollout of SERVICE in progress, and stop."
+)
+@click.option(
+    "--suite", type=click.Path(file_okay=False, path_type=Path), default=Path("suites/gate"), show_default=True
+)
+@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    service: str,
+    image: str,
+    namespace: str | None,
+    mesh: str,
+    error_threshold: float | None,
+    latency_p95: float | None,
+    traffic_steps: str,
+    step_duration: str,
+    poll_interval: str,
+    ready_timeout: str,
+    dry_run: bool,
+    skip_validation: bool,
+    auto_promote: bool,
+    rollback_now: bool,
+    suite: Path,
+    reports: Path,
+) -> None:
+    """Progressive rollout of IMAGE as the canary of SERVICE: each stage passes its gate suite, or it rolls back.
+
+    \b
+    1. validate: Deployments, routing resource (not managed by Flagger/Argo), Prometheus;
+    2. deploy the canary with IMAGE and wait until it is ready;
+    3. each step: set the weight, wait --step-duration polling critical gates, run pytest suites/gate --stage N;
+    4. a failing gate: weight 0 first, then the canary scaled down, exit 1 naming the gates;
+    5. after 100 %: promote (stable gets IMAGE) with --auto-promote, or when you confirm.
+    Run it again after a stop to resume (the stage's gates run again), or with --rollback to undo.
+    """
+    from canary_checks.runner import Rollout, RolloutOptions
+
+    obj = ctx.ensure_object(dict)
+    path = find_config(obj.get("config_path"), search=(Path.cwd(),))
+    config = load_config(path, {"service": service, "namespace": namespace})
+    steps = _steps(traffic_steps)
+    thresholds: dict[str, dict[str, Any]] = {}
+    if error_threshold is not None:
+        thresholds["error_rate"] = {"threshold": error_threshold}
+    if latency_p95 is not None:
+        thresholds["latency_p95"] = {"threshold": latency_p95}
+    options = RolloutOptions(
+        service=service,
+        image=image,
+        steps=steps,
+        step_duration=_duration(step_duration),
+        poll_interval=_duration(poll_interval),
+        ready_timeout=_duration(ready_timeout),
+        suite=suite,
+        reports=reports,
+        config_path=path,
+        thresholds=thresholds,
+        auto_promote=auto_promote,
+        dry_run=dry_run,
+        skip_validation=skip_validation,
+        rollback=rollback_now,
+        confirm=(lambda q: click.confirm(q, default=False)) if sys.stdin.isatty() else None,
+        suite_args=("--service", config.service, "--namespace", config.namespace),
+    )
+    if mesh == "sandbox":
+        box = Sandbox(config)
+        rollout = Rollout(
+            config, SandboxPlatform(box, service), box.router, options, source=MetricsSource(config), echo=out.print
+        )
+    else:
+        from canary_checks.kube import KubePlatform, api_client
+        from canary_checks.traffic import kube_router
+
+        k = config.kubernetes
+        api = api_client(k.api_url, context=k.context, verify_tls=k.verify_tls)
+        router = kube_router(mesh, api, config.namespace, service)
+        platform = KubePlatform(api, config.namespace, config.workload("stable"), config.workload("canary"))
+        rollout = Rollout(
+            config,
+            platform,
+            router,
+            options,
+            source=MetricsSource(config),
+            echo=out.print,
+            controller=router.controller,
+        )
+    sys.exit(rollout.run())
 
 
 @cli.group()

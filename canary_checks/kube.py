@@ -8,6 +8,7 @@ tree and retries conflicts and server errors, saying so::
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -19,13 +20,24 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
-from canary_checks.errors import KubeConflict, KubeError, KubeNotFound, KubeServerError, KubeUnreachable
+from canary_checks.errors import CanaryError, KubeConflict, KubeError, KubeNotFound, KubeServerError, KubeUnreachable
 
-__all__ = ["CanaryHealth", "PodHealth", "api_client", "call", "canary_health", "label_selector"]
+__all__ = [
+    "STATE_ANNOTATION",
+    "CanaryHealth",
+    "KubePlatform",
+    "PodHealth",
+    "api_client",
+    "call",
+    "canary_health",
+    "label_selector",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+STATE_ANNOTATION = "canary-checks.io/rollout"
+"""Annotation on the canary Deployment holding the rollout's durable record (JSON)."""
 ATTEMPTS = 4
 BACKOFF = 0.25
 """Seconds before the first retry; doubles each time."""
@@ -190,3 +202,89 @@ def canary_health(
         pods=tuple(sorted(found, key=lambda p: p.name)),
         probe_failures=failures,
     )
+
+
+class KubePlatform:
+    """Deployments ``<service>-stable`` and ``<service>-canary`` (names from the config) in one namespace."""
+
+    def __init__(self, api: Any, namespace: str, stable: str, canary: str, *, canary_replicas: int = 1) -> None:
+        self.apps = client.AppsV1Api(api)
+        self.namespace, self.stable, self.canary = namespace, stable, canary
+        self.canary_replicas = canary_replicas
+
+    def describe(self) -> str:
+        return f"Deployments {self.stable} and {self.canary} in {self.namespace}"
+
+    def _read(self, name: str) -> Any:
+        return call(f"GET deployments/{name}", lambda: self.apps.read_namespaced_deployment(name, self.namespace))
+
+    def _patch(self, name: str, body: Any) -> None:
+        call(f"PATCH deployments/{name}", lambda: self.apps.patch_namespaced_deployment(name, self.namespace, body))
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in (self.stable, self.canary):
+            try:
+                self._read(name)
+            except KubeError as e:
+                problems.append(f"Deployment {name} in {self.namespace}: {e.what}")
+        return problems
+
+    def load_state(self) -> dict[str, Any] | None:
+        annotations = self._read(self.canary).metadata.annotations or {}
+        raw = annotations.get(STATE_ANNOTATION)
+        return json.loads(raw) if raw else None
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        self._patch(self.canary, {"metadata": {"annotations": {STATE_ANNOTATION: json.dumps(state, sort_keys=True)}}})
+
+    def stable_image(self) -> str:
+        return str(self._read(self.stable).spec.template.spec.containers[0].image)
+
+    def _set_image_and_replicas(self, name: str, image: str, replicas: int | None) -> None:
+        patch: list[dict[str, Any]] = [
+            {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image}
+        ]
+        if replicas is not None:
+            patch.append({"op": "replace", "path": "/spec/replicas", "value": replicas})
+        self._patch(name, patch)
+
+    def deploy_canary(self, image: str) -> None:
+        self._set_image_and_replicas(self.canary, image, self.canary_replicas)
+
+    def _wait_rolled_out(self, name: str, image: str, timeout: float, progress: Callable[[str], None]) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            dep = self._read(name)
+            want = int(dep.spec.replicas or 0)
+            status = dep.status
+            ready = int((status.ready_replicas if status else 0) or 0)
+            updated = int((status.updated_replicas if status else 0) or 0)
+            generation_seen = (
+                not status
+                or status.observed_generation is None
+                or (dep.metadata.generation is None or status.observed_generation >= dep.metadata.generation)
+            )
+            current = dep.spec.template.spec.containers[0].image == image
+            if current and generation_seen and ready >= want and updated >= want:
+                return
+            if time.monotonic() > deadline:
+                raise CanaryError(
+                    f"{name} did not become ready with {image} within {timeout:.0f}s ({ready}/{want} ready, "
+                    f"{updated}/{want} updated)",
+                    where=f"Deployment {name} in {self.namespace}",
+                    fix=f"kubectl -n {self.namespace} describe deployment {name}",
+                )
+            progress(f"{name}: {ready}/{want} ready, {updated}/{want} updated")
+            time.sleep(1)
+
+    def wait_canary_ready(self, timeout: float, progress: Callable[[str], None]) -> None:
+        image = self._read(self.canary).spec.template.spec.containers[0].image
+        self._wait_rolled_out(self.canary, image, timeout, progress)
+
+    def scale_canary(self, replicas: int) -> None:
+        self._patch(self.canary, [{"op": "replace", "path": "/spec/replicas", "value": replicas}])
+
+    def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
+        self._set_image_and_replicas(self.stable, image, None)
+        self._wait_rolled_out(self.stable, image, timeout, progress)

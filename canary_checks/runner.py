@@ -1,19 +1,39 @@
-"""Running the gate suite for a stage, as the runner and the demo do: pytest in a subprocess, JUnit read back.
+"""The progressive rollout, and running the gate suite for a stage (pytest in a subprocess, JUnit read back).
 
-The library never imports ``suites/``; it runs them through pytest, exactly as a person or a pipeline would.
+The runner is thin: the decisions are the gate suite's. For each stage it sets the canary's weight, waits the step
+duration while polling the critical gates, runs ``pytest suites/gate --stage N``, and moves on only when that passes.
+A failing gate rolls back: weight 0 first (confirmed by the router), then the canary scaled down. The rollout's
+record (stage, weights, decisions) lives where it survives the runner (:class:`Platform`), so a second
+``canary-checks run`` resumes it — re-running the current stage's gates, never skipping them — or rolls it back.
+Every decision goes to ``reports/<run-id>/events.jsonl``. The library never imports ``suites/``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
 
+from canary_checks.config import CanaryConfig, Severity
+from canary_checks.errors import CanaryError
+from canary_checks.gates import GATES, GateResult, Verdict, evaluate
+from canary_checks.prometheus import MetricsSource
 from canary_checks.report import GateRecord, read_junit
+from canary_checks.traffic import Router
 
-__all__ = ["SuiteRun", "run_suite"]
+__all__ = ["Platform", "Rollout", "RolloutOptions", "SuiteRun", "run_suite"]
+
+log = logging.getLogger(__name__)
+IN_PROGRESS = ("deploying", "progressing", "awaiting-promotion")
 
 
 @dataclass(frozen=True)
@@ -53,3 +73,351 @@ def run_suite(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     records = read_junit(junit) if junit.exists() else []
     return SuiteRun(stage, done.returncode, junit, records, done.stdout + done.stderr)
+
+
+class Platform(Protocol):
+    """Where the canary runs (a Kubernetes namespace, the sandbox) and where the rollout's record is kept."""
+
+    def describe(self) -> str: ...
+    def validate(self) -> list[str]: ...
+    def load_state(self) -> dict[str, Any] | None: ...
+    def save_state(self, state: dict[str, Any]) -> None: ...
+    def stable_image(self) -> str: ...
+    def deploy_canary(self, image: str) -> None: ...
+    def wait_canary_ready(self, timeout: float, progress: Callable[[str], None]) -> None: ...
+    def scale_canary(self, replicas: int) -> None: ...
+    def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None: ...
+
+
+class Interrupted(CanaryError):
+    """SIGINT or SIGTERM arrived; the rollout stopped at a safe point with its record saved."""
+
+
+class RolledBack(CanaryError):
+    """A stage failed and the canary was rolled back."""
+
+
+@dataclass
+class RolloutOptions:
+    service: str
+    image: str
+    steps: tuple[int, ...] = (5, 25, 50, 100)
+    step_duration: float = 300.0
+    """Seconds each stage runs before its gate suite."""
+    poll_interval: float = 10.0
+    """Seconds between polls of the critical gates during a stage."""
+    ready_timeout: float = 300.0
+    suite: Path = Path("suites/gate")
+    reports: Path = Path("reports")
+    config_path: Path | None = None
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """--threshold style overrides passed to the suite and the polls (--error-threshold, --latency-p95)."""
+    auto_promote: bool = False
+    dry_run: bool = False
+    skip_validation: bool = False
+    rollback: bool = False
+    """Roll back the rollout in progress and stop."""
+    confirm: Callable[[str], bool] | None = None
+    """Asks a person (None: no terminal)."""
+    suite_args: tuple[str, ...] = ()
+    """More arguments for the gate suite (--service, --namespace of this run)."""
+
+
+class Rollout:
+    def __init__(
+        self,
+        config: CanaryConfig,
+        platform: Platform,
+        router: Router,
+        options: RolloutOptions,
+        *,
+        source: MetricsSource | None = None,
+        echo: Callable[[str], None] = print,
+        controller: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.config, self.platform, self.router, self.o = config, platform, router, options
+        self.source = source
+        self.echo = echo
+        self.controller = controller
+        self.state: dict[str, Any] = {}
+        self.run_dir = options.reports
+        self._stop: str | None = None
+
+    # ---- record and events ----
+
+    def event(self, name: str, **details: Any) -> None:
+        entry = {"time": time.time(), "event": name, **details}
+        self.state.setdefault("decisions", []).append({k: v for k, v in entry.items() if k != "junit"})
+        self.state["updated"] = entry["time"]
+        if not self.o.dry_run:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "events.jsonl", "a") as f:
+                f.write(json.dumps(entry, sort_keys=True) + "\n")
+            self.platform.save_state(self.state)
+        log.info("%s %s", name, details)
+
+    # ---- signals ----
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop = signal.Signals(signum).name
+        self.echo(f"{self._stop}: stopping at the next safe point (the weight change in flight completes)")
+
+    def _check_stop(self) -> None:
+        if self._stop:
+            raise Interrupted(
+                f"stopped by {self._stop} at stage {self.current_stage()} % with the weights as they are",
+                fix=f"run 'canary-checks run {self.o.service} {self.o.image}' again to resume (its gates run again), "
+                "or add --rollback to roll back",
+            )
+
+    # ---- steps ----
+
+    def current_stage(self) -> int:
+        steps = self.state.get("steps") or list(self.o.steps)
+        index = min(int(self.state.get("step_index", 0)), len(steps) - 1)
+        return int(steps[index])
+
+    def set_weight(self, percent: int) -> None:
+        if self.o.dry_run:
+            self.echo(f"would set the canary weight to {percent} % (stable {100 - percent} %)")
+            return
+        confirmed = self.router.set_weight(percent)
+        self.state["weight"] = confirmed
+        self.event("weight", weight=confirmed, stage=self.current_stage())
+
+    def run(self) -> int:
+        """Run (or resume, or roll back) the rollout; returns the process exit code."""
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        try:
+            return self._run()
+        except RolledBack as e:
+            self.echo(f"rolled back: {e.what}")
+            return 1
+        except Interrupted as e:
+            self.echo(e.message)
+            return 130
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _run(self) -> int:
+        existing = self.platform.load_state()
+        if existing and existing.get("status") in IN_PROGRESS:
+            if self.o.rollback:
+                self.state = existing
+                self.run_dir = self.o.reports / existing["run_id"]
+                try:
+                    self.rollback("--rollback asked for it")
+                except RolledBack:
+                    self.echo(f"rolled back run {existing['run_id']} of {existing.get('image')}")
+                    return 0
+            if existing.get("image") != self.o.image:
+                raise CanaryError(
+                    f"a rollout of {existing.get('image')} (run {existing.get('run_id')}) is in progress at stage "
+                    f"{existing.get('steps', [0])[existing.get('step_index', 0)]} %",
+                    where=self.platform.describe(),
+                    fix=f"resume it with 'canary-checks run {self.o.service} {existing.get('image')}', or roll it back "
+                    f"with 'canary-checks run {self.o.service} {existing.get('image')} --rollback'",
+                )
+            self.state = existing
+            self.run_dir = self.o.reports / existing["run_id"]
+            self.echo(
+                f"resuming run {existing['run_id']} of {self.o.image} at stage {self.current_stage()} % "
+                "(its gates run again from the start of the stage)"
+            )
+            self.event("resumed", stage=self.current_stage())
+        else:
+            if self.o.rollback:
+                self.echo(f"no rollout of {self.o.service} is in progress: nothing to roll back")
+                return 0
+            run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            self.run_dir = self.o.reports / run_id
+            self.state = {
+                "run_id": run_id,
+                "service": self.o.service,
+                "image": self.o.image,
+                "steps": list(self.o.steps),
+                "step_index": 0,
+                "status": "deploying",
+                "started": time.time(),
+            }
+            if not self.o.skip_validation:
+                self.validate()
+            self.deploy()
+        if self.state["status"] in ("deploying", "progressing"):
+            self.progress()
+        return self.finish()
+
+    def validate(self) -> None:
+        problems = list(self.platform.validate())
+        owner = self.controller()
+        if owner:
+            problems.append(
+                f"the routing resource is managed by {owner}: two controllers would fight over the weights; "
+                "let that controller run the rollout (see docs) or remove it from the resource"
+            )
+        if self.source is not None:
+            try:
+                self.source.query("vector(1)")
+            except CanaryError as e:
+                problems.append(e.message)
+        try:
+            self.router.get_weight()
+        except CanaryError as e:
+            problems.append(e.message)
+        if problems:
+            raise CanaryError(
+                "cannot start the rollout:\n  - " + "\n  - ".join(problems),
+                fix="fix the above, or pass --skip-validation if you know better",
+            )
+        self.echo(f"validated: {self.platform.describe()}, routing, Prometheus")
+
+    def deploy(self) -> None:
+        self.state["previous_image"] = self.platform.stable_image()
+        if self.o.dry_run:
+            self.echo(f"would set the canary's image to {self.o.image}, scale it up and wait until it is ready")
+            self.state["status"] = "progressing"
+            return
+        self.event("deploying", image=self.o.image, stable_image=self.state["previous_image"])
+        self.platform.deploy_canary(self.o.image)
+        self.platform.wait_canary_ready(self.o.ready_timeout, self.echo)
+        self.state["status"] = "progressing"
+        self.event("deployed", image=self.o.image)
+
+    def progress(self) -> None:
+        steps = [int(s) for s in self.state["steps"]]
+        while int(self.state["step_index"]) < len(steps):
+            self._check_stop()
+            stage = steps[int(self.state["step_index"])]
+            self.set_weight(stage)
+            self.stage(stage)
+            self.state["step_index"] = int(self.state["step_index"]) + 1
+            if not self.o.dry_run:
+                self.event("stage passed", stage=stage)
+        self.state["status"] = "awaiting-promotion"
+        if not self.o.dry_run:
+            self.event("all stages passed")
+
+    def _junit(self, stage: int, attempt: int) -> Path:
+        return self.run_dir / (f"stage-{stage}.xml" if attempt == 1 else f"stage-{stage}-retry{attempt - 1}.xml")
+
+    def stage(self, stage: int) -> None:
+        extra = [f"--threshold={g}.{f}={v}" for g, fields in self.o.thresholds.items() for f, v in fields.items()]
+        extra += list(self.o.suite_args)
+        if self.o.dry_run:
+            self.echo(
+                f"would wait {self.o.step_duration:g} s, polling the critical gates every {self.o.poll_interval:g} s"
+            )
+            self.echo(f"would run: pytest {self.o.suite} --stage {stage} --junitxml {self.run_dir}/stage-{stage}.xml")
+            return
+        if self.o.step_duration < self.config.window:
+            log.warning("step duration %gs is shorter than the window %gs", self.o.step_duration, self.config.window)
+        start = time.monotonic()
+        self.wait_and_poll(stage, start + self.o.step_duration)
+        # The step's deadline for a verdict: as long again as the step, then missing data rolls back.
+        deadline = start + 2 * self.o.step_duration
+        attempt = 0
+        while True:
+            self._check_stop()
+            attempt += 1
+            run = run_suite(
+                self.o.suite, stage, self._junit(stage, attempt), config_path=self.o.config_path, extra_args=extra
+            )
+            verdicts = {r.gate: r.verdict or r.outcome for r in run.failing}
+            self.event("gates", stage=stage, passed=run.passed, exit_code=run.exit_code, failing=verdicts,
+                       junit=str(run.junit))  # fmt: skip
+            if run.passed:
+                self.echo(f"stage {stage} %: every gate passed")
+                return
+            if run.exit_code not in (0, 1):
+                self.rollback(f"the gate suite could not run (pytest exit {run.exit_code}):\n{run.output[-2000:]}")
+            failed = [r for r in run.failing if r.verdict == "fail"]
+            if failed:
+                self.rollback(
+                    "failing gates at stage "
+                    + f"{stage} %: "
+                    + "; ".join(f"{r.gate} ({r.summary or r.message.splitlines()[0]})" for r in failed)
+                )
+            held = ", ".join(f"{g} {v}" for g, v in verdicts.items())
+            if time.monotonic() >= deadline:
+                self.rollback(
+                    f"no decision by the step's deadline at stage {stage} %: {held}; missing data never promotes"
+                )
+            self.echo(f"stage {stage} %: holding ({held}); trying again in {self.o.poll_interval:g} s")
+            self.event("held", stage=stage, why=held)
+            self._sleep(self.o.poll_interval)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._check_stop()
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
+    def wait_and_poll(self, stage: int, until: float) -> None:
+        """Wait out the step, polling the critical gates; a critical failure rolls back at once."""
+        critical = [
+            name
+            for name, gate in GATES.items()
+            if gate.source == "prometheus" and gate.settings(self.thresholds(stage)).severity is Severity.CRITICAL
+        ]
+        next_poll = time.monotonic() + self.o.poll_interval
+        while (left := until - time.monotonic()) > 0:
+            self.echo(f"stage {stage} %: {left:.0f} s left in the step")
+            self._sleep(min(5.0, left, max(0.05, next_poll - time.monotonic())))
+            if self.source is None or time.monotonic() < next_poll or time.monotonic() >= until:
+                continue
+            next_poll = time.monotonic() + self.o.poll_interval
+            results = evaluate(self.config, self.source, critical, stage=stage, gates=self.thresholds(stage))
+            failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]
+            if failed:
+                self.rollback(
+                    f"critical gates failed during stage {stage} %: "
+                    + "; ".join(f"{r.gate} ({r.summary})" for r in failed)
+                )
+
+    def thresholds(self, stage: int) -> Any:
+        return self.config.gates_for(stage, self.o.thresholds)
+
+    def rollback(self, why: str) -> None:
+        verdict_at = time.time()
+        self.echo(f"rolling back: {why}")
+        self.event("rollback started", why=why)
+        # Traffic first: nothing else matters until the canary gets no request.
+        confirmed = self.router.set_weight(0)
+        weight_zero_at = time.time()
+        self.state["weight"] = confirmed
+        self.event("weight", weight=0, rollback_seconds=round(weight_zero_at - verdict_at, 3))
+        self.platform.scale_canary(0)
+        self.state["status"] = "rolled-back"
+        self.event("rolled back", why=why, rollback_seconds=round(weight_zero_at - verdict_at, 3))
+        raise RolledBack(why)
+
+    def finish(self) -> int:
+        status = self.state["status"]
+        if status != "awaiting-promotion":
+            return 0
+        if self.o.dry_run:
+            self.echo(f"would promote: set the stable image to {self.o.image}, wait until ready, "
+                      "send 100 % to stable, scale the canary to 0")  # fmt: skip
+            return 0
+        promote = self.o.auto_promote
+        if not promote and self.o.confirm is not None:
+            promote = self.o.confirm(f"every stage passed; promote {self.o.image} to stable?")
+        if not promote:
+            self.echo(
+                f"every stage passed; not promoting without --auto-promote or a terminal. To promote: "
+                f"canary-checks run {self.o.service} {self.o.image} --auto-promote"
+            )
+            self.event("awaiting promotion")
+            return 0
+        self.event("promoting", image=self.o.image)
+        self.platform.promote(self.o.image, self.o.ready_timeout, self.echo)
+        self.router.set_weight(0)
+        self.platform.scale_canary(0)
+        self.state["status"] = "promoted"
+        self.state["weight"] = 0
+        self.event("promoted", image=self.o.image)
+        self.echo(f"promoted {self.o.image}: stable runs it and gets 100 % of the traffic")
+        return 0

@@ -42,7 +42,7 @@ from canary_checks.errors import MissingBinary, PortInUse, SandboxError
 from canary_checks.manifests import render_alerts
 from canary_checks.traffic import HAProxyRouter
 
-__all__ = ["FAULT_KINDS", "Sandbox", "free_port_settings", "pod_name"]
+__all__ = ["FAULT_KINDS", "Sandbox", "SandboxPlatform", "free_port_settings", "pod_name"]
 
 log = logging.getLogger(__name__)
 
@@ -627,3 +627,56 @@ frontend admin
             yield self
         finally:
             self.down()
+
+
+class SandboxPlatform:
+    """The local sandbox: its pods are processes; the record is a file in its state directory.
+
+    There is no image to pull: "deploying" records the image and waits for the canary pod to be ready."""
+
+    def __init__(self, box: Any, service: str) -> None:
+        self.box = box
+        self.file = Path(box.state_dir) / f"rollout-{service}.json"
+        self.images = Path(box.state_dir) / f"images-{service}.json"
+
+    def describe(self) -> str:
+        return f"the sandbox in {self.box.state_dir}"
+
+    def validate(self) -> list[str]:
+        return (
+            []
+            if self.box.is_up()
+            else [f"the sandbox in {self.box.state_dir} is not running (canary-checks sandbox up)"]
+        )
+
+    def load_state(self) -> dict[str, Any] | None:
+        return json.loads(self.file.read_text()) if self.file.exists() else None
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(self.file)
+
+    def _images(self) -> dict[str, str]:
+        return (
+            json.loads(self.images.read_text()) if self.images.exists() else {"stable": "demo:v1", "canary": "demo:v2"}
+        )
+
+    def _set_image(self, side: str, image: str) -> None:
+        self.images.write_text(json.dumps({**self._images(), side: image}))
+
+    def stable_image(self) -> str:
+        return self._images()["stable"]
+
+    def deploy_canary(self, image: str) -> None:
+        self._set_image("canary", image)
+
+    def wait_canary_ready(self, timeout: float, progress: Callable[[str], None]) -> None:
+        progress("waiting for the canary pod to be ready and UP in HAProxy")
+        self.box.wait_ready(timeout)
+
+    def scale_canary(self, replicas: int) -> None:
+        log.info("sandbox: the canary pod stays running (the sandbox does not scale); its weight is what matters")
+
+    def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
+        self._set_image("stable", image)
