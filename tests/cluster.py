@@ -34,6 +34,8 @@ class Cluster(kmock.KubernetesEmulator):  # type: ignore[misc]
         """Object names someone else changes right before our next write to them (provokes one 409)."""
         self.writes: list[tuple[str, str, Any]] = []
         """(method, path, body) of every write that reached the store."""
+        self.stuck: set[str] = set()
+        """Deployments whose rollout never completes (for timeouts); others are rolled out at once."""
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
         if self.fail_next:
@@ -59,7 +61,36 @@ class Cluster(kmock.KubernetesEmulator):  # type: ignore[misc]
                     elif isinstance(data, dict):
                         data.setdefault("metadata", {})["resourceVersion"] = new
             self.writes.append((str(request.method), str(request.url.path), data))
-        return await super()._handle(request)
+        response = await super()._handle(request)
+        if getattr(request.resource, "plural", None) == "deployments" and request.action in (
+            enums.action.CREATE,
+            enums.action.UPDATE,
+        ):
+            await self._roll_out(request)
+        return response
+
+    async def _roll_out(self, request: Any) -> None:
+        """What the Deployment controller would do, at once: every replica updated and ready."""
+        name = request.name or (request.data or {}).get("metadata", {}).get("name")
+        key = (request.resource, request.namespace or (request.data or {}).get("metadata", {}).get("namespace"), name)
+        if name in self.stuck or key not in self._objects:
+            return
+        async with self._lock:
+            obj = self._objects[key]
+            replicas = obj.get("spec", {}).get("replicas", 1)
+            generation = int(obj.get("metadata", {}).get("generation", 0)) + 1
+            obj.patch(
+                {
+                    "metadata": {"generation": generation},
+                    "status": {
+                        "observedGeneration": generation,
+                        "replicas": replicas,
+                        "updatedReplicas": replicas,
+                        "readyReplicas": replicas,
+                        "availableReplicas": replicas,
+                    },
+                }
+            )
 
     async def _serve_list(self, request: Any) -> Any:
         result = await super()._serve_list(request)

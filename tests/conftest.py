@@ -49,6 +49,8 @@ class PromStub:
     def _reply(self, query: str) -> tuple[int, dict[str, Any]]:
         self.queries.append(query)
         value = next((answer for pattern, answer in self.rules if pattern.search(query)), [])
+        if callable(value):  # an answer that depends on the moment (e.g. on the canary's weight)
+            value = value()
         if isinstance(value, tuple) and value[0] == "error":
             return value[1], {"status": "error", "errorType": "bad_data", "error": value[2]}
         samples = [({}, value)] if isinstance(value, int | float | str) else value

@@ -1,0 +1,199 @@
+"""canary-checks run against a Kubernetes API (kmock's emulator, tests/cluster.py) with the official client, and a
+Prometheus stand-in answering as the canary behaves. Run as a user runs it: the command, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from canary_checks.kube import STATE_ANNOTATION, api_client
+from canary_checks.traffic import kube_router
+from tests.cluster import Cluster, running_cluster
+from tests.conftest import PromStub, healthy, write_config
+
+REPO = Path(__file__).parents[2]
+RESOURCES = ("networking.istio.io/v1/virtualservices", "v1/pods", "v1/events")
+NEW = "ghcr.io/orion/auth:2.0.0"
+
+
+@dataclass
+class Env:
+    cluster: Cluster
+    api: client.ApiClient
+    config: Path
+    reports: Path
+    prom: PromStub
+
+    def run(self, *args: str, image: str = NEW) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args, image=image), cwd=REPO, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+
+    def command(self, *args: str, image: str = NEW) -> list[str]:
+        return [sys.executable, "-m", "canary_checks", "--canary-config", str(self.config), "run", "auth", image,
+                "--mesh", "istio", "--step-duration", "1s", "--poll-interval", "1s", "--reports", str(self.reports),
+                *args]  # fmt: skip
+
+    def deployment(self, name: str) -> Any:
+        return client.AppsV1Api(self.api).read_namespaced_deployment(name, "orion")
+
+    def weights(self) -> tuple[int, int]:
+        router = kube_router("istio", self.api, "orion", "auth")
+        slots = router.slots(router.read())
+        return slots.stable_weight, slots.canary_weight
+
+    def record(self) -> dict[str, Any]:
+        return json.loads(self.deployment("auth-canary").metadata.annotations[STATE_ANNOTATION])
+
+    def events(self) -> list[dict[str, Any]]:
+        (run,) = self.reports.iterdir()
+        return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def env(prom: PromStub, tmp_path: Path) -> Iterator[Env]:
+    healthy(prom)
+    with running_cluster(*RESOURCES) as (cluster, url):
+        api = api_client(url)
+        objects = yaml.safe_load_all((REPO / "manifests" / "auth" / "base.yaml").read_text())
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                client.AppsV1Api(api).create_namespaced_deployment("orion", obj)
+        vs = next(yaml.safe_load_all((REPO / "manifests" / "auth" / "istio.yaml").read_text()))
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "networking.istio.io", "v1", "orion", "virtualservices", vs
+        )
+        labels = {"app": "auth", "version": "canary"}
+        pod = {"metadata": {"name": "auth-canary-7c9d-bbbbb", "namespace": "orion", "labels": labels},
+               "spec": {"containers": [{"name": "app", "image": NEW}]},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                          "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0, "image": NEW,
+                                                 "imageID": "", "state": {"running": {}}}]}}  # fmt: skip
+        client.CoreV1Api(api).create_namespaced_pod("orion", pod)
+        config = write_config(
+            tmp_path / "canary.yaml",
+            service="auth",
+            namespace="orion",
+            window="30s",
+            prometheus={"url": prom.url},
+            kubernetes={"api_url": url},
+        )
+        yield Env(cluster, api, config, tmp_path / "reports", prom)
+
+
+def test_a_healthy_canary_goes_through_every_stage_and_is_promoted(env: Env) -> None:
+    done = env.run("--auto-promote")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for stage in (5, 25, 50, 100):
+        assert f"stage {stage} %: every gate passed" in done.stdout
+    assert env.deployment("auth-stable").spec.template.spec.containers[0].image == NEW
+    assert env.deployment("auth-canary").spec.replicas == 0
+    assert env.weights() == (100, 0)
+    assert env.record()["status"] == "promoted"
+    names = [e["event"] for e in env.events()]
+    assert names.count("stage passed") == 4 and names[-1] == "promoted"
+    assert len(list(env.reports.glob("*/stage-*.xml"))) == 4
+
+
+def test_a_stage_that_fails_rolls_back_weight_first(env: Env) -> None:
+    def errors_from_25() -> float:
+        return 100 if env.weights()[1] >= 25 else 0  # the canary fails once it gets a real share
+
+    env.prom.answer(r'"auth-canary", response_code=~"5..', errors_from_25)
+    done = env.run("--auto-promote")
+    assert done.returncode == 1
+    assert "error_rate" in done.stdout and "rolled back" in done.stdout
+    assert env.weights() == (100, 0)
+    assert env.deployment("auth-canary").spec.replicas == 0
+    assert env.deployment("auth-stable").spec.template.spec.containers[0].image != NEW
+    record = env.record()
+    assert record["status"] == "rolled-back" and record["steps"][record["step_index"]] == 25
+    rolled = [e for e in env.events() if e["event"] == "rolled back"]
+    assert rolled and rolled[0]["rollback_seconds"] < 5
+
+
+def test_a_routing_resource_owned_by_flagger_is_refused(env: Env) -> None:
+    owner = {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "auth", "uid": "1"}
+    client.CustomObjectsApi(env.api).patch_namespaced_custom_object(
+        "networking.istio.io", "v1", "orion", "virtualservices", "auth", {"metadata": {"ownerReferences": [owner]}}
+    )
+    writes = len(env.cluster.writes)
+    done = env.run()
+    assert done.returncode == 1
+    assert "managed by Flagger (Canary auth): two controllers would fight over the weights" in done.stderr
+    assert len(env.cluster.writes) == writes
+
+
+def test_dry_run_writes_nothing(env: Env) -> None:
+    writes = len(env.cluster.writes)
+    done = env.run("--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert len(env.cluster.writes) == writes, env.cluster.writes[writes:]
+    for line in ("would set the canary's image to", "would set the canary weight to 25 %", "would promote"):
+        assert line in done.stdout
+    assert env.weights() == (95, 5)
+
+
+def test_api_conflicts_and_errors_during_the_rollout_are_retried(env: Env) -> None:
+    env.cluster.interfere.add("auth")
+    env.cluster.fail_next.extend([503])
+    done = env.run("--auto-promote")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "attempt 1/4 failed (503 server error)" in done.stderr
+    assert "attempt 1/4 failed (409 Conflict)" in done.stderr
+
+
+def wait_for_event(env: Env, event: str, stage: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = env.reports.exists() and any(env.reports.iterdir())
+        if ready and any(e["event"] == event and e.get("stage") == stage for e in env.events()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {event} event for stage {stage}")
+
+
+def test_a_runner_killed_mid_stage_is_resumed_without_skipping_gates(env: Env) -> None:
+    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "30s"), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_event(env, "weight", 25)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=10)
+    record = env.record()
+    assert record["status"] == "progressing" and record["steps"][record["step_index"]] == 25
+    assert env.weights() == (75, 25)
+
+    other = env.run(image="ghcr.io/orion/auth:3.0.0")
+    assert other.returncode == 1 and f"a rollout of {NEW}" in other.stderr and "--rollback" in other.stderr
+
+    resumed = env.run("--auto-promote")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming run" in resumed.stdout and "at stage 25 %" in resumed.stdout
+    events = env.events()
+    after = events[[e["event"] for e in events].index("resumed") :]
+    assert [e["stage"] for e in after if e["event"] == "gates"] == [25, 50, 100], "stage 25's gates ran again"
+    assert env.record()["status"] == "promoted"
+
+
+def test_sigterm_stops_at_a_safe_point_and_rollback_undoes(env: Env) -> None:
+    process = subprocess.Popen(env.command("--step-duration", "30s"), cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_event(env, "weight", 5)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=20)
+    assert process.returncode == 130
+    assert "stopped by SIGTERM at stage 5 %" in stdout
+    assert sum(env.weights()) == 100 and env.record()["status"] == "progressing"
+    undo = env.run("--rollback")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert env.weights() == (100, 0) and env.record()["status"] == "rolled-back"
