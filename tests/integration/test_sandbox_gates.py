@@ -243,3 +243,56 @@ def test_a_stage_load_shape_runs_and_ends_by_itself(live: Live) -> None:
     )
     assert sum(s["num_requests"] for s in stats) > 50
     assert sum(s["num_failures"] for s in stats) == 0
+
+
+def rollout(live: Live, reports: Path, image: str, *args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "run", "auth", image,
+               "--mesh", "sandbox", "--step-duration", f"{WINDOW + 3}s", "--poll-interval", "2s",
+               "--reports", str(reports), *args]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def canary_requests_served(live: Live) -> float:
+    """The canary pod's own count of requests it answered (its istio_requests_total, read from the pod)."""
+    url = f"http://127.0.0.1:{live.config.sandbox.canary_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("istio_requests_total{"))
+
+
+def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_path: Path) -> None:
+    live.box.set_faults("canary", {})
+    live.box.wait_ready(60)
+    process = rollout(live, tmp_path, "demo:v3", "--auto-promote")
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stdout + stderr
+    for stage in (5, 25, 50, 100):
+        assert f"stage {stage} %: every gate passed" in stdout
+    assert "promoted demo:v3" in stdout
+    assert live.box.router.get_weight() == 0
+
+
+def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_requests(live: Live, tmp_path: Path) -> None:
+    live.box.set_weight(0)
+    process = rollout(live, tmp_path, "demo:v4", "--auto-promote")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        logs = list(tmp_path.glob("*/events.jsonl"))
+        if logs and '"weight": 25' in logs[0].read_text():
+            break
+        time.sleep(0.2)
+    live.box.set_faults("canary", SCENARIOS[0].faults)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        live.box.set_faults("canary", {})
+    assert process.returncode == 1, stdout + stderr
+    assert "rolling back" in stdout and "error_rate" in stdout
+    assert live.box.router.get_weight() == 0
+    (log,) = tmp_path.glob("*/events.jsonl")
+    rolled = [json.loads(line) for line in log.read_text().splitlines() if '"rolled back"' in line]
+    assert rolled and rolled[0]["rollback_seconds"] < 1
+    time.sleep(1)  # requests already inside the canary finish
+    before = canary_requests_served(live)
+    time.sleep(3)
+    assert canary_requests_served(live) == before, "a request reached the canary after the rollback"
