@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -120,3 +122,26 @@ def write_config(path: Path, **settings: Any) -> Path:
 @pytest.fixture
 def stub_config(tmp_path: Path, prom: PromStub) -> CanaryConfig:
     return load_config(write_config(tmp_path / "canary.yaml", prometheus={"url": prom.url}, window="30s"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--with-kind",
+        action="store_true",
+        default=False,
+        help="run the real-cluster tests (tests/e2e): kind in Docker, the repo's manifests and the demo image",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kind_items = [item for item in items if item.get_closest_marker("kind")]
+    if not kind_items:
+        return
+    if not config.getoption("--with-kind"):
+        reason = "real-cluster test: pass --with-kind to run it (needs Docker, and network access for kind)"
+    elif shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        reason = "--with-kind was given but no Docker engine answers here ('docker info' fails)"
+    else:
+        return
+    for item in kind_items:
+        item.add_marker(pytest.mark.skip(reason=reason))

@@ -223,6 +223,7 @@ def _background_faults(pod: _Pod) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="One pod of the sandbox demo service.")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 in a container).")
     parser.add_argument("--workload", required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--pod", required=True)
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
 
     uvicorn.run(
         build_app(pod),
-        host="127.0.0.1",
+        host=args.host,
         port=args.port,
         http="httptools",
         loop="asyncio",
