@@ -247,6 +247,25 @@ def _duration(value: str) -> float:
         raise click.BadParameter(str(e)) from None
 
 
+class _StageBar:
+    """A progress bar per stage wait, in a terminal."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=out)
+        self.tasks: dict[int, Any] = {}
+        self.progress.start()
+
+    def update(self, stage: int, total: float, left: float) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(f"stage {stage} %, polling critical gates", total=total)
+        self.progress.update(self.tasks[stage], completed=total - left)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
 @cli.command()
 @click.argument("service")
 @click.argument("image")
@@ -337,10 +356,18 @@ def run(
         confirm=(lambda q: click.confirm(q, default=False)) if sys.stdin.isatty() else None,
         suite_args=("--service", config.service, "--namespace", config.namespace),
     )
+    bar = _StageBar() if out.is_terminal else None
+    on_wait = bar.update if bar else None
     if mesh == "sandbox":
         box = Sandbox(config)
         rollout = Rollout(
-            config, SandboxPlatform(box, service), box.router, options, source=MetricsSource(config), echo=out.print
+            config,
+            SandboxPlatform(box, service),
+            box.router,
+            options,
+            source=MetricsSource(config),
+            echo=out.print,
+            on_wait=on_wait,
         )
     else:
         from canary_checks.kube import KubePlatform, api_client
@@ -358,8 +385,15 @@ def run(
             source=MetricsSource(config),
             echo=out.print,
             controller=router.controller,
+            router_problems=router.problems,
+            on_wait=on_wait,
         )
-    sys.exit(rollout.run())
+    try:
+        code = rollout.run()
+    finally:
+        if bar:
+            bar.stop()
+    sys.exit(code)
 
 
 @cli.group()

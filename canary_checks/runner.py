@@ -134,11 +134,16 @@ class Rollout:
         source: MetricsSource | None = None,
         echo: Callable[[str], None] = print,
         controller: Callable[[], str | None] = lambda: None,
+        router_problems: Callable[[], list[str]] = lambda: [],
+        on_wait: Callable[[int, float, float], None] | None = None,
     ) -> None:
         self.config, self.platform, self.router, self.o = config, platform, router, options
         self.source = source
         self.echo = echo
         self.controller = controller
+        self.router_problems = router_problems
+        self.on_wait = on_wait
+        """Called while a stage waits: (stage, seconds of the step, seconds left); default prints a line."""
         self.state: dict[str, Any] = {}
         self.run_dir = options.reports
         self._stop: str | None = None
@@ -265,6 +270,7 @@ class Rollout:
                 problems.append(e.message)
         try:
             self.router.get_weight()
+            problems.extend(self.router_problems())
         except CanaryError as e:
             problems.append(e.message)
         if problems:
@@ -364,8 +370,11 @@ class Rollout:
         ]
         next_poll = time.monotonic() + self.o.poll_interval
         while (left := until - time.monotonic()) > 0:
-            self.echo(f"stage {stage} %: {left:.0f} s left in the step")
-            self._sleep(min(5.0, left, max(0.05, next_poll - time.monotonic())))
+            if self.on_wait is not None:
+                self.on_wait(stage, self.o.step_duration, left)
+            else:
+                self.echo(f"stage {stage} %: {left:.0f} s left in the step")
+            self._sleep(min(1.0 if self.on_wait else 5.0, left, max(0.05, next_poll - time.monotonic())))
             if self.source is None or time.monotonic() < next_poll or time.monotonic() >= until:
                 continue
             next_poll = time.monotonic() + self.o.poll_interval

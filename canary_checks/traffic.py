@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from canary_checks.errors import RoutingError, SandboxError, WeightNotApplied
+from canary_checks.errors import CanaryError, RoutingError, SandboxError, WeightNotApplied
 
 __all__ = ["GatewayRouter", "HAProxyRouter", "IstioRouter", "KubeRouter", "Router", "SMIRouter", "kube_router"]
 
@@ -194,6 +194,14 @@ class KubeRouter:
         log.info("%s: canary weight %d %%, confirmed", self.describe(), percent)
         return confirmed
 
+    def problems(self) -> list[str]:
+        """What would stop this router from moving traffic (checked before a rollout); empty when none."""
+        try:
+            self._slots_or_explain(self.read())
+        except CanaryError as e:
+            return [e.message]
+        return []
+
     def controller(self) -> str | None:
         """The other controller managing this object (Flagger, Argo Rollouts), if any: two would fight."""
         meta = self.read().get("metadata", {})
@@ -226,6 +234,25 @@ class IstioRouter(KubeRouter):
                     int(route["route"][c].get("weight", 0)),
                 )
         raise KeyError("no weighted route")
+
+    def problems(self) -> list[str]:
+        from canary_checks.kube import call
+
+        found = super().problems()
+        try:
+            rule: Any = call(
+                f"GET destinationrules/{self.name}",
+                lambda: self.objects.get_namespaced_custom_object(
+                    self.group, self.version, self.namespace, "destinationrules", self.name
+                ),
+            )
+        except CanaryError as e:
+            return [*found, f"DestinationRule {self.name}: {e.what}"]
+        subsets = {s.get("name") for s in rule.get("spec", {}).get("subsets", [])}
+        missing = sorted({self.stable, self.canary} - subsets)
+        if missing:
+            found.append(f"DestinationRule {self.name} has no subset {', '.join(missing)} (it has {sorted(subsets)})")
+        return found
 
     def header_route(self) -> bool:
         """Whether a route sends ``x-canary: true`` to the canary subset."""

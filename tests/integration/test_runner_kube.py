@@ -23,7 +23,12 @@ from tests.cluster import Cluster, running_cluster
 from tests.conftest import PromStub, healthy, write_config
 
 REPO = Path(__file__).parents[2]
-RESOURCES = ("networking.istio.io/v1/virtualservices", "v1/pods", "v1/events")
+RESOURCES = (
+    "networking.istio.io/v1/virtualservices",
+    "networking.istio.io/v1/destinationrules",
+    "v1/pods",
+    "v1/events",
+)
 NEW = "ghcr.io/orion/auth:2.0.0"
 
 
@@ -69,10 +74,11 @@ def env(prom: PromStub, tmp_path: Path) -> Iterator[Env]:
         for obj in objects:
             if obj["kind"] == "Deployment":
                 client.AppsV1Api(api).create_namespaced_deployment("orion", obj)
-        vs = next(yaml.safe_load_all((REPO / "manifests" / "auth" / "istio.yaml").read_text()))
-        client.CustomObjectsApi(api).create_namespaced_custom_object(
-            "networking.istio.io", "v1", "orion", "virtualservices", vs
-        )
+        for obj in yaml.safe_load_all((REPO / "manifests" / "auth" / "istio.yaml").read_text()):
+            plural = obj["kind"].lower() + "s"
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                "networking.istio.io", "v1", "orion", plural, obj
+            )
         labels = {"app": "auth", "version": "canary"}
         pod = {"metadata": {"name": "auth-canary-7c9d-bbbbb", "namespace": "orion", "labels": labels},
                "spec": {"containers": [{"name": "app", "image": NEW}]},
@@ -132,6 +138,15 @@ def test_a_routing_resource_owned_by_flagger_is_refused(env: Env) -> None:
     assert done.returncode == 1
     assert "managed by Flagger (Canary auth): two controllers would fight over the weights" in done.stderr
     assert len(env.cluster.writes) == writes
+
+
+def test_a_destination_rule_without_the_subsets_is_refused(env: Env) -> None:
+    client.CustomObjectsApi(env.api).patch_namespaced_custom_object(
+        "networking.istio.io", "v1", "orion", "destinationrules", "auth", {"spec": {"subsets": [{"name": "v1"}]}}
+    )
+    done = env.run()
+    assert done.returncode == 1
+    assert "DestinationRule auth has no subset canary, stable" in done.stderr
 
 
 def test_dry_run_writes_nothing(env: Env) -> None:
