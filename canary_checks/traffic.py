@@ -194,6 +194,46 @@ class KubeRouter:
         log.info("%s: canary weight %d %%, confirmed", self.describe(), percent)
         return confirmed
 
+    def header_route(self) -> bool:
+        """Whether requests with ``x-canary: true`` always go to the canary."""
+        return self._header_index(self.read()) is not None
+
+    def ensure_header_route(self) -> bool:
+        """Add the ``x-canary: true`` → canary route first in the object if it is missing; True if it was added."""
+        from canary_checks.kube import call
+
+        added = False
+
+        def attempt() -> None:
+            nonlocal added
+            obj = self.read()
+            if self._header_index(obj) is not None:
+                return
+            path, value = self._header_rule()
+            patch: list[dict[str, Any]] = []
+            if version := obj.get("metadata", {}).get("resourceVersion"):
+                patch.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+            patch.append({"op": "add", "path": path, "value": value})
+            self.objects.patch_namespaced_custom_object(
+                self.group, self.version, self.namespace, self.plural, self.name, patch
+            )
+            added = True
+
+        call(f"PATCH {self.plural}/{self.name}", attempt)
+        if not self.header_route():
+            raise RoutingError("the x-canary header route did not read back after adding it", where=self.describe())
+        return added
+
+    def _header_index(self, obj: dict[str, Any]) -> int | None:
+        raise RoutingError(
+            f"{self.plural} cannot route by header",
+            where=self.describe(),
+            fix="use an Istio VirtualService or a Gateway API HTTPRoute for the x-canary: true route",
+        )
+
+    def _header_rule(self) -> tuple[str, Any]:
+        raise RoutingError(f"{self.plural} cannot route by header", where=self.describe())
+
     def problems(self) -> list[str]:
         """What would stop this router from moving traffic (checked before a rollout); empty when none."""
         try:
@@ -254,14 +294,21 @@ class IstioRouter(KubeRouter):
             found.append(f"DestinationRule {self.name} has no subset {', '.join(missing)} (it has {sorted(subsets)})")
         return found
 
-    def header_route(self) -> bool:
-        """Whether a route sends ``x-canary: true`` to the canary subset."""
-        for route in self.read()["spec"].get("http", []):
+    def _header_index(self, obj: dict[str, Any]) -> int | None:
+        for i, route in enumerate(obj["spec"].get("http", [])):
             headers = [m.get("headers", {}) for m in route.get("match", [])]
             to_canary = [d.get("destination", {}).get("subset") for d in route.get("route", [])] == [self.canary]
             if to_canary and any(h.get("x-canary", {}).get("exact") == "true" for h in headers):
-                return True
-        return False
+                return i
+        return None
+
+    def _header_rule(self) -> tuple[str, Any]:
+        host = self.read()["spec"]["hosts"][0]
+        return "/spec/http/0", {
+            "name": "canary-header",
+            "match": [{"headers": {"x-canary": {"exact": "true"}}}],
+            "route": [{"destination": {"host": host, "subset": self.canary}}],
+        }
 
 
 class SMIRouter(KubeRouter):
@@ -300,6 +347,21 @@ class GatewayRouter(KubeRouter):
                     int(refs[c].get("weight", 1)),
                 )
         raise KeyError("no weighted rule")
+
+    def _header_index(self, obj: dict[str, Any]) -> int | None:
+        for i, rule in enumerate(obj["spec"].get("rules", [])):
+            names = [r.get("name") for r in rule.get("backendRefs", [])]
+            headers = [h for m in rule.get("matches", []) for h in m.get("headers", [])]
+            wanted = any(h.get("name", "").lower() == "x-canary" and h.get("value") == "true" for h in headers)
+            if names == [self.canary] and wanted:
+                return i
+        return None
+
+    def _header_rule(self) -> tuple[str, Any]:
+        return "/spec/rules/0", {
+            "matches": [{"headers": [{"type": "Exact", "name": "x-canary", "value": "true"}]}],
+            "backendRefs": [{"group": "", "kind": "Service", "name": self.canary, "port": 80}],
+        }
 
 
 def kube_router(kind: str, api: Any, namespace: str, service: str) -> KubeRouter:

@@ -128,3 +128,30 @@ def test_the_header_route_and_foreign_controllers_are_seen(cluster: tuple[Cluste
     assert kube_router("linkerd", api, "orion", "auth").controller() == (
         "Argo Rollouts (annotation rollouts.argoproj.io/managed-by-rollouts)"
     )
+
+
+@pytest.mark.parametrize(("kind", "plural", "version", "path"), [
+    ("istio", "virtualservices", "v1", "/spec/http/0"),
+    ("gateway-api", "httproutes", "v1", "/spec/rules/0"),
+])  # fmt: skip
+def test_the_header_route_is_read_and_put_back(
+    cluster: tuple[Cluster, client.ApiClient], kind: str, plural: str, version: str, path: str
+) -> None:
+    _, api = cluster
+    router = kube_router(kind, api, "orion", "notifications")
+    assert router.header_route()
+    assert router.ensure_header_route() is False  # already there: nothing written
+    group = {"istio": "networking.istio.io", "gateway-api": "gateway.networking.k8s.io"}[kind]
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        group, version, "orion", plural, "notifications", [{"op": "remove", "path": path}]
+    )
+    assert not router.header_route()
+    assert router.ensure_header_route() is True
+    assert router.header_route()
+    assert router.get_weight() == 5, "the weighted route is untouched"
+
+
+def test_a_traffic_split_cannot_route_by_header(cluster: tuple[Cluster, client.ApiClient]) -> None:
+    _, api = cluster
+    with pytest.raises(RoutingError, match="trafficsplits cannot route by header"):
+        kube_router("linkerd", api, "orion", "auth").header_route()
