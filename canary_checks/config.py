@@ -170,6 +170,11 @@ class Gates(_Model):
     crash_loop: GateSettings = _gate(0.0, Severity.CRITICAL)
     """Canary containers waiting in CrashLoopBackOff (or ImagePullBackOff, ErrImagePull,
     CreateContainerConfigError), a count; fails above."""
+    firing_alerts: GateSettings = Field(
+        default_factory=lambda: GateSettings(threshold=0.0, severity=Severity.CRITICAL, on_no_data=NoDataPolicy.SKIP)
+    )
+    """Critical Canary* alerts of manifests/monitoring firing for this service, a count; fails above. Skipped where
+    Prometheus does not have those rules loaded."""
     kube_pods_ready: GateSettings = _gate(100.0, Severity.CRITICAL)
     """Kubernetes API: canary pods Ready, percent of the Deployment's desired replicas; fails below."""
     kube_restarts: GateSettings = _gate(0.0, Severity.CRITICAL)

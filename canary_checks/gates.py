@@ -496,6 +496,30 @@ def _decide_crash_loop(ctx: _Ctx, gate: Gate) -> GateResult:
     return gate.result(ctx, verdict, count, summary, waiting=waiting)
 
 
+# ---- the alert rules -------------------------------------------------------------------------------------------
+
+
+def _needs_alerts(source: MetricsSource) -> dict[str, str]:
+    return {
+        "loaded": source.render("rules_loaded", side="canary"),
+        "firing": source.render("firing_alerts", side="canary"),
+    }
+
+
+def _decide_firing_alerts(ctx: _Ctx, gate: Gate) -> GateResult:
+    if not ctx.samples("loaded"):
+        return gate.result(
+            ctx,
+            Verdict.NO_DATA,
+            None,
+            "Prometheus does not evaluate the canary rules of manifests/monitoring for this service",
+        )
+    firing = sorted({s.labels.get("alertname", "?") for s in ctx.samples("firing")})
+    verdict, _ = _judge(ctx, float(len(firing)))
+    summary = f"{len(firing)} critical canary alerts firing" + (f": {', '.join(firing)}" if firing else "")
+    return gate.result(ctx, verdict, float(len(firing)), summary, firing=firing)
+
+
 # ---- the Kubernetes API -------------------------------------------------------------------------------------------
 
 BAD_WAITING = frozenset(
@@ -627,6 +651,7 @@ def _registry() -> dict[str, Gate]:
             _decide_memory_vs_stable,
         ),
     ]
+    gates.append(Gate("firing_alerts", "alerts", "firing", "count", _needs_alerts, _decide_firing_alerts))
     kube: list[tuple[str, str, str, Decide]] = [
         ("kube_pods_ready", "pods_ready", "%", _decide_kube_pods_ready),
         ("kube_restarts", "restarts", "count", _decide_kube_restarts),

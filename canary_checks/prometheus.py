@@ -92,17 +92,28 @@ class QueryProfile:
         "sum by (pod, container) (increase(kube_pod_container_status_restarts_total"
         '{namespace="$namespace", pod=~"$pods"}[$window]))'
     )
+    # The canary recording and alerting rules of manifests/monitoring, where Prometheus has them loaded.
+    rules_loaded: str = 'canary:request_rate:5m{namespace="$namespace", service="$service"}'
+    firing_alerts: str = (
+        'ALERTS{alertstate="firing", alertname=~"Canary.+", severity="critical", '
+        'namespace="$namespace", service="$service"}'
+    )
     waiting: str = (
         'max by (pod, container, reason) (kube_pod_container_status_waiting_reason{namespace="$namespace", '
         'pod=~"$pods", reason=~"CrashLoopBackOff|ImagePullBackOff|ErrImagePull|CreateContainerConfigError"}) == 1'
     )
 
-    def render(self, name: str, *, namespace: str, workload: str, window: float, quantile: float = 0.0) -> str:
+    def render(
+        self, name: str, *, namespace: str, workload: str, window: float, quantile: float = 0.0, service: str = ""
+    ) -> str:
         check_namespace(namespace)
         check_workload(workload)
+        if service:
+            check_workload(service)
         values = {
             "namespace": escape_label(namespace),
             "workload": escape_label(workload),
+            "service": escape_label(service),
             "pods": escape_label(pod_regex(workload)),
             "window": f"{round(window)}s",
             "quantile": repr(quantile),
@@ -200,12 +211,13 @@ class MetricsSource:
                 workload=workload,
                 window=self.config.window,
                 quantile=quantile,
+                service=self.config.service,
             )
         except KeyError as e:
             raise InvalidLabelValue(
                 f"unknown placeholder ${e.args[0]}",
                 where=f"queries.{name}",
-                fix="use only $namespace, $workload, $pods, $window and $quantile",
+                fix="use only $namespace, $workload, $service, $pods, $window and $quantile",
             ) from None
         except ValueError as e:
             raise InvalidLabelValue(str(e), where=f"query {name} for {side}") from None

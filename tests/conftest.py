@@ -98,6 +98,7 @@ def prom() -> Iterator[PromStub]:
 
 def healthy(prom: PromStub) -> None:
     """Answers of a healthy canary at stage 25: 1000 canary and 3000 stable requests, no errors."""
+    prom.answer(r'canary:request_rate:5m\{namespace="orion", service="auth"\}', 33)  # the canary rules are loaded
     for side, requests in (("canary", 1000), ("stable", 3000)):
         prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}"\}}', requests)
         prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}", response_code=~"5..', 0)

@@ -274,6 +274,8 @@ class Sandbox:
         # The same recording and alerting rules a cluster gets (manifests/monitoring), for the sandbox's mesh.
         mesh = self.config.mesh if self.config.mesh is not Mesh.CUSTOM else Mesh.ISTIO
         rules = render_alerts(mesh, self.config.gates)["spec"]["groups"]
+        for group in rules:  # evaluated as often as everything is scraped, so the gates can read them at once
+            group["interval"] = interval
         (d / "rules.yml").write_text(yaml.safe_dump({"groups": rules}, sort_keys=False))
         prometheus = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},

@@ -58,3 +58,8 @@ def test_vs_stable(gate: GateCheck) -> None:
 @pytest.mark.parametrize("gate", gate_params("kubernetes"), indirect=True)
 def test_kubernetes(gate: GateCheck) -> None:
     gate.verify()
+
+
+@pytest.mark.parametrize("gate", gate_params("alerts"), indirect=True)
+def test_alerts(gate: GateCheck) -> None:
+    gate.verify()

@@ -76,7 +76,9 @@ def test_absent_series_are_no_data(prom: PromStub, stub_config: CanaryConfig) ->
     # Prometheus answers, but with empty vectors for everything.
     results = run(stub_config)
     assert all(r.verdict in (Verdict.NO_DATA, Verdict.FAIL) for r in results.values())
-    assert all(r.fails() or r.severity is not Severity.CRITICAL for r in results.values())
+    assert all(r.fails() or r.severity is not Severity.CRITICAL or r.on_no_data is NoDataPolicy.SKIP
+               for r in results.values())  # fmt: skip
+    assert results["firing_alerts"].verdict is Verdict.NO_DATA  # rules not loaded: skipped, not passed
 
 
 def test_too_few_requests_is_inconclusive(prom: PromStub, stub_config: CanaryConfig) -> None:
@@ -214,3 +216,12 @@ def test_kube_gates_without_pods_or_api_never_pass(prom: PromStub, stub_config: 
 
     errored = evaluate(stub_config, MetricsSource(stub_config), KUBE_GATES, kube=broken)
     assert all(isinstance(r, KubeUnreachable) for r in errored.values())
+
+
+def test_a_firing_critical_canary_alert_fails_the_alerts_gate(prom: PromStub, stub_config: CanaryConfig) -> None:
+    healthy(prom)
+    assert run(stub_config, "firing_alerts")["firing_alerts"].verdict is Verdict.PASS
+    prom.answer(r"ALERTS\{", [({"alertname": "CanaryPodCrashLooping"}, 1), ({"alertname": "CanaryHighErrorRate"}, 1)])
+    result = run(stub_config, "firing_alerts")["firing_alerts"]
+    assert result.verdict is Verdict.FAIL and result.value == 2
+    assert "CanaryHighErrorRate, CanaryPodCrashLooping" in result.summary

@@ -52,9 +52,9 @@ def test_header_names_the_target(suite: pytest.Pytester, prom: PromStub) -> None
 def test_healthy_canary_passes_and_junit_carries_every_gate(suite: pytest.Pytester, prom: PromStub) -> None:
     healthy(prom)
     result = suite.runpytest(*ARGS, "--stage", "25", "--junitxml", "out.xml")
-    result.assert_outcomes(passed=14)
+    result.assert_outcomes(passed=15)
     cases = junit_cases(suite.path / "out.xml")
-    assert len(cases) == 14
+    assert len(cases) == 15
     for name, props in cases.items():
         assert props["verdict"] == "pass", name
         assert props["value"] != "" and props["threshold"] != "" and props["severity"], name
@@ -72,7 +72,7 @@ def test_a_breached_critical_gate_fails_with_value_threshold_window_and_query(
     prom.answer(r'"auth-canary", response_code=~"\[123\]', 800)
     result = suite.runpytest(*ARGS, "--stage", "25")
     # error rate and success rate are critical; 2x-stable is a warning (reported, not failed)
-    result.assert_outcomes(passed=12, failed=2, warnings=1)
+    result.assert_outcomes(passed=13, failed=2, warnings=1)
     result.stdout.fnmatch_lines(
         [
             "*error_rate: FAIL (critical)*canary error rate 20 % > 5 %*",
@@ -86,16 +86,16 @@ def test_warning_gates_fail_only_in_strict_mode(suite: pytest.Pytester, prom: Pr
     healthy(prom)
     prom.answer(r"histogram_quantile\(0.95.*auth-canary", 900)
     relaxed = suite.runpytest(*ARGS, "--stage", "25")
-    relaxed.assert_outcomes(passed=14, warnings=2)  # latency_p95 and latency_vs_stable, both warnings
+    relaxed.assert_outcomes(passed=15, warnings=2)  # latency_p95 and latency_vs_stable, both warnings
     relaxed.stdout.fnmatch_lines(["*GateWarning: latency_p95: FAIL (warning)*"])
     strict = suite.runpytest(*ARGS, "--stage", "25", "--strict-gates")
-    strict.assert_outcomes(passed=12, failed=2)
+    strict.assert_outcomes(passed=13, failed=2)
 
 
 def test_prometheus_down_makes_gates_error_naming_the_url(suite: pytest.Pytester) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = suite.runpytest(*ARGS, "--stage", "25", "--prometheus-url", url)
-    result.assert_outcomes(errors=14)
+    result.assert_outcomes(errors=15)
     result.stdout.fnmatch_lines([f"Prometheus at {url} (query *): is unreachable (connection refused)"])
     assert "Traceback" not in result.stdout.str()
 
@@ -135,4 +135,4 @@ def test_threshold_overrides_and_disabled_and_skipped_gates(suite: pytest.Pytest
     )
     prom.answer(r"histogram_quantile\(0.99.*auth-canary", "NaN")
     result = suite.runpytest(*ARGS, "--stage", "25")
-    result.assert_outcomes(passed=12, skipped=1, deselected=6)  # cpu, and the 5 kube_* gates
+    result.assert_outcomes(passed=13, skipped=1, deselected=6)  # cpu, and the 5 kube_* gates
