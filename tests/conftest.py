@@ -23,6 +23,12 @@ from canary_checks.config import CanaryConfig, load_config
 
 pytest_plugins = ["pytester"]
 
+GATE_SUITE = (Path(__file__).parents[1] / "suites" / "gate" / "test_gates.py").read_text()
+"""The repo's gate suite, for pytester runs in a fresh directory."""
+PYTESTER_ARGS = ("-p", "no:locust", "-p", "no:asyncio", "-p", "no:cacheprovider",
+                 "-W", "ignore::pytest.PytestAssertRewriteWarning")  # fmt: skip
+"""Inner pytest runs: no Locust plugin (gevent), no asyncio plugin, no cache, no rewrite warning for our plugin."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -13,19 +13,10 @@ from kubernetes import client
 
 from canary_checks.kube import api_client, canary_health
 from tests.cluster import running_cluster
+from tests.conftest import GATE_SUITE, PYTESTER_ARGS
 
 REPO = Path(__file__).parents[2]
-SUITE = (REPO / "suites" / "gate" / "test_gates.py").read_text()
-ARGS = (
-    "-p",
-    "no:locust",
-    "-p",
-    "no:asyncio",
-    "-p",
-    "no:cacheprovider",
-    "-W",
-    "ignore::pytest.PytestAssertRewriteWarning",
-)
+ARGS = PYTESTER_ARGS
 
 
 def pod(
@@ -101,7 +92,7 @@ def test_canary_health_reads_only_the_canarys_pods(cluster: tuple[client.ApiClie
 
 
 def run_suite(pytester: pytest.Pytester, url: str, prom_url: str) -> pytest.RunResult:
-    pytester.makepyfile(test_canary_gates=SUITE)
+    pytester.makepyfile(test_canary_gates=GATE_SUITE)
     pytester.makefile(
         ".yaml",
         canary=f"prometheus: {{url: '{prom_url}'}}\nkubernetes: {{api_url: '{url}'}}\n",

@@ -5,19 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PromStub, free_port, healthy
+from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, free_port, healthy
 
-GATE_SUITE = (Path(__file__).parents[2] / "suites" / "gate" / "test_gates.py").read_text()
-ARGS = (
-    "-p",
-    "no:locust",
-    "-p",
-    "no:asyncio",
-    "-p",
-    "no:cacheprovider",
-    "-W",
-    "ignore::pytest.PytestAssertRewriteWarning",
-)
+ARGS = PYTESTER_ARGS
 
 
 @pytest.fixture
