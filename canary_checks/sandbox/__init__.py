@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -620,15 +620,6 @@ frontend admin
                     return
             time.sleep(0.5)
         raise SandboxError(f"Prometheus at {self.prometheus_url} has no request data after {timeout:.0f}s")
-
-    @contextlib.contextmanager
-    def running_context(self, **kwargs: Any) -> Iterator[Sandbox]:
-        """``with Sandbox(cfg).running_context(): ...`` — up on entry, down on exit."""
-        self.up(**kwargs)
-        try:
-            yield self
-        finally:
-            self.down()
 
 
 class SandboxPlatform:
