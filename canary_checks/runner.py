@@ -34,6 +34,7 @@ __all__ = ["Platform", "Rollout", "RolloutOptions", "SuiteRun", "run_suite"]
 
 log = logging.getLogger(__name__)
 IN_PROGRESS = ("deploying", "progressing", "awaiting-promotion")
+KEEP_DECISIONS = 50
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,10 @@ class Rollout:
 
     def event(self, name: str, **details: Any) -> None:
         entry = {"time": time.time(), "event": name, **details}
-        self.state.setdefault("decisions", []).append({k: v for k, v in entry.items() if k != "junit"})
+        decisions = self.state.setdefault("decisions", [])
+        decisions.append({k: v for k, v in entry.items() if k != "junit"})
+        # The record rides in an annotation (the API caps them at 256 KiB): keep the latest; events.jsonl has all.
+        del decisions[:-KEEP_DECISIONS]
         self.state["updated"] = entry["time"]
         if not self.o.dry_run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -233,6 +237,8 @@ class Rollout:
                 "(its gates run again from the start of the stage)"
             )
             self.event("resumed", stage=self.current_stage())
+            if self.state["status"] == "deploying":  # stopped while the canary was rolling out: finish that first
+                self.deploy()
         else:
             if self.o.rollback:
                 self.echo(f"no rollout of {self.o.service} is in progress: nothing to roll back")

@@ -70,18 +70,21 @@ class Cluster(kmock.KubernetesEmulator):  # type: ignore[misc]
         return response
 
     async def _roll_out(self, request: Any) -> None:
-        """What the Deployment controller would do, at once: every replica updated and ready."""
+        """What the API server and the Deployment controller would do: every change of a Deployment bumps its
+        generation; the controller then (at once, unless it is stuck) has every replica updated and ready."""
         name = request.name or (request.data or {}).get("metadata", {}).get("name")
         key = (request.resource, request.namespace or (request.data or {}).get("metadata", {}).get("namespace"), name)
-        if name in self.stuck or key not in self._objects:
+        if key not in self._objects:
             return
         async with self._lock:
             obj = self._objects[key]
             replicas = obj.get("spec", {}).get("replicas", 1)
             generation = int(obj.get("metadata", {}).get("generation", 0)) + 1
+            obj.patch({"metadata": {"generation": generation}})
+            if name in self.stuck:
+                return
             obj.patch(
                 {
-                    "metadata": {"generation": generation},
                     "status": {
                         "observedGeneration": generation,
                         "replicas": replicas,

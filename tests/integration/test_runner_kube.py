@@ -212,3 +212,16 @@ def test_sigterm_stops_at_a_safe_point_and_rollback_undoes(env: Env) -> None:
     undo = env.run("--rollback")
     assert undo.returncode == 0, undo.stdout + undo.stderr
     assert env.weights() == (100, 0) and env.record()["status"] == "rolled-back"
+
+
+def test_a_rollout_stopped_while_the_canary_rolls_out_deploys_again_on_resume(env: Env) -> None:
+    env.cluster.stuck.add("auth-canary")
+    stuck = env.run("--auto-promote", "--ready-timeout", "2s")
+    assert stuck.returncode == 1
+    assert "auth-canary did not become ready" in stuck.stderr and "kubectl -n orion describe" in stuck.stderr
+    assert env.record()["status"] == "deploying"
+    assert env.weights() == (95, 5), "no traffic moved for a canary that never became ready"
+    env.cluster.stuck.clear()
+    resumed = env.run("--auto-promote")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert env.record()["status"] == "promoted"
