@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from canary_checks.config import Gates, Mesh
+from canary_checks.prometheus import MESH_METRICS
 
 __all__ = ["SERVICES", "ServiceValues", "render_alerts", "render_all", "write_all"]
 
@@ -451,36 +452,6 @@ _CANARY_POD = ".+-canary-[a-z0-9]+-[a-z0-9]+"
 _STABLE_POD = ".+-stable-[a-z0-9]+-[a-z0-9]+"
 
 
-@dataclass(frozen=True)
-class _MeshMetrics:
-    requests: str
-    errors: str
-    successes: str
-    bucket: str
-    workload: str
-    namespace: str
-
-
-_MESH_METRICS = {
-    Mesh.ISTIO: _MeshMetrics(
-        requests='istio_requests_total{reporter="destination"%s}',
-        errors='istio_requests_total{reporter="destination", response_code=~"5.."%s}',
-        successes='istio_requests_total{reporter="destination", response_code=~"[123].."%s}',
-        bucket='istio_request_duration_milliseconds_bucket{reporter="destination"%s}',
-        workload="destination_workload",
-        namespace="destination_workload_namespace",
-    ),
-    Mesh.LINKERD: _MeshMetrics(
-        requests='response_total{direction="inbound"%s}',
-        errors='response_total{direction="inbound", classification="failure"%s}',
-        successes='response_total{direction="inbound", classification="success"%s}',
-        bucket='response_latency_ms_bucket{direction="inbound"%s}',
-        workload="deployment",
-        namespace="namespace",
-    ),
-}
-
-
 def _by_service(expr: str, label: str, side: str, namespace_label: str = "namespace", *, pod: bool = False) -> str:
     """``expr`` with a ``service`` label taken from the workload (or pod) name, and a ``namespace`` label."""
     pattern = f"(.+)-{side}-[a-z0-9]+-[a-z0-9]+" if pod else f"(.+)-{side}"
@@ -491,14 +462,17 @@ def _by_service(expr: str, label: str, side: str, namespace_label: str = "namesp
 
 
 def _recording_rules(mesh: Mesh) -> list[Obj]:
-    m = _MESH_METRICS[mesh]
+    m = MESH_METRICS[mesh]
 
-    def traffic(template: str, side: str) -> str:
-        selector = template % f', {m.workload}=~".+-{side}"'
+    def side_of(side: str) -> str:
+        return f'{m.workload}=~".+-{side}"'
+
+    def traffic(side: str, *more: str) -> str:
+        selector = f"{m.requests}{{{m.matchers(*more, side_of(side))}}}"
         return f"sum by (namespace, service) ({_by_service(f'rate({selector}[5m])', m.workload, side, m.namespace)})"
 
     def latency(quantile: float, side: str) -> str:
-        selector = m.bucket % f', {m.workload}=~".+-{side}"'
+        selector = f"{m.buckets}{{{m.matchers(side_of(side))}}}"
         inner = _by_service(f"rate({selector}[5m])", m.workload, side, m.namespace)
         return f"histogram_quantile({quantile}, sum by (le, namespace, service) ({inner}))"
 
@@ -514,11 +488,11 @@ def _recording_rules(mesh: Mesh) -> list[Obj]:
 
     rules: list[Obj] = []
     for side in ("canary", "stable"):
-        rules.append({"record": f"{side}:request_rate:5m", "expr": traffic(m.requests, side)})
+        rules.append({"record": f"{side}:request_rate:5m", "expr": traffic(side)})
         # No 5xx series yet means no errors: count them as 0 where the side has traffic.
-        errors = f"({traffic(m.errors, side)} or {side}:request_rate:5m * 0)"
+        errors = f"({traffic(side, m.errors)} or {side}:request_rate:5m * 0)"
         rules.append({"record": f"{side}:error_rate:5m", "expr": f"100 * {errors} / {side}:request_rate:5m"})
-    successes = f"({traffic(m.successes, 'canary')} or canary:request_rate:5m * 0)"
+    successes = f"({traffic('canary', m.successes)} or canary:request_rate:5m * 0)"
     rules.append({"record": "canary:success_rate:5m", "expr": f"100 * {successes} / canary:request_rate:5m"})
     for quantile in (0.5, 0.95, 0.99):
         rules.append({"record": f"canary:latency_p{round(quantile * 100)}:5m", "expr": latency(quantile, "canary")})

@@ -32,7 +32,16 @@ from canary_checks.errors import (
     PrometheusUnreachable,
 )
 
-__all__ = ["MetricsSource", "QueryProfile", "Sample", "escape_label", "pod_regex", "profile_for"]
+__all__ = [
+    "MESH_METRICS",
+    "MeshMetrics",
+    "MetricsSource",
+    "QueryProfile",
+    "Sample",
+    "escape_label",
+    "pod_regex",
+    "profile_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,29 +131,60 @@ class QueryProfile:
         return string.Template(template).substitute(values)
 
 
-_ISTIO_SELECTOR = (
-    'reporter="destination", destination_workload_namespace="$namespace", destination_workload="$workload"'
-)
-ISTIO = QueryProfile(
-    requests=f"sum(increase(istio_requests_total{{{_ISTIO_SELECTOR}}}[$window]))",
-    errors=f'sum(increase(istio_requests_total{{{_ISTIO_SELECTOR}, response_code=~"5.."}}[$window]))',
-    successes=f'sum(increase(istio_requests_total{{{_ISTIO_SELECTOR}, response_code=~"[123].."}}[$window]))',
-    latency=(
-        "histogram_quantile($quantile, sum by (le) "
-        f"(increase(istio_request_duration_milliseconds_bucket{{{_ISTIO_SELECTOR}}}[$window])))"
-    ),
-)
+@dataclass(frozen=True)
+class MeshMetrics:
+    """One mesh's request metrics: the gates' query profile and the alert rules are both written from these."""
 
-_LINKERD_SELECTOR = 'direction="inbound", namespace="$namespace", deployment="$workload"'
-LINKERD = QueryProfile(
-    requests=f"sum(increase(response_total{{{_LINKERD_SELECTOR}}}[$window]))",
-    errors=f'sum(increase(response_total{{{_LINKERD_SELECTOR}, classification="failure"}}[$window]))',
-    successes=f'sum(increase(response_total{{{_LINKERD_SELECTOR}, classification="success"}}[$window]))',
-    latency=(
-        "histogram_quantile($quantile, sum by (le) "
-        f"(increase(response_latency_ms_bucket{{{_LINKERD_SELECTOR}}}[$window])))"
+    requests: str
+    """Counter of requests, by response."""
+    buckets: str
+    """Histogram buckets of request latency, milliseconds."""
+    base: str
+    """Matcher picking the receiving side's view of a request."""
+    errors: str
+    """Matcher for requests that failed (5xx)."""
+    successes: str
+    """Matcher for requests that succeeded."""
+    workload: str
+    """Label naming the Deployment that answered."""
+    namespace: str
+    """Label naming its namespace."""
+
+    def matchers(self, *more: str) -> str:
+        return ", ".join((self.base, *more))
+
+    def profile(self) -> QueryProfile:
+        sel = self.matchers(f'{self.namespace}="$namespace"', f'{self.workload}="$workload"')
+        return QueryProfile(
+            requests=f"sum(increase({self.requests}{{{sel}}}[$window]))",
+            errors=f"sum(increase({self.requests}{{{sel}, {self.errors}}}[$window]))",
+            successes=f"sum(increase({self.requests}{{{sel}, {self.successes}}}[$window]))",
+            latency=f"histogram_quantile($quantile, sum by (le) (increase({self.buckets}{{{sel}}}[$window])))",
+        )
+
+
+MESH_METRICS = {
+    Mesh.ISTIO: MeshMetrics(
+        requests="istio_requests_total",
+        buckets="istio_request_duration_milliseconds_bucket",
+        base='reporter="destination"',
+        errors='response_code=~"5.."',
+        successes='response_code=~"[123].."',
+        workload="destination_workload",
+        namespace="destination_workload_namespace",
     ),
-)
+    Mesh.LINKERD: MeshMetrics(
+        requests="response_total",
+        buckets="response_latency_ms_bucket",
+        base='direction="inbound"',
+        errors='classification="failure"',
+        successes='classification="success"',
+        workload="deployment",
+        namespace="namespace",
+    ),
+}
+ISTIO = MESH_METRICS[Mesh.ISTIO].profile()
+LINKERD = MESH_METRICS[Mesh.LINKERD].profile()
 
 
 def profile_for(config: CanaryConfig) -> QueryProfile:
