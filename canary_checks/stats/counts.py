@@ -213,6 +213,10 @@ class SequentialTest:
         self.max_log_e = max(self.max_log_e, _one_sided_log_e(self.grid, self.loglik, self.margin))
         return self
 
+    def rejects(self, alpha: float = 0.05) -> bool:
+        """Whether the evidence has ever reached 1/alpha: the canary is worse than ``margin`` × stable's rate."""
+        return self.max_log_e >= math.log(1 / alpha)
+
     def evidence(self, alpha: float = 0.05, *, worse_ratio: float = 2.0, worse_delta: float = 0.01) -> ErrorEvidence:
         """The decision now. Fail: e ≥ 1/alpha. Pass: not failing, and a canary worse by ``worse_ratio`` × stable's
         rate or by ``worse_delta`` (a fraction) above it — whichever is larger — would already have been revealed.
@@ -235,7 +239,7 @@ class SequentialTest:
             side = "canary" if canary.requests == 0 else "stable"
             return result(Outcome.NO_DATA, math.inf, f"the {side} received no requests")
         detect = detectable_rate(canary, stable, margin=self.margin, alpha=alpha)
-        if self.max_log_e >= math.log(1 / alpha):
+        if self.rejects(alpha):
             return result(Outcome.FAIL, detect)
         base = stable.rate
         must_detect = max(worse_ratio * self.margin * base, base + worse_delta)
@@ -251,7 +255,7 @@ class SequentialTest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "margin": self.margin,
-            "loglik": [round(float(x), 9) for x in self.loglik],
+            "loglik": [float(x) for x in self.loglik],
             "canary": [self.canary_requests, self.canary_errors],
             "stable": [self.stable_requests, self.stable_errors],
             "max_log_e": self.max_log_e,
@@ -279,14 +283,22 @@ def detectable_rate(canary: Counts, stable: Counts, *, margin: float = 1.0, alph
         return math.inf
     grid = _grid(margin)
     base = max(stable.rate, 0.0)
-    rates = np.geomspace(max(base, 1e-6), 1.0, 400)
     threshold = math.log(1 / alpha)
-    for rate in rates[rates >= base]:
+
+    def reveals(rate: float) -> bool:
         expected = Counts(canary.requests, canary.requests * rate)
-        loglik = _expected_loglik(grid, expected, stable)
-        if _one_sided_log_e(grid, loglik, margin) >= threshold:
-            return float(rate)
-    return math.inf
+        return _one_sided_log_e(grid, _expected_loglik(grid, expected, stable), margin) >= threshold
+
+    if not reveals(1.0):
+        return math.inf
+    # the evidence grows with the rate: bisect on a log scale between the stable's rate and 100 %
+    lo, hi = math.log(max(base, 1e-6)), 0.0
+    if reveals(math.exp(lo)):
+        return math.exp(lo)
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reveals(math.exp(mid)) else (mid, hi)
+    return math.exp(hi)
 
 
 def _expected_loglik(grid: NDArray[np.float64], canary: Counts, stable: Counts) -> NDArray[np.float64]:
@@ -294,4 +306,3 @@ def _expected_loglik(grid: NDArray[np.float64], canary: Counts, stable: Counts) 
         return np.zeros_like(grid)
     log_pi, log_rest = _log_share(grid, canary.requests, stable.requests)
     return np.asarray(canary.errors * log_pi + stable.errors * log_rest, dtype=np.float64)
-

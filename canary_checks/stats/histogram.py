@@ -68,7 +68,8 @@ class Histogram:
 
     @property
     def total(self) -> int:
-        return round(self.counts[-1]) if self.counts else 0
+        last = self.counts[-1] if self.counts else 0.0
+        return round(last) if math.isfinite(last) and last > 0 else 0
 
     def frequencies(self) -> NDArray[np.float64]:
         """Requests per bucket (non-cumulative). Cumulative counts that dip (``increase()`` extrapolation, a reset)
@@ -213,13 +214,13 @@ def compare_quantile(
     sb = quantile_bounds(stable, q, alpha / 2)
     diff = (cb[0] - sb[1], cb[1] - sb[0])
     est = (interpolated_quantile(canary, q), interpolated_quantile(stable, q))
-    for side, h in (("canary", canary), ("stable", stable)):
-        problem = h.problem() or ("no requests" if h.total == 0 else None)
-        if problem:
-            return QuantileComparison(q, cb, sb, diff, Outcome.NO_DATA, nc, ns, *est, reason=f"{side}: {problem}")
+    problems = [f"{side}: {p}" for side, h in (("canary", canary), ("stable", stable)) if (p := h.problem())]
+    problems = problems or [f"{side}: no requests" for side, n in (("canary", nc), ("stable", ns)) if n == 0]
+    if problems:
+        return QuantileComparison(q, cb, sb, diff, Outcome.NO_DATA, nc, ns, *est, reason="; ".join(problems))
     if cb[0] > margin * sb[1]:
         outcome, reason = Outcome.FAIL, ""
-    elif cb[1] <= margin * sb[1]:
+    elif math.isfinite(cb[1]) and cb[1] <= margin * sb[1]:
         outcome, reason = Outcome.PASS, ""
     else:
         outcome = Outcome.INCONCLUSIVE
