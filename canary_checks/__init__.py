@@ -15,7 +15,7 @@ from canary_checks.errors import (
     SandboxError,
 )
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
-from canary_checks.plugin import GateCheck, gate_params
+from canary_checks.plugin import GateCheck, compare_params, gate_params
 from canary_checks.prometheus import MetricsSource
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "SandboxError",
     "Severity",
     "Verdict",
+    "compare_params",
     "evaluate",
     "find_config",
     "gate_params",

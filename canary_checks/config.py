@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,6 +33,8 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_NAME",
     "CanaryConfig",
+    "ComparisonSettings",
+    "Correction",
     "GateSettings",
     "Gates",
     "KubernetesSettings",
@@ -40,6 +43,7 @@ __all__ = [
     "PrometheusSettings",
     "SandboxSettings",
     "Severity",
+    "Statistics",
     "find_config",
     "flag_overrides",
     "load_config",
@@ -188,6 +192,74 @@ class Gates(_Model):
     """Kubernetes API: liveness probe failures of the canary's pods (Unhealthy events), a count; fails above."""
 
 
+class Correction(StrEnum):
+    FWER = "fwer"
+    """Holm: the chance that any comparison of a stage fails a healthy canary stays at or under 1 − confidence."""
+    FDR = "fdr"
+    """Benjamini–Hochberg: the expected share of false alarms among failing comparisons stays at or under it."""
+    NONE = "none"
+    """Each comparison on its own."""
+
+
+class ComparisonSettings(_Model):
+    margin: float = Field(gt=0)
+    """Allowed ratio canary / stable: a comparison fails only when the canary is surely worse than margin × stable
+    (errors: error rate; latency: share of requests slower than stable's quantile; cpu: CPU seconds per request;
+    memory: working set per pod)."""
+    severity: Severity
+    """critical fails the stage (and inconclusive holds it); warning fails only in strict mode; info is reported."""
+    on_no_data: NoDataPolicy = NoDataPolicy.FAIL
+    """What no data means for this comparison: fail (default) or skip. Never a pass."""
+    enabled: bool = True
+    """False leaves the comparison out of the suite."""
+
+
+def _comparison(margin: float, severity: Severity) -> Any:
+    return Field(default_factory=lambda: ComparisonSettings(margin=margin, severity=severity))
+
+
+class Statistics(_Model):
+    """Canary-versus-stable comparisons (suites/gate/test_compare.py): SciPy tests that stay valid when checked at
+    every interval and every stage."""
+
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """Confidence of every decision: a healthy canary fails a stage's comparisons with probability at most
+    1 − confidence, however often they are checked."""
+    correction: Correction = Correction.FWER
+    """How the stage's comparisons share that error: fwer (Holm), fdr (Benjamini–Hochberg) or none."""
+    worse_ratio: float = Field(default=2.0, gt=1)
+    """A regression that matters, as a ratio to stable: a comparison passes only once the data could have revealed
+    a canary this much worse (or worse_delta above stable, whichever is larger); before that it is inconclusive."""
+    worse_delta: float = Field(default=1.0, gt=0, le=100)
+    """A regression that matters, in percentage points of requests (errors, or requests slower than stable's
+    quantile)."""
+    evidence_file: Path = Path(".canary-checks/evidence-{namespace}-{service}.json")
+    """Where the sequential evidence accumulates from the canary's start across checks and stages (relative to the
+    config file; {namespace} and {service} are replaced). The runner keeps its own per rollout."""
+    sample_interval: Duration = 30.0
+    """Spacing of the CPU and memory samples the Mann–Whitney comparisons take (at least twice Prometheus' scrape
+    interval), over the evidence so far (at least the window, at most an hour)."""
+    evidence_expires: Duration = 3600.0
+    """Evidence older than this (since its last check) is taken to belong to an earlier canary and started afresh."""
+    errors: ComparisonSettings = _comparison(1.0, Severity.CRITICAL)
+    """Canary error rate against stable's (anytime-valid mixture test on error counts)."""
+    latency_p50: ComparisonSettings = _comparison(1.5, Severity.WARNING)
+    """Canary median latency against stable's (share of requests slower than stable's p50, and time-uniform
+    quantile bounds from the histogram buckets)."""
+    latency_p95: ComparisonSettings = _comparison(1.5, Severity.WARNING)
+    """Canary p95 latency against stable's (as latency_p50)."""
+    latency_p99: ComparisonSettings = _comparison(1.5, Severity.CRITICAL)
+    """Canary p99 latency against stable's (as latency_p50)."""
+    cpu: ComparisonSettings = _comparison(1.25, Severity.WARNING)
+    """CPU seconds per request, canary against stable (Kayenta-style Mann–Whitney over the window's samples)."""
+    memory: ComparisonSettings = _comparison(1.25, Severity.INFO)
+    """Working set per pod, canary against stable (Kayenta-style Mann–Whitney over the window's samples)."""
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 - self.confidence
+
+
 class Workloads(_Model):
     stable: str = "{service}-stable"
     """Name of the stable Deployment (Istio destination_workload, Linkerd deployment); {service} is replaced."""
@@ -208,6 +280,9 @@ class CustomQueries(_Model):
     """Requests answered successfully in $window (a count)."""
     latency: str
     """Latency quantile $quantile in milliseconds over $window."""
+    buckets: str | None = None
+    """Latency histogram bucket counts in $window by le, milliseconds (sum by (le) (increase(..._bucket[$window])));
+    without it the latency comparisons have no data."""
 
 
 class PrometheusSettings(_Model):
@@ -322,6 +397,8 @@ class CanaryConfig(_Model):
     """Fewest canary requests in the window for the rate and latency gates to decide; fewer is inconclusive."""
     gates: Gates = Field(default_factory=Gates)
     """Thresholds; any field left out keeps its default."""
+    statistics: Statistics = Field(default_factory=Statistics)
+    """Canary-versus-stable statistical comparisons."""
     stage_gates: dict[int, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     """Per-stage threshold overrides: {25: {error_rate: {threshold: 3}}}."""
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
@@ -339,13 +416,13 @@ class CanaryConfig(_Model):
     def _namespace(cls, value: str) -> str:
         return check_namespace(value)
 
-    @field_validator("gates", mode="before")
+    @field_validator("gates", "statistics", mode="before")
     @classmethod
-    def _gates(cls, value: Any) -> Any:
-        """A gate written with only some fields keeps the defaults of the others."""
+    def _gates(cls, value: Any, info: ValidationInfo) -> Any:
+        """A gate (or comparison) written with only some fields keeps the defaults of the others."""
         if not isinstance(value, Mapping):
             return value
-        defaults = Gates().model_dump()
+        defaults = (Gates() if info.field_name == "gates" else Statistics()).model_dump()
         return {
             name: {**defaults[name], **fields} if name in defaults and isinstance(fields, Mapping) else fields
             for name, fields in value.items()
@@ -586,6 +663,23 @@ def reference_markdown() -> str:
         gate: GateSettings = info.default_factory()  # type: ignore[call-arg]
         text = " ".join((info.description or "").split())
         lines.append(f"| `{name}` | {gate.threshold:g} | {gate.severity.value} | {text} |")
+    lines += ["", "## `statistics`", ""]
+    lines += [
+        "Canary-versus-stable comparisons (`suites/gate/test_compare.py`; docs/statistics.md explains the tests).",
+        "",
+        *[row for row in table(Statistics, "statistics.") if "see below" not in row],
+        "",
+        "Each comparison takes `margin` (allowed ratio canary / stable), `severity`, `on_no_data` and `enabled`.",
+        "",
+        "| comparison | margin | severity | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, info in Statistics.model_fields.items():
+        if info.default_factory is None:
+            continue
+        comparison: ComparisonSettings = info.default_factory()  # type: ignore[call-arg]
+        text = " ".join((info.description or "").split())
+        lines.append(f"| `{name}` | {comparison.margin:g} | {comparison.severity.value} | {text} |")
     lines += ["", "## `kubernetes`", "", *table(KubernetesSettings, "kubernetes.")]
     lines += ["", "## `sandbox`", "", *table(SandboxSettings, "sandbox."), ""]
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from canary_checks.compare import COMPARISONS, comparisons_in_family, evaluate_comparisons, evidence_path
 from canary_checks.config import (
     CanaryConfig,
     Gates,
@@ -36,7 +37,7 @@ from canary_checks.gates import GATES, GateResult, Verdict, evaluate, gates_in_f
 from canary_checks.kube import CanaryHealth, api_client, canary_health
 from canary_checks.prometheus import MetricsSource
 
-__all__ = ["GateCheck", "GateWarning", "Target", "gate_params"]
+__all__ = ["GateCheck", "GateWarning", "Target", "compare_params", "gate_params"]
 
 
 class GateWarning(UserWarning):
@@ -52,6 +53,8 @@ class Target:
     stage: int | None
     strict: bool
     thresholds: Gates
+    evidence: Path
+    """Where the comparisons' sequential evidence accumulates."""
 
 
 TARGET = pytest.StashKey[Target]()
@@ -77,6 +80,12 @@ class GateCheck:
 def gate_params(family: str) -> list[Any]:
     """``pytest.param`` for every gate of ``family``, with ids like ``p95``: parametrize ``gate`` with them."""
     return [pytest.param(g.name, id=g.variant) for g in gates_in_family(family)]
+
+
+def compare_params(family: str) -> list[Any]:
+    """``pytest.param`` for every statistical comparison of ``family`` (errors, latency, resources): parametrize
+    ``gate`` with them."""
+    return [pytest.param(c.name, id=c.variant) for c in comparisons_in_family(family)]
 
 
 def _stage(value: str) -> int:
@@ -124,6 +133,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Repeatable.",
     )
     group.addoption(
+        "--canary-evidence",
+        default=None,
+        metavar="PATH",
+        help="file where the canary-vs-stable comparisons accumulate their evidence across checks and stages "
+        "(default: statistics.evidence_file).",
+    )
+    group.addoption(
+        "--fresh-evidence",
+        action="store_true",
+        default=False,
+        help="start the comparisons' evidence afresh (a new canary); otherwise it continues from the last check.",
+    )
+    group.addoption(
         "--strict-gates",
         action="store_true",
         default=False,
@@ -150,7 +172,14 @@ def _resolve(config: pytest.Config) -> Target:
             fix=f"pass one of the stages, or change `stages` in {path or 'canary.yaml'}",
         )
     thresholds = canary.gates_for(stage, parse_gate_flags(opt.threshold))
-    return Target(canary, path, stage, bool(opt.strict_gates), thresholds)
+    evidence = (
+        Path(opt.canary_evidence)
+        if opt.canary_evidence
+        else evidence_path(canary, path.parent if path is not None else Path.cwd())
+    )
+    if opt.fresh_evidence:
+        evidence.unlink(missing_ok=True)
+    return Target(canary, path, stage, bool(opt.strict_gates), thresholds, evidence)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -179,6 +208,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"mesh {c.mesh.value}, {stage}{', strict' if target.strict else ''}",
         f"canary-checks: Prometheus {c.prometheus.url}, window {c.window:g}s, config {source}",
         f"canary-checks: {kube}",
+        f"canary-checks: comparisons at {c.statistics.confidence:.0%} confidence, correction "
+        f"{c.statistics.correction.value}, evidence {target.evidence}",
     ]
 
 
@@ -197,9 +228,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:
         name = _gate_name(item)
         gate = GATES.get(name) if name is not None else None
-        if gate is not None and (
-            not gate.settings(target.thresholds).enabled or (gate.source == "kubernetes" and not kube_on)
-        ):
+        comparison = COMPARISONS.get(name) if name is not None else None
+        if (
+            gate is not None
+            and (not gate.settings(target.thresholds).enabled or (gate.source == "kubernetes" and not kube_on))
+        ) or (comparison is not None and not comparison.settings(target.config.statistics).enabled):
             dropped.append(item)
         else:
             kept.append(item)
@@ -239,34 +272,44 @@ def _kube_reader(target: Target) -> Callable[[], CanaryHealth] | None:
 def canary_results(
     request: pytest.FixtureRequest, canary_target: Target, canary_source: MetricsSource
 ) -> dict[str, GateResult | CanaryError]:
-    """Every gate collected in this session, evaluated once: queries run concurrently at one instant, the
-    Kubernetes API read once."""
-    names = [n for item in request.session.items if (n := _gate_name(item)) in GATES]
+    """Every gate and comparison collected in this session, evaluated once: queries run concurrently at one
+    instant, the Kubernetes API read once, the comparisons' evidence advanced once."""
+    names = [n for item in request.session.items if (n := _gate_name(item)) is not None]
     try:
-        return evaluate(
+        results = evaluate(
             canary_target.config,
             canary_source,
-            names,
+            [n for n in names if n in GATES],
             stage=canary_target.stage,
             gates=canary_target.thresholds,
             kube=_kube_reader(canary_target),
         )
+        results.update(_compare(canary_target, canary_source, [n for n in names if n in COMPARISONS]))
+        return results
     except CanaryError as e:
         pytest.fail(e.message, pytrace=False)
+
+
+def _compare(target: Target, source: MetricsSource, names: list[str]) -> dict[str, GateResult | CanaryError]:
+    if not names:
+        return {}
+    return evaluate_comparisons(target.config, source, names, evidence_file=target.evidence)
 
 
 @pytest.fixture
 def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: dict[str, Any]) -> GateCheck:
     """The evaluated gate named by the test's ``gate`` parameter (see :func:`gate_params`)."""
     name = getattr(request, "param", None)
-    if name not in GATES:
+    if name not in GATES and name not in COMPARISONS:
         pytest.fail(
             f"the gate fixture needs a gate name; got {name!r}. "
             "Use @pytest.mark.parametrize('gate', gate_params('latency'), indirect=True)",
             pytrace=False,
         )
     outcome = canary_results.get(name)
-    if outcome is None:  # collected after the session's evaluation (e.g. by a plugin); evaluate alone
+    if outcome is None and name in COMPARISONS:
+        outcome = _compare(canary_target, MetricsSource(canary_target.config), [name])[name]
+    elif outcome is None:  # collected after the session's evaluation (e.g. by a plugin); evaluate alone
         outcome = evaluate(
             canary_target.config,
             MetricsSource(canary_target.config),
@@ -293,9 +336,16 @@ def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: 
         ]
     )
     props.extend(("query", q) for q in result.queries)
+    props.extend((key, _prop(value)) for key, value in result.details.items())
     if result.verdict is Verdict.NO_DATA and not result.fails(strict=True) and result.on_no_data.value == "skip":
         pytest.skip(f"{result.gate}: {result.summary} (on_no_data: skip)")
     return GateCheck(result, canary_target.strict)
+
+
+def _prop(value: Any) -> str:
+    if isinstance(value, float):
+        return "inf" if value == float("inf") else f"{value:.6g}"
+    return str(value)
 
 
 class _GateSummary:

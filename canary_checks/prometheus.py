@@ -13,9 +13,10 @@ import math
 import re
 import string
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 import requests
@@ -38,6 +39,7 @@ __all__ = [
     "MetricsSource",
     "QueryProfile",
     "Sample",
+    "Series",
     "escape_label",
     "pod_regex",
     "profile_for",
@@ -49,6 +51,15 @@ log = logging.getLogger(__name__)
 class _RawSample(TypedDict):
     metric: dict[str, str]
     value: list[Any]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query."""
+
+    labels: Mapping[str, str]
+    times: tuple[float, ...]
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -80,9 +91,15 @@ class QueryProfile:
     errors: str
     successes: str
     latency: str
+    buckets: str = ""
+    """Latency histogram bucket counts by le in $window; empty when the profile has none (custom without it)."""
     # cAdvisor and kube-state-metrics series: the same for every mesh.
     cpu_usage: str = (
         'sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="$namespace", pod=~"$pods", '
+        'container!="", container!="POD"}[$window]))'
+    )
+    cpu_seconds: str = (
+        'sum(increase(container_cpu_usage_seconds_total{namespace="$namespace", pod=~"$pods", '
         'container!="", container!="POD"}[$window]))'
     )
     cpu_limit: str = (
@@ -160,6 +177,7 @@ class MeshMetrics:
             errors=f"sum(increase({self.requests}{{{sel}, {self.errors}}}[$window]))",
             successes=f"sum(increase({self.requests}{{{sel}, {self.successes}}}[$window]))",
             latency=f"histogram_quantile($quantile, sum by (le) (increase({self.buckets}{{{sel}}}[$window])))",
+            buckets=f"sum by (le) (increase({self.buckets}{{{sel}}}[$window]))",
         )
 
 
@@ -198,6 +216,7 @@ def profile_for(config: CanaryConfig) -> QueryProfile:
         errors=config.queries.errors,
         successes=config.queries.successes,
         latency=config.queries.latency,
+        buckets=config.queries.buckets or "",
     )
 
 
@@ -241,15 +260,16 @@ class MetricsSource:
     def url(self) -> str:
         return self.config.prometheus.url
 
-    def render(self, name: str, *, side: str, quantile: float = 0.0) -> str:
-        """The query ``name`` of the profile for ``side`` (stable|canary), with every value escaped."""
+    def render(self, name: str, *, side: str, quantile: float = 0.0, window: float | None = None) -> str:
+        """The query ``name`` of the profile for ``side`` (stable|canary), with every value escaped; ``window``
+        (seconds) replaces the configured window."""
         workload = self.config.workload(side)
         try:
             return profile_for(self.config).render(
                 name,
                 namespace=self.config.namespace,
                 workload=workload,
-                window=self.config.window,
+                window=self.config.window if window is None else window,
                 quantile=quantile,
                 service=self.config.service,
             )
@@ -265,8 +285,30 @@ class MetricsSource:
     def query(self, promql: str, at: float | None = None) -> list[Sample]:
         """One instant query; an empty list is no data."""
         params = {"time": f"{at:.3f}"} if at is not None else None
+        raw = self._call(promql, lambda: self._client.custom_query(promql, params=params))
+        return list(_samples(raw))
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
+        """One range query: every series' values from ``start`` to ``end`` every ``step`` seconds (NaN dropped)."""
+        raw = self._call(
+            promql,
+            lambda: self._client.custom_query_range(
+                promql,
+                start_time=datetime.fromtimestamp(start, tz=UTC),
+                end_time=datetime.fromtimestamp(end, tz=UTC),
+                step=f"{step:g}s",
+            ),
+        )
+        out = []
+        for item in raw or ():
+            points = [(float(t), float(v)) for t, v in item.get("values", ())]
+            kept = [(t, v) for t, v in points if not math.isnan(v)]
+            out.append(Series(dict(item.get("metric", {})), tuple(t for t, _ in kept), tuple(v for _, v in kept)))
+        return out
+
+    def _call(self, promql: str, call: Callable[[], Any]) -> Any:
         try:
-            raw = self._client.custom_query(promql, params=params)
+            return call()
         except PrometheusApiClientException as e:
             status, detail = _parse_api_error(str(e))
             raise PrometheusQueryError(
@@ -293,7 +335,6 @@ class MetricsSource:
             ) from e
         except requests.exceptions.RequestException as e:
             raise PrometheusUnreachable(f"could not be read ({_reason(e)})", url=self.url, query=promql) from e
-        return list(_samples(raw))
 
     def query_many(self, queries: Iterable[str], at: float | None = None) -> dict[str, list[Sample] | PrometheusError]:
         """Send every query concurrently, all evaluated at the same instant ``at`` (default: now)."""

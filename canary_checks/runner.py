@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from canary_checks.compare import COMPARISONS, evaluate_comparisons
 from canary_checks.config import CanaryConfig, Severity
 from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
@@ -317,7 +318,7 @@ class Rollout:
 
     def stage(self, stage: int) -> None:
         extra = [f"--threshold={g}.{f}={v}" for g, fields in self.o.thresholds.items() for f, v in fields.items()]
-        extra += list(self.o.suite_args)
+        extra += [f"--canary-evidence={self.evidence_file}", *self.o.suite_args]
         if self.o.dry_run:
             self.echo(
                 f"would wait {self.o.step_duration:g} s, polling the critical gates every {self.o.poll_interval:g} s"
@@ -385,12 +386,34 @@ class Rollout:
                 continue
             next_poll = time.monotonic() + self.o.poll_interval
             results = evaluate(self.config, self.source, critical, stage=stage, gates=self.thresholds(stage))
+            results.update(self.compare())
             failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]
             if failed:
                 self.rollback(
                     f"critical gates failed during stage {stage} %: "
                     + "; ".join(f"{r.gate} ({r.summary})" for r in failed)
                 )
+
+    @property
+    def evidence_file(self) -> Path:
+        """The rollout's own sequential evidence: polls and stage suites add to it from the canary's start."""
+        return self.run_dir / "evidence.json"
+
+    def compare(self) -> dict[str, GateResult | CanaryError]:
+        """Advance the critical canary-vs-stable comparisons (anytime-valid: checking at every poll is sound)."""
+        stats = self.config.statistics
+        names = [
+            name
+            for name, c in COMPARISONS.items()
+            if c.family != "resources" and c.settings(stats).enabled and c.settings(stats).severity is Severity.CRITICAL
+        ]
+        if self.source is None or not names:
+            return {}
+        try:
+            return evaluate_comparisons(self.config, self.source, names, evidence_file=self.evidence_file)
+        except CanaryError as e:
+            log.warning("the comparisons could not be polled: %s", e.message)
+            return {}
 
     def thresholds(self, stage: int) -> Any:
         return self.config.gates_for(stage, self.o.thresholds)

@@ -227,7 +227,10 @@ class SequentialTest:
         e_value = math.exp(min(log_e, 700.0))
         p_value = min(1.0, math.exp(-self.max_log_e))
         inside = self.grid[_two_sided_log_e(self.grid, self.loglik) < math.log(1 / alpha)]
-        interval = (float(np.exp(inside.min())), float(np.exp(inside.max()))) if inside.size else (math.nan, math.nan)
+        interval = (math.nan, math.nan)
+        if inside.size:  # a bound at the grid's edge is open-ended
+            lo, hi = float(inside.min()), float(inside.max())
+            interval = (0.0 if lo <= self.grid[0] else math.exp(lo), math.inf if hi >= self.grid[-1] else math.exp(hi))
         ratio = _ratio(canary, stable) if canary.requests and stable.requests else math.nan
 
         def result(outcome: Outcome, detect: float, reason: str = "") -> ErrorEvidence:
