@@ -54,7 +54,9 @@ class PromStub:
     def answer(self, pattern: str, value: Any) -> None:
         self.rules.insert(0, (re.compile(pattern), value))
 
-    def _reply(self, query: str) -> tuple[int, dict[str, Any]]:
+    def _reply(self, query: str, span: tuple[float, float, float] | None = None) -> tuple[int, dict[str, Any]]:
+        """``span``: (start, end, step) of a range query; each series then holds the answer at every step, or a
+        list of values (one per step) when the answer gives one."""
         self.queries.append(query)
         value = next((answer for pattern, answer in self.rules if pattern.search(query)), [])
         if callable(value):  # an answer that depends on the moment (e.g. on the canary's weight)
@@ -62,8 +64,16 @@ class PromStub:
         if isinstance(value, tuple) and value[0] == "error":
             return value[1], {"status": "error", "errorType": "bad_data", "error": value[2]}
         samples = [({}, value)] if isinstance(value, int | float | str) else value
-        result = [{"metric": labels, "value": [0, str(v)]} for labels, v in samples]
-        return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+        if span is None:
+            result = [{"metric": labels, "value": [0, str(v)]} for labels, v in samples]
+            return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}
+        start, end, step = span
+        times = [start + i * step for i in range(int((end - start) / step) + 1)]
+        series = []
+        for labels, v in samples:
+            values = v if isinstance(v, list) else [v] * len(times)
+            series.append({"metric": labels, "values": [[t, str(x)] for t, x in zip(times, values, strict=False)]})
+        return 200, {"status": "success", "data": {"resultType": "matrix", "result": series}}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self
@@ -78,7 +88,11 @@ class PromStub:
                 time.sleep(stub.delay)
                 with stub._lock:
                     stub.in_flight -= 1
-                status, body = stub._reply(params.get("query", [""])[0])
+                span = None
+                if self.path.startswith("/api/v1/query_range"):
+                    step = params["step"][0].rstrip("s")
+                    span = (float(params["start"][0]), float(params["end"][0]), float(step))
+                status, body = stub._reply(params.get("query", [""])[0], span)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

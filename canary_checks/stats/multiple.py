@@ -50,8 +50,9 @@ def adjust(p_values: Sequence[float], method: Correction = "fwer") -> list[float
 
 def describe(method: Correction, alpha: float, count: int) -> str:
     """One line for reports: what the stage's comparisons guarantee together."""
+    what = f"{count} comparison{'s' if count != 1 else ''}"
     if method == "fwer":
-        return f"family-wise error rate ≤ {alpha:g} across {count} comparisons (Holm)"
+        return f"family-wise error rate ≤ {alpha:g} across {what} (Holm)"
     if method == "fdr":
-        return f"false discovery rate ≤ {alpha:g} across {count} comparisons (Benjamini–Hochberg)"
-    return f"each of {count} comparisons at {alpha:g} on its own (no multiplicity correction)"
+        return f"false discovery rate ≤ {alpha:g} across {what} (Benjamini–Hochberg)"
+    return f"each of {what} at {alpha:g} on its own (no multiplicity correction)"
