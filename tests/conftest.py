@@ -120,6 +120,18 @@ def healthy(prom: PromStub) -> None:
     """Answers of a healthy canary at stage 25: 1000 canary and 3000 stable requests, no errors."""
     prom.answer(r'canary:request_rate:5m\{namespace="orion", service="auth"\}', 33)  # the canary rules are loaded
     for side, requests in (("canary", 1000), ("stable", 3000)):
+        # latency histogram buckets (the comparisons): 90 % under 100 ms, 99.5 % under 250 ms
+        prom.answer(
+            rf'^sum by \(le\) \(increase\(istio_request_duration_milliseconds_bucket\{{[^}}]*"auth-{side}"',
+            [
+                ({"le": le}, requests * c)
+                for le, c in zip(
+                    ("10", "25", "100", "250", "500", "1000", "+Inf"),
+                    (0.2, 0.6, 0.9, 0.995, 1.0, 1.0, 1.0),
+                    strict=True,
+                )
+            ],
+        )
         prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}"\}}', requests)
         prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}", response_code=~"5..', 0)
         prom.answer(rf'istio_requests_total\{{[^}}]*"auth-{side}", response_code=~"\[123\]', requests)

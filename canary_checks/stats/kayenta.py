@@ -21,6 +21,7 @@ measures by how much). The gates' own comparisons use the anytime-valid tests of
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class HodgesLehmann:
     exact: bool
 
 
+@functools.lru_cache(maxsize=256)
 def _qwilcox_table(m: int, n: int) -> NDArray[np.float64]:
     """P(W ≤ w) for w = 0 … m·n under the null, exactly: the coefficients of the Gaussian binomial [m+n choose n]_q,
     built as ∏ (1 − q^(m+i)) / (1 − q^i) in integers."""
