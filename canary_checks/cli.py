@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +396,108 @@ def run(
         if bar:
             bar.stop()
     sys.exit(code)
+
+
+def _instant(value: str) -> float:
+    """An instant: epoch seconds, an ISO 8601 time (UTC unless it says), 'now', or 'now-10m'."""
+    text = value.strip()
+    try:
+        if text == "now" or text.startswith("now-"):
+            return time.time() - (parse_duration(text[4:]) if text != "now" else 0.0)
+        try:
+            return float(text)
+        except ValueError:
+            moment = datetime.fromisoformat(text)
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except ValueError:
+        raise click.BadParameter(
+            f"expected epoch seconds, an ISO time such as 2026-11-27T10:00:00Z, 'now' or 'now-30m'; got {value!r}"
+        ) from None
+
+
+@cli.group()
+def replay() -> None:
+    """Replay a past release from recorded metrics: would the gates have caught it?
+
+    \b
+    canary-checks replay export --start now-2h --end now release.json   (from the live Prometheus)
+    canary-checks replay run release.json --every 30s                   (gates + comparisons over time)
+    """
+
+
+@replay.command("export")
+@click.option("--start", "start", required=True, help="First instant: epoch, ISO time, or now-2h.")
+@click.option("--end", "end", default="now", show_default=True, help="Last instant.")
+@click.option("--step", default="5s", show_default=True, help="Sample spacing (at most half the window).")
+@click.argument("out_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def replay_export(ctx: click.Context, start: str, end: str, step: str, out_file: Path) -> None:
+    """Write the query_range answer of every series the gates read (this service's namespace) to OUT_FILE."""
+    from canary_checks.replay import export
+
+    config, _ = _config(ctx)
+    first, last, every = _instant(start), _instant(end), _duration(step)
+    if first >= last:
+        raise click.BadParameter(f"--start must be before --end ({start} is not before {end})")
+    answer = export(config, first, last, every, progress=lambda m: console.print(f"[dim]{m}[/]"))
+    out_file.write_text(json.dumps(answer))
+    count = len(answer["data"]["result"])
+    console.print(f"wrote {count} series, {(last - first) / 60:.0f} min every {every:g}s, to {out_file}")
+
+
+@replay.command("run")
+@click.argument("export_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--every", default="30s", show_default=True, help="Evaluate every this often along the recording.")
+@click.option("--stage", type=int, default=None, help="Stage the traffic-split gate judges against.")
+@click.option("--start", "start", default=None, help="First instant to evaluate (default: a window in).")
+@click.option("--end", "end", default=None, help="Last instant to evaluate (default: the recording's end).")
+@click.option("--strict-gates", is_flag=True, help="Warning gates count as failures too.")
+@click.pass_context
+def replay_run(
+    ctx: click.Context,
+    export_file: Path,
+    every: str,
+    stage: int | None,
+    start: str | None,
+    end: str | None,
+    strict_gates: bool,
+) -> None:
+    """Evaluate the gates and the comparisons along EXPORT_FILE; exit 1 if the release would have rolled back."""
+    from canary_checks.replay import ReplayStep
+    from canary_checks.replay import replay as run_replay
+
+    config, _ = _config(ctx)
+    first_failure: ReplayStep | None = None
+
+    def show(step: ReplayStep) -> None:
+        nonlocal first_failure
+        failing = step.failing(strict=strict_gates)
+        held = step.held(strict=strict_gates)
+        when = datetime.fromtimestamp(step.at, tz=UTC).strftime("%H:%M:%S")
+        if failing:
+            first_failure = first_failure or step
+            text = "; ".join(f"{r.gate} ({r.summary[:140]})" for r in failing)
+            out.print(f"{when}  [red]FAIL[/] {text}", highlight=False, soft_wrap=True)
+        elif held:
+            out.print(f"{when}  [yellow]hold[/] {', '.join(held)}", highlight=False)
+        else:
+            out.print(f"{when}  [green]pass[/] {len(step.results)} gates and comparisons", highlight=False)
+
+    steps = run_replay(
+        config,
+        export_file,
+        every=_duration(every),
+        stage=stage,
+        start=_instant(start) if start else None,
+        end=_instant(end) if end else None,
+        on_step=show,
+    )
+    if first_failure is not None:
+        minutes = (first_failure.at - steps[0].at) / 60
+        names = ", ".join(r.gate for r in first_failure.failing(strict=strict_gates))
+        out.print(f"would have rolled back {minutes:.1f} min into the replay: {names}")
+        sys.exit(1)
+    out.print(f"no gate failed over {len(steps)} evaluations: this release would not have been rolled back")
 
 
 @cli.group()
