@@ -50,7 +50,7 @@ class Comparison:
     key: str
     """Its key under `statistics:` in the config."""
     family: str
-    """Which test in suites/gate/test_compare.py runs it."""
+    """Which test in suites/gate/test_compare.py runs it (test_<family>_vs_stable)."""
     variant: str
     quantile: float = 0.0
 

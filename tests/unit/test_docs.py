@@ -24,6 +24,18 @@ def test_every_gate_is_documented_with_its_test_id() -> None:
     assert set(GATES) == set(Gates.model_fields)
 
 
+def test_every_comparison_is_documented_with_its_test_id() -> None:
+    from canary_checks.compare import COMPARISONS
+
+    text = (DOCS / "statistics.md").read_text()
+    for c in COMPARISONS.values():
+        assert f"`{c.name}`" in text, c.name
+        assert f"test_{c.family}_vs_stable[{c.variant}]" in text, c.name
+    suite = (Path(__file__).parents[2] / "suites" / "gate" / "test_compare.py").read_text()
+    for family in {c.family for c in COMPARISONS.values()}:
+        assert f"def test_{family}_vs_stable(" in suite
+
+
 def test_every_alert_has_a_runbook_heading() -> None:
     from canary_checks.manifests import render_alerts
 
@@ -52,6 +64,7 @@ SHOWN = (
     Path(__file__).parents[2] / "manifests" / "README.md",
     DOCS / "deployment" / "canary-strategy.md",
     DOCS / "sandbox.md",
+    DOCS / "statistics.md",
 )
 
 
@@ -78,7 +91,7 @@ def test_every_pytest_flag_shown_is_an_option_of_the_plugin(pytestconfig: pytest
     shown = [c for c in _commands(*SHOWN) if c.startswith("pytest suites/gate")]
     assert shown
     known = {"--stage", "--service", "--namespace", "--prometheus-url", "--mesh", "--canary-config", "--window",
-             "--threshold", "--strict-gates", "--junitxml"}  # fmt: skip
+             "--threshold", "--strict-gates", "--junitxml", "--canary-evidence", "--fresh-evidence"}  # fmt: skip
     for command in shown:
         for word in command.split():
             if word.startswith("--"):
