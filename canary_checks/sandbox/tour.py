@@ -35,7 +35,13 @@ SCENARIOS = (
     Scenario("canary answers 20 % of requests with 500", {"errors": 20.0}, frozenset({"error_rate", "success_rate"})),
     Scenario("canary is 600 ms slower", {"latency_ms": 600.0}, frozenset({"latency_p95", "latency_p99"})),
     Scenario("canary crashes 2 s after each start", {"crash_after": 2.0}, frozenset({"restarts"})),
+    # under the 5 % threshold: only the comparison with stable sees it
+    Scenario("canary answers 2 % of requests with 500", {"errors": 2.0}, frozenset({"compare_errors"})),
 )
+
+
+HOLDS = 3
+"""How many more windows a healthy stage may hold for (inconclusive, as the runner would) before it counts as failed."""
 
 
 def _wait(console: Console, seconds: float, what: str) -> None:
@@ -91,7 +97,17 @@ def run_tour(
         for stage in config.stages:
             box.set_weight(stage)
             _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
-            run = run_suite(suite, stage, run_dir / f"stage-{stage}.xml", config_path=config_path)
+            # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout
+            evidence = [f"--canary-evidence={run_dir / 'evidence-healthy.json'}"]
+            for attempt in range(HOLDS + 1):
+                junit = run_dir / (f"stage-{stage}.xml" if not attempt else f"stage-{stage}-retry{attempt}.xml")
+                run = run_suite(suite, stage, junit, config_path=config_path, extra_args=evidence)
+                held = [f"{r.gate} {r.verdict}" for r in run.failing if r.verdict in ("inconclusive", "no data")]
+                if run.passed or len(held) < len(run.failing) or attempt == HOLDS:
+                    break
+                # as the runner does: not enough evidence yet is a hold, not a failure
+                console.print(_table(run, f"stage {stage} %: held ({', '.join(held)})"))
+                _wait(console, settle, f"stage {stage} %: holding for one more window of evidence")
             console.print(_table(run, f"stage {stage} %: {'PASSED' if run.passed else 'FAILED'}"))
             ok &= run.passed
             if not run.passed:
@@ -102,7 +118,8 @@ def run_tour(
         for number, scenario in enumerate(SCENARIOS, 1):
             box.set_faults("canary", scenario.faults)
             _wait(console, settle + 2, f"fault: {scenario.title}")
-            run = run_suite(suite, stage, run_dir / f"fault-{number}.xml", config_path=config_path)
+            evidence = [f"--canary-evidence={run_dir / f'evidence-fault-{number}.json'}"]  # each fault: a new canary
+            run = run_suite(suite, stage, run_dir / f"fault-{number}.xml", config_path=config_path, extra_args=evidence)
             # Caught: every gate that did not pass, whatever its severity; critical ones fail the run.
             caught = {r.gate: r.severity for r in run.records if r.verdict not in ("pass", "")}
             console.print(_table(run, f"fault: {scenario.title}"))

@@ -34,10 +34,13 @@ class Live:
     def gates(
         self, stage: int = 25, *extra: str, config_path: Path | None = None
     ) -> tuple[SuiteRun, dict[str, GateRecord]]:
-        junit = self.runs / f"run-{time.monotonic_ns()}.xml"
+        name = f"run-{time.monotonic_ns()}"
+        # each check judges the sandbox as it is now: its own comparison evidence, not the earlier tests' faults
+        extra = (f"--canary-evidence={self.runs / name}.evidence.json", *extra)
         run = run_suite(
-            REPO / "suites" / "gate", stage, junit, config_path=config_path or self.config_path, extra_args=extra
-        )
+            REPO / "suites" / "gate", stage, self.runs / f"{name}.xml", config_path=config_path or self.config_path,
+            extra_args=extra,
+        )  # fmt: skip
         return run, {r.gate: r for r in run.records}
 
 
@@ -56,6 +59,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         window=f"{WINDOW}s",
         min_requests=20,
         kubernetes={"enabled": False},
+        statistics={"sample_interval": "2s", "worse_delta": 2},  # as canary.yaml: the sandbox's short windows
         prometheus={"url": f"http://127.0.0.1:{sandbox['prometheus_port']}"},
         sandbox=sandbox,
     )

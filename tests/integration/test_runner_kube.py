@@ -128,6 +128,19 @@ def test_a_stage_that_fails_rolls_back_weight_first(env: Env) -> None:
     assert rolled and rolled[0]["rollback_seconds"] < 5
 
 
+def test_a_canary_worse_than_stable_but_under_the_threshold_is_rolled_back_by_the_comparison(env: Env) -> None:
+    env.prom.answer(r'"auth-canary", response_code=~"5..', 30)  # 3 %: under the 5 % error_rate threshold
+    env.prom.answer(r'"auth-stable", response_code=~"5..', 3)  # 0.1 %
+    done = env.run("--auto-promote")
+    assert done.returncode == 1, done.stdout + done.stderr
+    rolled = next(e for e in env.events() if e["event"] == "rolled back")
+    assert "compare_errors" in rolled["why"] and "error_rate (" not in rolled["why"]
+    assert env.weights() == (100, 0)
+    run_dir = next(env.reports.iterdir())
+    evidence = json.loads((run_dir / "evidence.json").read_text())  # the rollout's own evidence
+    assert evidence["tests"]["errors"]["canary"][1] >= 30
+
+
 def test_a_routing_resource_owned_by_flagger_is_refused(env: Env) -> None:
     owner = {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "auth", "uid": "1"}
     client.CustomObjectsApi(env.api).patch_namespaced_custom_object(
