@@ -11,6 +11,7 @@ drawn one by one). Each trial is 20 minutes checked every 10 s. Methods, all on 
 (b) kayenta   — Mann–Whitney with Hodges–Lehmann interval (canary_checks.stats.kayenta.classify, direction
                 increase) on per-minute error rate and p95, canary against stable, once at the 20-minute horizon.
 (c) kayenta-every-minute — the same test repeated at every new minute (the repeated-looks mistake).
+(e) fisher    — one-sided Fisher exact test on the cumulative error counts at every check (errors only).
 (d) ours      — canary_checks.stats: anytime-valid error-ratio test, and the same test on the share of requests
                 slower than stable's p95 and p99 buckets (bounds fixed from a minute of stable data before the
                 canary), checked every 10 s; alpha 0.05 split over the three comparisons (Holm's first step).
@@ -63,6 +64,7 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("identical canary", False),
+    Scenario("identical canary, 50 req/s", False, rps=50.0),
     Scenario("errors 1 % -> 2 %", True, canary_errors=0.02),
     Scenario("errors 0.5 % -> 1.5 %", True, stable_errors=0.005, canary_errors=0.015),
     Scenario("p95 +20 %", True, canary_scale=1.2),
@@ -177,10 +179,21 @@ def ours(stream: Stream) -> int | None:
     return None
 
 
+def fisher_every_check(stream: Stream) -> int | None:
+    """The fixed-sample test the issue warns about: one-sided Fisher on the cumulative counts at every check."""
+    totals = np.cumsum(stream.requests, axis=0), np.cumsum(stream.errors, axis=0)
+    for i in range(CHECKS):
+        (nc, ns), (ec, es) = totals[0][i], totals[1][i]
+        if sps.fisher_exact([[ec, nc - ec], [es, ns - es]], alternative="greater").pvalue <= ALPHA:
+            return (i + 1) * STEP
+    return None
+
+
 METHODS = {
     "absolute (Flagger-style 5 %, p95 500 ms, 5 failed checks)": absolute,
     "Kayenta MWU, fixed 20 min horizon": kayenta_fixed,
     "Kayenta MWU, checked every minute": kayenta_every_minute,
+    "Fisher exact on errors, checked every 10 s": fisher_every_check,
     "ours (anytime-valid, every 10 s)": ours,
 }
 
