@@ -40,6 +40,8 @@ __all__ = [
     "KubernetesSettings",
     "Mesh",
     "NoDataPolicy",
+    "NotificationSettings",
+    "NotificationTarget",
     "PrometheusSettings",
     "SandboxSettings",
     "Severity",
@@ -261,6 +263,84 @@ class Statistics(_Model):
         return 1.0 - self.confidence
 
 
+class NotificationKind(StrEnum):
+    SLACK = "slack"
+    """A Slack-compatible incoming webhook (also Mattermost, Rocket.Chat)."""
+    TEAMS = "teams"
+    """A Microsoft Teams incoming webhook (MessageCard)."""
+    WEBHOOK = "webhook"
+    """Any endpoint taking a JSON POST: event, service, stage, why, failing gates."""
+    ALERTMANAGER = "alertmanager"
+    """Alertmanager's alert API (/api/v2/alerts): its routes reach PagerDuty, email, and the rest."""
+
+
+DECISION_NAMES = ("canary deployed", "stage advanced", "stage held", "rolled back", "promoted")
+
+
+class NotificationTarget(_Model):
+    kind: NotificationKind
+    """slack, teams, webhook or alertmanager."""
+    url_env: str | None = None
+    """Environment variable holding the URL (webhook URLs are secrets: never written in the file, never logged)."""
+    url_file: Path | None = None
+    """A file holding the URL (a mounted Secret)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotificationTarget:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url_env (an environment variable) or url_file")
+        return self
+
+    def describe(self) -> str:
+        return f"{self.kind.value} (${self.url_env})" if self.url_env else f"{self.kind.value} ({self.url_file})"
+
+    def resolve_url(self) -> str:
+        """The URL, read now; a ConfigError when it is missing."""
+        if self.url_env:
+            url = os.environ.get(self.url_env, "").strip()
+            if not url:
+                raise ConfigError(
+                    f"environment variable {self.url_env} is empty or unset",
+                    where=f"notifications ({self.describe()})",
+                    fix=f"export {self.url_env}=<webhook URL>",
+                )
+        else:
+            assert self.url_file is not None
+            try:
+                url = self.url_file.read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot read {self.url_file}: {e.strerror}", where=f"notifications ({self.describe()})"
+                ) from e
+        if not re.match(r"^https?://", url):
+            raise ConfigError(
+                "the configured URL does not start with http:// or https://",
+                where=f"notifications ({self.describe()})",
+            )
+        return url
+
+
+class NotificationSettings(_Model):
+    targets: tuple[NotificationTarget, ...] = ()
+    """Where the runner sends each decision."""
+    events: tuple[str, ...] = DECISION_NAMES
+    """Which decisions to send: canary deployed, stage advanced, stage held, rolled back, promoted."""
+    timeout: Duration = 5.0
+    """Per attempt, seconds."""
+    retries: int = Field(default=2, ge=0, le=5)
+    """Further attempts after a failure (timeouts, errors, non-2xx answers)."""
+    backoff: Duration = 0.5
+    """Seconds before the first retry; doubled before each next one."""
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [e for e in value if e not in DECISION_NAMES]
+        if unknown:
+            raise ValueError(f"unknown decision {unknown[0]!r}; use any of: {', '.join(DECISION_NAMES)}")
+        return value
+
+
 class Workloads(_Model):
     stable: str = "{service}-stable"
     """Name of the stable Deployment (Istio destination_workload, Linkerd deployment); {service} is replaced."""
@@ -404,6 +484,8 @@ class CanaryConfig(_Model):
     """Per-stage threshold overrides: {25: {error_rate: {threshold: 3}}}."""
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     """Where the kube_* gates read pods and events."""
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    """Where the runner announces its decisions."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     """The local sandbox (canary-checks sandbox up)."""
 

@@ -15,9 +15,10 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -27,6 +28,7 @@ from canary_checks.compare import COMPARISONS, evaluate_comparisons
 from canary_checks.config import CanaryConfig, Severity
 from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
+from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
 from canary_checks.report import GateRecord, read_junit
 from canary_checks.traffic import Router
@@ -75,6 +77,17 @@ def run_suite(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     records = read_junit(junit) if junit.exists() else []
     return SuiteRun(stage, done.returncode, junit, records, done.stdout + done.stderr)
+
+
+def _gate_fields(gate: str, verdict: str, value: str, threshold: str, unit: str, summary: str) -> dict[str, str]:
+    """A failing gate as notifications and the event log carry it."""
+    return {"gate": gate, "verdict": verdict, "value": value, "threshold": threshold, "unit": unit,
+            "summary": summary}  # fmt: skip
+
+
+def _result_fields(r: GateResult) -> dict[str, str]:
+    value = "" if r.value is None else f"{r.value:.6g}"
+    return _gate_fields(r.gate, r.verdict.value, value, f"{r.threshold:g}", r.unit, r.summary)
 
 
 class Platform(Protocol):
@@ -149,22 +162,53 @@ class Rollout:
         self.state: dict[str, Any] = {}
         self.run_dir = options.reports
         self._stop: str | None = None
+        self._event_lock = threading.RLock()  # notifications report failures from their own threads
+        self.notifier = Notifier(config.notifications, on_failure=self._notification_failed)
+        self._last_hold: tuple[Any, Any] | None = None
 
     # ---- record and events ----
 
     def event(self, name: str, **details: Any) -> None:
-        entry = {"time": time.time(), "event": name, **details}
-        decisions = self.state.setdefault("decisions", [])
-        decisions.append({k: v for k, v in entry.items() if k != "junit"})
-        # The record rides in an annotation (the API caps them at 256 KiB): keep the latest; events.jsonl has all.
-        del decisions[:-KEEP_DECISIONS]
-        self.state["updated"] = entry["time"]
-        if not self.o.dry_run:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(entry, sort_keys=True) + "\n")
-            self.platform.save_state(self.state)
-        log.info("%s %s", name, details)
+        with self._event_lock:
+            entry = {"time": time.time(), "event": name, **details}
+            decisions = self.state.setdefault("decisions", [])
+            decisions.append({k: v for k, v in entry.items() if k not in ("junit", "failing_gates")})
+            # The record rides in an annotation (the API caps them at 256 KiB): keep the latest; events.jsonl has all.
+            del decisions[:-KEEP_DECISIONS]
+            self.state["updated"] = entry["time"]
+            if not self.o.dry_run:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                with open(self.run_dir / "events.jsonl", "a") as f:
+                    f.write(json.dumps(entry, sort_keys=True) + "\n")
+                self.platform.save_state(self.state)
+            log.info("%s %s", name, details)
+        if name == "held":  # a hold repeats every poll: tell people when it starts or its reason changes
+            key = (details.get("stage"), details.get("why"))
+            if key == self._last_hold:
+                return
+            self._last_hold = key
+        if not self.o.dry_run and self.notifier.wants(name):
+            stage = details.get("stage")
+            self.notifier.notify(
+                Decision(
+                    event=name,
+                    service=self.o.service,
+                    namespace=self.config.namespace,
+                    image=str(details.get("image") or self.o.image),
+                    stage=int(stage) if stage is not None else self.current_stage(),
+                    why=str(details.get("why", "")),
+                    failing=tuple(details.get("failing_gates", ())),
+                    time=entry["time"],
+                    run_id=str(self.state.get("run_id", "")),
+                )
+            )
+
+    def _notification_failed(self, target: str, error: str) -> None:
+        log.warning("notification to %s failed: %s", target, error)
+        try:
+            self.event("notification failed", target=target, error=error)
+        except Exception as e:  # the record could not be written either: the log line above remains
+            log.warning("could not record the failed notification: %s", e)
 
     # ---- signals ----
 
@@ -211,6 +255,8 @@ class Rollout:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            # the decisions are carried out; give the notifications still in flight their bounded time
+            self.notifier.flush()
 
     def _run(self) -> int:
         existing = self.platform.load_state()
@@ -351,7 +397,8 @@ class Rollout:
                 self.rollback(
                     "failing gates at stage "
                     + f"{stage} %: "
-                    + "; ".join(f"{r.gate} ({r.summary or r.message.splitlines()[0]})" for r in failed)
+                    + "; ".join(f"{r.gate} ({r.summary or r.message.splitlines()[0]})" for r in failed),
+                    failing=[_gate_fields(r.gate, r.verdict, r.value, r.threshold, r.unit, r.summary) for r in failed],
                 )
             held = ", ".join(f"{g} {v}" for g, v in verdicts.items())
             if time.monotonic() >= deadline:
@@ -359,7 +406,9 @@ class Rollout:
                     f"no decision by the step's deadline at stage {stage} %: {held}; missing data never promotes"
                 )
             self.echo(f"stage {stage} %: holding ({held}); trying again in {self.o.poll_interval:g} s")
-            self.event("held", stage=stage, why=held)
+            self.event("held", stage=stage, why=held,
+                       failing_gates=[_gate_fields(r.gate, r.verdict or r.outcome, r.value, r.threshold, r.unit,
+                                                   r.summary) for r in run.failing])  # fmt: skip
             self._sleep(self.o.poll_interval)
 
     def _sleep(self, seconds: float) -> None:
@@ -391,7 +440,8 @@ class Rollout:
             if failed:
                 self.rollback(
                     f"critical gates failed during stage {stage} %: "
-                    + "; ".join(f"{r.gate} ({r.summary})" for r in failed)
+                    + "; ".join(f"{r.gate} ({r.summary})" for r in failed),
+                    failing=[_result_fields(r) for r in failed],
                 )
 
     @property
@@ -418,7 +468,7 @@ class Rollout:
     def thresholds(self, stage: int) -> Any:
         return self.config.gates_for(stage, self.o.thresholds)
 
-    def rollback(self, why: str) -> None:
+    def rollback(self, why: str, failing: Sequence[Mapping[str, str]] = ()) -> None:
         verdict_at = time.time()
         self.echo(f"rolling back: {why}")
         self.event("rollback started", why=why)
@@ -429,7 +479,12 @@ class Rollout:
         self.event("weight", weight=0, rollback_seconds=round(weight_zero_at - verdict_at, 3))
         self.platform.scale_canary(0)
         self.state["status"] = "rolled-back"
-        self.event("rolled back", why=why, rollback_seconds=round(weight_zero_at - verdict_at, 3))
+        self.event(
+            "rolled back",
+            why=why,
+            rollback_seconds=round(weight_zero_at - verdict_at, 3),
+            failing_gates=list(failing),
+        )
         raise RolledBack(why)
 
     def finish(self) -> int:

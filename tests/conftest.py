@@ -178,3 +178,54 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in kind_items:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+class Receiver:
+    """A local HTTP endpoint taking JSON POSTs, as a Slack/Teams/Alertmanager webhook would. ``status`` answers
+    each request (a list is used up in order, then its last value); ``delay`` makes it slow."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, Any]] = []
+        self.status: int | list[int] = 200
+        self.delay = 0.0
+        self.attempts = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _answer(self) -> int:
+        if isinstance(self.status, list):
+            return self.status.pop(0) if len(self.status) > 1 else self.status[0]
+        return self.status
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.attempts += 1
+                time.sleep(receiver.delay)
+                status = receiver._answer()
+                if status < 300:
+                    receiver.received.append((self.path, json.loads(body)))
+                try:
+                    self.send_response(status)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the client gave up (timed out)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    thread = threading.Thread(target=r.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()

@@ -1,0 +1,186 @@
+"""Notifications of the runner's decisions: Slack-compatible and Microsoft Teams incoming webhooks, generic JSON
+webhooks, and Alertmanager's alert API (so existing routing to PagerDuty or email applies).
+
+Sending never holds up a decision: each notification goes out on a background thread, bounded by a per-attempt
+timeout and a few retries with backoff, after the decision has been carried out. A notification that cannot be
+delivered is reported through ``on_failure`` (the runner writes it to its event log). Target URLs come from
+environment variables or files and are never logged: a target is shown as ``slack ($SLACK_WEBHOOK_URL)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from canary_checks.config import NotificationSettings, NotificationTarget
+
+__all__ = ["DECISIONS", "Decision", "Notifier", "payload"]
+
+log = logging.getLogger(__name__)
+
+DECISIONS = {
+    "deployed": "canary deployed",
+    "stage passed": "stage advanced",
+    "held": "stage held",
+    "rolled back": "rolled back",
+    "promoted": "promoted",
+}
+"""Runner events that are decisions people hear about, and how a message names them."""
+
+_COLORS = {"deployed": "439FE0", "stage passed": "2EB886", "held": "DAA038", "rolled back": "A30200",
+           "promoted": "2EB886"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Decision:
+    event: str
+    """The runner's event name (a key of DECISIONS)."""
+    service: str
+    namespace: str
+    image: str
+    stage: int | None
+    why: str
+    failing: tuple[Mapping[str, str], ...]
+    """Failing gates: gate, verdict, value, threshold, unit, summary."""
+    time: float
+    run_id: str
+
+    @property
+    def title(self) -> str:
+        stage = f" at stage {self.stage} %" if self.stage is not None else ""
+        return f"{self.service}: {DECISIONS[self.event]}{stage} ({self.image})"
+
+    def lines(self) -> list[str]:
+        out = [self.why] if self.why else []
+        out += [f"{g.get('gate')}: {g.get('summary') or g.get('verdict')}" for g in self.failing]
+        return out
+
+
+def payload(kind: str, d: Decision) -> Any:
+    """The JSON body one kind of target receives."""
+    text = "\n".join([d.title, *d.lines()])
+    if kind == "slack":
+        fields = [{"title": "service", "value": f"{d.service} in {d.namespace}", "short": True},
+                  {"title": "image", "value": d.image, "short": True}]  # fmt: skip
+        fields += [{"title": g.get("gate", "?"), "value": g.get("summary", ""), "short": False} for g in d.failing]
+        attachment = {"color": f"#{_COLORS[d.event]}", "title": d.title, "text": d.why, "fields": fields,
+                      "ts": int(d.time)}  # fmt: skip
+        return {"text": text, "attachments": [attachment]}
+    if kind == "teams":
+        facts = [{"name": "service", "value": f"{d.service} in {d.namespace}"}, {"name": "image", "value": d.image},
+                 *({"name": g.get("gate", "?"), "value": g.get("summary", "")} for g in d.failing)]  # fmt: skip
+        return {"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": d.title,
+                "themeColor": _COLORS[d.event], "title": d.title, "text": d.why or d.title,
+                "sections": [{"facts": facts}]}  # fmt: skip
+    if kind == "alertmanager":
+        at = datetime.fromtimestamp(d.time, tz=UTC)
+        severity = "critical" if d.event == "rolled back" else "warning" if d.event == "held" else "info"
+        alert = {
+            "labels": {"alertname": "CanaryDecision", "decision": d.event.replace(" ", "-"), "service": d.service,
+                       "namespace": d.namespace, "severity": severity},
+            "annotations": {"summary": d.title, "description": "\n".join(d.lines()),
+                            "failing_gates": ", ".join(g.get("gate", "") for g in d.failing)},
+            "startsAt": at.isoformat(),
+            # a decision is an event, not a state: it resolves by itself after a while
+            "endsAt": datetime.fromtimestamp(d.time + 3600, tz=UTC).isoformat(),
+        }  # fmt: skip
+        return [alert]
+    return {"event": d.event, "decision": DECISIONS[d.event], "title": d.title, "service": d.service,
+            "namespace": d.namespace, "image": d.image, "stage": d.stage, "why": d.why,
+            "failing_gates": list(d.failing), "time": d.time, "run_id": d.run_id}  # fmt: skip
+
+
+class _Redact(logging.Filter):
+    """Keeps webhook URLs (their paths carry the secret) out of urllib3's debug lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "<redacted>")
+            record.msg, record.args = message, ()
+        return True
+
+
+_REDACT = _Redact()
+logging.getLogger("urllib3.connectionpool").addFilter(_REDACT)
+
+
+class Notifier:
+    """Sends decisions to the configured targets without ever blocking the caller."""
+
+    def __init__(self, settings: NotificationSettings, on_failure: Callable[[str, str], None]) -> None:
+        self.settings = settings
+        self.on_failure = on_failure
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
+        self._pending: list[Future[None]] = []
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+
+    @property
+    def bound(self) -> float:
+        """The longest one notification can take: every attempt times out and every backoff is waited."""
+        s = self.settings
+        return float((s.retries + 1) * s.timeout + sum(s.backoff * 2**i for i in range(s.retries)))
+
+    def wants(self, event: str) -> bool:
+        return bool(self.settings.targets) and event in DECISIONS and DECISIONS[event] in self.settings.events
+
+    def notify(self, decision: Decision) -> None:
+        if not self.wants(decision.event):
+            return
+        for target in self.settings.targets:
+            future = self._pool.submit(self._deliver, target, decision)
+            with self._lock:
+                self._pending.append(future)
+
+    def _deliver(self, target: NotificationTarget, decision: Decision) -> None:
+        name = target.describe()
+        try:
+            url = target.resolve_url()
+        except Exception as e:  # a missing variable or unreadable file: report, never raise into the rollout
+            self.on_failure(name, str(e))
+            return
+        if target.kind == "alertmanager":
+            url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/api/v2/alerts") else "/api/v2/alerts")
+        parts = urlsplit(url)
+        _REDACT.secrets.add(parts.path + (f"?{parts.query}" if parts.query else "") if len(parts.path) > 1 else url)
+        body = payload(target.kind, decision)
+        s = self.settings
+        problem = ""
+        for attempt in range(1, s.retries + 2):
+            try:
+                answer = self._session.post(url, json=body, timeout=s.timeout)
+                if answer.status_code < 300:
+                    log.info("notified %s of %s", name, decision.event)
+                    return
+                problem = f"HTTP {answer.status_code}"
+            except requests.RequestException as e:
+                problem = type(e).__name__ + (" (timed out)" if isinstance(e, requests.Timeout) else "")
+            if attempt <= s.retries:
+                pause = s.backoff * 2 ** (attempt - 1)
+                log.info("notify %s attempt %d/%d failed (%s); retrying in %.1f s", name, attempt, s.retries + 1,
+                         problem, pause)  # fmt: skip
+                time.sleep(pause)
+        self.on_failure(name, f"{decision.event}: {problem} after {s.retries + 1} attempts")
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout``, default the bound and a second) for the notifications still in flight."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            wait(pending, timeout=self.bound + 1.0 if timeout is None else timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
