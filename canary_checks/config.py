@@ -272,6 +272,8 @@ class NotificationKind(StrEnum):
     """Any endpoint taking a JSON POST: event, service, stage, why, failing gates."""
     ALERTMANAGER = "alertmanager"
     """Alertmanager's alert API (/api/v2/alerts): its routes reach PagerDuty, email, and the rest."""
+    GRAFANA = "grafana"
+    """Grafana's annotation API (/api/annotations): decisions appear on the canary dashboard (token_env)."""
 
 
 DECISION_NAMES = ("canary deployed", "stage advanced", "stage held", "rolled back", "promoted")
@@ -279,11 +281,13 @@ DECISION_NAMES = ("canary deployed", "stage advanced", "stage held", "rolled bac
 
 class NotificationTarget(_Model):
     kind: NotificationKind
-    """slack, teams, webhook or alertmanager."""
+    """slack, teams, webhook, alertmanager or grafana."""
     url_env: str | None = None
     """Environment variable holding the URL (webhook URLs are secrets: never written in the file, never logged)."""
     url_file: Path | None = None
     """A file holding the URL (a mounted Secret)."""
+    token_env: str | None = None
+    """Environment variable holding a bearer token sent with each request (Grafana service-account token)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> NotificationTarget:
@@ -763,6 +767,9 @@ def reference_markdown() -> str:
         comparison: ComparisonSettings = info.default_factory()  # type: ignore[call-arg]
         text = " ".join((info.description or "").split())
         lines.append(f"| `{name}` | {comparison.margin:g} | {comparison.severity.value} | {text} |")
+    lines += ["", "## `notifications`", "", "What the runner sends on each decision (docs/runner.md).", ""]
+    lines += [*[row for row in table(NotificationSettings, "notifications.") if "`notifications.targets`" not in row]]
+    lines += ["", "Each of `notifications.targets`:", "", *table(NotificationTarget, "")]
     lines += ["", "## `kubernetes`", "", *table(KubernetesSettings, "kubernetes.")]
     lines += ["", "## `sandbox`", "", *table(SandboxSettings, "sandbox."), ""]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Notifications of the runner's decisions: Slack-compatible and Microsoft Teams incoming webhooks, generic JSON
-webhooks, and Alertmanager's alert API (so existing routing to PagerDuty or email applies).
+webhooks, Alertmanager's alert API (so existing routing to PagerDuty or email applies) and Grafana annotations (the
+decisions on the canary dashboard).
 
 Sending never holds up a decision: each notification goes out on a background thread, bounded by a per-attempt
 timeout and a few retries with backoff, after the decision has been carried out. A notification that cannot be
@@ -10,6 +11,7 @@ environment variables or files and are never logged: a target is shown as ``slac
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -94,6 +96,9 @@ def payload(kind: str, d: Decision) -> Any:
             "endsAt": datetime.fromtimestamp(d.time + 3600, tz=UTC).isoformat(),
         }  # fmt: skip
         return [alert]
+    if kind == "grafana":
+        return {"time": int(d.time * 1000), "tags": ["canary-checks", d.service, d.event.replace(" ", "-")],
+                "text": "\n".join([d.title, *d.lines()])}  # fmt: skip
     return {"event": d.event, "decision": DECISIONS[d.event], "title": d.title, "service": d.service,
             "namespace": d.namespace, "image": d.image, "stage": d.stage, "why": d.why,
             "failing_gates": list(d.failing), "time": d.time, "run_id": d.run_id}  # fmt: skip
@@ -154,8 +159,16 @@ class Notifier:
         except Exception as e:  # a missing variable or unreadable file: report, never raise into the rollout
             self.on_failure(name, str(e))
             return
-        if target.kind == "alertmanager":
-            url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/api/v2/alerts") else "/api/v2/alerts")
+        api = {"alertmanager": "/api/v2/alerts", "grafana": "/api/annotations"}.get(target.kind.value)
+        if api and not url.rstrip("/").endswith(api):
+            url = url.rstrip("/") + api
+        headers = {}
+        if target.token_env:
+            token = os.environ.get(target.token_env, "").strip()
+            if not token:
+                self.on_failure(name, f"environment variable {target.token_env} (the token) is empty or unset")
+                return
+            headers["Authorization"] = f"Bearer {token}"
         parts = urlsplit(url)
         _REDACT.secrets.add(parts.path + (f"?{parts.query}" if parts.query else "") if len(parts.path) > 1 else url)
         body = payload(target.kind, decision)
@@ -163,7 +176,7 @@ class Notifier:
         problem = ""
         for attempt in range(1, s.retries + 2):
             try:
-                answer = self._session.post(url, json=body, timeout=s.timeout)
+                answer = self._session.post(url, json=body, headers=headers, timeout=s.timeout)
                 if answer.status_code < 300:
                     log.info("notified %s of %s", name, decision.event)
                     return
