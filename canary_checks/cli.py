@@ -146,6 +146,12 @@ def _print_status(status: dict[str, Any]) -> None:
         )
     if "canary_weight" in status:
         out.print(f"  canary weight  {status['canary_weight']} %  (stable {100 - status['canary_weight']} %)")
+    if "alerts" in status:
+        firing = status["alerts"]
+        out.print(f"  alerts         {len(firing)} firing in Alertmanager" + (":" if firing else ""))
+        for a in firing:
+            color = "red" if a["severity"] == "critical" else "yellow"
+            out.print(f"    [{color}]{a['name']}[/] ({a['severity']}) {a['summary']}", highlight=False, soft_wrap=True)
     if status.get("pods"):
         pods = Table(title="pods")
         for column in ("pod", "ready", "restarts", "waiting", "cpu s", "memory MiB", "faults"):

@@ -450,7 +450,9 @@ class SandboxSettings(_Model):
     canary_port: int = Field(default=18082, ge=1, le=65535)
     """Canary demo instance on 127.0.0.1."""
     node_port: int = Field(default=18100, ge=1, le=65535)
-    """The node agent (kube-state-metrics and cAdvisor series) on 127.0.0.1."""
+    """The node agent (kube-state-metrics and cAdvisor series, and the alert receiver) on 127.0.0.1."""
+    alertmanager_port: int = Field(default=19093, ge=1, le=65535)
+    """Alertmanager (the canary alerts routed to the node agent's receiver) on 127.0.0.1."""
     rps: float = Field(default=200.0, gt=0, le=20000)
     """Requests per second Locust sends through the router."""
     scrape_interval: Duration = 1.0

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from canary_checks.config import CanaryConfig, Mesh
+from canary_checks.config import CanaryConfig, Mesh, parse_duration
 from canary_checks.errors import MissingBinary, PortInUse, SandboxError
 from canary_checks.manifests import render_alerts
 from canary_checks.traffic import HAProxyRouter
@@ -46,7 +47,7 @@ __all__ = ["FAULT_KINDS", "Sandbox", "SandboxPlatform", "free_port_settings", "p
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("node", "haproxy", "prometheus", "locust")
+COMPONENTS = ("node", "haproxy", "alertmanager", "prometheus", "locust")
 PER_USER_RPS = 1.0
 """Each Locust user sends one request a second: many users, each mostly idle, is close to open-loop traffic, so a
 slow canary does not get fewer requests than its share."""
@@ -74,12 +75,39 @@ def free_port_settings(state_dir: Path, **settings: Any) -> dict[str, Any]:
     """A ``sandbox:`` section on ports the OS says are free now, for a second sandbox beside the default one
     (tests, benchmarks)."""
     ports: set[int] = set()
-    while len(ports) < 6:
+    names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "node_port",
+             "alertmanager_port")  # fmt: skip
+    while len(ports) < len(names):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             ports.add(int(sock.getsockname()[1]))
-    names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "node_port")
     return {"state_dir": str(state_dir), **dict(zip(names, sorted(ports), strict=True)), **settings}
+
+
+def sandbox_rules(groups: list[dict[str, Any]], interval: str) -> list[dict[str, Any]]:
+    """The cluster's recording and alerting rules, made quick for the sandbox: evaluated every ``interval``, their
+    look-back windows a tenth as long (at least 30 s: [5m] becomes [30s]) and their ``for`` a tenth (at least 5 s), so a
+    fault fires its alert within a minute and the alert resolves within a minute of the rollback. Names stay (the
+    gates read canary:request_rate:5m)."""
+
+    def window(match: re.Match[str]) -> str:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+        return f"[{max(30, seconds // 10)}s]"
+
+    def tenth(duration: str) -> str:
+        seconds = parse_duration(duration)
+        return f"{max(5, round(seconds / 10))}s"
+
+    out = []
+    for group in groups:
+        rules = []
+        for rule in group["rules"]:
+            rule = {**rule, "expr": re.sub(r"\[(\d+)([smh])\]", window, rule["expr"])}
+            if "for" in rule:
+                rule["for"] = tenth(rule["for"])
+            rules.append(rule)
+        out.append({**group, "interval": interval, "rules": rules})
+    return out
 
 
 def _port_free(port: int) -> bool:
@@ -140,6 +168,24 @@ class Sandbox:
         return f"http://127.0.0.1:{self.settings.prometheus_port}"
 
     @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.alertmanager_port}"
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Alerts Alertmanager holds as active now (firing, not silenced), from its API."""
+        try:
+            with urllib.request.urlopen(f"{self.alertmanager_url}/api/v2/alerts?active=true", timeout=3) as r:
+                alerts: list[dict[str, Any]] = json.loads(r.read())
+        except (OSError, ValueError) as e:
+            raise SandboxError(f"Alertmanager at {self.alertmanager_url} did not answer: {e}") from e
+        return alerts
+
+    def received_alerts(self) -> list[dict[str, Any]]:
+        """What Alertmanager has delivered to the sandbox's receiver (webhook payloads, oldest first)."""
+        data: list[dict[str, Any]] = self._node("/alerts")
+        return data
+
+    @property
     def node_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.node_port}"
 
@@ -181,11 +227,12 @@ class Sandbox:
             "stable pod": (s.stable_port, "stable_port"),
             "canary pod": (s.canary_port, "canary_port"),
             "node agent": (s.node_port, "node_port"),
+            "Alertmanager": (s.alertmanager_port, "alertmanager_port"),
         }
 
     def preflight(self) -> None:
         """Every binary installed and every port free, or one clear error saying how to fix it."""
-        for binary in ("prometheus", "haproxy"):
+        for binary in ("prometheus", "haproxy", "prometheus-alertmanager"):
             if shutil.which(binary) is None:
                 raise MissingBinary(
                     f"'{binary}' is not installed (not found on PATH)",
@@ -273,13 +320,20 @@ class Sandbox:
         ]
         # The same recording and alerting rules a cluster gets (manifests/monitoring), for the sandbox's mesh.
         mesh = self.config.mesh if self.config.mesh is not Mesh.CUSTOM else Mesh.ISTIO
-        rules = render_alerts(mesh, self.config.gates)["spec"]["groups"]
-        for group in rules:  # evaluated as often as everything is scraped, so the gates can read them at once
-            group["interval"] = interval
+        rules = sandbox_rules(render_alerts(mesh, self.config.gates)["spec"]["groups"], interval)
         (d / "rules.yml").write_text(yaml.safe_dump({"groups": rules}, sort_keys=False))
+        # Alertmanager routes every alert to the node agent's receiver (what Slack or PagerDuty would get).
+        alertmanager = {
+            "route": {"receiver": "sandbox", "group_by": ["alertname", "service"], "group_wait": "1s",
+                      "group_interval": "5s", "repeat_interval": "1h"},
+            "receivers": [{"name": "sandbox", "webhook_configs": [
+                {"url": f"http://127.0.0.1:{s.node_port}/alerts", "send_resolved": True}]}],
+        }  # fmt: skip
+        (d / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager, sort_keys=False))
         prometheus = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
             "rule_files": [str(d / "rules.yml")],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{s.alertmanager_port}"]}]}]},
             "scrape_configs": [
                 {
                     # What kube-state-metrics and the kubelet's cAdvisor endpoint would export.
@@ -357,6 +411,13 @@ frontend admin
                 str(s.node_port),
             ],
             "haproxy": ["haproxy", "-db", "-f", str(d / "haproxy.cfg")],
+            "alertmanager": [
+                "prometheus-alertmanager",
+                f"--config.file={d / 'alertmanager.yml'}",
+                f"--web.listen-address=127.0.0.1:{s.alertmanager_port}",
+                f"--storage.path={d / 'alertmanager-data'}",
+                "--cluster.listen-address=",  # one instance, no gossip port
+            ],
             "prometheus": [
                 "prometheus",
                 f"--config.file={d / 'prometheus.yml'}",
@@ -449,6 +510,7 @@ frontend admin
         steps: list[tuple[str, Callable[[], bool]]] = [
             ("node", lambda: _http_ok(f"{self.node_url}/pods")),
             ("haproxy", lambda: (self.state_dir / "haproxy.sock").exists() and self._router_answers()),
+            ("alertmanager", lambda: _http_ok(f"{self.alertmanager_url}/-/ready")),
             ("prometheus", lambda: _http_ok(f"{self.prometheus_url}/-/ready")),
             ("locust", lambda: (self.state_dir / "locust_stats.csv").exists()),
         ]
@@ -590,6 +652,7 @@ frontend admin
                 "service": self.service_url,
                 "prometheus": self.prometheus_url,
                 "node agent": self.node_url,
+                "alertmanager": self.alertmanager_url,
                 "haproxy stats": f"http://127.0.0.1:{self.settings.router_admin_port}/stats",
             },
         }
@@ -597,6 +660,12 @@ frontend admin
             out["canary_weight"] = self.router.get_weight()
         with contextlib.suppress(SandboxError):
             out["pods"] = self.pods()
+        with contextlib.suppress(SandboxError):
+            out["alerts"] = [
+                {"name": a["labels"].get("alertname", "?"), "severity": a["labels"].get("severity", ""),
+                 "summary": a.get("annotations", {}).get("summary", ""), "since": a.get("startsAt", "")}
+                for a in self.alerts()
+            ]  # fmt: skip
         with contextlib.suppress(OSError, StopIteration, KeyError, ValueError):
             with open(self.state_dir / "locust_stats.csv") as f:
                 row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")

@@ -99,6 +99,8 @@ class Node:
             json.loads(self.faults_file.read_text()) if self.faults_file.exists() else {}
         )
         self.stop = threading.Event()
+        self.alerts: list[Any] = []
+        """Notifications Alertmanager delivered to this receiver, oldest first (the latest 200)."""
 
     # ---- pods ----
 
@@ -302,10 +304,21 @@ def _handler(node: Node, registry: CollectorRegistry) -> type[BaseHTTPRequestHan
                 self._send(200, json.dumps(node.status()).encode())
             elif self.path == "/faults":
                 self._send(200, json.dumps(node.faults).encode())
+            elif self.path == "/alerts":
+                self._send(200, json.dumps(node.alerts).encode())
             else:
                 self._send(404, b'{"error": "not found"}')
 
         def do_POST(self) -> None:
+            if self.path == "/alerts":  # Alertmanager's webhook receiver: keep what it delivers
+                try:
+                    payload = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
+                except ValueError:
+                    self._send(400, b'{"error": "expected JSON"}')
+                    return
+                node.alerts = [*node.alerts[-199:], payload]
+                self._send(200, b"{}")
+                return
             if self.path != "/faults":
                 self._send(404, b'{"error": "not found"}')
                 return

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from canary_checks.config import CanaryConfig, load_config
+from canary_checks.prometheus import MetricsSource
 from canary_checks.report import GateRecord
 from canary_checks.runner import SuiteRun, run_suite
 from canary_checks.sandbox import Sandbox, free_port_settings
@@ -30,6 +31,15 @@ class Live:
     def settle(self) -> None:
         """Let one full analysis window of traffic pass under the current state."""
         time.sleep(WINDOW + 3 * self.config.sandbox.scrape_interval)
+
+    def calm(self, timeout: float = 120.0) -> None:
+        """Wait until no critical canary alert fires (an earlier test's fault keeps them up for a while)."""
+        source = MetricsSource(self.config)
+        deadline = time.monotonic() + timeout
+        while source.query('ALERTS{alertstate="firing", alertname=~"Canary.+", severity="critical"}'):
+            if time.monotonic() > deadline:
+                raise AssertionError("critical canary alerts still fire after the faults were cleared")
+            time.sleep(2)
 
     def gates(
         self, stage: int = 25, *extra: str, config_path: Path | None = None

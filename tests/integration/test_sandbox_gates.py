@@ -14,9 +14,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from canary_checks.prometheus import MetricsSource
 from canary_checks.sandbox.tour import SCENARIOS
-from tests.conftest import write_config
+from tests.conftest import Receiver, write_config
 from tests.integration.conftest import REPO, WINDOW, Live
 
 ALL_GATES = {
@@ -38,6 +40,7 @@ def locust_failures(live: Live) -> tuple[int, int]:
 def test_healthy_canary_passes_every_gate_and_junit_has_each_value(live: Live) -> None:
     live.box.set_faults("canary", {})
     live.settle()
+    live.calm()
     run, gates = live.gates(25)
     assert run.passed, run.output
     assert set(gates) == ALL_GATES | COMPARISONS
@@ -64,6 +67,7 @@ def test_the_sandbox_evaluates_the_clusters_recording_rules(live: Live) -> None:
 
 
 def test_linkerd_metrics_give_the_same_verdicts(live: Live) -> None:
+    live.calm()
     run, gates = live.gates(25, "--mesh", "linkerd")
     assert run.passed, run.output
     assert set(gates) == ALL_GATES | COMPARISONS
@@ -137,6 +141,60 @@ def test_the_sandbox_replayed_from_an_export_gives_the_live_verdict(live: Live, 
     assert replayed.returncode == 1, replayed.stdout + replayed.stderr
     assert "error_rate (canary error rate" in replayed.stdout
     assert "would have rolled back" in replayed.stdout
+
+
+def alert_names(alerts: list[dict[str, Any]]) -> set[str]:
+    return {a["labels"]["alertname"] for a in alerts}
+
+
+def wait_for(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(2)
+
+
+def test_a_faulty_canary_fires_its_alerts_through_alertmanager_and_they_resolve_after_rollback(live: Live) -> None:
+    live.box.set_weight(25)
+    live.box.set_faults("canary", SCENARIOS[0].faults)
+    try:
+        wait_for("CanaryHighErrorRate firing", lambda: "CanaryHighErrorRate" in alert_names(live.box.alerts()), 120)
+        status = subprocess.run(
+            [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "sandbox", "status"],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        assert "CanaryHighErrorRate (critical)" in status.stdout, status.stdout
+        delivered = [a for n in live.box.received_alerts() for a in n["alerts"]]
+        assert any(a["labels"]["alertname"] == "CanaryHighErrorRate" and a["status"] == "firing" for a in delivered)
+        live.box.set_weight(0)  # the rollback: the canary gets no more traffic
+        wait_for("CanaryHighErrorRate resolved", lambda: "CanaryHighErrorRate" not in alert_names(live.box.alerts()),
+                 180)  # fmt: skip
+
+        def resolved_delivered() -> bool:
+            delivered = [a for n in live.box.received_alerts() for a in n["alerts"]]
+            return any(a["labels"]["alertname"] == "CanaryHighErrorRate" and a["status"] == "resolved"
+                       for a in delivered)  # fmt: skip
+
+        wait_for("the receiver told of the resolution", resolved_delivered, 30)
+    finally:
+        live.box.set_faults("canary", {})
+        live.box.set_weight(25)
+
+
+def test_every_dashboard_panel_shows_data_from_the_sandbox(live: Live) -> None:
+    from canary_checks.manifests import dashboard_panels
+
+    live.box.set_weight(25)
+    source = MetricsSource(live.config)
+    queries = [
+        (panel["title"], target["expr"].replace("$namespace", "orion").replace("$service", "auth"))
+        for panel in dashboard_panels()
+        for target in panel["targets"]
+    ]
+    deadline = time.monotonic() + 90  # the rules look back 30 s in the sandbox: the canary may just have got traffic
+    while (empty := [(t, q) for t, q in queries if not source.query(q)]) and time.monotonic() < deadline:
+        time.sleep(3)
+    assert empty == [], "panels without data"
 
 
 def test_added_latency_fails_p95_and_p99(live: Live) -> None:
@@ -220,6 +278,8 @@ def test_prometheus_stopped_makes_every_gate_error_naming_the_url(live: Live) ->
 
 
 def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path: Path) -> None:
+    live.box.set_faults("canary", {})
+    live.calm()
     done = subprocess.run(
         [
             sys.executable,
@@ -285,8 +345,9 @@ def test_a_stage_load_shape_runs_and_ends_by_itself(live: Live) -> None:
     assert sum(s["num_failures"] for s in stats) == 0
 
 
-def rollout(live: Live, reports: Path, image: str, *args: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "run", "auth", image,
+def rollout(live: Live, reports: Path, image: str, *args: str, config: Path | None = None) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "canary_checks", "--canary-config", str(config or live.config_path), "run",
+               "auth", image,
                "--mesh", "sandbox", "--step-duration", f"{WINDOW + 3}s", "--poll-interval", "2s",
                "--reports", str(reports), *args]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -300,21 +361,39 @@ def canary_requests_served(live: Live) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("istio_requests_total{"))
 
 
-def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_path: Path) -> None:
+def notified(live: Live, tmp_path: Path, receiver: Receiver) -> Path:
+    """The live config plus a JSON webhook to ``receiver`` for every decision."""
+    config = yaml.safe_load(live.config_path.read_text())
+    config["notifications"] = {"targets": [{"kind": "webhook", "url_env": "CANARY_TEST_HOOK"}], "timeout": "1s"}
+    path = tmp_path / "notified.yaml"
+    path.write_text(yaml.safe_dump(config))
+    os.environ["CANARY_TEST_HOOK"] = receiver.url
+    return path
+
+
+def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_path: Path, receiver: Receiver) -> None:
     live.box.set_faults("canary", {})
     live.box.wait_ready(60)
-    process = rollout(live, tmp_path, "demo:v3", "--auto-promote")
+    live.calm()
+    process = rollout(live, tmp_path, "demo:v3", "--auto-promote", config=notified(live, tmp_path, receiver))
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stdout + stderr
     for stage in (5, 25, 50, 100):
         assert f"stage {stage} %: every gate passed" in stdout
     assert "promoted demo:v3" in stdout
     assert live.box.router.get_weight() == 0
+    # one notification per decision, in order
+    decisions = [(body["event"], body["stage"]) for _, body in receiver.received if body["event"] != "held"]
+    assert decisions == [("deployed", 5), ("stage passed", 5), ("stage passed", 25), ("stage passed", 50),
+                         ("stage passed", 100), ("promoted", 100)]  # fmt: skip
 
 
-def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_requests(live: Live, tmp_path: Path) -> None:
+def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_requests(
+    live: Live, tmp_path: Path, receiver: Receiver
+) -> None:
     live.box.set_weight(0)
-    process = rollout(live, tmp_path, "demo:v4", "--auto-promote")
+    receiver.delay = 3.0  # a receiver slower than the notification timeout: the rollback must not wait for it
+    process = rollout(live, tmp_path, "demo:v4", "--auto-promote", config=notified(live, tmp_path, receiver))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         logs = list(tmp_path.glob("*/events.jsonl"))
@@ -332,6 +411,11 @@ def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_reques
     (log,) = tmp_path.glob("*/events.jsonl")
     rolled = [json.loads(line) for line in log.read_text().splitlines() if '"rolled back"' in line]
     assert rolled and rolled[0]["rollback_seconds"] < 1
+    assert rolled[0]["failing_gates"] and "error_rate" in {g["gate"] for g in rolled[0]["failing_gates"]}
+    # every notification timed out against the slow receiver: recorded, and the rollback was not delayed
+    failed = [json.loads(line) for line in log.read_text().splitlines() if '"notification failed"' in line]
+    assert failed and all("timed out" in f["error"] for f in failed)
+    assert receiver.url not in log.read_text() + stdout + stderr  # the URL is a secret
     time.sleep(1)  # requests already inside the canary finish
     before = canary_requests_served(live)
     time.sleep(3)
