@@ -79,15 +79,14 @@ def run_suite(
     return SuiteRun(stage, done.returncode, junit, records, done.stdout + done.stderr)
 
 
-def _gate_fields(gate: str, verdict: str, value: str, threshold: str, unit: str, summary: str) -> dict[str, str]:
-    """A failing gate as notifications and the event log carry it."""
-    return {"gate": gate, "verdict": verdict, "value": value, "threshold": threshold, "unit": unit,
-            "summary": summary}  # fmt: skip
-
-
-def _result_fields(r: GateResult) -> dict[str, str]:
-    value = "" if r.value is None else f"{r.value:.6g}"
-    return _gate_fields(r.gate, r.verdict.value, value, f"{r.threshold:g}", r.unit, r.summary)
+def _gate_fields(r: GateRecord | GateResult) -> dict[str, str]:
+    """A failing gate as notifications and the event log carry it (from the suite's JUnit or a poll's result)."""
+    if isinstance(r, GateResult):
+        value = "" if r.value is None else f"{r.value:.6g}"
+        return {"gate": r.gate, "verdict": r.verdict.value, "value": value, "threshold": f"{r.threshold:g}",
+                "unit": r.unit, "summary": r.summary}  # fmt: skip
+    return {"gate": r.gate, "verdict": r.verdict or r.outcome, "value": r.value, "threshold": r.threshold,
+            "unit": r.unit, "summary": r.summary}  # fmt: skip
 
 
 class Platform(Protocol):
@@ -398,7 +397,7 @@ class Rollout:
                     "failing gates at stage "
                     + f"{stage} %: "
                     + "; ".join(f"{r.gate} ({r.summary or r.message.splitlines()[0]})" for r in failed),
-                    failing=[_gate_fields(r.gate, r.verdict, r.value, r.threshold, r.unit, r.summary) for r in failed],
+                    failing=[_gate_fields(r) for r in failed],
                 )
             held = ", ".join(f"{g} {v}" for g, v in verdicts.items())
             if time.monotonic() >= deadline:
@@ -406,9 +405,7 @@ class Rollout:
                     f"no decision by the step's deadline at stage {stage} %: {held}; missing data never promotes"
                 )
             self.echo(f"stage {stage} %: holding ({held}); trying again in {self.o.poll_interval:g} s")
-            self.event("held", stage=stage, why=held,
-                       failing_gates=[_gate_fields(r.gate, r.verdict or r.outcome, r.value, r.threshold, r.unit,
-                                                   r.summary) for r in run.failing])  # fmt: skip
+            self.event("held", stage=stage, why=held, failing_gates=[_gate_fields(r) for r in run.failing])
             self._sleep(self.o.poll_interval)
 
     def _sleep(self, seconds: float) -> None:
@@ -441,7 +438,7 @@ class Rollout:
                 self.rollback(
                     f"critical gates failed during stage {stage} %: "
                     + "; ".join(f"{r.gate} ({r.summary})" for r in failed),
-                    failing=[_result_fields(r) for r in failed],
+                    failing=[_gate_fields(r) for r in failed],
                 )
 
     @property
