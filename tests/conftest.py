@@ -186,6 +186,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self.status: int | list[int] = 200
         self.delay = 0.0
         self.attempts = 0
@@ -208,6 +209,7 @@ class Receiver:
                 status = receiver._answer()
                 if status < 300:
                     receiver.received.append((self.path, json.loads(body)))
+                    receiver.headers.append(dict(self.headers.items()))
                 try:
                     self.send_response(status)
                     self.send_header("content-length", "0")

@@ -35,20 +35,23 @@ ROLLED_BACK = Decision(
 )
 
 
-def notifier(kind: str, monkeypatch: pytest.MonkeyPatch, url: str, **settings: object) -> tuple[Notifier, list]:
+def notifier(
+    kind: str, monkeypatch: pytest.MonkeyPatch, url: str, token_env: str | None = None, **settings: object
+) -> tuple[Notifier, list]:
     monkeypatch.setenv("HOOK_URL", url)
     failures: list[tuple[str, str]] = []
-    config = NotificationSettings.model_validate(
-        {"targets": [{"kind": kind, "url_env": "HOOK_URL"}], "timeout": "1s", "backoff": "0.1s", **settings}
-    )
+    target = {"kind": kind, "url_env": "HOOK_URL", **({"token_env": token_env} if token_env else {})}
+    config = NotificationSettings.model_validate({"targets": [target], "timeout": "1s", "backoff": "0.1s", **settings})
     return Notifier(config, on_failure=lambda target, error: failures.append((target, error))), failures
 
 
-@pytest.mark.parametrize("kind", ["slack", "teams", "webhook", "alertmanager"])
+@pytest.mark.parametrize("kind", ["slack", "teams", "webhook", "alertmanager", "grafana"])
 def test_each_kind_receives_the_decision_with_the_failing_gates(
     kind: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    n, failures = notifier(kind, monkeypatch, receiver.url)
+    monkeypatch.setenv("GRAFANA_TOKEN", "glsa_t0ken")
+    extra = {"token_env": "GRAFANA_TOKEN"} if kind == "grafana" else {}
+    n, failures = notifier(kind, monkeypatch, receiver.url, **extra)
     n.notify(ROLLED_BACK)
     n.flush()
     assert failures == []
@@ -67,6 +70,11 @@ def test_each_kind_receives_the_decision_with_the_failing_gates(
                                    "namespace": "orion", "severity": "critical"}  # fmt: skip
         assert alert["annotations"]["failing_gates"] == "error_rate"
         assert alert["startsAt"].startswith("2027-01-15T08:00:00")
+    elif kind == "grafana":
+        assert path == "/api/annotations"
+        assert receiver.headers[0]["Authorization"] == "Bearer glsa_t0ken"
+        assert body["tags"] == ["canary-checks", "auth", "rolled-back"]  # what the dashboard's annotation query asks
+        assert body["time"] == 1_800_000_000_000 and body["text"].startswith("auth: rolled back at stage 25 %")
     else:
         assert body["event"] == "rolled back" and body["stage"] == 25
         assert body["failing_gates"][0]["gate"] == "error_rate" and body["failing_gates"][0]["value"] == "19.9"
