@@ -29,6 +29,8 @@ class Scenario:
     faults: dict[str, float]
     expect: frozenset[str]
     """Gates that must catch it."""
+    windows: int = 1
+    """Windows of traffic to let pass before checking (a subtle fault needs more requests to be seen)."""
 
 
 SCENARIOS = (
@@ -36,7 +38,7 @@ SCENARIOS = (
     Scenario("canary is 600 ms slower", {"latency_ms": 600.0}, frozenset({"latency_p95", "latency_p99"})),
     Scenario("canary crashes 2 s after each start", {"crash_after": 2.0}, frozenset({"restarts"})),
     # under the 5 % threshold: only the comparison with stable sees it
-    Scenario("canary answers 2 % of requests with 500", {"errors": 2.0}, frozenset({"compare_errors"})),
+    Scenario("canary answers 3 % of requests with 500", {"errors": 3.0}, frozenset({"compare_errors"}), windows=2),
 )
 
 
@@ -117,7 +119,7 @@ def run_tour(
         box.set_weight(stage)
         for number, scenario in enumerate(SCENARIOS, 1):
             box.set_faults("canary", scenario.faults)
-            _wait(console, settle + 2, f"fault: {scenario.title}")
+            _wait(console, settle * scenario.windows + 2, f"fault: {scenario.title}")
             evidence = [f"--canary-evidence={run_dir / f'evidence-fault-{number}.json'}"]  # each fault: a new canary
             run = run_suite(suite, stage, run_dir / f"fault-{number}.xml", config_path=config_path, extra_args=evidence)
             # Caught: every gate that did not pass, whatever its severity; critical ones fail the run.
