@@ -116,6 +116,7 @@ def test_errors_fail_error_rate_and_success_rate_with_the_measured_rate(live: Li
 def test_a_canary_slightly_worse_than_stable_fails_only_the_comparison(live: Live) -> None:
     live.box.set_faults("canary", SCENARIOS[3].faults)  # 3 % errors: under the 5 % threshold
     live.settle()
+    live.settle()  # a 5xx series that just appeared is undercounted by increase() in its first window
     run, gates = live.gates(25)
     assert not run.passed
     assert gates["error_rate"].verdict == "pass", gates["error_rate"]
