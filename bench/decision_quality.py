@@ -274,8 +274,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xticklabels(scenarios, rotation=30, ha="right", fontsize=8)
         ax.set_title(title)
     ax1.axhline(0.05, color="black", linestyle="--", linewidth=0.8)
-    ax1.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(methods))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
 
 
