@@ -442,6 +442,11 @@ def _latency(ctx: _Ctx, update: bool, earlier: list[Sample] | None) -> tuple[Gat
     bound = ctx.evidence.bounds.get(key)
     test = ctx.test()
     canary_step, stable_step = _buckets(ctx.results["canary_step"]), _buckets(ctx.results["stable_step"])
+    if bound is not None and canary_step.bounds and stable_step.bounds and (
+        bound not in canary_step.bounds or bound not in stable_step.bounds
+    ):
+        why = f"the canary's or stable's histogram has no {bound:g} ms bucket (different bucket layouts)"
+        return ctx.result(Verdict.NO_DATA, None, why, "ratio"), math.nan
     if update and bound is not None and bound in canary_step.bounds and bound in stable_step.bounds:
         c_slow, c_all = canary_step.over(bound)
         s_slow, s_all = stable_step.over(bound)
