@@ -3,6 +3,7 @@ fires and under which it stays silent; each recording rule's value on known inpu
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -317,3 +318,24 @@ def test_alert_thresholds_come_from_the_gate_defaults() -> None:
     assert rule["expr"] == "canary:error_rate:5m > 2" and rule["labels"]["severity"] == "warning"
     default = next(r for r in render_alerts()["spec"]["groups"][1]["rules"] if r["alert"] == "CanaryHighLatencyP99")
     assert default["expr"] == f"canary:latency_p99:5m > {Gates().latency_p99.threshold:g}"
+
+
+def test_the_sandbox_gets_the_same_rules_made_quick(promtool: str, tmp_path: Path) -> None:
+    from canary_checks.sandbox import sandbox_rules
+
+    groups = render_alerts(Mesh.ISTIO)["spec"]["groups"]
+    quick = sandbox_rules(groups, "1s")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": quick}, sort_keys=False))
+    done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert done.returncode == 0 and "SUCCESS: 31 rules found" in done.stdout, done.stdout + done.stderr
+    original = {r.get("record") or r["alert"]: r for g in groups for r in g["rules"]}
+    for group in quick:
+        assert group["interval"] == "1s"
+        for rule in group["rules"]:
+            name = rule.get("record") or rule["alert"]
+            assert "[5m]" not in rule["expr"]
+            # the same rule, only its look-back windows changed
+            assert re.sub(r"\[\d+[smh]\]", "[W]", rule["expr"]) == re.sub(r"\[\d+[smh]\]", "[W]", original[name]["expr"])
+    high_error = next(r for g in quick for r in g["rules"] if r.get("alert") == "CanaryHighErrorRate")
+    assert high_error["for"] == "12s"  # 2m in a cluster
