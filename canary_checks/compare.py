@@ -35,7 +35,15 @@ from canary_checks.config import CanaryConfig, ComparisonSettings, Statistics
 from canary_checks.errors import CanaryError, ConfigError, PrometheusError
 from canary_checks.gates import GateResult, Verdict
 from canary_checks.prometheus import MetricsSource, Sample
-from canary_checks.stats import Counts, Histogram, Outcome, SequentialTest, compare_quantile, multiple
+from canary_checks.stats import (
+    Counts,
+    ErrorEvidence,
+    Histogram,
+    Outcome,
+    SequentialTest,
+    compare_quantile,
+    multiple,
+)
 from canary_checks.stats.kayenta import classify
 
 __all__ = ["COMPARISONS", "Comparison", "Evidence", "evaluate_comparisons", "evidence_path"]
@@ -404,7 +412,7 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
     return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary, "ratio", **details), ev.p_value
 
 
-def _evidence_details(ev: Any, test: SequentialTest) -> dict[str, Any]:
+def _evidence_details(ev: ErrorEvidence, test: SequentialTest) -> dict[str, Any]:
     return {
         "method": "anytime-valid mixture test (conditional binomial), confidence sequence",
         "p_value": ev.p_value,
@@ -442,8 +450,11 @@ def _latency(ctx: _Ctx, update: bool, earlier: list[Sample] | None) -> tuple[Gat
     bound = ctx.evidence.bounds.get(key)
     test = ctx.test()
     canary_step, stable_step = _buckets(ctx.results["canary_step"]), _buckets(ctx.results["stable_step"])
-    if bound is not None and canary_step.bounds and stable_step.bounds and (
-        bound not in canary_step.bounds or bound not in stable_step.bounds
+    if (
+        bound is not None
+        and canary_step.bounds
+        and stable_step.bounds
+        and (bound not in canary_step.bounds or bound not in stable_step.bounds)
     ):
         why = f"the canary's or stable's histogram has no {bound:g} ms bucket (different bucket layouts)"
         return ctx.result(Verdict.NO_DATA, None, why, "ratio"), math.nan

@@ -3,6 +3,7 @@ real sandbox for integration tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -106,14 +107,23 @@ class PromStub:
         return Handler
 
 
+@contextlib.contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[None]:
+    """Serve on a background thread for the duration of the block."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def prom() -> Iterator[PromStub]:
     stub = PromStub()
-    thread = threading.Thread(target=stub.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield stub
-    stub.server.shutdown()
-    stub.server.server_close()
+    with serving(stub.server):
+        yield stub
 
 
 def healthy(prom: PromStub) -> None:
@@ -226,8 +236,5 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
-    thread = threading.Thread(target=r.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    with serving(r.server):
+        yield r
