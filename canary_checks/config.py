@@ -276,7 +276,15 @@ class NotificationKind(StrEnum):
     """Grafana's annotation API (/api/annotations): decisions appear on the canary dashboard (token_env)."""
 
 
-DECISION_NAMES = ("canary deployed", "stage advanced", "stage held", "rolled back", "promoted")
+DECISIONS = {
+    "deployed": "canary deployed",
+    "stage passed": "stage advanced",
+    "held": "stage held",
+    "rolled back": "rolled back",
+    "promoted": "promoted",
+}
+"""Runner events that are decisions people hear about, and how a message (and `notifications.events`) names them."""
+DECISION_NAMES = tuple(DECISIONS.values())
 
 
 class NotificationTarget(_Model):

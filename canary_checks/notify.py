@@ -23,20 +23,11 @@ from urllib.parse import urlsplit
 
 import requests
 
-from canary_checks.config import NotificationSettings, NotificationTarget
+from canary_checks.config import DECISIONS, NotificationSettings, NotificationTarget
 
 __all__ = ["DECISIONS", "Decision", "Notifier", "payload"]
 
 log = logging.getLogger(__name__)
-
-DECISIONS = {
-    "deployed": "canary deployed",
-    "stage passed": "stage advanced",
-    "held": "stage held",
-    "rolled back": "rolled back",
-    "promoted": "promoted",
-}
-"""Runner events that are decisions people hear about, and how a message names them."""
 
 _COLORS = {"deployed": "439FE0", "stage passed": "2EB886", "held": "DAA038", "rolled back": "A30200",
            "promoted": "2EB886"}  # fmt: skip
