@@ -15,7 +15,7 @@ from canary_checks.errors import (
     SandboxError,
 )
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
-from canary_checks.plugin import GateCheck, compare_params, gate_params
+from canary_checks.plugin import GateCheck, SmokeCheck, compare_params, gate_params
 from canary_checks.prometheus import MetricsSource
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "PrometheusUnreachable",
     "SandboxError",
     "Severity",
+    "SmokeCheck",
     "Verdict",
     "compare_params",
     "evaluate",

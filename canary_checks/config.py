@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -471,6 +471,100 @@ class SandboxSettings(_Model):
     """Memory limit of each demo pod, MiB (what the memory gate divides by)."""
 
 
+class SmokeRequest(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """The test id (letters, digits, '_', '.', '-'): test_request[NAME]."""
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    """HTTP method."""
+    path: str = Field(pattern=r"^/")
+    """Path and query, starting with '/'."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Headers of this request, added to the target's."""
+    body: str | dict[str, Any] | list[Any] | None = None
+    """Request body: a string as is, a mapping or list as JSON."""
+    status: tuple[int, ...] = (200,)
+    """Statuses that pass (one number or a list)."""
+    contains: tuple[str, ...] = ()
+    """Text the response body must contain."""
+    json_fields: dict[str, Any] = Field(default_factory=dict)
+    """Fields of a JSON answer that must equal a value; dotted paths for nested fields: {data.id: 1}."""
+    max_latency: Duration | None = None
+    """Slowest acceptable answer, seconds (e.g. 500ms is 0.5)."""
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> Any:
+        values = [value] if isinstance(value, int) else value
+        if isinstance(values, list | tuple) and any(not isinstance(v, int) or not 100 <= v <= 599 for v in values):
+            raise ValueError(f"statuses are HTTP codes from 100 to 599; got {value!r}")
+        return values
+
+
+class SmokeTarget(_Model):
+    url: str | None = None
+    """Base URL of this target (default: smoke.url)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Headers that route a request to this target."""
+
+
+def _smoke_targets() -> dict[str, SmokeTarget]:
+    return {
+        "canary": SmokeTarget(headers={"x-canary": "true"}),
+        "stable": SmokeTarget(headers={"x-canary": "false"}),
+    }
+
+
+class SmokeSettings(_Model):
+    url: str | None = None
+    """The service's address through the mesh, e.g. http://auth.orion.svc.cluster.local:8080 (default: the
+    sandbox's router, http://127.0.0.1:<sandbox.router_port>)."""
+    targets: dict[str, SmokeTarget] = Field(default_factory=_smoke_targets)
+    """How a request reaches each target: the canary through the `x-canary: true` header route; stable needs a
+    route of its own (`x-canary: false` in the sandbox) or its own `url`."""
+    served_by_header: str | None = None
+    """A response header naming the pod that answered (the sandbox's `x-served-by`); when set, every answer must
+    come from the target's workload, which catches a route that sends the canary's checks to stable."""
+    health: tuple[str, ...] = ("/healthz", "/readyz")
+    """Paths that must answer 200."""
+    requests: tuple[SmokeRequest, ...] = ()
+    """More requests, each with the statuses and body it must get back."""
+    timeout: Duration = 5.0
+    """Seconds to wait for each answer."""
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        """A target written with only some fields keeps the defaults of the others."""
+        if not isinstance(value, Mapping):
+            return value
+        unknown = sorted(str(k) for k in value if k not in ("canary", "stable"))
+        if unknown:
+            raise ValueError(f"targets are canary and stable; got {', '.join(unknown)}")
+        defaults = {k: v.model_dump() for k, v in _smoke_targets().items()}
+        value = {**defaults, **value}
+        return {k: {**defaults.get(str(k), {}), **v} if isinstance(v, Mapping) else v for k, v in value.items()}
+
+    @field_validator("health")
+    @classmethod
+    def _health(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in value if not p.startswith("/")]
+        if bad:
+            raise ValueError(f"health paths start with '/'; got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> SmokeSettings:
+        names = [r.name for r in self.requests]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"smoke request names must be unique; repeated: {', '.join(twice)}")
+        return self
+
+    def target_url(self, target: str, sandbox: SandboxSettings) -> str:
+        url = self.targets[target].url
+        return (url or self.url or f"http://127.0.0.1:{sandbox.router_port}").rstrip("/")
+
+
 class CanaryConfig(_Model):
     service: str = "auth"
     """The service under release; a Kubernetes name."""
@@ -502,6 +596,8 @@ class CanaryConfig(_Model):
     """Where the runner announces its decisions."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     """The local sandbox (canary-checks sandbox up)."""
+    smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    """The smoke suite (suites/smoke): requests to the canary (or stable) before any traffic moves."""
 
     @field_validator("service")
     @classmethod
@@ -716,8 +812,14 @@ def reference_markdown() -> str:
     def table(model: type[BaseModel], prefix: str) -> list[str]:
         rows = ["| key | default | meaning |", "|---|---|---|"]
         for name, info in model.model_fields.items():
-            nested = info.default_factory is not None or name == "gates"
-            default = "see below" if nested else shown(info.default)
+            factory = info.default_factory
+            nested = (factory is not None and not isinstance(factory(), dict)) or name in ("gates", "targets")  # type: ignore[call-arg]
+            if nested:
+                default = "see below"
+            elif factory is not None:
+                default = f"`{factory()}`"  # type: ignore[call-arg]
+            else:
+                default = shown(info.default)
             text = " ".join((info.description or "").split()).replace("|", "\\|")
             rows.append(f"| `{prefix}{name}` | {default} | {text} |")
         return rows
@@ -781,5 +883,9 @@ def reference_markdown() -> str:
     lines += [*[row for row in table(NotificationSettings, "notifications.") if "`notifications.targets`" not in row]]
     lines += ["", "Each of `notifications.targets`:", "", *table(NotificationTarget, "")]
     lines += ["", "## `kubernetes`", "", *table(KubernetesSettings, "kubernetes.")]
+    lines += ["", "## `smoke`", "", "What `pytest suites/smoke [--target canary|stable]` requests.", ""]
+    lines += [*table(SmokeSettings, "smoke.")]
+    lines += ["", "Each of `smoke.targets` (`canary`, `stable`):", "", *table(SmokeTarget, "")]
+    lines += ["", "Each of `smoke.requests`:", "", *table(SmokeRequest, "")]
     lines += ["", "## `sandbox`", "", *table(SandboxSettings, "sandbox."), ""]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from canary_checks.config import (
     CanaryConfig,
     Gates,
     Mesh,
+    SmokeRequest,
     find_config,
     flag_overrides,
     load_config,
@@ -36,8 +37,9 @@ from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate, gates_in_family
 from canary_checks.kube import CanaryHealth, api_client, canary_health
 from canary_checks.prometheus import MetricsSource
+from canary_checks.smoke import TARGETS, Answer, SmokeClient, reachable_request
 
-__all__ = ["GateCheck", "GateWarning", "Target", "compare_params", "gate_params"]
+__all__ = ["GateCheck", "GateWarning", "SmokeCheck", "Target", "compare_params", "gate_params"]
 
 
 class GateWarning(UserWarning):
@@ -144,6 +146,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="start the comparisons' evidence afresh (a new canary); otherwise it continues from the last check.",
+    )
+    group.addoption(
+        "--target",
+        default="canary",
+        choices=TARGETS,
+        help="which side the smoke suite (suites/smoke) sends its requests to: the canary through its header "
+        "route, or stable (default canary; see smoke: in the config).",
     )
     group.addoption(
         "--strict-gates",
@@ -340,6 +349,64 @@ def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: 
     if result.verdict is Verdict.NO_DATA and not result.fails(strict=True) and result.on_no_data.value == "skip":
         pytest.skip(f"{result.gate}: {result.summary} (on_no_data: skip)")
     return GateCheck(result, canary_target.strict)
+
+
+@dataclass
+class SmokeCheck:
+    """The smoke fixture: :meth:`check` sends one request to the ``--target`` and fails the test on any problem."""
+
+    client: SmokeClient
+    properties: list[tuple[str, object]]
+
+    def check(self, request: SmokeRequest) -> Answer:
+        __tracebackhide__ = True
+        answer = self.client.send(request)
+        self.properties.extend(
+            [
+                ("smoke", request.name),
+                ("target", self.client.target),
+                ("url", answer.url),
+                ("status", str(answer.status)),
+                ("elapsed_ms", f"{answer.elapsed * 1000:.0f}"),
+                ("served_by", answer.served_by or ""),
+                ("verdict", "fail" if answer.problems else "pass"),
+                ("summary", "; ".join(answer.problems) or f"{answer.status} in {answer.elapsed * 1000:.0f} ms"),
+            ]
+        )
+        if answer.problems:
+            pytest.fail(answer.describe(self.client.target, self.client.headers), pytrace=False)
+        return answer
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``health_path`` and ``smoke_request`` take their values from the config's ``smoke:`` section."""
+    names = metafunc.fixturenames
+    if "health_path" not in names and "smoke_request" not in names:
+        return
+    smoke = metafunc.config.stash[TARGET].config.smoke
+    if "health_path" in names:
+        metafunc.parametrize("health_path", smoke.health, ids=[p.strip("/") or "root" for p in smoke.health])
+    if "smoke_request" in names:
+        metafunc.parametrize("smoke_request", smoke.requests, ids=[r.name for r in smoke.requests])
+
+
+@pytest.fixture
+def smoke(request: pytest.FixtureRequest, canary_target: Target) -> SmokeCheck:
+    """Sends smoke requests to ``--target`` (canary or stable) and fails the test on a wrong answer."""
+    target: str = request.config.option.target
+    return SmokeCheck(SmokeClient(canary_target.config, target), request.node.user_properties)
+
+
+@pytest.fixture
+def health_request(health_path: str) -> SmokeRequest:
+    """A GET of one of ``smoke.health`` that must answer 200."""
+    return SmokeRequest(name=health_path.strip("/") or "root", path=health_path, status=(200,))
+
+
+@pytest.fixture
+def reachable() -> SmokeRequest:
+    """A GET of ``/`` that must get any answer but a 5xx."""
+    return reachable_request()
 
 
 def _prop(value: Any) -> str:

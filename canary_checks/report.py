@@ -25,6 +25,8 @@ class GateRecord:
     summary: str = ""
     message: str = ""
     queries: tuple[str, ...] = field(default_factory=tuple)
+    properties: dict[str, str] = field(default_factory=dict)
+    """Every other property recorded (a comparison's p_value and interval, a smoke check's status and served_by)."""
 
 
 def read_junit(path: Path) -> list[GateRecord]:
@@ -60,6 +62,7 @@ def read_junit(path: Path) -> list[GateRecord]:
                 summary=props.get("summary", props.get("error", "")),
                 message=message,
                 queries=tuple(queries),
+                properties=props,
             )
         )
     return records

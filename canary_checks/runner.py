@@ -42,7 +42,7 @@ KEEP_DECISIONS = 50
 
 @dataclass(frozen=True)
 class SuiteRun:
-    stage: int
+    stage: int | None
     exit_code: int
     """pytest's exit code: 0 all gates passed, 1 a gate failed or errored, others: the suite could not run."""
     junit: Path
@@ -60,16 +60,17 @@ class SuiteRun:
 
 def run_suite(
     suite: Path,
-    stage: int,
+    stage: int | None,
     junit: Path,
     *,
     config_path: Path | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 300.0,
 ) -> SuiteRun:
-    """``pytest SUITE --stage N --junitxml JUNIT`` in a subprocess; the JUnit file is read back."""
+    """``pytest SUITE [--stage N] --junitxml JUNIT`` in a subprocess; the JUnit file is read back."""
     junit.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pytest", str(suite), "--stage", str(stage), "--junitxml", str(junit)]
+    cmd = [sys.executable, "-m", "pytest", str(suite), "--junitxml", str(junit)]
+    cmd += ["--stage", str(stage)] if stage is not None else []
     cmd += ["-p", "no:locust", "-p", "no:cacheprovider", "-q", "--no-header", "-rN"]
     if config_path is not None:
         cmd += ["--canary-config", str(config_path)]

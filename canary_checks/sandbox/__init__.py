@@ -373,7 +373,9 @@ defaults
 frontend service
     bind 127.0.0.1:{s.router_port}
     acl canary_header req.hdr(x-canary) -i true
+    acl stable_header req.hdr(x-canary) -i false
     use_backend canary_only if canary_header
+    use_backend stable_only if stable_header
     default_backend svc
 
 backend svc
@@ -387,6 +389,11 @@ backend canary_only
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
     server canary 127.0.0.1:{s.canary_port} check
+
+backend stable_only
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server stable 127.0.0.1:{s.stable_port} check
 
 frontend admin
     bind 127.0.0.1:{s.router_admin_port}

@@ -53,6 +53,12 @@ class Live:
         )  # fmt: skip
         return run, {r.gate: r for r in run.records}
 
+    def smoke(self, *extra: str, config_path: Path | None = None) -> SuiteRun:
+        """``pytest suites/smoke`` against the sandbox, as CI runs it before any traffic moves."""
+        junit = self.runs / f"smoke-{time.monotonic_ns()}.xml"
+        return run_suite(REPO / "suites" / "smoke", None, junit, config_path=config_path or self.config_path,
+                         extra_args=extra)  # fmt: skip
+
 
 def sandbox_settings(state_dir: Path) -> dict[str, Any]:
     return free_port_settings(state_dir, rps=200)
@@ -72,6 +78,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         statistics={"sample_interval": "2s", "worse_delta": 2},  # as canary.yaml: the sandbox's short windows
         prometheus={"url": f"http://127.0.0.1:{sandbox['prometheus_port']}"},
         sandbox=sandbox,
+        smoke={
+            "served_by_header": "x-served-by",
+            "requests": [{"name": "item", "path": "/api/items/7", "json_fields": {"path": "/api/items/7"}}],
+        },
     )
     config = load_config(path)
     box = Sandbox(config, locustfile=REPO / "load" / "locustfile.py")
