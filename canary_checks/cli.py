@@ -529,6 +529,148 @@ def manifests_render(out: Path, locustfile: Path) -> None:
     click.echo(f"wrote {len(written)} files:\n{out_text}")
 
 
+@cli.command("monitor")
+@click.argument("service", required=False)
+@click.option("--namespace", default=None, help="Its namespace (default: namespace in the config).")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between samples."
+)
+@click.option(
+    "--duration",
+    default=None,
+    metavar="DURATION",
+    help="Stop after this long (30s, 10m, 1h; default: until Ctrl-C).",
+)
+@click.option(
+    "--export-metrics",
+    "export",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Append every sample to this CSV (one row per side; values and statuses).",
+)
+@click.option(
+    "--stage",
+    type=int,
+    default=None,
+    help="Judge against this stage's thresholds (default: the configured stage nearest the traffic split).",
+)
+@click.option(
+    "--no-compare", is_flag=True, help="Leave out the sequential canary-vs-stable comparisons (and their evidence)."
+)
+@click.option("--plain", is_flag=True, help="One line per sample even on a terminal.")
+@click.pass_context
+def monitor_command(
+    ctx: click.Context,
+    service: str | None,
+    namespace: str | None,
+    interval: float,
+    duration: str | None,
+    export: Path | None,
+    stage: int | None,
+    no_compare: bool,
+    plain: bool,
+) -> None:
+    """Watch stable and canary side by side: error rate, request rate, p50/p95/p99, success rate, CPU, memory,
+    pods ready, traffic split — each coloured OK / WARNING / CRITICAL by the gate suite's own thresholds — and a
+    recommendation: promote, hold or roll back, with the reason.
+
+    \b
+    SERVICE defaults to `service` in the config. On a terminal the dashboard redraws in place; piped or with
+    --plain it prints one line per sample. If Prometheus goes away the dashboard says so and keeps sampling.
+    The comparisons' evidence is the one `pytest suites/gate` uses (statistics.evidence_file).
+    """
+    from canary_checks.compare import evidence_path
+    from canary_checks.monitor import CsvExport, Monitor, run
+
+    config, path = _config(ctx)
+    updates = {"service": service, "namespace": namespace}
+    if any(updates.values()):
+        config = CanaryConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v}})
+    if stage is not None and stage not in config.stages:
+        raise click.BadParameter(f"{stage} is not one of the stages {list(config.stages)}", param_hint="--stage")
+    try:
+        seconds = parse_duration(duration) if duration is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--duration") from None
+    evidence = None if no_compare else evidence_path(config, path.parent if path else Path.cwd())
+    exporter = CsvExport(export) if export else None
+    monitor = Monitor(config, stage=stage, evidence=evidence)
+    taken = 0
+    try:
+        taken = run(monitor, interval=interval, duration=seconds, console=out, export=exporter,
+                    live=False if plain else None)  # fmt: skip
+    except KeyboardInterrupt:
+        taken = monitor.number
+    console.print(
+        f"monitor: {taken} sample(s)" + (f"; CSV {export} ({exporter.rows} rows)" if exporter else ""),
+        highlight=False,
+    )
+
+
+@cli.command("report")
+@click.argument("run_id", required=False)
+@click.option(
+    "--reports",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Where the runs' directories are.",
+)
+@click.option(
+    "--refresh-series",
+    is_flag=True,
+    help="Read the run's error rate and latency series from Prometheus again before rebuilding (while it still "
+    "keeps them).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the report's path.")
+@click.pass_context
+def report_command(ctx: click.Context, run_id: str | None, reports: Path, refresh_series: bool, as_json: bool) -> None:
+    """Rebuild a run's summary.json and report.html from what it recorded (JUnit files, events, series).
+
+    \b
+    Without RUN_ID: list the runs, newest first. RUN_ID may be a unique prefix.
+    Every gate run (pytest suites/gate), smoke run and rollout writes reports/<run-id>/ on its own.
+    """
+    from canary_checks.report import build_report, find_run, list_runs, record_series
+
+    if run_id is None:
+        runs = list_runs(reports)
+        if not runs:
+            out.print(f"no runs in {reports}/ yet: run the gate suite, the smoke suite or a rollout")
+            return
+        table = Table(title=f"runs in {reports}/")
+        table.add_column("run", no_wrap=True)
+        for column in ("kind", "service", "stage", "decision", "started"):
+            table.add_column(column)
+        for r in runs:
+            started = datetime.fromtimestamp(float(r["started"]), tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if r.get(
+                "started") else "-"  # fmt: skip
+            stage = str(r.get("stage") if r.get("stage") is not None else "-")
+            table.add_row(r["run_id"], r.get("kind", "?"), r.get("service", ""), stage, r.get("decision") or "-",
+                          started)  # fmt: skip
+        out.print(table)
+        return
+    run_dir = find_run(reports, run_id)
+    if refresh_series:
+        config, _ = _config(ctx)
+        meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+        if not meta.get("started"):
+            raise ConfigError("the run recorded no start time, so its series cannot be read again", where=str(run_dir))
+        end = float(meta.get("ended") or time.time())
+        start = float(meta["started"]) if meta.get("kind") == "rollout" else end - 900
+        series = record_series(config, MetricsSource(config), run_dir, start, end)
+        for error in series["errors"]:
+            console.print(f"[yellow]series:[/] {error}", highlight=False, soft_wrap=True)
+    html = build_report(run_dir)
+    if as_json:
+        click.echo((run_dir / "summary.json").read_text(), nl=False)
+    else:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        decision = summary["decision"]
+        out.print(f"{run_dir.name}: [bold]{decision['outcome']}[/] — {decision['why']}", highlight=False)
+        out.print(f"report: {html}\nsummary: {run_dir / 'summary.json'}")
+
+
 @cli.command()
 @click.option(
     "--suite",

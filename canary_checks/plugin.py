@@ -14,6 +14,8 @@ fixture is set up. A Prometheus error makes the test *error*; a breach fails it 
 from __future__ import annotations
 
 import argparse
+import shutil
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate, gates_in_family
 from canary_checks.kube import CanaryHealth, api_client, canary_health
 from canary_checks.prometheus import MetricsSource
+from canary_checks.report import GATE_RUN_SPAN, build_report, new_run_id, record_series, write_run
 from canary_checks.smoke import TARGETS, Answer, SmokeClient, reachable_request
 
 __all__ = ["GateCheck", "GateWarning", "SmokeCheck", "Target", "compare_params", "gate_params"]
@@ -60,6 +63,20 @@ class Target:
 
 
 TARGET = pytest.StashKey[Target]()
+REPORT = pytest.StashKey["_Report"]()
+
+
+@dataclass
+class _Report:
+    """This session's report directory (only when it runs gates or smoke checks)."""
+
+    kind: str
+    run_dir: Path
+    junit: Path
+    started: float
+    user_junit: Path | None
+    html: Path | None = None
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +172,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "route, or stable (default canary; see smoke: in the config).",
     )
     group.addoption(
+        "--canary-reports",
+        default="reports",
+        metavar="DIR",
+        help="where each run writes reports/<run-id>/: JUnit, summary.json, report.html with plots (default reports).",
+    )
+    group.addoption(
+        "--no-canary-report",
+        action="store_true",
+        default=False,
+        help="write no report directory (the runner and the webhook server pass it: they own the run's directory).",
+    )
+    group.addoption(
         "--strict-gates",
         action="store_true",
         default=False,
@@ -248,6 +277,59 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+    _start_report(config, items)
+
+
+def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A session that runs gates or smoke checks gets its own reports/<run-id>/ with pytest's JUnit in it."""
+    if config.option.no_canary_report or hasattr(config, "workerinput"):
+        return
+    gates = any(_gate_name(item) is not None for item in items)
+    smoke = any("smoke" in getattr(item, "fixturenames", ()) for item in items)
+    if not gates and not smoke:
+        return
+    target = config.stash[TARGET]
+    kind = "gate" if gates else "smoke"
+    run_dir = Path(config.option.canary_reports) / new_run_id(kind)
+    name = f"smoke-{config.option.target}" if kind == "smoke" else (
+        f"stage-{target.stage}" if target.stage is not None else "gate"
+    )  # fmt: skip
+    user = Path(config.option.xmlpath) if config.option.xmlpath else None
+    report = _Report(kind, run_dir, run_dir / f"{name}.xml", time.time(), user)
+    c = target.config
+    write_run(run_dir, kind=kind, service=c.service, namespace=c.namespace, stage=target.stage,
+              target=config.option.target if kind == "smoke" else None, started=report.started,
+              prometheus=c.prometheus.url, window=c.window)  # fmt: skip
+    if user is None:
+        # pytest's own JUnit writer, armed now that the session is known to run checks
+        junitxml = config.pluginmanager.get_plugin("junitxml")
+        if junitxml is None:
+            report.problem = "no JUnit file: pytest's junitxml plugin is disabled (-p no:junitxml)"
+        else:
+            config.option.xmlpath = str(report.junit)
+            junitxml.pytest_configure(config)
+            config.stash[junitxml.xml_key].pytest_sessionstart()
+    config.stash[REPORT] = report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After pytest wrote the JUnit file: the series of the last minutes, the summary and the HTML report."""
+    config = session.config
+    report = config.stash.get(REPORT, None)
+    if report is None:
+        return
+    ended = time.time()
+    try:
+        if report.user_junit is not None and report.user_junit.exists():
+            shutil.copyfile(report.user_junit, report.junit)
+        write_run(report.run_dir, ended=ended, exit_status=int(exitstatus))
+        target = config.stash[TARGET]
+        if report.kind == "gate":
+            record_series(target.config, MetricsSource(target.config), report.run_dir, ended - GATE_RUN_SPAN, ended)
+        report.html = build_report(report.run_dir)
+    except (CanaryError, OSError) as e:
+        report.problem = f"the report could not be written: {getattr(e, 'message', e)}"
 
 
 @pytest.fixture(scope="session")
@@ -439,7 +521,15 @@ class _GateSummary:
         )
 
     @pytest.hookimpl(trylast=True)
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        self._table(terminalreporter)
+        report = config.stash.get(REPORT, None)
+        if report is not None and report.html is not None:
+            terminalreporter.write_line(f"canary-checks: report {report.html}")
+        if report is not None and report.problem:
+            terminalreporter.write_line(f"canary-checks: {report.problem}", yellow=True)
+
+    def _table(self, terminalreporter: Any) -> None:
         if not self.rows:
             return
         tr = terminalreporter

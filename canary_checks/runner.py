@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
 from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
-from canary_checks.report import GateRecord, read_junit
+from canary_checks.report import GateRecord, build_report, new_run_id, read_junit, record_series, write_run
 from canary_checks.traffic import Router
 
 __all__ = ["Platform", "Rollout", "RolloutOptions", "SuiteRun", "run_suite"]
@@ -71,7 +70,8 @@ def run_suite(
     junit.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pytest", str(suite), "--junitxml", str(junit)]
     cmd += ["--stage", str(stage)] if stage is not None else []
-    cmd += ["-p", "no:locust", "-p", "no:cacheprovider", "-q", "--no-header", "-rN"]
+    # the caller owns the run's directory and its report: the suite writes none of its own
+    cmd += ["-p", "no:locust", "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--no-canary-report"]
     if config_path is not None:
         cmd += ["--canary-config", str(config_path)]
     cmd += list(extra_args)
@@ -257,6 +257,22 @@ class Rollout:
                 signal.signal(s, handler)
             # the decisions are carried out; give the notifications still in flight their bounded time
             self.notifier.flush()
+            self.write_report()
+
+    def write_report(self) -> None:
+        """``reports/<run-id>/``: what ran, the series over the run, summary.json and report.html."""
+        if self.o.dry_run or not self.state.get("run_id") or not (self.run_dir / "events.jsonl").exists():
+            return
+        now = time.time()
+        try:
+            write_run(self.run_dir, kind="rollout", service=self.o.service, namespace=self.config.namespace,
+                      image=self.state.get("image"), steps=self.state.get("steps"),
+                      started=self.state.get("started"), ended=now, status=self.state.get("status"))  # fmt: skip
+            if self.source is not None:
+                record_series(self.config, self.source, self.run_dir, float(self.state.get("started", now)), now)
+            self.echo(f"report: {build_report(self.run_dir)}")
+        except (CanaryError, OSError) as e:
+            self.echo(f"the report could not be written: {getattr(e, 'message', e)} (events.jsonl has every decision)")
 
     def _run(self) -> int:
         existing = self.platform.load_state()
@@ -290,7 +306,7 @@ class Rollout:
             if self.o.rollback:
                 self.echo(f"no rollout of {self.o.service} is in progress: nothing to roll back")
                 return 0
-            run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            run_id = new_run_id("rollout")
             self.run_dir = self.o.reports / run_id
             self.state = {
                 "run_id": run_id,
