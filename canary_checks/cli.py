@@ -607,6 +607,96 @@ def monitor_command(
     )
 
 
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a Pod).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--token-env",
+    default="CANARY_WEBHOOK_TOKEN",
+    show_default=True,
+    help="Environment variable holding the shared token every call must carry.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Or a file holding it (a mounted Secret).",
+)
+@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
+@click.option(
+    "--suite-timeout",
+    default="120s",
+    show_default=True,
+    help="Longest a suite may run before the call answers 504 (keep it under the webhook's timeout in the Canary).",
+)
+@click.option(
+    "--gate-suite", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("suites/gate")
+)
+@click.option(
+    "--smoke-suite", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("suites/smoke")
+)
+@click.pass_context
+def serve_command(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    token_env: str,
+    token_file: Path | None,
+    reports: Path,
+    suite_timeout: str,
+    gate_suite: Path,
+    smoke_suite: Path,
+) -> None:
+    """Answer Flagger's webhooks with the gate and smoke suites.
+
+    \b
+    POST /flagger/pre-rollout               smoke suite against the canary (header route)
+    POST /flagger/rollout                   gate suite (every analysis interval)
+    POST /flagger/confirm-traffic-increase  gate suite, before each weight step
+    POST /flagger/confirm-promotion         gate suite, before promotion
+    GET  /healthz                           liveness/readiness (no token)
+
+    200 passed; 412 a gate failed or could not decide (the body names them); 401 without the token
+    (Authorization: Bearer TOKEN, or metadata.token in the Canary's webhook); 429 while a suite of the same service
+    runs; 504 past --suite-timeout. The payload's name and namespace pick the service; metadata.stage picks the
+    stage's thresholds (default: the configured stage nearest the observed split). See docs/integrations.md.
+    """
+    import os
+    import signal
+    import threading
+
+    from canary_checks.serve import ServeOptions, WebhookServer
+
+    token = token_file.read_text().strip() if token_file else os.environ.get(token_env, "").strip()
+    if not token:
+        raise ConfigError(
+            "no webhook token: every call must be authenticated",
+            where=str(token_file) if token_file else f"${token_env}",
+            fix=f"export {token_env}=<a long random string> (the same as the Canary's webhook sends), or --token-file",
+        )
+    try:
+        timeout = parse_duration(suite_timeout)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--suite-timeout") from None
+    config, path = _config(ctx)
+    options = ServeOptions(token=token, host=host, port=port, reports=reports, gate_suite=gate_suite,
+                           smoke_suite=smoke_suite, suite_timeout=timeout, config_path=path)  # fmt: skip
+    try:
+        httpd = WebhookServer(config, options).http_server()
+    except OSError as e:
+        raise CanaryError(f"cannot listen on {host}:{port}: {e.strerror}", fix="pick another --port") from None
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
+    console.print(f"serve: listening on http://{host}:{httpd.server_address[1]} for Flagger's webhooks "
+                  f"(config {path or 'built-in defaults'}, reports in {reports}/)", highlight=False)  # fmt: skip
+    try:
+        httpd.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+    console.print("serve: stopped")
+
+
 @cli.command("report")
 @click.argument("run_id", required=False)
 @click.option(
