@@ -328,8 +328,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if report.kind == "gate":
             record_series(target.config, MetricsSource(target.config), report.run_dir, ended - GATE_RUN_SPAN, ended)
         report.html = build_report(report.run_dir)
-    except (CanaryError, OSError) as e:
-        report.problem = f"the report could not be written: {getattr(e, 'message', e)}"
+    except CanaryError as e:
+        report.problem = f"the report could not be written: {e.message}"
+    except Exception as e:  # the report must never change the gates' outcome; say what went wrong instead
+        report.problem = f"the report could not be written: {e.__class__.__name__}: {e}"
 
 
 @pytest.fixture(scope="session")

@@ -256,7 +256,7 @@ def _suite_runs(run_dir: Path) -> list[dict[str, Any]]:
                 "gates": [_record_dict(r) for r in records],
             }
         )
-    return sorted(runs, key=lambda r: (r["time"], r["junit"]))
+    return sorted(runs, key=lambda r: (r["time"], r["stage"] if r["stage"] is not None else 101, r["attempt"]))
 
 
 def _record_dict(r: GateRecord) -> dict[str, Any]:
@@ -434,7 +434,7 @@ def _plots(summary: Mapping[str, Any], series: Mapping[str, Any]) -> list[dict[s
         ax.set_title(title, loc="left", fontsize=11)
         ax.set_xlabel("minutes since " + time.strftime("%H:%M:%S", time.localtime(t0)))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=3, loc="upper left")
+        ax.legend(fontsize=8, ncol=3, loc="best")
         out.append({"id": key, "title": title, "png": _png(fig)})
         plt.close(fig)
     intervals = [c for c in summary["comparisons"] if _ratio_interval(c["properties"])]

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot  # noqa: F401  # imported once here: pytester's inline runs would re-import it half-way
 import pytest
 import yaml
 
