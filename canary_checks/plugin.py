@@ -280,12 +280,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _start_report(config, items)
 
 
+def _uses(item: pytest.Item, fixture: str) -> bool:
+    """Whether the test takes this plugin's ``gate`` or ``smoke`` fixture (not merely an argument of that name)."""
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).get(fixture, ())
+    return any(getattr(getattr(d, "func", None), "__module__", "") == __name__ for d in definitions)
+
+
 def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A session that runs gates or smoke checks gets its own reports/<run-id>/ with pytest's JUnit in it."""
     if config.option.no_canary_report or hasattr(config, "workerinput"):
         return
-    gates = any(_gate_name(item) is not None for item in items)
-    smoke = any("smoke" in getattr(item, "fixturenames", ()) for item in items)
+    gates = any(_uses(item, "gate") for item in items)
+    smoke = any(_uses(item, "smoke") for item in items)
     if not gates and not smoke:
         return
     target = config.stash[TARGET]

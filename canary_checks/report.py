@@ -195,14 +195,17 @@ def record_series(config: Any, source: Any, run_dir: Path, start: float, end: fl
                 queries[name, side] = source.render(kind, side=side, quantile=quantile)
     out: dict[str, Any] = {"start": start, "end": end, "step": step, "window": config.window, "series": {},
                            "queries": {f"{n}/{s}": q for (n, s), q in queries.items()}, "errors": []}  # fmt: skip
+    seen: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {key: pool.submit(source.query_range, q, start, end, step) for key, q in queries.items()}
         for (name, side), future in futures.items():
             try:
                 found = future.result()
             except CanaryError as e:
-                if e.message not in out["errors"]:
-                    out["errors"].append(e.message)
+                # one line per kind of failure (an unreachable Prometheus fails every query the same way)
+                if not any(kind == type(e).__name__ for kind, _ in seen):
+                    seen.append((type(e).__name__, e.message.splitlines()[0]))
+                    out["errors"].append(e.message.splitlines()[0])
                 continue
             points = sorted((t, v) for s in found for t, v in zip(s.times, s.values, strict=True) if math.isfinite(v))
             out["series"].setdefault(name, {})[side] = points
@@ -294,12 +297,31 @@ def _decision(meta: Mapping[str, Any], events: list[dict[str, Any]], runs: list[
     if not failing:
         return {"outcome": "passed", "why": f"every check of {last_run['name']} passed", "time": time_}
     failed = [g for g in failing if g["verdict"] == "fail" or (not g["gate"] and g["outcome"] == "failed")]
-    chosen = failed or failing
-    why = "; ".join(f"{g['name']}: {g['summary'] or g['message'].splitlines()[0] if g['message'] else ''}"
-                    for g in chosen)  # fmt: skip
+    why = _why(failed or failing)
     if failed:
         return {"outcome": "failed", "why": why, "time": time_}
+    if all(g["outcome"] == "error" for g in failing):
+        return {"outcome": "error", "why": f"the checks could not be read: {why}", "time": time_}
     return {"outcome": "held", "why": f"not enough to decide (the runner would hold): {why}", "time": time_}
+
+
+def _why(records: list[dict[str, Any]], most: int = 5) -> str:
+    """Each distinct cause once, with the checks it hit: an unreachable Prometheus is one reason, not twenty."""
+    causes: dict[str, list[str]] = {}
+    for g in records:
+        text = g["summary"] or g["message"]
+        cause = _QUERY.sub("", text.splitlines()[0] if text else g["outcome"])
+        causes.setdefault(cause, []).append(g["name"])
+    parts = []
+    for cause, names in list(causes.items())[:most]:
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        parts.append(f"{shown}: {cause}")
+    if len(causes) > most:
+        parts.append(f"and {len(causes) - most} more (see the table)")
+    return "; ".join(parts)
+
+
+_QUERY = re.compile(r" \(query '.*?'\)(?=:)")
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:

@@ -32,6 +32,14 @@ PYTESTER_ARGS = ("-p", "no:locust", "-p", "no:asyncio", "-p", "no:cacheprovider"
 """Inner pytest runs: no Locust plugin (gevent), no asyncio plugin, no cache, no rewrite warning for our plugin."""
 
 
+class LocalServer(ThreadingHTTPServer):
+    """A test HTTP server that takes a burst of concurrent connections (the gates query in parallel; the default
+    backlog of 5 makes the client's SYN wait a second for a retransmit)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,7 +58,7 @@ class PromStub:
         self.in_flight = 0
         self.peak_in_flight = 0
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = LocalServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def answer(self, pattern: str, value: Any) -> None:
@@ -201,7 +209,7 @@ class Receiver:
         self.status: int | list[int] = 200
         self.delay = 0.0
         self.attempts = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = LocalServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def _answer(self) -> int:

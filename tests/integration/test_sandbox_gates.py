@@ -387,6 +387,11 @@ def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_pat
     decisions = [(body["event"], body["stage"]) for _, body in receiver.received if body["event"] != "held"]
     assert decisions == [("deployed", 5), ("stage passed", 5), ("stage passed", 25), ("stage passed", 50),
                          ("stage passed", 100), ("promoted", 100)]  # fmt: skip
+    (summary,) = tmp_path.glob("*/summary.json")
+    report = json.loads(summary.read_text())
+    assert report["decision"]["outcome"] == "promoted" and report["image"] == "demo:v3"
+    assert [r["stage"] for r in report["suite_runs"]] == [5, 25, 50, 100]
+    assert all(r["passed"] for r in report["suite_runs"])
 
 
 def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_requests(
@@ -417,6 +422,14 @@ def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_reques
     failed = [json.loads(line) for line in log.read_text().splitlines() if '"notification failed"' in line]
     assert failed and all("timed out" in f["error"] for f in failed)
     assert receiver.url not in log.read_text() + stdout + stderr  # the URL is a secret
+    # the rollout's report: the decision and why, each stage's gates, the series over the run
+    summary = json.loads((log.parent / "summary.json").read_text())
+    assert summary["decision"]["outcome"] == "rolled back" and "error_rate" in summary["decision"]["why"]
+    assert [r["stage"] for r in summary["suite_runs"]][:1] == [5] and summary["series"]["recorded"]
+    assert [e["weight"] for e in summary["timeline"] if e["event"] == "weight"][-1] == 0
+    series = json.loads((log.parent / "series.json").read_text())["series"]
+    assert max(v for _, v in series["error_rate"]["canary"]) > 10  # the fault, as Prometheus saw it
+    assert f"report: {log.parent / 'report.html'}" in stdout
     time.sleep(1)  # requests already inside the canary finish
     before = canary_requests_served(live)
     time.sleep(3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from canary_checks.config import SmokeRequest, load_config
 from canary_checks.errors import ConfigError
 from canary_checks.smoke import SmokeClient
-from tests.conftest import free_port, serving, write_config
+from tests.conftest import LocalServer, free_port, serving, write_config
 
 
 class Service:
@@ -45,7 +45,7 @@ class Service:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = LocalServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
