@@ -69,6 +69,25 @@ def _labels(svc: ServiceValues, version: str | None = None) -> dict[str, str]:
     return labels
 
 
+_CONTAINER_SECURITY: Obj = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_POD_SECURITY: Obj = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def _deployment(svc: ServiceValues, version: str) -> Obj:
     tag = svc.stable_tag if version == "stable" else svc.canary_tag
     replicas = STABLE_REPLICAS if version == "stable" else CANARY_REPLICAS
@@ -90,16 +109,7 @@ def _deployment(svc: ServiceValues, version: str) -> Obj:
         "startupProbe": {**probe, "failureThreshold": 30, "periodSeconds": 2},
         "livenessProbe": {**probe, "failureThreshold": 3},
         "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "failureThreshold": 2},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _CONTAINER_SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return {
@@ -119,13 +129,7 @@ def _deployment(svc: ServiceValues, version: str) -> Obj:
                 "spec": {
                     "serviceAccountName": svc.name,
                     "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": _POD_SECURITY,
                     "affinity": {
                         "podAntiAffinity": {
                             "preferredDuringSchedulingIgnoredDuringExecution": [
@@ -363,6 +367,189 @@ def render_rbac() -> list[Obj]:
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}],
         },
     ]
+
+
+CHECKS_IMAGE = f"{REGISTRY}/canary-checks:0.1.0"
+"""The checks' own image (docker/checks.Dockerfile): the package, suites/ and pytest."""
+CHECKS = "canary-checks"
+
+
+def checks_pod(command: list[str], *, restart: str | None = None) -> Obj:
+    """A Pod spec running the checks' image as the canary-checks ServiceAccount: the config from the
+    canary-checks-config ConfigMap at /config/canary.yaml, /tmp writable, and the API token mounted explicitly
+    (the kube_* gates read pods and events; nothing else is granted)."""
+    container: Obj = {
+        "name": "checks",
+        "image": CHECKS_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "env": [
+            {"name": "CANARY_CONFIG", "value": "/config/canary.yaml"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/config", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "api", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True},
+        ],
+    }
+    api_token = {
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]
+        }
+    }
+    pod: Obj = {
+        "serviceAccountName": CHECKS,
+        "automountServiceAccountToken": False,
+        "securityContext": _POD_SECURITY,
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": f"{CHECKS}-config"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            {"name": "api", **api_token},
+        ],
+    }
+    if restart:
+        pod["restartPolicy"] = restart
+    return pod
+
+
+def render_checks() -> list[Obj]:
+    """The checks in the cluster: read-only RBAC for the kube_* gates, and ``canary-checks serve`` behind a Service
+    for Flagger's webhooks (the token from the canary-checks-webhook Secret)."""
+    labels = {"app.kubernetes.io/name": CHECKS, "app.kubernetes.io/component": "checks"}
+    rules = [
+        {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+    ]
+    pod = checks_pod(
+        [
+            "canary-checks",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8080",
+            "--reports",
+            "/tmp/reports",
+            "--token-file",
+            "/secrets/token",
+            "--suite-timeout",
+            "50s",
+        ]
+    )
+    container = pod["containers"][0]
+    container["ports"] = [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    container["volumeMounts"].append({"name": "token", "mountPath": "/secrets", "readOnly": True})
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2}
+    container["readinessProbe"] = probe
+    container["livenessProbe"] = {**probe, "failureThreshold": 3}
+    pod["volumes"].append({"name": "token", "secret": {"secretName": f"{CHECKS}-webhook"}})
+    selector = {"app.kubernetes.io/name": CHECKS, "app.kubernetes.io/component": "webhook"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(CHECKS, labels),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(CHECKS, labels),
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(CHECKS, labels),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CHECKS},
+            "subjects": [{"kind": "ServiceAccount", "name": CHECKS, "namespace": NAMESPACE}],
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(f"{CHECKS}-webhook", selector),
+            "spec": {
+                "replicas": 1,  # one process: "one suite at a time per service" holds across all calls
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "Recreate"},
+                "template": {"metadata": {"labels": selector}, "spec": pod},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(CHECKS, selector),
+            "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        },
+    ]
+
+
+def render_argo_analysis() -> Obj:
+    """Argo Rollouts: an AnalysisTemplate whose Job runs the gate suite at the stage the Rollout passes."""
+    command = ["pytest", "suites/gate", "--stage", "{{args.stage}}", "--service", "{{args.service}}",
+               "--namespace", "{{args.namespace}}", "--canary-reports", "/tmp/reports",
+               "--canary-evidence", "/tmp/evidence.json", "-p", "no:cacheprovider", "-rN"]  # fmt: skip
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": _meta(f"{CHECKS}-gates", {"app.kubernetes.io/name": CHECKS}),
+        "spec": {
+            "args": [{"name": "service"}, {"name": "namespace"}, {"name": "stage"}],
+            "metrics": [
+                {
+                    "name": "gates",
+                    "failureLimit": 0,
+                    "provider": {
+                        "job": {
+                            "spec": {
+                                "backoffLimit": 0,
+                                "activeDeadlineSeconds": 300,
+                                "template": {"spec": checks_pod(command, restart="Never")},
+                            }
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_flagger_canary(svc: ServiceValues) -> Obj:
+    """Flagger: a Canary for ``svc`` whose webhooks are answered by ``canary-checks serve``."""
+    url = f"http://{CHECKS}.{NAMESPACE}/flagger"
+    # Flagger sends no custom header: the shared token travels in each webhook's metadata. Anyone who can read
+    # this Canary can read it: keep the token for this use only, and rotate it with the Secret.
+    token = {"token": "REPLACE-WITH-THE-canary-checks-webhook-SECRET"}
+    hooks = [("smoke", "pre-rollout", "60s"), ("gates", "rollout", "55s"),
+             ("gates before each step", "confirm-traffic-increase", "55s"),
+             ("gates before promotion", "confirm-promotion", "55s")]  # fmt: skip
+    return {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": _meta(svc.name, {"app": svc.name}),
+        "spec": {
+            "provider": "istio",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc.name},
+            "service": {"port": svc.port},
+            "analysis": {
+                "interval": "1m",
+                "threshold": 3,
+                "stepWeights": [5, 25, 50],
+                "webhooks": [
+                    {"name": name, "type": hook, "url": f"{url}/{hook}", "timeout": timeout, "metadata": token}
+                    for name, hook, timeout in hooks
+                ],
+            },
+        },
+    }
 
 
 LOCUST_IMAGE = "locustio/locust:2.47.0"
@@ -907,6 +1094,9 @@ def render_all(locustfile: str) -> dict[str, str]:
         files[f"{svc.name}/linkerd.yaml"] = _dump(render_linkerd(svc))
         files[f"{svc.name}/gateway-api.yaml"] = _dump(render_gateway_api(svc))
     files["rbac/runner.yaml"] = _dump(render_rbac())
+    files["checks/webhook.yaml"] = _dump(render_checks())
+    files["argo/analysis-template.yaml"] = _dump([render_argo_analysis()])
+    files["flagger/canary-auth.yaml"] = _dump([render_flagger_canary(SERVICES[0])])
     files["load/locust.yaml"] = _dump(render_load(locustfile))
     files["monitoring/canary-alerts.yaml"] = _dump([render_alerts(Mesh.ISTIO)])
     files["monitoring/canary-alerts-linkerd.yaml"] = _dump([render_alerts(Mesh.LINKERD)])

@@ -134,6 +134,8 @@ class WebhookServer:
             stage, inferred, problem = self._stage(config, metadata)
             if problem:
                 return Answer(400, {"error": problem})
+            # each service's sequential evidence accumulates across calls, beside the reports (writable in a Pod)
+            args.append(f"--canary-evidence={self.options.reports / f'evidence-{namespace}-{service}.json'}")
             if inferred:
                 # Flagger owns the weights and steps by its own stepWeight: judge the thresholds of the nearest
                 # stage, and leave the split to Flagger.

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import free_port
-from tests.integration.conftest import REPO, Live
+from tests.integration.conftest import REPO, WINDOW, Live
 
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
@@ -97,7 +97,9 @@ def test_the_dashboard_in_a_terminal_turns_red_and_says_roll_back_for_a_failing_
         assert 15 <= float(split[2].split()[0]) <= 35  # the canary's share at weight 25
         assert "stage 25 % (nearest to the split)" in SGR.sub("", screen)
         live.box.set_faults("canary", {"errors": 50})
-        screen = pane.wait_for(r"RECOMMENDATION: ROLL BACK — error_rate: canary error rate", 90)
+        pane.wait_for(r"RECOMMENDATION: ROLL BACK — error_rate: canary error rate", 90)
+        time.sleep(WINDOW + 4)  # a whole window of the fault: the dashboard shows the injected rate
+        screen = pane.wait_for(r"RECOMMENDATION: ROLL BACK", 10)
         error = row(screen, "error rate")
         stable, canary = cells(error)[1:3]
         assert canary.endswith("CRITICAL") and 30 <= float(canary.split()[0]) <= 70, cells(error)
@@ -212,6 +214,7 @@ def test_a_failing_canary_is_refused_with_its_failing_gates(live: Live, webhooks
     try:
         live.settle()
         status, body = call(url, "confirm-promotion", {**FLAGGER, "metadata": {"stage": "25"}})
+        live.box.set_faults("canary", {"errors": 100})  # every API answer fails: the smoke requests cannot pass
         smoke_status, smoke = call(url, "pre-rollout", FLAGGER)
     finally:
         live.box.set_faults("canary", {})
