@@ -304,6 +304,13 @@ class _StageBar:
 @click.option(
     "--suite", type=click.Path(file_okay=False, path_type=Path), default=Path("suites/gate"), show_default=True
 )
+@click.option(
+    "--smoke-suite",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Run this smoke suite (suites/smoke) against the canary once it is ready, before any traffic moves; "
+    "a failing smoke check rolls back.",
+)
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.pass_context
 def run(
@@ -323,13 +330,14 @@ def run(
     auto_promote: bool,
     rollback_now: bool,
     suite: Path,
+    smoke_suite: Path | None,
     reports: Path,
 ) -> None:
     """Progressive rollout of IMAGE as the canary of SERVICE: each stage passes its gate suite, or it rolls back.
 
     \b
     1. validate: Deployments, routing resource (not managed by Flagger/Argo), Prometheus;
-    2. deploy the canary with IMAGE and wait until it is ready;
+    2. deploy the canary with IMAGE and wait until it is ready (then --smoke-suite, through the header route);
     3. each step: set the weight, wait --step-duration polling critical gates, run pytest suites/gate --stage N;
     4. a failing gate: weight 0 first, then the canary scaled down, exit 1 naming the gates;
     5. after 100 %: promote (stable gets IMAGE) with --auto-promote, or when you confirm.
@@ -354,6 +362,7 @@ def run(
         poll_interval=_duration(poll_interval),
         ready_timeout=_duration(ready_timeout),
         suite=suite,
+        smoke_suite=smoke_suite,
         reports=reports,
         config_path=path,
         thresholds=thresholds,

@@ -86,7 +86,8 @@ def _gate_fields(r: GateRecord | GateResult) -> dict[str, str]:
         value = "" if r.value is None else f"{r.value:.6g}"
         return {"gate": r.gate, "verdict": r.verdict.value, "value": value, "threshold": f"{r.threshold:g}",
                 "unit": r.unit, "summary": r.summary}  # fmt: skip
-    return {"gate": r.gate, "verdict": r.verdict or r.outcome, "value": r.value, "threshold": r.threshold,
+    return {"gate": r.gate or r.test.rpartition("::")[2], "verdict": r.verdict or r.outcome, "value": r.value,
+            "threshold": r.threshold,
             "unit": r.unit, "summary": r.summary}  # fmt: skip
 
 
@@ -123,6 +124,8 @@ class RolloutOptions:
     """Seconds between polls of the critical gates during a stage."""
     ready_timeout: float = 300.0
     suite: Path = Path("suites/gate")
+    smoke_suite: Path | None = None
+    """Run against the canary once it is ready, before its first weight; a failure rolls back."""
     reports: Path = Path("reports")
     config_path: Path | None = None
     thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -358,8 +361,24 @@ class Rollout:
         self.event("deploying", image=self.o.image, stable_image=self.state["previous_image"])
         self.platform.deploy_canary(self.o.image)
         self.platform.wait_canary_ready(self.o.ready_timeout, self.echo)
-        self.state["status"] = "progressing"
         self.event("deployed", image=self.o.image)
+        self.smoke()
+        self.state["status"] = "progressing"
+
+    def smoke(self) -> None:
+        """The smoke suite through the header route, while the canary has no weighted traffic."""
+        if self.o.smoke_suite is None:
+            return
+        run = run_suite(self.o.smoke_suite, None, self.run_dir / "smoke-canary.xml", config_path=self.o.config_path,
+                        extra_args=["--target=canary", *self.o.suite_args])  # fmt: skip
+        self.event("smoke", passed=run.passed, exit_code=run.exit_code, junit=str(run.junit),
+                   failing={r.test.rpartition("::")[2]: r.summary for r in run.failing})  # fmt: skip
+        if run.passed:
+            self.echo(f"smoke: all {len(run.records)} checks passed against the canary")
+            return
+        why = "; ".join(f"{r.test.rpartition('::')[2]} ({r.summary or r.message.splitlines()[0]})" for r in run.failing)
+        self.rollback(f"smoke checks failed before any traffic moved: {why or run.output[-500:]}",
+                      failing=[_gate_fields(r) for r in run.failing])  # fmt: skip
 
     def progress(self) -> None:
         steps = [int(s) for s in self.state["steps"]]

@@ -376,9 +376,11 @@ def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_pat
     live.box.set_faults("canary", {})
     live.box.wait_ready(60)
     live.calm()
-    process = rollout(live, tmp_path, "demo:v3", "--auto-promote", config=notified(live, tmp_path, receiver))
+    process = rollout(live, tmp_path, "demo:v3", "--auto-promote", "--smoke-suite", "suites/smoke",
+                      config=notified(live, tmp_path, receiver))  # fmt: skip
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stdout + stderr
+    assert "smoke: all 4 checks passed against the canary" in stdout
     for stage in (5, 25, 50, 100):
         assert f"stage {stage} %: every gate passed" in stdout
     assert "promoted demo:v3" in stdout
@@ -390,7 +392,8 @@ def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_pat
     (summary,) = tmp_path.glob("*/summary.json")
     report = json.loads(summary.read_text())
     assert report["decision"]["outcome"] == "promoted" and report["image"] == "demo:v3"
-    assert [r["stage"] for r in report["suite_runs"]] == [5, 25, 50, 100]
+    assert [r["name"] for r in report["suite_runs"]] == ["smoke-canary", "stage 5 %", "stage 25 %", "stage 50 %",
+                                                         "stage 100 %"]  # fmt: skip
     assert all(r["passed"] for r in report["suite_runs"])
 
 
@@ -434,3 +437,21 @@ def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_reques
     before = canary_requests_served(live)
     time.sleep(3)
     assert canary_requests_served(live) == before, "a request reached the canary after the rollback"
+
+
+def test_the_runner_rolls_back_before_any_traffic_when_smoke_fails(live: Live, tmp_path: Path) -> None:
+    live.box.set_weight(0)
+    live.box.set_faults("canary", {"errors": 100})
+    try:
+        process = rollout(live, tmp_path, "demo:v5", "--auto-promote", "--smoke-suite", "suites/smoke")
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        live.box.set_faults("canary", {})
+    assert process.returncode == 1, stdout + stderr
+    assert "smoke checks failed before any traffic moved: test_reachable (status 500" in stdout
+    (log,) = tmp_path.glob("*/events.jsonl")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["weight"] for e in events if e["event"] == "weight"] == [0], "no weight but the rollback's 0"
+    summary = json.loads((log.parent / "summary.json").read_text())
+    assert summary["decision"]["outcome"] == "rolled back"
+    assert [r["name"] for r in summary["suite_runs"]] == ["smoke-canary"]
