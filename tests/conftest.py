@@ -172,6 +172,16 @@ def write_config(path: Path, **settings: Any) -> Path:
 
 
 @pytest.fixture
+def suite(pytester: pytest.Pytester, prom: PromStub) -> pytest.Pytester:
+    """The repo's gate suite in a fresh directory, with a canary.yaml pointing at the stand-in Prometheus."""
+    pytester.makepyfile(test_canary_gates=GATE_SUITE)
+    pytester.makefile(
+        ".yaml", canary=f"service: auth\nnamespace: orion\nprometheus: {{url: '{prom.url}'}}\nwindow: 30s\n"
+    )
+    return pytester
+
+
+@pytest.fixture
 def stub_config(tmp_path: Path, prom: PromStub) -> CanaryConfig:
     return load_config(write_config(tmp_path / "canary.yaml", prometheus={"url": prom.url}, window="30s"))
 

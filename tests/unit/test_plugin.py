@@ -5,18 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, free_port, healthy
+from tests.conftest import PYTESTER_ARGS, PromStub, free_port, healthy
 
 ARGS = PYTESTER_ARGS
-
-
-@pytest.fixture
-def suite(pytester: pytest.Pytester, prom: PromStub) -> pytest.Pytester:
-    pytester.makepyfile(test_canary_gates=GATE_SUITE)
-    pytester.makefile(
-        ".yaml", canary=f"service: auth\nnamespace: orion\nprometheus: {{url: '{prom.url}'}}\nwindow: 30s\n"
-    )
-    return pytester
 
 
 def junit_cases(path: Path) -> dict[str, dict[str, str]]:

@@ -19,22 +19,13 @@ from matplotlib import image
 
 from canary_checks.errors import CanaryError
 from canary_checks.report import CANARY_COLOR, STABLE_COLOR, build_report, find_run, summarize, write_run
-from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, healthy
+from tests.conftest import PYTESTER_ARGS, PromStub, healthy
 
 START = time.time() - 600
 
 
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "reports").iterdir() if p.is_dir())
-
-
-@pytest.fixture
-def suite(pytester: pytest.Pytester, prom: PromStub) -> pytest.Pytester:
-    pytester.makepyfile(test_canary_gates=GATE_SUITE)
-    pytester.makefile(
-        ".yaml", canary=f"service: auth\nnamespace: orion\nprometheus: {{url: '{prom.url}'}}\nwindow: 30s\n"
-    )
-    return pytester
 
 
 def test_a_gate_run_writes_its_report_directory(suite: pytest.Pytester, prom: PromStub) -> None:
