@@ -273,6 +273,8 @@ _TERMINAL = {"rolled back": "rolled back", "promoted": "promoted", "awaiting pro
 
 
 def _decision(meta: Mapping[str, Any], events: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(meta.get("decision"), dict):  # the run decided itself (the demo tour)
+        return {"outcome": "", "why": "", "time": meta.get("ended"), **meta["decision"]}
     for event in reversed(events):
         outcome = _TERMINAL.get(event.get("event", ""))
         if outcome:
@@ -340,8 +342,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     timeline = [
         {k: e[k] for k in ("time", "event", "stage", "weight", "why") if k in e}
         for e in events
-        if e.get("event") in ("deploying", "deployed", "weight", "stage passed", "held", "rollback started",
-                              "rolled back", "promoting", "promoted", "awaiting promotion", "resumed")
+        if e.get("event") in ("deploying", "deployed", "smoke", "weight", "stage passed", "held", "rollback started",
+                              "rolled back", "promoting", "promoted", "awaiting promotion", "resumed", "fault")
     ]  # fmt: skip
     series_path = run_dir / SERIES
     series_meta: dict[str, Any] = {"recorded": False, "errors": []}
@@ -402,6 +404,11 @@ def _png(figure: Any) -> str:
 def _mark_run(ax: Any, summary: Mapping[str, Any], t0: float) -> None:
     """Stage boundaries (each weight change) and the decision, as vertical lines."""
     for event in summary["timeline"]:
+        if event["event"] == "fault":  # the demo's injected faults
+            x = (event["time"] - t0) / 60
+            ax.axvline(x, color="#ff7f0e", linestyle="--", linewidth=1)
+            ax.annotate(event.get("why", "fault"), (x, 0.85), xycoords=("data", "axes fraction"), fontsize=7,
+                        xytext=(2, 0), textcoords="offset points", color="#ff7f0e", rotation=90, va="top")  # fmt: skip
         if event["event"] == "weight" and "weight" in event:
             x = (event["time"] - t0) / 60
             ax.axvline(x, color="#888888", linestyle=":", linewidth=1)

@@ -3,20 +3,24 @@
 1. bring the sandbox up (or use the one running);
 2. a healthy canary through every stage: set the weight, let a full window of traffic pass, run the gate suite;
 3. at the first stage past 5 %, inject each fault in turn and show which gates catch it.
-JUnit files go to ``reports/demo-<time>/``.
+JUnit files, the timeline and the HTML report go to ``reports/demo-<time>/``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from canary_checks.config import CanaryConfig
+from canary_checks.prometheus import MetricsSource
+from canary_checks.report import build_report, record_series, write_run
 from canary_checks.runner import SuiteRun, run_suite
 from canary_checks.sandbox import Sandbox
 
@@ -71,6 +75,13 @@ def _table(run: SuiteRun, title: str) -> Table:
     return table
 
 
+def _event(run_dir: Path, name: str, **details: Any) -> None:
+    """The tour's timeline (weights and faults), as a rollout's events.jsonl: the report marks them."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write(json.dumps({"time": time.time(), "event": name, **details}) + "\n")
+
+
 def run_tour(
     box: Sandbox,
     config: CanaryConfig,
@@ -83,6 +94,7 @@ def run_tour(
 ) -> bool:
     """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates."""
     run_dir = reports / time.strftime("demo-%Y%m%d-%H%M%S")
+    started = time.time()
     started_here = not box.is_up()
     settle = config.window + 2 * config.sandbox.scrape_interval + 1
     ok = True
@@ -98,6 +110,7 @@ def run_tour(
         console.rule("[bold]2. a healthy canary through every stage")
         for stage in config.stages:
             box.set_weight(stage)
+            _event(run_dir, "weight", weight=stage, stage=stage)
             _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
             # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout
             evidence = [f"--canary-evidence={run_dir / 'evidence-healthy.json'}"]
@@ -117,8 +130,10 @@ def run_tour(
         stage = next((s for s in config.stages if s > 5), config.stages[0])
         console.rule(f"[bold]3. faults in the canary, at stage {stage} %")
         box.set_weight(stage)
+        _event(run_dir, "weight", weight=stage, stage=stage)
         for number, scenario in enumerate(SCENARIOS, 1):
             box.set_faults("canary", scenario.faults)
+            _event(run_dir, "fault", why=scenario.title, stage=stage)
             _wait(console, settle * scenario.windows + 2, f"fault: {scenario.title}")
             evidence = [f"--canary-evidence={run_dir / f'evidence-fault-{number}.json'}"]  # each fault: a new canary
             run = run_suite(suite, stage, run_dir / f"fault-{number}.xml", config_path=config_path, extra_args=evidence)
@@ -139,6 +154,11 @@ def run_tour(
                 _wait(console, settle, "clearing the fault and letting a clean window pass")
         console.rule("[bold]done")
         console.print(f"JUnit files: {run_dir}/")
+        why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"
+        write_run(run_dir, kind="demo", service=config.service, namespace=config.namespace, started=started,
+                  ended=time.time(), decision={"outcome": "passed" if ok else "failed", "why": why})  # fmt: skip
+        record_series(config, MetricsSource(config), run_dir, started, time.time())
+        console.print(f"report: {build_report(run_dir)}")
         console.print("[green]every healthy stage passed and every fault was caught[/]" if ok else "[red]see above[/]")
     finally:
         if started_here and not keep:

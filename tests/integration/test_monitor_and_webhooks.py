@@ -238,3 +238,40 @@ def test_one_suite_at_a_time_per_service(live: Live, webhooks: tuple[str, Path])
     for t in threads:
         t.join()
     assert sorted(answers)[-1] == 429 and sorted(answers)[0] in (200, 412), answers
+
+
+# ---- Argo Rollouts ------------------------------------------------------------------------------------------------
+
+
+def argo_command(stage: int, reports: Path) -> list[str]:
+    """The AnalysisTemplate's Job command with Argo's arguments filled in, paths moved from the image to here."""
+    import yaml
+
+    template = yaml.safe_load((REPO / "manifests" / "argo" / "analysis-template.yaml").read_text())
+    (container,) = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]["containers"]
+    args = {"{{args.stage}}": str(stage), "{{args.service}}": "auth", "{{args.namespace}}": "orion"}
+    command = [args.get(word, word).replace("/tmp/", f"{reports}/") for word in container["command"]]
+    assert command[0] == "pytest"
+    return [sys.executable, "-m", *command]
+
+
+def test_the_argo_job_command_passes_a_healthy_canary_and_fails_a_faulty_one(live: Live, tmp_path: Path) -> None:
+    env = {**os.environ, "CANARY_CONFIG": str(live.config_path)}  # the image's /config/canary.yaml
+
+    def job() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argo_command(25, tmp_path), cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    live.box.set_faults("canary", {})
+    live.calm()
+    healthy = job()
+    assert healthy.returncode == 0, healthy.stdout[-3000:]  # the Job succeeds: the analysis passes
+    live.box.set_faults("canary", {"errors": 50})
+    try:
+        live.settle()
+        faulty = job()
+    finally:
+        live.box.set_faults("canary", {})
+    assert faulty.returncode == 1, faulty.stdout[-3000:]  # the Job fails: Argo aborts the Rollout
+    assert "error_rate: FAIL (critical)" in faulty.stdout
+    assert len(list((tmp_path / "reports").glob("gate-*/report.html"))) == 2

@@ -306,6 +306,11 @@ def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path:
     assert "every healthy stage passed and every fault was caught" in done.stdout
     runs = {p.stem.split("-retry")[0] for p in tmp_path.glob("demo-*/*.xml")}  # a stage may hold and run again
     assert len(runs) == len(live.config.stages) + len(SCENARIOS)
+    (summary_file,) = tmp_path.glob("demo-*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["decision"]["outcome"] == "passed" and summary["kind"] == "demo"
+    assert [e["why"] for e in summary["timeline"] if e["event"] == "fault"] == [s.title for s in SCENARIOS]
+    assert f"report:{summary_file.parent / 'report.html'}" in "".join(done.stdout.split())
     assert live.box.is_up(), "the demo must leave a sandbox it did not start running"
 
 
@@ -432,7 +437,7 @@ def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_reques
     assert [e["weight"] for e in summary["timeline"] if e["event"] == "weight"][-1] == 0
     series = json.loads((log.parent / "series.json").read_text())["series"]
     assert max(v for _, v in series["error_rate"]["canary"]) > 10  # the fault, as Prometheus saw it
-    assert f"report: {log.parent / 'report.html'}" in stdout
+    assert f"report:{log.parent / 'report.html'}" in "".join(stdout.split())  # the console wraps long lines
     time.sleep(1)  # requests already inside the canary finish
     before = canary_requests_served(live)
     time.sleep(3)
