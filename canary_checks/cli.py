@@ -639,6 +639,13 @@ def monitor_command(
     help="Longest a suite may run before the call answers 504 (keep it under the webhook's timeout in the Canary).",
 )
 @click.option(
+    "--max-runs",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Suites running at once across all services (one per service always); more calls get 429.",
+)
+@click.option(
     "--gate-suite", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("suites/gate")
 )
 @click.option(
@@ -653,6 +660,7 @@ def serve_command(
     token_file: Path | None,
     reports: Path,
     suite_timeout: str,
+    max_runs: int,
     gate_suite: Path,
     smoke_suite: Path,
 ) -> None:
@@ -689,7 +697,8 @@ def serve_command(
         raise click.BadParameter(str(e), param_hint="--suite-timeout") from None
     config, path = _config(ctx)
     options = ServeOptions(token=token, host=host, port=port, reports=reports, gate_suite=gate_suite,
-                           smoke_suite=smoke_suite, suite_timeout=timeout, config_path=path)  # fmt: skip
+                           smoke_suite=smoke_suite, suite_timeout=timeout, config_path=path,
+                           max_runs=max_runs)  # fmt: skip
     try:
         httpd = WebhookServer(config, options).http_server()
     except OSError as e:

@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ __all__ = [
     "find_run",
     "list_runs",
     "new_run_id",
+    "outcome_of",
     "read_junit",
     "record_series",
     "summarize",
@@ -292,19 +293,36 @@ def _decision(meta: Mapping[str, Any], events: list[dict[str, Any]], runs: list[
     if not runs:
         return {"outcome": "no gates", "why": "no suite run was recorded", "time": meta.get("ended")}
     last_run = runs[-1]
-    failing = [g for g in last_run["gates"] if g["outcome"] in ("failed", "error")]
     time_ = meta.get("ended") or last_run["time"]
     if last_run["error"]:
         return {"outcome": "error", "why": last_run["error"], "time": time_}
+    failing = [g for g in last_run["gates"] if g["outcome"] in ("failed", "error")]
+    outcome = outcome_of(last_run["gates"])
+    why = _why([g for g in failing if _failed(g)] or failing)
+    why = {
+        "passed": f"every check of {last_run['name']} passed",
+        "error": f"the checks could not be read: {why}",
+        "held": f"not enough to decide (the runner would hold): {why}",
+    }.get(outcome, why)
+    return {"outcome": outcome, "why": why, "time": time_}
+
+
+def _failed(g: Mapping[str, Any]) -> bool:
+    """A check that failed on its own merits: a gate's fail verdict, or a plain test (a smoke check) failing."""
+    return bool(g["verdict"] == "fail" or (not g["gate"] and g["outcome"] == "failed"))
+
+
+def outcome_of(records: Iterable[Mapping[str, Any]]) -> str:
+    """One suite run's outcome as the runner acts on it: passed; failed (a check failed: roll back); error (only
+    unreadable checks); held (no data or too few requests: wait)."""
+    failing = [g for g in records if g["outcome"] in ("failed", "error")]
     if not failing:
-        return {"outcome": "passed", "why": f"every check of {last_run['name']} passed", "time": time_}
-    failed = [g for g in failing if g["verdict"] == "fail" or (not g["gate"] and g["outcome"] == "failed")]
-    why = _why(failed or failing)
-    if failed:
-        return {"outcome": "failed", "why": why, "time": time_}
+        return "passed"
+    if any(_failed(g) for g in failing):
+        return "failed"
     if all(g["outcome"] == "error" for g in failing):
-        return {"outcome": "error", "why": f"the checks could not be read: {why}", "time": time_}
-    return {"outcome": "held", "why": f"not enough to decide (the runner would hold): {why}", "time": time_}
+        return "error"
+    return "held"
 
 
 def _why(records: list[dict[str, Any]], most: int = 5) -> str:

@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from canary_checks.errors import CanaryError
 from canary_checks.gates import GateResult, evaluate
 from canary_checks.monitor import nearest_stage
 from canary_checks.prometheus import MetricsSource
-from canary_checks.report import build_report, new_run_id, record_series, write_run
+from canary_checks.report import build_report, new_run_id, outcome_of, record_series, write_run
 from canary_checks.runner import SuiteRun, run_suite
 
 __all__ = ["HOOKS", "ServeOptions", "WebhookServer"]
@@ -65,6 +65,8 @@ class ServeOptions:
     smoke_suite: Path = Path("suites/smoke")
     suite_timeout: float = 120.0
     config_path: Path | None = None
+    max_runs: int = 2
+    """Suites running at once across all services (each is a pytest process)."""
 
 
 @dataclass
@@ -118,6 +120,9 @@ class WebhookServer:
                 return Answer(429, {"error": f"a {busy.hook} suite of {service} in {namespace} has been running "
                                              f"for {time.time() - busy.since:.0f} s; one at a time per service",
                                     "retry_after": 5})  # fmt: skip
+            if len(self._running) >= self.options.max_runs:
+                return Answer(429, {"error": f"{len(self._running)} suites are running, the most at once "
+                                             "(--max-runs)", "retry_after": 5})  # fmt: skip
             self._running[key] = _Busy(hook, time.time())
         try:
             return self._run(hook, service, namespace, metadata)
@@ -192,14 +197,7 @@ class WebhookServer:
              "threshold": r.threshold, "unit": r.unit, "summary": r.summary or r.message.splitlines()[0]}
             for r in run.failing
         ]  # fmt: skip
-        if run.passed:
-            outcome = "passed"
-        elif run.exit_code != 1:
-            outcome = "error"
-        elif any(f["verdict"] == "fail" or not f["verdict"] for f in failing):
-            outcome = "failed"
-        else:
-            outcome = "held"
+        outcome = outcome_of(asdict(r) for r in run.records) if run.exit_code in (0, 1) else "error"
         body: dict[str, Any] = {"outcome": outcome, "hook": hook, "service": service, "namespace": namespace,
                                 "stage": stage, "checks": len(run.records), "failing": failing,
                                 "run_id": run_id}  # fmt: skip
@@ -238,7 +236,11 @@ class WebhookServer:
 
             def do_POST(self) -> None:
                 hook = self.path.split("?")[0].removeprefix("/flagger/")
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    self._send(Answer(400, {"error": "Content-Length is not a number"}))
+                    return
                 if length > MAX_BODY:
                     self._send(Answer(413, {"error": f"request body over {MAX_BODY} bytes"}))
                     return
