@@ -616,6 +616,90 @@ def monitor_command(
     )
 
 
+@cli.command("gates")
+@click.option("--stage", type=int, required=True, help="The stage being judged, one of the configured stages.")
+@click.option("--service", default=None, help="Service under release (default: `service` in the config).")
+@click.option("--namespace", default=None, help="Its namespace (default: `namespace`).")
+@click.option(
+    "--hold-for",
+    default="5m",
+    show_default=True,
+    help="How long gates that cannot decide yet (no data, too few requests, inconclusive) may hold the stage "
+    "before that is a failure.",
+)
+@click.option("--poll-interval", default="15s", show_default=True, help="How often a held stage's suite runs again.")
+@click.option(
+    "--suite", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("suites/gate"),
+    show_default=True,
+)  # fmt: skip
+@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
+@click.option(
+    "--canary-evidence",
+    "evidence",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the comparisons' evidence accumulates (default: statistics.evidence_file).",
+)
+@click.option("--threshold", "thresholds", multiple=True, metavar="GATE=VALUE", help="As pytest's --threshold.")
+@click.pass_context
+def gates_command(
+    ctx: click.Context,
+    stage: int,
+    service: str | None,
+    namespace: str | None,
+    hold_for: str,
+    poll_interval: str,
+    suite: Path,
+    reports: Path,
+    evidence: Path | None,
+    thresholds: tuple[str, ...],
+) -> None:
+    """Run one stage's gate suite until it decides, as the runner does: exit 0 when every gate passes, 1 when a
+    gate fails or nothing is decided within --hold-for, 2 when the suite cannot run.
+
+    \b
+    For controllers that run a command per stage (Argo Rollouts' Job provider, a CI step): a first look that is
+    merely inconclusive (too few requests yet) holds and looks again, instead of failing the analysis.
+    Writes reports/gate-<id>/ with each attempt's JUnit, the series and the HTML report.
+    """
+    from canary_checks.report import build_report, new_run_id, record_series, write_run
+    from canary_checks.runner import decide_stage
+
+    config, path = _config(ctx)
+    if service or namespace:
+        config = load_config(path, {"service": service, "namespace": namespace})
+    if stage not in config.stages:
+        raise click.BadParameter(f"{stage} is not one of the stages {list(config.stages)}", param_hint="--stage")
+    try:
+        hold, poll = parse_duration(hold_for), parse_duration(poll_interval)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    run_dir = reports / new_run_id("gate")
+    started = time.time()
+    write_run(run_dir, kind="gate", service=config.service, namespace=config.namespace, stage=stage, started=started,
+              prometheus=config.prometheus.url, window=config.window)  # fmt: skip
+    extra = ["--service", config.service, "--namespace", config.namespace, *(f"--threshold={t}" for t in thresholds)]
+    if evidence is not None:
+        extra.append(f"--canary-evidence={evidence}")
+
+    def junit(attempt: int) -> Path:
+        return run_dir / (f"stage-{stage}.xml" if attempt == 1 else f"stage-{stage}-retry{attempt - 1}.xml")
+
+    def held(run: Any, why: str) -> None:
+        console.print(f"stage {stage} %: holding ({why}); again in {poll:g} s", highlight=False, soft_wrap=True)
+
+    decision = decide_stage(suite, stage, junit, deadline=time.monotonic() + hold, poll=poll, config_path=path,
+                            extra_args=extra, on_hold=held)  # fmt: skip
+    write_run(run_dir, ended=time.time(), exit_status=decision.run.exit_code)
+    try:
+        record_series(config, MetricsSource(config), run_dir, time.time() - 900, time.time())
+        console.print(f"report: {build_report(run_dir)}", highlight=False, soft_wrap=True)
+    except (CanaryError, OSError) as e:
+        console.print(f"the report could not be written: {getattr(e, 'message', e)}", highlight=False)
+    out.print(decision.why, highlight=False, soft_wrap=True)
+    sys.exit({"passed": 0, "broken": 2}.get(decision.outcome, 1))
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a Pod).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)

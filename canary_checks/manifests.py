@@ -493,10 +493,11 @@ def render_checks() -> list[Obj]:
 
 
 def render_argo_analysis() -> Obj:
-    """Argo Rollouts: an AnalysisTemplate whose Job runs the gate suite at the stage the Rollout passes."""
-    command = ["pytest", "suites/gate", "--stage", "{{args.stage}}", "--service", "{{args.service}}",
-               "--namespace", "{{args.namespace}}", "--canary-reports", "/tmp/reports",
-               "--canary-evidence", "/tmp/evidence.json", "-p", "no:cacheprovider", "-rN"]  # fmt: skip
+    """Argo Rollouts: an AnalysisTemplate whose Job runs the stage's gate suite until it decides (a first look
+    that is only inconclusive holds and looks again, as the runner does)."""
+    command = ["canary-checks", "gates", "--stage", "{{args.stage}}", "--service", "{{args.service}}",
+               "--namespace", "{{args.namespace}}", "--hold-for", "4m", "--poll-interval", "15s",
+               "--reports", "/tmp/reports", "--canary-evidence", "/tmp/evidence.json"]  # fmt: skip
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",

@@ -32,7 +32,7 @@ from canary_checks.prometheus import MetricsSource
 from canary_checks.report import GateRecord, build_report, new_run_id, read_junit, record_series, write_run
 from canary_checks.traffic import Router
 
-__all__ = ["Platform", "Rollout", "RolloutOptions", "SuiteRun", "run_suite"]
+__all__ = ["Platform", "Rollout", "RolloutOptions", "StageDecision", "SuiteRun", "decide_stage", "run_suite"]
 
 log = logging.getLogger(__name__)
 IN_PROGRESS = ("deploying", "progressing", "awaiting-promotion")
@@ -78,6 +78,54 @@ def run_suite(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     records = read_junit(junit) if junit.exists() else []
     return SuiteRun(stage, done.returncode, junit, records, done.stdout + done.stderr)
+
+
+@dataclass(frozen=True)
+class StageDecision:
+    run: SuiteRun
+    """The last suite run."""
+    outcome: str
+    """passed; failed (a gate failed); broken (the suite could not run); undecided (still held at the deadline)."""
+    why: str
+    failed: list[GateRecord] = field(default_factory=list)
+
+
+def decide_stage(
+    suite: Path,
+    stage: int,
+    junit: Callable[[int], Path],
+    *,
+    deadline: float,
+    poll: float,
+    config_path: Path | None = None,
+    extra_args: Sequence[str] = (),
+    on_run: Callable[[SuiteRun], None] = lambda run: None,
+    on_hold: Callable[[SuiteRun, str], None] = lambda run, why: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> StageDecision:
+    """Run a stage's gate suite until it decides, as the runner does: a failing gate decides at once; gates that
+    cannot decide yet (no data, too few requests, inconclusive, unreadable) hold it, and the suite runs again every
+    ``poll`` seconds until ``deadline`` (``time.monotonic()``), after which missing data is no decision."""
+    attempt = 0
+    while True:
+        attempt += 1
+        run = run_suite(suite, stage, junit(attempt), config_path=config_path, extra_args=extra_args)
+        on_run(run)
+        if run.passed:
+            return StageDecision(run, "passed", f"stage {stage} %: every gate passed")
+        if run.exit_code not in (0, 1):
+            why = f"the gate suite could not run (pytest exit {run.exit_code}):\n{run.output[-2000:]}"
+            return StageDecision(run, "broken", why)
+        failed = [r for r in run.failing if r.verdict == "fail"]
+        if failed:
+            names = "; ".join(f"{r.gate} ({r.summary or r.message.splitlines()[0]})" for r in failed)
+            return StageDecision(run, "failed", f"failing gates at stage {stage} %: {names}", failed)
+        held = ", ".join(f"{r.gate} {r.verdict or r.outcome}" for r in run.failing)
+        if time.monotonic() >= deadline:
+            why = f"no decision by the step's deadline at stage {stage} %: {held}; missing data never promotes"
+            return StageDecision(run, "undecided", why)
+        on_hold(run, held)
+        sleep(poll)
 
 
 def _gate_fields(r: GateRecord | GateResult) -> dict[str, str]:
@@ -410,39 +458,27 @@ class Rollout:
             log.warning("step duration %gs is shorter than the window %gs", self.o.step_duration, self.config.window)
         start = time.monotonic()
         self.wait_and_poll(stage, start + self.o.step_duration)
-        # The step's deadline for a verdict: as long again as the step, then missing data rolls back.
-        deadline = start + 2 * self.o.step_duration
-        attempt = 0
-        while True:
-            self._check_stop()
-            attempt += 1
-            run = run_suite(
-                self.o.suite, stage, self._junit(stage, attempt), config_path=self.o.config_path, extra_args=extra
-            )
+        self._check_stop()
+
+        def ran(run: SuiteRun) -> None:
             verdicts = {r.gate: r.verdict or r.outcome for r in run.failing}
             self.event("gates", stage=stage, passed=run.passed, exit_code=run.exit_code, failing=verdicts,
                        junit=str(run.junit))  # fmt: skip
-            if run.passed:
-                self.echo(f"stage {stage} %: every gate passed")
-                return
-            if run.exit_code not in (0, 1):
-                self.rollback(f"the gate suite could not run (pytest exit {run.exit_code}):\n{run.output[-2000:]}")
-            failed = [r for r in run.failing if r.verdict == "fail"]
-            if failed:
-                self.rollback(
-                    "failing gates at stage "
-                    + f"{stage} %: "
-                    + "; ".join(f"{r.gate} ({r.summary or r.message.splitlines()[0]})" for r in failed),
-                    failing=[_gate_fields(r) for r in failed],
-                )
-            held = ", ".join(f"{g} {v}" for g, v in verdicts.items())
-            if time.monotonic() >= deadline:
-                self.rollback(
-                    f"no decision by the step's deadline at stage {stage} %: {held}; missing data never promotes"
-                )
-            self.echo(f"stage {stage} %: holding ({held}); trying again in {self.o.poll_interval:g} s")
-            self.event("held", stage=stage, why=held, failing_gates=[_gate_fields(r) for r in run.failing])
-            self._sleep(self.o.poll_interval)
+
+        def held(run: SuiteRun, why: str) -> None:
+            self.echo(f"stage {stage} %: holding ({why}); trying again in {self.o.poll_interval:g} s")
+            self.event("held", stage=stage, why=why, failing_gates=[_gate_fields(r) for r in run.failing])
+
+        # The step's deadline for a verdict: as long again as the step, then missing data rolls back.
+        decision = decide_stage(
+            self.o.suite, stage, lambda attempt: self._junit(stage, attempt), deadline=start + 2 * self.o.step_duration,
+            poll=self.o.poll_interval, config_path=self.o.config_path, extra_args=extra, on_run=ran, on_hold=held,
+            sleep=self._sleep,
+        )  # fmt: skip
+        if decision.outcome == "passed":
+            self.echo(decision.why)
+            return
+        self.rollback(decision.why, failing=[_gate_fields(r) for r in decision.failed])
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -251,8 +251,8 @@ def argo_command(stage: int, reports: Path) -> list[str]:
     (container,) = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]["containers"]
     args = {"{{args.stage}}": str(stage), "{{args.service}}": "auth", "{{args.namespace}}": "orion"}
     command = [args.get(word, word).replace("/tmp/", f"{reports}/") for word in container["command"]]
-    assert command[0] == "pytest"
-    return [sys.executable, "-m", *command]
+    assert command[0] == "canary-checks"
+    return [sys.executable, "-m", "canary_checks", *command[1:]]
 
 
 def test_the_argo_job_command_passes_a_healthy_canary_and_fails_a_faulty_one(live: Live, tmp_path: Path) -> None:
@@ -265,7 +265,9 @@ def test_the_argo_job_command_passes_a_healthy_canary_and_fails_a_faulty_one(liv
     live.box.set_faults("canary", {})
     live.calm()
     healthy = job()
-    assert healthy.returncode == 0, healthy.stdout[-3000:]  # the Job succeeds: the analysis passes
+    # the Job succeeds: the analysis passes (a first look with too few requests holds and looks again)
+    assert healthy.returncode == 0, healthy.stdout[-3000:] + healthy.stderr[-3000:]
+    assert "stage 25 %: every gate passed" in healthy.stdout
     live.box.set_faults("canary", {"errors": 50})
     try:
         live.settle()
@@ -273,5 +275,6 @@ def test_the_argo_job_command_passes_a_healthy_canary_and_fails_a_faulty_one(liv
     finally:
         live.box.set_faults("canary", {})
     assert faulty.returncode == 1, faulty.stdout[-3000:]  # the Job fails: Argo aborts the Rollout
-    assert "error_rate: FAIL (critical)" in faulty.stdout
+    assert "failing gates at stage 25 %: " in " ".join(faulty.stdout.split())
+    assert "error_rate (canary error rate" in " ".join(faulty.stdout.split())
     assert len(list((tmp_path / "reports").glob("gate-*/report.html"))) == 2

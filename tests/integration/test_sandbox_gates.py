@@ -453,7 +453,8 @@ def test_the_runner_rolls_back_before_any_traffic_when_smoke_fails(live: Live, t
     finally:
         live.box.set_faults("canary", {})
     assert process.returncode == 1, stdout + stderr
-    assert "smoke checks failed before any traffic moved: test_reachable (status 500" in stdout
+    said = " ".join(stdout.split())  # the console wraps long lines
+    assert "smoke checks failed before any traffic moved: test_reachable (status 500" in said
     (log,) = tmp_path.glob("*/events.jsonl")
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["weight"] for e in events if e["event"] == "weight"] == [0], "no weight but the rollback's 0"

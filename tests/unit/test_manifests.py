@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from canary_checks.config import parse_duration
 from canary_checks.manifests import SERVICES, render_all
 
 REPO = Path(__file__).parents[2]
@@ -233,7 +234,9 @@ def test_the_argo_analysis_template_runs_the_gate_suite_in_a_job() -> None:
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "gates"}, "spec": job_spec}
     kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     (container,) = job_spec["template"]["spec"]["containers"]
-    assert container["command"][:4] == ["pytest", "suites/gate", "--stage", "{{args.stage}}"]
+    assert container["command"][:4] == ["canary-checks", "gates", "--stage", "{{args.stage}}"]
+    hold = container["command"][container["command"].index("--hold-for") + 1]
+    assert parse_duration(hold) + 30 <= job_spec["activeDeadlineSeconds"]  # it decides before Kubernetes kills it
 
 
 def test_the_flagger_canary_calls_the_webhooks_serve_answers() -> None:
