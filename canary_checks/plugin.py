@@ -302,10 +302,15 @@ def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
     )  # fmt: skip
     user = Path(config.option.xmlpath) if config.option.xmlpath else None
     report = _Report(kind, run_dir, run_dir / f"{name}.xml", time.time(), user)
+    config.stash[REPORT] = report
     c = target.config
-    write_run(run_dir, kind=kind, service=c.service, namespace=c.namespace, stage=target.stage,
-              target=config.option.target if kind == "smoke" else None, started=report.started,
-              prometheus=c.prometheus.url, window=c.window)  # fmt: skip
+    try:
+        write_run(run_dir, kind=kind, service=c.service, namespace=c.namespace, stage=target.stage,
+                  target=config.option.target if kind == "smoke" else None, started=report.started,
+                  prometheus=c.prometheus.url, window=c.window)  # fmt: skip
+    except OSError as e:  # a read-only working directory: the checks still run, without their report
+        report.problem = f"no report: cannot write {run_dir} ({e.strerror}); --canary-reports DIR moves it"
+        return
     if user is None:
         # pytest's own JUnit writer, armed now that the session is known to run checks
         junitxml = config.pluginmanager.get_plugin("junitxml")
@@ -315,7 +320,6 @@ def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
             config.option.xmlpath = str(report.junit)
             junitxml.pytest_configure(config)
             config.stash[junitxml.xml_key].pytest_sessionstart()
-    config.stash[REPORT] = report
 
 
 @pytest.hookimpl(trylast=True)
@@ -323,7 +327,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After pytest wrote the JUnit file: the series of the last minutes, the summary and the HTML report."""
     config = session.config
     report = config.stash.get(REPORT, None)
-    if report is None:
+    if report is None or report.problem:
         return
     ended = time.time()
     try:

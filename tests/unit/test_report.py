@@ -249,3 +249,11 @@ def test_chromium_draws_the_plots_and_the_gate_table(tmp_path: Path) -> None:
     page.feed(dom)
     assert len(page.images) == 3
     assert sum(1 for r in page.rows if r and r[0] == "error_rate") == 2  # one per stage
+
+
+def test_an_unwritable_reports_directory_costs_the_report_not_the_gates(suite: pytest.Pytester, prom: PromStub) -> None:
+    healthy(prom)
+    (suite.path / "taken").write_text("a file where the reports directory would go")
+    result = suite.runpytest(*PYTESTER_ARGS, "--stage", "25", "--canary-reports", "taken")
+    result.assert_outcomes(passed=15)
+    result.stdout.fnmatch_lines(["canary-checks: no report: cannot write taken/gate-*; --canary-reports DIR moves it"])
