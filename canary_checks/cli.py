@@ -53,8 +53,12 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 
     \b
     The gates:        pytest suites/gate --stage 25
+    Smoke checks:     pytest suites/smoke [--target stable]
     Local sandbox:    canary-checks sandbox up | status | fault | weight | down
     The whole tour:   canary-checks demo
+    Watch it:         canary-checks monitor auth
+    Runs' reports:    canary-checks report [RUN_ID]
+    Flagger, Argo:    canary-checks serve | canary-checks gates --stage N
     """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
