@@ -596,9 +596,8 @@ def monitor_command(
     from canary_checks.monitor import CsvExport, Monitor, run
 
     config, path = _config(ctx)
-    updates = {"service": service, "namespace": namespace}
-    if any(updates.values()):
-        config = CanaryConfig.model_validate({**config.model_dump(), **{k: v for k, v in updates.items() if v}})
+    if service or namespace:
+        config = load_config(path, {"service": service, "namespace": namespace})
     if stage is not None and stage not in config.stages:
         raise click.BadParameter(f"{stage} is not one of the stages {list(config.stages)}", param_hint="--stage")
     try:

@@ -322,8 +322,9 @@ class Rollout:
             if self.source is not None:
                 record_series(self.config, self.source, self.run_dir, float(self.state.get("started", now)), now)
             self.echo(f"report: {build_report(self.run_dir)}")
-        except (CanaryError, OSError) as e:
-            self.echo(f"the report could not be written: {getattr(e, 'message', e)} (events.jsonl has every decision)")
+        except Exception as e:  # in `finally`: the report must never replace the rollout's own outcome
+            what = e.message if isinstance(e, CanaryError) else f"{e.__class__.__name__}: {e}"
+            self.echo(f"the report could not be written: {what} (events.jsonl has every decision)")
 
     def _run(self) -> int:
         existing = self.platform.load_state()

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from canary_checks.config import CanaryConfig, check_namespace, check_workload
-from canary_checks.errors import CanaryError
 from canary_checks.gates import GateResult, evaluate
 from canary_checks.monitor import nearest_stage
 from canary_checks.prometheus import MetricsSource
@@ -171,8 +170,8 @@ class WebhookServer:
                 if suite_kind == "gate":
                     record_series(config, MetricsSource(config), run_dir, started - 900, time.time())
                 build_report(run_dir)
-            except (CanaryError, OSError) as e:
-                log.warning("report of %s not written: %s", run_id, e)
+            except Exception as e:  # after the answer: nothing to tell Flagger, so it goes to the log
+                log.warning("report of %s not written: %s: %s", run_id, e.__class__.__name__, e)
 
         return Answer(status, body, report)
 

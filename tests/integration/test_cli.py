@@ -53,6 +53,24 @@ def test_a_bad_config_is_one_clear_error(tmp_path: Path, text: str, expected: st
     assert not (tmp_path / ".sandbox").exists(), "nothing may start on a bad config"
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("monitor", "Bad_Name", "--duration", "1s"), "error: command line (--service): service: 'Bad_Name' is not"),
+        (("monitor", "--duration", "1x"), "Invalid value for --duration: expected a duration such as 30s"),
+        (("monitor", "--stage", "30"), "Invalid value for --stage: 30 is not one of the stages [5, 25, 50, 100]"),
+        (("gates", "--stage", "30"), "Invalid value for --stage: 30 is not one of the stages [5, 25, 50, 100]"),
+        (("serve",), "error: $CANARY_WEBHOOK_TOKEN: no webhook token: every call must be authenticated"),
+        (("report", "nope", "--reports", "tests"), "error: tests: no run 'nope' in tests"),
+    ],
+)
+def test_bad_input_to_the_new_commands_is_one_clear_error(args: tuple[str, ...], expected: str) -> None:
+    done = canary_checks(*args, cwd=REPO, env={"CANARY_WEBHOOK_TOKEN": ""})  # the repo: its suites/ and canary.yaml
+    assert done.returncode in (1, 2)
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_taken_port_is_named_with_the_key_to_change(tmp_path: Path) -> None:
     settings = sandbox_settings(tmp_path / "state")
     write_config(tmp_path / "canary.yaml", sandbox=settings)
