@@ -13,6 +13,7 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from canary_checks.config import CanaryConfig, find_config, load_config, parse_duration, reference_markdown
@@ -22,6 +23,12 @@ from canary_checks.sandbox import FAULT_KINDS, Sandbox, SandboxPlatform
 
 console = Console(stderr=True)
 out = Console()
+
+
+def _echo(message: str) -> None:
+    """A line as it is: messages carry gate summaries with brackets ("[family-wise error rate ≤ 0.05 …]") that rich
+    would take for markup, and paths that must not be broken across lines."""
+    out.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def _config(ctx: click.Context) -> tuple[CanaryConfig, Path | None]:
@@ -387,7 +394,7 @@ def run(
             box.router,
             options,
             source=MetricsSource(config),
-            echo=out.print,
+            echo=_echo,
             on_wait=on_wait,
         )
     else:
@@ -404,7 +411,7 @@ def run(
             router,
             options,
             source=MetricsSource(config),
-            echo=out.print,
+            echo=_echo,
             controller=router.controller,
             router_problems=router.problems,
             on_wait=on_wait,
@@ -689,17 +696,18 @@ def gates_command(
         return run_dir / (f"stage-{stage}.xml" if attempt == 1 else f"stage-{stage}-retry{attempt - 1}.xml")
 
     def held(run: Any, why: str) -> None:
-        console.print(f"stage {stage} %: holding ({why}); again in {poll:g} s", highlight=False, soft_wrap=True)
+        console.print(f"stage {stage} %: holding ({why}); again in {poll:g} s", markup=False, highlight=False,
+                      soft_wrap=True)  # fmt: skip
 
     decision = decide_stage(suite, stage, junit, deadline=time.monotonic() + hold, poll=poll, config_path=path,
                             extra_args=extra, on_hold=held)  # fmt: skip
     write_run(run_dir, ended=time.time(), exit_status=decision.run.exit_code)
     try:
         record_series(config, MetricsSource(config), run_dir, time.time() - 900, time.time())
-        console.print(f"report: {build_report(run_dir)}", highlight=False, soft_wrap=True)
+        console.print(f"report: {build_report(run_dir)}", markup=False, highlight=False, soft_wrap=True)
     except (CanaryError, OSError) as e:
         console.print(f"the report could not be written: {getattr(e, 'message', e)}", highlight=False)
-    out.print(decision.why, highlight=False, soft_wrap=True)
+    _echo(decision.why)
     sys.exit({"passed": 0, "broken": 2}.get(decision.outcome, 1))
 
 
@@ -862,7 +870,8 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
     else:
         summary = json.loads((run_dir / "summary.json").read_text())
         decision = summary["decision"]
-        out.print(f"{run_dir.name}: [bold]{decision['outcome']}[/] — {decision['why']}", highlight=False)
+        out.print(f"{run_dir.name}: [bold]{escape(decision['outcome'])}[/] — {escape(decision['why'])}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
         out.print(f"report: {html}\nsummary: {run_dir / 'summary.json'}")
 
 
@@ -896,10 +905,10 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except ConfigError as e:
-        console.print(f"[red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except CanaryError as e:
-        console.print(f"[red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -403,7 +403,7 @@ def run(
             start = clock()
             sample = monitor.sample()
             taken += 1
-            console.print(plain_line(sample), highlight=False, soft_wrap=True)
+            console.print(plain_line(sample), markup=False, highlight=False, soft_wrap=True)
             if export:
                 export.write(sample)
             _wait(start + interval, end, clock)

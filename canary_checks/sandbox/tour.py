@@ -158,7 +158,7 @@ def run_tour(
         write_run(run_dir, kind="demo", service=config.service, namespace=config.namespace, started=started,
                   ended=time.time(), decision={"outcome": "passed" if ok else "failed", "why": why})  # fmt: skip
         record_series(config, MetricsSource(config), run_dir, started, time.time())
-        console.print(f"report: {build_report(run_dir)}")
+        console.print(f"report: {build_report(run_dir)}", markup=False, highlight=False, soft_wrap=True)
         console.print("[green]every healthy stage passed and every fault was caught[/]" if ok else "[red]see above[/]")
     finally:
         if started_here and not keep:
