@@ -440,7 +440,8 @@ def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_reques
     assert [r["stage"] for r in summary["suite_runs"]][:1] == [5] and summary["series"]["recorded"]
     assert [e["weight"] for e in summary["timeline"] if e["event"] == "weight"][-1] == 0
     series = json.loads((log.parent / "series.json").read_text())["series"]
-    assert max(v for _, v in series["error_rate"]["canary"]) > 10  # the fault, as Prometheus saw it
+    # the fault as Prometheus saw it: caught within seconds, before a whole window of it, so above stable's, not 20 %
+    assert max(v for _, v in series["error_rate"]["canary"]) > max(v for _, v in series["error_rate"]["stable"])
     assert f"report:{log.parent / 'report.html'}" in "".join(stdout.split())  # the console wraps long lines
     time.sleep(1)  # requests already inside the canary finish
     before = canary_requests_served(live)
