@@ -193,12 +193,14 @@ class Monitor:
         now = time.time()
         canary_cfg, stable_cfg = self.config, as_stable(self.config)
         source = self.sources["canary"]
-        # the traffic split first: it says which stage's thresholds apply when --stage is not given
-        share_result = evaluate(canary_cfg, source, ["traffic_split"], at=now)["traffic_split"]
-        share = share_result.value if isinstance(share_result, GateResult) else None
-        stage = self.stage if self.stage is not None else nearest_stage(self.config, share)
+        stage = self.stage
+        if stage is None:  # the split first: it says which stage's thresholds apply
+            split = evaluate(canary_cfg, source, ["traffic_split"], at=now)["traffic_split"]
+            stage = nearest_stage(self.config, split.value if isinstance(split, GateResult) else None)
         snap = Snapshot(now, self.number, stage, self.stage is None)
         canary = evaluate(canary_cfg, source, (*SIDE_GATES, *CANARY_GATES), stage=stage, at=now)
+        judged = canary["traffic_split"]
+        share = judged.value if isinstance(judged, GateResult) else None
         stable = evaluate(stable_cfg, self.sources["stable"], SIDE_GATES, stage=stage, at=now)
         raw = self._plain_readings(now)
         unreachable = [r for r in (*canary.values(), *stable.values()) if isinstance(r, PrometheusUnreachable)]
@@ -219,7 +221,6 @@ class Monitor:
                     readings[row.column] = Reading(value, status_of(outcome), _detail(outcome))
                 elif row.column == "traffic_share_pct":
                     value = None if share is None else (share if side == "canary" else 100.0 - share)
-                    judged = canary["traffic_split"]
                     readings[row.column] = Reading(
                         value, status_of(judged) if side == "canary" else "", _detail(judged)
                     )

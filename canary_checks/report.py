@@ -29,9 +29,13 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canary_checks.errors import CanaryError
+
+if TYPE_CHECKING:
+    from canary_checks.config import CanaryConfig
+    from canary_checks.prometheus import MetricsSource
 
 __all__ = [
     "GateRecord",
@@ -179,7 +183,9 @@ SERIES_QUERIES: dict[str, tuple[str, float]] = {
 """What the plots show: name → (query of the profile, quantile)."""
 
 
-def record_series(config: Any, source: Any, run_dir: Path, start: float, end: float) -> dict[str, Any]:
+def record_series(
+    config: CanaryConfig, source: MetricsSource, run_dir: Path, start: float, end: float
+) -> dict[str, Any]:
     """Read error rate (%) and latency p50/p95/p99 (ms) of canary and stable from ``start`` to ``end`` (range
     queries over the gates' window), and write them to ``series.json``. Prometheus failing is recorded, not raised:
     a report without plots still has its decision and gates."""
@@ -270,15 +276,16 @@ def _record_dict(r: GateRecord) -> dict[str, Any]:
     return d
 
 
-_TERMINAL = {"rolled back": "rolled back", "promoted": "promoted", "awaiting promotion": "awaiting promotion"}
+_TERMINAL = ("rolled back", "promoted", "awaiting promotion")
+"""A rollout's events that end it, each its outcome."""
 
 
 def _decision(meta: Mapping[str, Any], events: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
     if isinstance(meta.get("decision"), dict):  # the run decided itself (the demo tour)
         return {"outcome": "", "why": "", "time": meta.get("ended"), **meta["decision"]}
     for event in reversed(events):
-        outcome = _TERMINAL.get(event.get("event", ""))
-        if outcome:
+        outcome = event.get("event", "")
+        if outcome in _TERMINAL:
             why = event.get("why") or {
                 "promoted": f"every stage passed; {event.get('image', meta.get('image', ''))} is stable now",
                 "awaiting promotion": "every stage passed; promotion waits for a person (or --auto-promote)",

@@ -69,7 +69,7 @@ class ServeOptions:
 
 
 @dataclass
-class Answer:
+class Reply:
     status: int
     body: dict[str, Any]
     after: Callable[[], None] | None = None
@@ -102,7 +102,7 @@ class WebhookServer:
             given = str(payload["metadata"].get("token", ""))
         return bool(given) and hmac.compare_digest(given.encode(), self.options.token.encode())
 
-    def handle(self, hook: str, payload: Mapping[str, Any]) -> Answer:
+    def handle(self, hook: str, payload: Mapping[str, Any]) -> Reply:
         name, namespace = payload.get("name"), payload.get("namespace") or self.config.namespace
         raw_metadata = payload.get("metadata")
         metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
@@ -110,17 +110,17 @@ class WebhookServer:
             check_workload(str(name or ""))
             check_namespace(str(namespace))
         except ValueError as e:
-            return Answer(400, {"error": f"name/namespace: {e}", "fix": "send Flagger's payload: name, namespace"})
+            return Reply(400, {"error": f"name/namespace: {e}", "fix": "send Flagger's payload: name, namespace"})
         service, namespace = str(name), str(namespace)
         key = (namespace, service)
         with self._lock:
             busy = self._running.get(key)
             if busy is not None:
-                return Answer(429, {"error": f"a {busy.hook} suite of {service} in {namespace} has been running "
+                return Reply(429, {"error": f"a {busy.hook} suite of {service} in {namespace} has been running "
                                              f"for {time.time() - busy.since:.0f} s; one at a time per service",
                                     "retry_after": 5})  # fmt: skip
             if len(self._running) >= self.options.max_runs:
-                return Answer(429, {"error": f"{len(self._running)} suites are running, the most at once "
+                return Reply(429, {"error": f"{len(self._running)} suites are running, the most at once "
                                              "(--max-runs)", "retry_after": 5})  # fmt: skip
             self._running[key] = _Busy(hook, time.time())
         try:
@@ -129,7 +129,7 @@ class WebhookServer:
             with self._lock:
                 self._running.pop(key, None)
 
-    def _run(self, hook: str, service: str, namespace: str, metadata: Mapping[str, Any]) -> Answer:
+    def _run(self, hook: str, service: str, namespace: str, metadata: Mapping[str, Any]) -> Reply:
         suite_kind = HOOKS[hook]
         config = self.config.model_copy(update={"service": service, "namespace": namespace})
         args = [f"--service={service}", f"--namespace={namespace}"]
@@ -137,7 +137,7 @@ class WebhookServer:
         if suite_kind == "gate":
             stage, inferred, problem = self._stage(config, metadata)
             if problem:
-                return Answer(400, {"error": problem})
+                return Reply(400, {"error": problem})
             # each service's sequential evidence accumulates across calls, beside the reports (writable in a Pod)
             args.append(f"--canary-evidence={self.options.reports / f'evidence-{namespace}-{service}.json'}")
             if inferred:
@@ -158,7 +158,7 @@ class WebhookServer:
                             timeout=self.options.suite_timeout)  # fmt: skip
         except subprocess.TimeoutExpired:
             write_run(run_dir, ended=time.time(), exit_status="timeout")
-            return Answer(504, {"error": f"the {suite_kind} suite ran longer than {self.options.suite_timeout:g} s "
+            return Reply(504, {"error": f"the {suite_kind} suite ran longer than {self.options.suite_timeout:g} s "
                                          "and was stopped", "run_id": run_id,
                                 "fix": "raise --suite-timeout, or see why Prometheus answers slowly"})  # fmt: skip
         write_run(run_dir, ended=time.time(), exit_status=run.exit_code)
@@ -173,7 +173,7 @@ class WebhookServer:
             except Exception as e:  # after the answer: nothing to tell Flagger, so it goes to the log
                 log.warning("report of %s not written: %s: %s", run_id, e.__class__.__name__, e)
 
-        return Answer(status, body, report)
+        return Reply(status, body, report)
 
     def _stage(self, config: CanaryConfig, metadata: Mapping[str, Any]) -> tuple[int | None, bool, str]:
         given = metadata.get("stage")
@@ -213,7 +213,7 @@ class WebhookServer:
             timeout = 30  # a client that stops sending mid-request is dropped
             server_version = "canary-checks"
 
-            def _send(self, answer: Answer) -> None:
+            def _send(self, answer: Reply) -> None:
                 data = (json.dumps(answer.body, sort_keys=True) + "\n").encode()
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
@@ -229,19 +229,19 @@ class WebhookServer:
 
             def do_GET(self) -> None:
                 if self.path in ("/healthz", "/readyz"):
-                    self._send(Answer(200, {"status": "ok"}))
+                    self._send(Reply(200, {"status": "ok"}))
                 else:
-                    self._send(Answer(404, {"error": f"no GET {self.path}", "hooks": _paths()}))
+                    self._send(Reply(404, {"error": f"no GET {self.path}", "hooks": _paths()}))
 
             def do_POST(self) -> None:
                 hook = self.path.split("?")[0].removeprefix("/flagger/")
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
                 except ValueError:
-                    self._send(Answer(400, {"error": "Content-Length is not a number"}))
+                    self._send(Reply(400, {"error": "Content-Length is not a number"}))
                     return
                 if length > MAX_BODY:
-                    self._send(Answer(413, {"error": f"request body over {MAX_BODY} bytes"}))
+                    self._send(Reply(413, {"error": f"request body over {MAX_BODY} bytes"}))
                     return
                 raw = self.rfile.read(length) if length else b""
                 try:
@@ -250,16 +250,16 @@ class WebhookServer:
                         raise ValueError("expected a JSON object")
                 except ValueError as e:
                     if not server.authorized(self.headers.get("Authorization", ""), None):
-                        self._send(Answer(401, {"error": "missing or wrong token"}))
+                        self._send(Reply(401, {"error": "missing or wrong token"}))
                         return
-                    self._send(Answer(400, {"error": f"the body is not Flagger's JSON payload: {e}"}))
+                    self._send(Reply(400, {"error": f"the body is not Flagger's JSON payload: {e}"}))
                     return
                 if not server.authorized(self.headers.get("Authorization", ""), payload):
                     fix = "send Authorization: Bearer <token> or metadata.token"
-                    self._send(Answer(401, {"error": "missing or wrong token", "fix": fix}))
+                    self._send(Reply(401, {"error": "missing or wrong token", "fix": fix}))
                     return
                 if hook not in HOOKS:
-                    self._send(Answer(404, {"error": f"no webhook at {self.path}", "hooks": _paths()}))
+                    self._send(Reply(404, {"error": f"no webhook at {self.path}", "hooks": _paths()}))
                     return
                 started = time.monotonic()
                 answer = server.handle(hook, payload)

@@ -122,3 +122,12 @@ def test_prometheus_going_away_is_shown_and_sampling_goes_on(tmp_path: Path) -> 
     screen = Console(file=io.StringIO(), width=160)
     screen.print(dashboard(monitor.config, snap, interval=10, next_in=3))
     assert "PROMETHEUS UNREACHABLE" in screen.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_given_stage_judges_the_split_against_it(monitor: Monitor) -> None:
+    monitor.stage = 50
+    snap = monitor.sample()
+    assert (snap.stage, snap.stage_inferred) == (50, False)
+    split = snap.readings["canary"]["traffic_share_pct"]
+    assert split.value == pytest.approx(25) and split.status == Status.WARNING  # 25 % is off stage 50 by 25 points
+    assert "off by 25 points" in split.detail
