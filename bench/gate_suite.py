@@ -21,6 +21,7 @@ import yaml
 
 from canary_checks.config import load_config
 from canary_checks.sandbox import Sandbox, free_port_settings
+from canary_checks.suite import packaged
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,16 @@ def main() -> None:
         try:
             box.wait_for_data()
             time.sleep(12)
-            base = [sys.executable, "-m", "pytest", "suites/gate", "--stage", "25", "--canary-config", str(path)]
+            base = [
+                sys.executable,
+                "-m",
+                "pytest",
+                str(packaged("gate")),
+                "--stage",
+                "25",
+                "--canary-config",
+                str(path),
+            ]
             base += ["-q", "-p", "no:cacheprovider"]
             full, collect = [], []
             for _ in range(args.runs):

@@ -36,6 +36,7 @@ from canary_checks.monitor import Monitor
 from canary_checks.prometheus import MetricsSource
 from canary_checks.report import build_report, record_series
 from canary_checks.sandbox import Sandbox, free_port_settings
+from canary_checks.suite import packaged
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = 10
@@ -75,8 +76,8 @@ def main() -> None:
             sample = timed(args.repeat, monitor.sample)
 
             gate_run = subprocess.run(
-                [sys.executable, "-m", "pytest", "suites/gate", "--stage", "25", "--canary-config", str(config_path),
-                 "--canary-reports", str(root / "reports"), "-q", "-p", "no:cacheprovider"],
+                [sys.executable, "-m", "pytest", str(packaged("gate")), "--stage", "25", "--canary-config",
+                 str(config_path), "--canary-reports", str(root / "reports"), "-q", "-p", "no:cacheprovider"],
                 cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             (run_dir,) = (root / "reports").glob("gate-*")
@@ -86,7 +87,7 @@ def main() -> None:
             report = timed(args.repeat, lambda: build_report(run_dir))
 
             smoke = timed(args.repeat, lambda: subprocess.run(
-                [sys.executable, "-m", "pytest", "suites/smoke", "--canary-config", str(config_path),
+                [sys.executable, "-m", "pytest", str(packaged("smoke")), "--canary-config", str(config_path),
                  "--no-canary-report", "-q", "-p", "no:cacheprovider"],
                 cwd=REPO, capture_output=True, stdin=subprocess.DEVNULL, check=True))  # fmt: skip
 

@@ -16,7 +16,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from canary_checks.config import CanaryConfig, find_config, load_config, parse_duration, reference_markdown
+from canary_checks.config import (
+    CanaryConfig,
+    find_config,
+    load_config,
+    parse_duration,
+    reference_markdown,
+    require_config,
+)
 from canary_checks.errors import CanaryError, ConfigError
 from canary_checks.prometheus import MetricsSource
 from canary_checks.sandbox import FAULT_KINDS, Sandbox, SandboxPlatform
@@ -31,17 +38,20 @@ def _echo(message: str) -> None:
     out.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def _config(ctx: click.Context) -> tuple[CanaryConfig, Path | None]:
+def _config(ctx: click.Context, *, sandbox: bool = False) -> tuple[CanaryConfig, Path | None]:
+    """The config of this command. Only the sandbox's commands run without a file (on the sandbox's defaults);
+    everything else judges a real service, so no canary.yaml is an error that says to run 'canary-checks init'."""
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "config" not in obj:
-        path = find_config(obj.get("config_path"), search=(Path.cwd(),))
+        explicit, search = obj.get("config_path"), (Path.cwd(),)
+        path = find_config(explicit, search=search) if sandbox else require_config(explicit, search=search)
         obj["config"] = load_config(path)
         obj["path"] = path
     return obj["config"], obj["path"]
 
 
 def _sandbox(ctx: click.Context, locustfile: Path | None = None) -> Sandbox:
-    config, _ = _config(ctx)
+    config, _ = _config(ctx, sandbox=True)
     return Sandbox(config, locustfile=locustfile, progress=lambda m: console.print(f"[dim]sandbox:[/] {m}"))
 
 
@@ -59,7 +69,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """Canary-release verification: gates over live Prometheus metrics, run as pytest.
 
     \b
-    The gates:        pytest suites/gate --stage 25
+    In a service:     canary-checks init --service S --namespace N --prometheus-url U
+    The gates:        pytest suites/gate --stage 25   (or: pytest --pyargs canary_checks.suites.gate)
     Smoke checks:     pytest suites/smoke [--target stable]
     Local sandbox:    canary-checks sandbox up | status | fault | weight | down
     The whole tour:   canary-checks demo
@@ -116,7 +127,7 @@ def sandbox_up(
     ctx: click.Context, weight: int, rps: float | None, faults: tuple[str, ...], locustfile: Path | None, no_wait: bool
 ) -> None:
     """Start the sandbox in its state directory (sandbox.state_dir)."""
-    config, _ = _config(ctx)
+    config, _ = _config(ctx, sandbox=True)
     if rps is not None:
         config = config.model_copy(update={"sandbox": config.sandbox.model_copy(update={"rps": rps})})
         ctx.obj["config"] = config
@@ -208,7 +219,7 @@ def sandbox_fault(ctx: click.Context, kind: str, value: float | None, target: st
     clear       remove every fault of the target
     """
     box = _sandbox(ctx)
-    config, _ = _config(ctx)
+    config, _ = _config(ctx, sandbox=True)
     current = box.faults().get(config.workload(target), {})
     if kind == "clear":
         faults: dict[str, float] = {}
@@ -229,6 +240,64 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
     out.print(f"canary weight {confirmed} % (stable {100 - confirmed} %), confirmed by HAProxy")
 
 
+@cli.command("init")
+@click.option("--service", default=None, help="The service under release (default: this directory's name).")
+@click.option("--namespace", default=None, help="Its Kubernetes namespace (default: default).")
+@click.option(
+    "--mesh", type=click.Choice(["istio", "linkerd"]), default="istio", show_default=True,
+    help="Which metric names its Prometheus has.",
+)  # fmt: skip
+@click.option(
+    "--prometheus-url", default=None,
+    help="Prometheus (or Thanos/Mimir query frontend) base URL (default: http://prometheus.monitoring.svc:9090).",
+)  # fmt: skip
+@click.option(
+    "--url", default=None,
+    help="The service's address through the mesh, for the smoke suite (default: http://SERVICE.NAMESPACE.svc."
+    "cluster.local).",
+)  # fmt: skip
+@click.option(
+    "--ci", type=click.Choice(["github", "gitlab", "none"]), default="github", show_default=True,
+    help="Which CI example to write: .github/workflows/canary-checks.yml or ci/canary-checks.gitlab-ci.yml.",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite files that exist.")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+def init_command(
+    service: str | None,
+    namespace: str | None,
+    mesh: str,
+    prometheus_url: str | None,
+    url: str | None,
+    ci: str,
+    force: bool,
+    directory: Path,
+) -> None:
+    """Set up a service's repository (DIRECTORY, default here) for canary checks.
+
+    \b
+    Writes canary.yaml (every setting with its default and meaning), suites/gate/ and suites/smoke/ (the
+    packaged suites, to extend), conftest.py (your own fixtures) and a CI example; refuses to overwrite
+    without --force. Then: pytest suites/smoke, and pytest suites/gate --stage 5.
+    """
+    from canary_checks.scaffold import init
+
+    done = init(directory, service=service, namespace=namespace, mesh=mesh, prometheus_url=prometheus_url, url=url,
+                ci=ci, force=force)  # fmt: skip
+    c = done.config
+    _echo(f"wrote into {directory}/ for {c.service} in namespace {c.namespace} ({c.mesh.value}):")
+    for path in done.written:
+        _echo(f"  {path}")
+    steps = [
+        f"check canary.yaml: Prometheus {c.prometheus.url} (a token: prometheus.bearer_token_env), smoke.url "
+        f"{c.smoke.url}, the workloads {c.workload('stable')} and {c.workload('canary')}",
+        "pytest suites/smoke                      # the canary through its x-canary: true route",
+        "pytest suites/gate --stage 5             # the first stage's gates (--hold-for 5m waits for a decision)",
+    ]
+    if done.ci is not None:
+        steps.append(f"commit {done.ci} and set its PROMETHEUS_TOKEN secret if Prometheus needs one")
+    _echo("next:\n" + "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1)))
+
+
 @cli.group("config")
 def config_group() -> None:
     """The configuration: what is in force, and every key."""
@@ -238,7 +307,7 @@ def config_group() -> None:
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the configuration in force (the file merged over the defaults) as YAML."""
-    config, path = _config(ctx)
+    config, path = _config(ctx, sandbox=True)
     click.echo(f"# {path or 'built-in defaults (no canary.yaml found)'}")
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), nl=False)
 
@@ -313,14 +382,35 @@ class _StageBar:
     "--rollback", "rollback_now", is_flag=True, help="Roll back the rollout of SERVICE in progress, and stop."
 )
 @click.option(
-    "--suite", type=click.Path(file_okay=False, path_type=Path), default=Path("suites/gate"), show_default=True
+    "--on-undecided",
+    type=click.Choice(["hold", "rollback", "proceed"]),
+    default=None,
+    help="When only canary-vs-stable comparisons are still undecided at the end of a stage's extension: hold the "
+    "weight for a person (exit 3), roll back, or go on (default: rollout.on_undecided, hold).",
+)
+@click.option(
+    "--max-extension",
+    default=None,
+    help="How long a stage that cannot decide may run past --step-duration (default: rollout.max_extension, "
+    "else as long again as the step).",
+)
+@click.option(
+    "--proceed",
+    is_flag=True,
+    help="A person's decision for a rollout held on undecided comparisons: count its stage as passed and go on.",
+)
+@click.option(
+    "--suite",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The gate suite each stage passes (default: ./suites/gate if there is one, else the packaged suite).",
 )
 @click.option(
     "--smoke-suite",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Run this smoke suite (suites/smoke) against the canary once it is ready, before any traffic moves; "
-    "a failing smoke check rolls back.",
+    help="Run this smoke suite against the canary once it is ready, before any traffic moves; a failing smoke "
+    "check rolls back. Off unless given ('--smoke-suite suites/smoke').",
 )
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.pass_context
@@ -340,7 +430,10 @@ def run(
     skip_validation: bool,
     auto_promote: bool,
     rollback_now: bool,
-    suite: Path,
+    on_undecided: str | None,
+    max_extension: str | None,
+    proceed: bool,
+    suite: Path | None,
     smoke_suite: Path | None,
     reports: Path,
 ) -> None:
@@ -351,13 +444,20 @@ def run(
     2. deploy the canary with IMAGE and wait until it is ready (then --smoke-suite, through the header route);
     3. each step: set the weight, wait --step-duration polling critical gates, run pytest suites/gate --stage N;
     4. a failing gate: weight 0 first, then the canary scaled down, exit 1 naming the gates;
+       checks that cannot decide yet extend the stage (--max-extension); if only comparisons are still
+       undecided then, --on-undecided: hold (exit 3, the weight stays), rollback, or proceed;
     5. after 100 %: promote (stable gets IMAGE) with --auto-promote, or when you confirm.
-    Run it again after a stop to resume (the stage's gates run again), or with --rollback to undo.
+    Run it again after a stop to resume (the stage's gates run again), with --proceed to go on past a held
+    stage, or with --rollback to undo.
     """
+    from canary_checks.config import UndecidedPolicy
     from canary_checks.runner import Rollout, RolloutOptions
+    from canary_checks.suite import locate
 
     obj = ctx.ensure_object(dict)
-    path = find_config(obj.get("config_path"), search=(Path.cwd(),))
+    search = (Path.cwd(),)
+    explicit = obj.get("config_path")
+    path = find_config(explicit, search=search) if mesh == "sandbox" else require_config(explicit, search=search)
     config = load_config(path, {"service": service, "namespace": namespace})
     steps = _steps(traffic_steps)
     thresholds: dict[str, dict[str, Any]] = {}
@@ -372,8 +472,8 @@ def run(
         step_duration=_duration(step_duration),
         poll_interval=_duration(poll_interval),
         ready_timeout=_duration(ready_timeout),
-        suite=suite,
-        smoke_suite=smoke_suite,
+        suite=locate("gate", suite),
+        smoke_suite=locate("smoke", smoke_suite, option="--smoke-suite") if smoke_suite is not None else None,
         reports=reports,
         config_path=path,
         thresholds=thresholds,
@@ -382,6 +482,9 @@ def run(
         skip_validation=skip_validation,
         rollback=rollback_now,
         confirm=(lambda q: click.confirm(q, default=False)) if sys.stdin.isatty() else None,
+        on_undecided=UndecidedPolicy(on_undecided) if on_undecided else None,
+        max_extension=_duration(max_extension) if max_extension is not None else None,
+        proceed=proceed,
         suite_args=("--service", config.service, "--namespace", config.namespace),
     )
     bar = _StageBar() if out.is_terminal else None
@@ -639,8 +742,8 @@ def monitor_command(
 )
 @click.option("--poll-interval", default="15s", show_default=True, help="How often a held stage's suite runs again.")
 @click.option(
-    "--suite", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("suites/gate"),
-    show_default=True,
+    "--suite", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The gate suite (default: ./suites/gate if there is one, else the packaged suite).",
 )  # fmt: skip
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.option(
@@ -659,7 +762,7 @@ def gates_command(
     namespace: str | None,
     hold_for: str,
     poll_interval: str,
-    suite: Path,
+    suite: Path | None,
     reports: Path,
     evidence: Path | None,
     thresholds: tuple[str, ...],
@@ -673,9 +776,10 @@ def gates_command(
     Writes reports/gate-<id>/ with each attempt's JUnit, the series and the HTML report.
     """
     from canary_checks.report import build_report, new_run_id, record_series, write_run
-    from canary_checks.runner import decide_stage
+    from canary_checks.suite import decide_stage, locate
 
     config, path = _config(ctx)
+    suite = locate("gate", suite)
     if service or namespace:
         config = load_config(path, {"service": service, "namespace": namespace})
     if stage not in config.stages:
@@ -741,10 +845,12 @@ def gates_command(
     help="Suites running at once across all services (one per service always); more calls get 429.",
 )
 @click.option(
-    "--gate-suite", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("suites/gate")
+    "--gate-suite", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The gate suite (default: ./suites/gate if there is one, else the packaged suite).",
 )
 @click.option(
-    "--smoke-suite", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("suites/smoke")
+    "--smoke-suite", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="The smoke suite (default: ./suites/smoke if there is one, else the packaged suite).",
 )
 @click.pass_context
 def serve_command(
@@ -756,8 +862,8 @@ def serve_command(
     reports: Path,
     suite_timeout: str,
     max_runs: int,
-    gate_suite: Path,
-    smoke_suite: Path,
+    gate_suite: Path | None,
+    smoke_suite: Path | None,
 ) -> None:
     """Answer Flagger's webhooks with the gate and smoke suites.
 
@@ -778,6 +884,10 @@ def serve_command(
     import threading
 
     from canary_checks.serve import ServeOptions, WebhookServer
+    from canary_checks.suite import locate
+
+    gate_suite = locate("gate", gate_suite, option="--gate-suite")
+    smoke_suite = locate("smoke", smoke_suite, option="--smoke-suite")
 
     token = token_file.read_text().strip() if token_file else os.environ.get(token_env, "").strip()
     if not token:
@@ -878,20 +988,21 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
 @cli.command()
 @click.option(
     "--suite",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("suites/gate"),
-    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The gate suite (default: ./suites/gate if there is one, else the packaged suite).",
 )
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards.")
 @click.pass_context
-def demo(ctx: click.Context, suite: Path, reports: Path, keep: bool) -> None:
+def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool) -> None:
     """The whole loop on the sandbox: a healthy canary through every stage, then faults and the gates that catch
     them. Starts the sandbox unless it runs, and stops it after unless --keep."""
     from canary_checks.sandbox.tour import run_tour
+    from canary_checks.suite import locate
 
-    config, path = _config(ctx)
-    ok = run_tour(_sandbox(ctx), config, path, suite=suite, reports=reports, keep=keep, console=out)
+    config, path = _config(ctx, sandbox=True)
+    ok = run_tour(_sandbox(ctx), config, path, suite=locate("gate", suite), reports=reports, keep=keep, console=out)
     sys.exit(0 if ok else 1)
 
 

@@ -398,7 +398,7 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
         f"{ev.canary.errors:,.0f} of {ev.canary.requests:,.0f} canary vs {ev.stable.errors:,.0f} of "
         f"{ev.stable.requests:,.0f} stable requests failed, over {test.intervals} interval(s)"
     )
-    details = _evidence_details(ev, test)
+    details = _evidence_details(ev, test, ctx)
     if ev.outcome is Outcome.NO_DATA:
         return ctx.result(Verdict.NO_DATA, None, f"{ev.reason}; {counts}", "ratio", **details), math.nan
     lo, hi = ev.interval
@@ -412,8 +412,18 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
     return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary, "ratio", **details), ev.p_value
 
 
-def _evidence_details(ev: ErrorEvidence, test: SequentialTest) -> dict[str, Any]:
+def _evidence_details(ev: ErrorEvidence, test: SequentialTest, ctx: _Ctx) -> dict[str, Any]:
+    needed: dict[str, float] = {}
+    if ev.outcome is Outcome.INCONCLUSIVE:
+        # at the canary's request rate since the evidence started: how long until a decision is possible
+        elapsed = max(ctx.evidence.last + ctx.interval - ctx.evidence.started, ctx.interval)
+        rate = ev.canary.requests / elapsed if elapsed > 0 else 0.0
+        needed = {
+            "needed_requests": ev.needed_requests,
+            "needed_seconds": ev.needed_requests / rate if rate > 0 else math.inf,
+        }
     return {
+        **needed,
         "method": "anytime-valid mixture test (conditional binomial), confidence sequence",
         "p_value": ev.p_value,
         "e_value": ev.e_value,
@@ -487,7 +497,7 @@ def _latency(ctx: _Ctx, update: bool, earlier: list[Sample] | None) -> tuple[Gat
         return ctx.result(Verdict.NO_DATA, None, f"{why}; {band_text}", "ratio", **details), math.nan
     stats = ctx.config.statistics
     ev = test.evidence(ctx.alpha_each, worse_ratio=stats.worse_ratio, worse_delta=stats.worse_delta / 100)
-    details.update(_evidence_details(ev, test))
+    details.update(_evidence_details(ev, test, ctx))
     details["bound_ms"] = bound
     slower = (
         f"requests slower than {bound:g} ms (stable's {pname} bucket): canary {_pct(ev.canary.rate)} of "

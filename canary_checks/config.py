@@ -43,15 +43,18 @@ __all__ = [
     "NotificationSettings",
     "NotificationTarget",
     "PrometheusSettings",
+    "RolloutSettings",
     "SandboxSettings",
     "Severity",
     "Statistics",
+    "UndecidedPolicy",
     "find_config",
     "flag_overrides",
     "load_config",
     "parse_duration",
     "parse_gate_flags",
     "reference_markdown",
+    "require_config",
 ]
 
 DEFAULT_CONFIG_NAME = "canary.yaml"
@@ -280,6 +283,7 @@ DECISIONS = {
     "deployed": "canary deployed",
     "stage passed": "stage advanced",
     "held": "stage held",
+    "awaiting decision": "awaiting a decision",
     "rolled back": "rolled back",
     "promoted": "promoted",
 }
@@ -351,6 +355,30 @@ class NotificationSettings(_Model):
         if unknown:
             raise ValueError(f"unknown decision {unknown[0]!r}; use any of: {', '.join(DECISION_NAMES)}")
         return value
+
+
+class UndecidedPolicy(StrEnum):
+    HOLD = "hold"
+    """Keep the canary at its weight and stop (exit 3): a person decides — 'canary-checks run' again to look again,
+    with --proceed to go on, or --rollback. For services where a wrong release costs more than a slow one."""
+    ROLLBACK = "rollback"
+    """Roll back as for a failing gate: a release must prove it is no worse than stable. For strict services with
+    enough traffic that an undecided comparison is itself a warning sign."""
+    PROCEED = "proceed"
+    """Go on to the next stage (recorded and announced): the fixed gates passed, and the comparisons keep
+    accumulating evidence at the next, larger share. For low-traffic services whose early stages cannot decide."""
+
+
+class RolloutSettings(_Model):
+    """What the runner (canary-checks run) does when a stage cannot decide."""
+
+    on_undecided: UndecidedPolicy = UndecidedPolicy.HOLD
+    """When every fixed gate passed but a canary-vs-stable comparison still has too few requests to decide at the
+    end of the stage's extension: hold, rollback or proceed. Missing data (no traffic, Prometheus unreadable) always
+    rolls back."""
+    max_extension: Duration | None = None
+    """How long a stage whose checks cannot decide yet may run past its step duration, looking again every poll
+    interval; unset: as long again as the step."""
 
 
 class Workloads(_Model):
@@ -594,6 +622,8 @@ class CanaryConfig(_Model):
     """Where the kube_* gates read pods and events."""
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     """Where the runner announces its decisions."""
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    """What the runner does with a stage that cannot decide."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     """The local sandbox (canary-checks sandbox up)."""
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
@@ -719,6 +749,21 @@ def find_config(explicit: str | os.PathLike[str] | None = None, *, search: tuple
     return None
 
 
+def require_config(explicit: str | os.PathLike[str] | None = None, *, search: tuple[Path, ...] = ()) -> Path:
+    """As :func:`find_config`, but no file at all is an error: outside the sandbox, guessing a service, namespace
+    and Prometheus would judge the wrong thing (the built-in defaults are the sandbox's)."""
+    path = find_config(explicit, search=search)
+    if path is None:
+        places = " or ".join(dict.fromkeys(str(folder) for folder in search)) or "the current directory"
+        raise ConfigError(
+            f"no {DEFAULT_CONFIG_NAME} in {places}: canary-checks needs to know the service, its namespace and "
+            "its Prometheus",
+            fix=f"run 'canary-checks init --service NAME --namespace NS --prometheus-url URL' here to write one "
+            f"(with the suites and a CI example), or pass --canary-config PATH, or set {CONFIG_ENV}",
+        )
+    return path
+
+
 # Command-line overrides: flag name → dotted config key.
 _FLAG_KEYS = {
     "service": "--service",
@@ -771,7 +816,9 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     try:
         return CanaryConfig.model_validate(data)
     except ValidationError as e:
-        flags = ", ".join(_FLAG_KEYS.get(k, k) for k in given)
+        bad = {".".join(str(p) for p in item["loc"]) for item in e.errors()}
+        named = [k for k in given if any(b == k or b.startswith(f"{k}.") for b in bad)] or list(given)
+        flags = ", ".join(_FLAG_KEYS.get(k, k) for k in named)
         raise ConfigError(_describe(e), where=f"command line ({flags})") from None
 
 

@@ -170,6 +170,7 @@ def _too_few(ctx: _Ctx, gate: Gate, requests: float, side: str = "canary") -> Ga
         f"inconclusive: only {requests:.0f} {side} requests in the {_fmt(ctx.config.window)}s window "
         f"(need at least {need}, min_requests)",
         requests=requests,
+        needed_requests=need - requests,
     )
 
 

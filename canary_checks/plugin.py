@@ -8,7 +8,12 @@ A gate test is one line::
 
 Every gate of the session is evaluated once, all queries concurrently at one instant, the first time a ``gate``
 fixture is set up. A Prometheus error makes the test *error*; a breach fails it (warning gates only with
-``--strict-gates``); no data fails it unless the gate's ``on_no_data`` is ``skip``.
+``--strict-gates``); no data fails it unless the gate's ``on_no_data`` is ``skip``. A critical check that cannot
+decide yet (too few requests) is *undecided*: skipped with its verdict and what it needs, not failed — unless
+``--fail-undecided``; ``--hold-for`` looks again in the same session until every critical check decides.
+
+Loading the plugin costs nearly nothing: the config is read, and the library imported, only by a session that
+collects tests using its ``gate`` or ``smoke`` fixtures.
 """
 
 from __future__ import annotations
@@ -17,30 +22,20 @@ import argparse
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from canary_checks.compare import COMPARISONS, comparisons_in_family, evaluate_comparisons, evidence_path
-from canary_checks.config import (
-    CanaryConfig,
-    Gates,
-    Mesh,
-    SmokeRequest,
-    find_config,
-    flag_overrides,
-    load_config,
-    parse_gate_flags,
-)
-from canary_checks.errors import CanaryError
-from canary_checks.gates import GATES, GateResult, Verdict, evaluate, gates_in_family
-from canary_checks.kube import CanaryHealth, api_client, canary_health
-from canary_checks.prometheus import MetricsSource
-from canary_checks.report import GATE_RUN_SPAN, build_report, new_run_id, record_series, write_run
-from canary_checks.smoke import TARGETS, Answer, SmokeClient, reachable_request
+if TYPE_CHECKING:
+    from canary_checks.config import CanaryConfig, Gates, SmokeRequest
+    from canary_checks.errors import CanaryError
+    from canary_checks.gates import GateResult
+    from canary_checks.kube import CanaryHealth
+    from canary_checks.prometheus import MetricsSource
+    from canary_checks.smoke import Answer, SmokeClient
 
 __all__ = ["GateCheck", "GateWarning", "SmokeCheck", "Target", "compare_params", "gate_params"]
 
@@ -85,25 +80,35 @@ class GateCheck:
 
     result: GateResult
     strict: bool
+    fail_undecided: bool = False
+    """A critical check that cannot decide yet fails instead of being reported undecided (skipped)."""
 
     def verify(self) -> None:
         __tracebackhide__ = True
+        from canary_checks.gates import Verdict
+
         result = self.result
         if not result.breached:
             return
         if result.fails(strict=self.strict):
+            if result.verdict is Verdict.INCONCLUSIVE and not self.fail_undecided:
+                pytest.skip(f"undecided: {result.describe()}")
             pytest.fail(result.describe(), pytrace=False)
         warnings.warn(GateWarning(result.describe()), stacklevel=2)
 
 
 def gate_params(family: str) -> list[Any]:
     """``pytest.param`` for every gate of ``family``, with ids like ``p95``: parametrize ``gate`` with them."""
+    from canary_checks.gates import gates_in_family
+
     return [pytest.param(g.name, id=g.variant) for g in gates_in_family(family)]
 
 
 def compare_params(family: str) -> list[Any]:
     """``pytest.param`` for every statistical comparison of ``family`` (errors, latency, resources): parametrize
     ``gate`` with them."""
+    from canary_checks.compare import comparisons_in_family
+
     return [pytest.param(c.name, id=c.variant) for c in comparisons_in_family(family)]
 
 
@@ -113,6 +118,18 @@ def _stage(value: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--stage takes a whole percent such as 25; got {value!r}") from None
     return stage
+
+
+def _duration(flag: str) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        from canary_checks.config import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{flag}: {e}") from None
+
+    return parse
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -131,10 +148,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--prometheus-url", default=None, metavar="URL", help="Prometheus base URL (default: prometheus.url)."
     )
     group.addoption(
-        "--mesh",
-        default=None,
-        choices=[m.value for m in Mesh],
-        help="which metric names to read: istio, linkerd or custom (default: mesh).",
+        "--mesh", default=None, help="which metric names to read: istio, linkerd or custom (default: mesh)."
     )
     group.addoption(
         "--canary-config",
@@ -167,7 +181,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--target",
         default="canary",
-        choices=TARGETS,
+        choices=("canary", "stable"),
         help="which side the smoke suite (suites/smoke) sends its requests to: the canary through its header "
         "route, or stable (default canary; see smoke: in the config).",
     )
@@ -189,11 +203,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="warning gates fail the run too (info gates never do).",
     )
+    group.addoption(
+        "--hold-for",
+        type=_duration("--hold-for"),
+        default=0.0,
+        metavar="DURATION",
+        help="while a critical check cannot decide yet (too few requests, no data, Prometheus unreadable), look "
+        "again in this session, up to this long (e.g. 5m), as the runner holds a stage. Default: look once.",
+    )
+    group.addoption(
+        "--hold-interval",
+        type=_duration("--hold-interval"),
+        default=15.0,
+        metavar="DURATION",
+        help="how often --hold-for looks again (default 15s).",
+    )
+    group.addoption(
+        "--fail-undecided",
+        action="store_true",
+        default=False,
+        help="a critical check with too few requests to decide fails the run; by default it is reported as "
+        "undecided (skipped, with the requests it needs) and does not fail it.",
+    )
 
 
 def _resolve(config: pytest.Config) -> Target:
+    from canary_checks.compare import evidence_path
+    from canary_checks.config import flag_overrides, load_config, parse_gate_flags, require_config
+    from canary_checks.errors import CanaryError
+
     opt = config.option
-    path = find_config(opt.canary_config, search=(Path.cwd(), config.rootpath))
+    path = require_config(opt.canary_config, search=(Path.cwd(), config.rootpath))
     overrides = flag_overrides(
         service=opt.service,
         namespace=opt.namespace,
@@ -220,18 +260,24 @@ def _resolve(config: pytest.Config) -> Target:
     return Target(canary, path, stage, bool(opt.strict_gates), thresholds, evidence)
 
 
+def _target(config: pytest.Config) -> Target:
+    """This session's target, resolved the first time a check needs it (an unrelated session never reads it)."""
+    target = config.stash.get(TARGET, None)
+    if target is None:
+        from canary_checks.errors import CanaryError
+
+        try:
+            target = config.stash[TARGET] = _resolve(config)
+        except CanaryError as e:
+            raise pytest.UsageError(e.message) from None
+    return target
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    try:
-        config.stash[TARGET] = _resolve(config)
-    except CanaryError as e:
-        raise pytest.UsageError(e.message) from None
     config.pluginmanager.register(_GateSummary(), "canary-checks-summary")
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    target = config.stash.get(TARGET, None)
-    if target is None:
-        return []
+def _header(target: Target) -> list[str]:
     c = target.config
     stage = f"stage {target.stage} %" if target.stage is not None else "no --stage"
     source = str(target.config_path) if target.config_path else "built-in defaults (no canary.yaml)"
@@ -260,7 +306,16 @@ def _gate_name(item: pytest.Item) -> str | None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    target = config.stash[TARGET]
+    if not any(_uses(item, "gate") or _uses(item, "smoke") for item in items):
+        return  # not a session of checks: nothing of canary-checks is read or imported
+    from canary_checks.compare import COMPARISONS
+    from canary_checks.gates import GATES
+
+    target = _target(config)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not config.option.no_header:
+        for line in _header(target):
+            reporter.write_line(line)
     kube_on = target.config.kubernetes.active()
     kept, dropped = [], []
     for item in items:
@@ -294,7 +349,9 @@ def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
     smoke = any(_uses(item, "smoke") for item in items)
     if not gates and not smoke:
         return
-    target = config.stash[TARGET]
+    from canary_checks.report import new_run_id, write_run
+
+    target = _target(config)
     kind = "gate" if gates else "smoke"
     run_dir = Path(config.option.canary_reports) / new_run_id(kind)
     name = f"smoke-{config.option.target}" if kind == "smoke" else (
@@ -329,6 +386,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     report = config.stash.get(REPORT, None)
     if report is None or report.problem:
         return
+    from canary_checks.errors import CanaryError
+    from canary_checks.prometheus import MetricsSource
+    from canary_checks.report import GATE_RUN_SPAN, build_report, record_series, write_run
+
     ended = time.time()
     try:
         if report.user_junit is not None and report.user_junit.exists():
@@ -347,12 +408,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def canary_target(pytestconfig: pytest.Config) -> Target:
     """The resolved config, stage and thresholds of this run."""
-    return pytestconfig.stash[TARGET]
+    return _target(pytestconfig)
 
 
 @pytest.fixture(scope="session")
 def canary_source(canary_target: Target) -> MetricsSource:
     """The Prometheus this run reads."""
+    from canary_checks.errors import CanaryError
+    from canary_checks.prometheus import MetricsSource
+
     try:
         return MetricsSource(canary_target.config)
     except CanaryError as e:
@@ -363,6 +427,7 @@ def _kube_reader(target: Target) -> Callable[[], CanaryHealth] | None:
     settings = target.config.kubernetes
     if not settings.active():
         return None
+    from canary_checks.kube import api_client, canary_health
 
     def read() -> CanaryHealth:
         api = api_client(settings.api_url, context=settings.context, verify_tls=settings.verify_tls)
@@ -376,32 +441,81 @@ def canary_results(
     request: pytest.FixtureRequest, canary_target: Target, canary_source: MetricsSource
 ) -> dict[str, GateResult | CanaryError]:
     """Every gate and comparison collected in this session, evaluated once: queries run concurrently at one
-    instant, the Kubernetes API read once, the comparisons' evidence advanced once."""
+    instant, the Kubernetes API read once, the comparisons' evidence advanced once. With ``--hold-for``, evaluated
+    again every ``--hold-interval`` while a critical check cannot decide (the runner's rule)."""
+    from canary_checks.compare import COMPARISONS
+    from canary_checks.errors import CanaryError
+    from canary_checks.gates import GATES, evaluate
+    from canary_checks.report import outcome_of
+    from canary_checks.suite import needs
+
     names = [n for item in request.session.items if (n := _gate_name(item)) is not None]
-    try:
-        results = evaluate(
-            canary_target.config,
-            canary_source,
-            [n for n in names if n in GATES],
-            stage=canary_target.stage,
-            gates=canary_target.thresholds,
-            kube=_kube_reader(canary_target),
-        )
-        results.update(_compare(canary_target, canary_source, [n for n in names if n in COMPARISONS]))
-        return results
-    except CanaryError as e:
-        pytest.fail(e.message, pytrace=False)
+    config = request.config
+    deadline = time.monotonic() + config.option.hold_for
+    while True:
+        try:
+            results = evaluate(
+                canary_target.config,
+                canary_source,
+                [n for n in names if n in GATES],
+                stage=canary_target.stage,
+                gates=canary_target.thresholds,
+                kube=_kube_reader(canary_target),
+            )
+            results.update(_compare(canary_target, canary_source, [n for n in names if n in COMPARISONS]))
+        except CanaryError as e:
+            pytest.fail(e.message, pytrace=False)
+        checks = [_as_record(name, r, canary_target.strict) for name, r in results.items()]
+        left = deadline - time.monotonic()
+        if outcome_of(checks) not in ("held", "error") or left <= 0:
+            return results
+        waiting = [(c["gate"], c["verdict"], c["details"]) for c in checks if c["outcome"] != "passed"]
+        pause = min(config.option.hold_interval, left)
+        _say(config, f"canary-checks: holding ({needs(waiting)}); looking again in {pause:.0f} s, {left:.0f} s left "
+                     "of --hold-for")  # fmt: skip
+        time.sleep(pause)
+
+
+def _as_record(name: str, result: GateResult | CanaryError, strict: bool) -> dict[str, Any]:
+    """A result as the hold rule (:func:`canary_checks.report.outcome_of`) reads a suite run's JUnit record."""
+    from canary_checks.gates import GateResult
+
+    if not isinstance(result, GateResult):
+        return {"gate": name, "outcome": "error", "verdict": "error", "details": {}}
+    fails = result.fails(strict=strict)
+    return {"gate": name, "outcome": "failed" if fails else "passed", "verdict": result.verdict.value,
+            "details": result.details}  # fmt: skip
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """A progress line on the terminal now, past pytest's output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
 
 
 def _compare(target: Target, source: MetricsSource, names: list[str]) -> dict[str, GateResult | CanaryError]:
     if not names:
         return {}
+    from canary_checks.compare import evaluate_comparisons
+
     return evaluate_comparisons(target.config, source, names, evidence_file=target.evidence)
 
 
 @pytest.fixture
 def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: dict[str, Any]) -> GateCheck:
     """The evaluated gate named by the test's ``gate`` parameter (see :func:`gate_params`)."""
+    from canary_checks.compare import COMPARISONS
+    from canary_checks.errors import CanaryError
+    from canary_checks.gates import GATES, Verdict, evaluate
+    from canary_checks.prometheus import MetricsSource
+
     name = getattr(request, "param", None)
     if name not in GATES and name not in COMPARISONS:
         pytest.fail(
@@ -440,9 +554,11 @@ def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: 
     )
     props.extend(("query", q) for q in result.queries)
     props.extend((key, _prop(value)) for key, value in result.details.items())
+    if result.verdict is Verdict.INCONCLUSIVE and result.fails(strict=canary_target.strict):
+        props.append(("decision", "fail" if request.config.option.fail_undecided else "undecided"))
     if result.verdict is Verdict.NO_DATA and not result.fails(strict=True) and result.on_no_data.value == "skip":
         pytest.skip(f"{result.gate}: {result.summary} (on_no_data: skip)")
-    return GateCheck(result, canary_target.strict)
+    return GateCheck(result, canary_target.strict, bool(request.config.option.fail_undecided))
 
 
 @dataclass
@@ -477,7 +593,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
     if "health_path" not in names and "smoke_request" not in names:
         return
-    smoke = metafunc.config.stash[TARGET].config.smoke
+    smoke = _target(metafunc.config).config.smoke
     if "health_path" in names:
         metafunc.parametrize("health_path", smoke.health, ids=[p.strip("/") or "root" for p in smoke.health])
     if "smoke_request" in names:
@@ -487,6 +603,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def smoke(request: pytest.FixtureRequest, canary_target: Target) -> SmokeCheck:
     """Sends smoke requests to ``--target`` (canary or stable) and fails the test on a wrong answer."""
+    from canary_checks.smoke import SmokeClient
+
     target: str = request.config.option.target
     return SmokeCheck(SmokeClient(canary_target.config, target), request.node.user_properties)
 
@@ -494,12 +612,16 @@ def smoke(request: pytest.FixtureRequest, canary_target: Target) -> SmokeCheck:
 @pytest.fixture
 def health_request(health_path: str) -> SmokeRequest:
     """A GET of one of ``smoke.health`` that must answer 200."""
+    from canary_checks.config import SmokeRequest
+
     return SmokeRequest(name=health_path.strip("/") or "root", path=health_path, status=(200,))
 
 
 @pytest.fixture
 def reachable() -> SmokeRequest:
     """A GET of ``/`` that must get any answer but a 5xx."""
+    from canary_checks.smoke import reachable_request
+
     return reachable_request()
 
 
@@ -514,11 +636,14 @@ class _GateSummary:
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, str]] = []
+        self.undecided: list[tuple[str, str, Mapping[str, Any]]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
         if "gate" not in props or report.when == "teardown" or (report.when == "setup" and report.passed):
             return
+        if props.get("decision") == "undecided":
+            self.undecided.append((str(props["gate"]), str(props.get("verdict", "")), props))
         verdict = str(props.get("verdict", "?"))
         unit = str(props.get("unit", ""))
         value, threshold = str(props.get("value", "")), str(props.get("threshold", ""))
@@ -535,6 +660,17 @@ class _GateSummary:
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         self._table(terminalreporter)
+        if self.undecided:
+            from canary_checks.suite import needs
+
+            tr = terminalreporter
+            tr.section("undecided: not failed, not passed")
+            for item in self.undecided:
+                tr.write_line(needs([item]), yellow=True)
+            tr.write_line(
+                "Too few requests to tell yet. Look again later, or wait in one run with --hold-for 5m; "
+                "--fail-undecided fails the run instead."
+            )
         report = config.stash.get(REPORT, None)
         if report is not None and report.html is not None:
             terminalreporter.write_line(f"canary-checks: report {report.html}")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,108 +22,22 @@ from types import FrameType
 from typing import Any, Protocol
 
 from canary_checks.compare import COMPARISONS, evaluate_comparisons
-from canary_checks.config import CanaryConfig, Severity
+from canary_checks.config import CanaryConfig, Severity, UndecidedPolicy
 from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
 from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
-from canary_checks.report import GateRecord, build_report, new_run_id, read_junit, record_series, write_run
+from canary_checks.report import GateRecord, build_report, new_run_id, record_series, write_run
+from canary_checks.suite import SuiteRun, decide_stage, record_needs, run_suite, validate
 from canary_checks.traffic import Router
 
-__all__ = ["Platform", "Rollout", "RolloutOptions", "StageDecision", "SuiteRun", "decide_stage", "run_suite"]
+__all__ = ["Platform", "Rollout", "RolloutOptions"]
 
 log = logging.getLogger(__name__)
-IN_PROGRESS = ("deploying", "progressing", "awaiting-promotion")
+IN_PROGRESS = ("deploying", "progressing", "awaiting-decision", "awaiting-promotion")
+HELD_EXIT = 3
+"""Exit code of a rollout held for a person's decision (on_undecided: hold)."""
 KEEP_DECISIONS = 50
-
-
-@dataclass(frozen=True)
-class SuiteRun:
-    stage: int | None
-    exit_code: int
-    """pytest's exit code: 0 all gates passed, 1 a gate failed or errored, others: the suite could not run."""
-    junit: Path
-    records: list[GateRecord]
-    output: str
-
-    @property
-    def passed(self) -> bool:
-        return self.exit_code == 0
-
-    @property
-    def failing(self) -> list[GateRecord]:
-        return [r for r in self.records if r.outcome in ("failed", "error")]
-
-
-def run_suite(
-    suite: Path,
-    stage: int | None,
-    junit: Path,
-    *,
-    config_path: Path | None = None,
-    extra_args: Sequence[str] = (),
-    timeout: float = 300.0,
-) -> SuiteRun:
-    """``pytest SUITE [--stage N] --junitxml JUNIT`` in a subprocess; the JUnit file is read back."""
-    junit.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pytest", str(suite), "--junitxml", str(junit)]
-    cmd += ["--stage", str(stage)] if stage is not None else []
-    # the caller owns the run's directory and its report: the suite writes none of its own
-    cmd += ["-p", "no:locust", "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--no-canary-report"]
-    if config_path is not None:
-        cmd += ["--canary-config", str(config_path)]
-    cmd += list(extra_args)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    records = read_junit(junit) if junit.exists() else []
-    return SuiteRun(stage, done.returncode, junit, records, done.stdout + done.stderr)
-
-
-@dataclass(frozen=True)
-class StageDecision:
-    run: SuiteRun
-    """The last suite run."""
-    outcome: str
-    """passed; failed (a gate failed); broken (the suite could not run); undecided (still held at the deadline)."""
-    why: str
-    failed: list[GateRecord] = field(default_factory=list)
-
-
-def decide_stage(
-    suite: Path,
-    stage: int,
-    junit: Callable[[int], Path],
-    *,
-    deadline: float,
-    poll: float,
-    config_path: Path | None = None,
-    extra_args: Sequence[str] = (),
-    on_run: Callable[[SuiteRun], None] = lambda run: None,
-    on_hold: Callable[[SuiteRun, str], None] = lambda run, why: None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> StageDecision:
-    """Run a stage's gate suite until it decides, as the runner does: a failing gate decides at once; gates that
-    cannot decide yet (no data, too few requests, inconclusive, unreadable) hold it, and the suite runs again every
-    ``poll`` seconds until ``deadline`` (``time.monotonic()``), after which missing data is no decision."""
-    attempt = 0
-    while True:
-        attempt += 1
-        run = run_suite(suite, stage, junit(attempt), config_path=config_path, extra_args=extra_args)
-        on_run(run)
-        if run.passed:
-            return StageDecision(run, "passed", f"stage {stage} %: every gate passed")
-        if run.exit_code not in (0, 1):
-            why = f"the gate suite could not run (pytest exit {run.exit_code}):\n{run.output[-2000:]}"
-            return StageDecision(run, "broken", why)
-        failed = [r for r in run.failing if r.verdict == "fail"]
-        if failed:
-            names = "; ".join(f"{r.gate} ({r.summary or r.message.splitlines()[0]})" for r in failed)
-            return StageDecision(run, "failed", f"failing gates at stage {stage} %: {names}", failed)
-        held = ", ".join(f"{r.gate} {r.verdict or r.outcome}" for r in run.failing)
-        if time.monotonic() >= deadline:
-            why = f"no decision by the step's deadline at stage {stage} %: {held}; missing data never promotes"
-            return StageDecision(run, "undecided", why)
-        on_hold(run, held)
-        sleep(poll)
 
 
 def _gate_fields(r: GateRecord | GateResult) -> dict[str, str]:
@@ -161,6 +73,10 @@ class RolledBack(CanaryError):
     """A stage failed and the canary was rolled back."""
 
 
+class AwaitingDecision(CanaryError):
+    """A stage could not decide and the policy is to hold: the weight stays, a person decides."""
+
+
 @dataclass
 class RolloutOptions:
     service: str
@@ -187,6 +103,12 @@ class RolloutOptions:
     """Asks a person (None: no terminal)."""
     suite_args: tuple[str, ...] = ()
     """More arguments for the gate suite (--service, --namespace of this run)."""
+    on_undecided: UndecidedPolicy | None = None
+    """What a stage whose comparisons cannot decide does at the end of its extension (None: rollout.on_undecided)."""
+    max_extension: float | None = None
+    """Seconds a stage that cannot decide may run past its step (None: rollout.max_extension, else the step)."""
+    proceed: bool = False
+    """A person's decision for a rollout awaiting one: count the held stage as passed and go on."""
 
 
 class Rollout:
@@ -300,6 +222,9 @@ class Rollout:
         except RolledBack as e:
             self.echo(f"rolled back: {e.what}")
             return 1
+        except AwaitingDecision as e:
+            self.echo(e.message)
+            return HELD_EXIT
         except Interrupted as e:
             self.echo(e.message)
             return 130
@@ -347,10 +272,18 @@ class Rollout:
                 )
             self.state = existing
             self.run_dir = self.o.reports / existing["run_id"]
-            self.echo(
-                f"resuming run {existing['run_id']} of {self.o.image} at stage {self.current_stage()} % "
-                "(its gates run again from the start of the stage)"
-            )
+            self.check_suites()
+            if self.state["status"] == "awaiting-decision" and self.o.proceed:
+                self.event("proceeded undecided", stage=self.current_stage(), why="--proceed: a person decided")
+                self.echo(f"stage {self.current_stage()} % counted as passed (--proceed); going on")
+                self.state["step_index"] = int(self.state["step_index"]) + 1
+            else:
+                self.echo(
+                    f"resuming run {existing['run_id']} of {self.o.image} at stage {self.current_stage()} % "
+                    "(its gates run again from the start of the stage)"
+                )
+            if self.state["status"] == "awaiting-decision":
+                self.state["status"] = "progressing"
             self.event("resumed", stage=self.current_stage())
             if self.state["status"] == "deploying":  # stopped while the canary was rolling out: finish that first
                 self.deploy()
@@ -358,6 +291,12 @@ class Rollout:
             if self.o.rollback:
                 self.echo(f"no rollout of {self.o.service} is in progress: nothing to roll back")
                 return 0
+            if self.o.proceed:
+                raise CanaryError(
+                    f"no rollout of {self.o.service} awaits a decision: --proceed has nothing to decide",
+                    fix="leave out --proceed to start a rollout",
+                )
+            self.check_suites()
             run_id = new_run_id("rollout")
             self.run_dir = self.o.reports / run_id
             self.state = {
@@ -375,6 +314,21 @@ class Rollout:
         if self.state["status"] in ("deploying", "progressing"):
             self.progress()
         return self.finish()
+
+    def check_suites(self) -> None:
+        """The suites must collect before anything is deployed or any weight moves (pytest --collect-only)."""
+        suites: list[tuple[Path, int | None]] = [(self.o.suite, self.o.steps[0])]
+        if self.o.smoke_suite is not None:
+            suites.append((self.o.smoke_suite, None))
+        for suite, stage in suites:
+            problem = validate(suite, stage, config_path=self.o.config_path, extra_args=self.o.suite_args)
+            if problem:
+                raise CanaryError(
+                    problem,
+                    where=str(suite),
+                    fix="fix the suite (try 'pytest --collect-only' on it), or point --suite at another; nothing "
+                    "was deployed",
+                )
 
     def validate(self) -> None:
         problems = list(self.platform.validate())
@@ -470,16 +424,54 @@ class Rollout:
             self.echo(f"stage {stage} %: holding ({why}); trying again in {self.o.poll_interval:g} s")
             self.event("held", stage=stage, why=why, failing_gates=[_gate_fields(r) for r in run.failing])
 
-        # The step's deadline for a verdict: as long again as the step, then missing data rolls back.
+        # The stage's deadline for a verdict: the step plus its extension; then the policy (or a rollback).
+        extension = self.extension
         decision = decide_stage(
-            self.o.suite, stage, lambda attempt: self._junit(stage, attempt), deadline=start + 2 * self.o.step_duration,
-            poll=self.o.poll_interval, config_path=self.o.config_path, extra_args=extra, on_run=ran, on_hold=held,
-            sleep=self._sleep,
+            self.o.suite, stage, lambda attempt: self._junit(stage, attempt),
+            deadline=start + self.o.step_duration + extension, poll=self.o.poll_interval,
+            config_path=self.o.config_path, extra_args=extra, on_run=ran, on_hold=held, sleep=self._sleep,
         )  # fmt: skip
         if decision.outcome == "passed":
             self.echo(decision.why)
             return
-        self.rollback(decision.why, failing=[_gate_fields(r) for r in decision.failed])
+        if decision.outcome == "undecided" and decision.only_comparisons_undecided:
+            self.undecided(stage, extension, record_needs(decision.held), decision.held)
+            return
+        why = decision.why
+        if decision.outcome == "undecided":
+            why += "; missing data never promotes"
+        self.rollback(why, failing=[_gate_fields(r) for r in decision.failed or decision.held])
+
+    @property
+    def extension(self) -> float:
+        """Seconds a stage that cannot decide may run past its step."""
+        configured = self.config.rollout.max_extension
+        chosen = self.o.max_extension if self.o.max_extension is not None else configured
+        return self.o.step_duration if chosen is None else chosen
+
+    def undecided(self, stage: int, extension: float, needs: str, held: Sequence[GateRecord]) -> None:
+        """Every fixed gate passed, but comparisons could not decide in the step and its extension: the policy."""
+        policy = self.o.on_undecided or self.config.rollout.on_undecided
+        why = (
+            f"stage {stage} %: every fixed gate passed, but after the step and {extension:g} s more the comparisons "
+            f"could not decide: {needs}"
+        )
+        failing = [_gate_fields(r) for r in held]
+        if policy is UndecidedPolicy.PROCEED:
+            self.echo(f"{why}; proceeding (rollout.on_undecided: proceed)")
+            self.event("proceeded undecided", stage=stage, why=why, failing_gates=failing)
+            return
+        if policy is UndecidedPolicy.ROLLBACK:
+            self.rollback(f"{why} (rollout.on_undecided: rollback)", failing=failing)
+        self.state["status"] = "awaiting-decision"
+        self.event("awaiting decision", stage=stage, why=why, failing_gates=failing)
+        image, service = self.o.image, self.o.service
+        raise AwaitingDecision(
+            f"{why}. Holding the canary at {stage} % for a person's decision (rollout.on_undecided: hold)",
+            fix=f"look again with 'canary-checks run {service} {image}' (the stage's gates run again on more "
+            f"traffic), go on with 'canary-checks run {service} {image} --proceed', or roll back with "
+            f"'canary-checks run {service} {image} --rollback'",
+        )
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -38,7 +38,7 @@ from canary_checks.gates import GateResult, evaluate
 from canary_checks.monitor import nearest_stage
 from canary_checks.prometheus import MetricsSource
 from canary_checks.report import build_report, new_run_id, outcome_of, record_series, write_run
-from canary_checks.runner import SuiteRun, run_suite
+from canary_checks.suite import SuiteRun, run_suite
 
 __all__ = ["HOOKS", "ServeOptions", "WebhookServer"]
 

@@ -21,12 +21,18 @@ import matplotlib.pyplot  # noqa: F401  # imported once here: pytester's inline 
 import pytest
 import yaml
 
+# The plugin imports the library only when a session runs checks; pytester's inline runs forget the modules they
+# imported, and numpy's cannot load twice in a process: import what a check session needs once, here.
+import canary_checks.compare
+import canary_checks.kube
+import canary_checks.smoke
+import canary_checks.suite  # noqa: F401
 from canary_checks.config import CanaryConfig, load_config
 
 pytest_plugins = ["pytester"]
 
-GATE_SUITE = (Path(__file__).parents[1] / "suites" / "gate" / "test_gates.py").read_text()
-"""The repo's gate suite, for pytester runs in a fresh directory."""
+GATE_SUITE = (Path(__file__).parents[1] / "canary_checks" / "suites" / "gate" / "test_gates.py").read_text()
+"""The packaged gate suite, for pytester runs in a fresh directory."""
 PYTESTER_ARGS = ("-p", "no:locust", "-p", "no:asyncio", "-p", "no:cacheprovider",
                  "-W", "ignore::pytest.PytestAssertRewriteWarning")  # fmt: skip
 """Inner pytest runs: no Locust plugin (gevent), no asyncio plugin, no cache, no rewrite warning for our plugin."""

@@ -21,8 +21,8 @@ from rich.table import Table
 from canary_checks.config import CanaryConfig
 from canary_checks.prometheus import MetricsSource
 from canary_checks.report import build_report, record_series, write_run
-from canary_checks.runner import SuiteRun, run_suite
 from canary_checks.sandbox import Sandbox
+from canary_checks.suite import SuiteRun, run_suite
 
 __all__ = ["SCENARIOS", "run_tour"]
 

@@ -11,7 +11,15 @@ Every function ends in an :class:`Outcome` (or a Kayenta classification); bad in
 side) gives ``no data`` with a reason, never an exception and never a pass.
 """
 
-from canary_checks.stats.counts import Counts, ErrorEvidence, FixedTest, SequentialTest, detectable_rate, fixed_test
+from canary_checks.stats.counts import (
+    Counts,
+    ErrorEvidence,
+    FixedTest,
+    SequentialTest,
+    detectable_rate,
+    fixed_test,
+    requests_to_decide,
+)
 from canary_checks.stats.histogram import (
     Histogram,
     MannWhitney,
@@ -43,4 +51,5 @@ __all__ = [
     "interpolated_quantile",
     "mann_whitney",
     "quantile_bounds",
+    "requests_to_decide",
 ]

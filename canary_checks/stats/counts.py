@@ -38,6 +38,7 @@ __all__ = [
     "SequentialTest",
     "detectable_rate",
     "fixed_test",
+    "requests_to_decide",
 ]
 
 _GRID = np.linspace(-math.log(256.0), math.log(256.0), 321)
@@ -166,6 +167,9 @@ class ErrorEvidence:
     alpha: float
     margin: float
     reason: str = ""
+    needed_requests: float = math.nan
+    """When inconclusive: about how many more canary requests (at the same traffic share and error rates) the
+    decision needs; ``inf`` when no amount would do, NaN when not inconclusive."""
 
     @property
     def detectable_ratio(self) -> float:
@@ -233,9 +237,9 @@ class SequentialTest:
             interval = (0.0 if lo <= self.grid[0] else math.exp(lo), math.inf if hi >= self.grid[-1] else math.exp(hi))
         ratio = _ratio(canary, stable) if canary.requests and stable.requests else math.nan
 
-        def result(outcome: Outcome, detect: float, reason: str = "") -> ErrorEvidence:
+        def result(outcome: Outcome, detect: float, reason: str = "", needed: float = math.nan) -> ErrorEvidence:
             return ErrorEvidence(
-                outcome, e_value, p_value, ratio, interval, detect, canary, stable, alpha, self.margin, reason
+                outcome, e_value, p_value, ratio, interval, detect, canary, stable, alpha, self.margin, reason, needed
             )
 
         if canary.requests == 0 or stable.requests == 0:
@@ -253,6 +257,7 @@ class SequentialTest:
             detect,
             f"too few requests to tell: only a canary error rate of {detect:.3%} or more would show "
             f"(need to see {must_detect:.3%})",
+            requests_to_decide(canary, stable, must_detect, margin=self.margin, alpha=alpha),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -302,6 +307,31 @@ def detectable_rate(canary: Counts, stable: Counts, *, margin: float = 1.0, alph
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if reveals(math.exp(mid)) else (mid, hi)
     return math.exp(hi)
+
+
+def requests_to_decide(
+    canary: Counts, stable: Counts, must_detect: float, *, margin: float = 1.0, alpha: float = 0.05
+) -> float:
+    """About how many *more* canary requests, with both sides' traffic growing in the same proportion and their error
+    rates as observed, until a canary error rate of ``must_detect`` (a fraction) would show: when a pass becomes
+    possible. ``inf`` when no amount of traffic would do (e.g. stable's own rate is at ``must_detect``)."""
+    if canary.requests <= 0 or stable.requests <= 0 or not math.isfinite(must_detect):
+        return math.inf
+
+    def enough(scale: float) -> bool:
+        c = Counts(canary.requests * scale, canary.errors * scale)
+        s = Counts(stable.requests * scale, stable.errors * scale)
+        return detectable_rate(c, s, margin=margin, alpha=alpha) <= must_detect
+
+    if enough(1.0):
+        return 0.0
+    lo, hi = 0.0, math.log(1e6)
+    if not enough(math.exp(hi)):
+        return math.inf
+    for _ in range(20):  # within about 2 % of the scale
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if enough(math.exp(mid)) else (mid, hi)
+    return math.ceil(canary.requests * (math.exp(hi) - 1.0))
 
 
 def _expected_loglik(grid: NDArray[np.float64], canary: Counts, stable: Counts) -> NDArray[np.float64]:

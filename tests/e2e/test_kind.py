@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from canary_checks.kube import KubePlatform, api_client, canary_health
+from canary_checks.suite import packaged
 
 pytestmark = pytest.mark.kind
 REPO = Path(__file__).parents[2]
@@ -47,7 +48,7 @@ def test_the_demo_deploys_from_our_manifests_and_the_kube_gates_read_it(kind_clu
     config = tmp_path / "canary.yaml"
     config.write_text(yaml.safe_dump({"kubernetes": {"enabled": True}, "prometheus": {"url": "http://127.0.0.1:9"}}))
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "suites/gate", "--stage", "25", "-k", "kubernetes", "--canary-config",
+        [sys.executable, "-m", "pytest", str(packaged("gate")), "--stage", "25", "-k", "kubernetes", "--canary-config",
          str(config), "-p", "no:cacheprovider"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip

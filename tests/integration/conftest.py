@@ -13,8 +13,8 @@ import pytest
 from canary_checks.config import CanaryConfig, load_config
 from canary_checks.prometheus import MetricsSource
 from canary_checks.report import GateRecord
-from canary_checks.runner import SuiteRun, run_suite
 from canary_checks.sandbox import Sandbox, free_port_settings
+from canary_checks.suite import SuiteRun, packaged, run_suite
 from tests.conftest import write_config
 
 REPO = Path(__file__).parents[2]
@@ -48,7 +48,7 @@ class Live:
         # each check judges the sandbox as it is now: its own comparison evidence, not the earlier tests' faults
         extra = (f"--canary-evidence={self.runs / name}.evidence.json", *extra)
         run = run_suite(
-            REPO / "suites" / "gate", stage, self.runs / f"{name}.xml", config_path=config_path or self.config_path,
+            packaged("gate"), stage, self.runs / f"{name}.xml", config_path=config_path or self.config_path,
             extra_args=extra,
         )  # fmt: skip
         return run, {r.gate: r for r in run.records}
@@ -56,7 +56,7 @@ class Live:
     def smoke(self, *extra: str, config_path: Path | None = None) -> SuiteRun:
         """``pytest suites/smoke`` against the sandbox, as CI runs it before any traffic moves."""
         junit = self.runs / f"smoke-{time.monotonic_ns()}.xml"
-        return run_suite(REPO / "suites" / "smoke", None, junit, config_path=config_path or self.config_path,
+        return run_suite(packaged("smoke"), None, junit, config_path=config_path or self.config_path,
                          extra_args=extra)  # fmt: skip
 
 

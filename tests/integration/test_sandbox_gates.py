@@ -18,6 +18,7 @@ import yaml
 
 from canary_checks.prometheus import MetricsSource
 from canary_checks.sandbox.tour import SCENARIOS
+from canary_checks.suite import packaged
 from tests.conftest import Receiver, write_config
 from tests.integration.conftest import REPO, WINDOW, Live
 
@@ -381,7 +382,7 @@ def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_pat
     live.box.set_faults("canary", {})
     live.box.wait_ready(60)
     live.calm()
-    process = rollout(live, tmp_path, "demo:v3", "--auto-promote", "--smoke-suite", "suites/smoke",
+    process = rollout(live, tmp_path, "demo:v3", "--auto-promote", "--smoke-suite", str(packaged("smoke")),
                       config=notified(live, tmp_path, receiver))  # fmt: skip
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stdout + stderr
@@ -453,7 +454,7 @@ def test_the_runner_rolls_back_before_any_traffic_when_smoke_fails(live: Live, t
     live.box.set_weight(0)
     live.box.set_faults("canary", {"errors": 100})
     try:
-        process = rollout(live, tmp_path, "demo:v5", "--auto-promote", "--smoke-suite", "suites/smoke")
+        process = rollout(live, tmp_path, "demo:v5", "--auto-promote", "--smoke-suite", str(packaged("smoke")))
         stdout, stderr = process.communicate(timeout=300)
     finally:
         live.box.set_faults("canary", {})

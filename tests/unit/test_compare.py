@@ -171,7 +171,7 @@ def test_every_result_states_the_multiplicity_correction(tmp_path: Path, prom: P
 
 
 def test_the_suite_reports_p_value_interval_and_counts_in_junit(pytester: pytest.Pytester, prom: PromStub) -> None:
-    suite = Path(__file__).parents[2] / "suites" / "gate" / "test_compare.py"
+    suite = Path(__file__).parents[2] / "canary_checks" / "suites" / "gate" / "test_compare.py"
     pytester.makepyfile(test_canary_compare=suite.read_text())
     pytester.makefile(".yaml", canary=f"service: auth\nnamespace: orion\nprometheus: {{url: '{prom.url}'}}\n")
     traffic(prom, canary=(3000, 300), stable=(57000, 570))  # 10 % against 1 %

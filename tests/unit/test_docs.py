@@ -31,7 +31,7 @@ def test_every_comparison_is_documented_with_its_test_id() -> None:
     for c in COMPARISONS.values():
         assert f"`{c.name}`" in text, c.name
         assert f"test_{c.family}_vs_stable[{c.variant}]" in text, c.name
-    suite = (Path(__file__).parents[2] / "suites" / "gate" / "test_compare.py").read_text()
+    suite = (Path(__file__).parents[2] / "canary_checks" / "suites" / "gate" / "test_compare.py").read_text()
     for family in {c.family for c in COMPARISONS.values()}:
         assert f"def test_{family}_vs_stable(" in suite
 
