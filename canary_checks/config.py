@@ -32,6 +32,7 @@ from canary_checks.errors import ConfigError
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_NAME",
+    "DEFAULT_FAILURE_CODES",
     "CanaryConfig",
     "ComparisonSettings",
     "Correction",
@@ -48,6 +49,7 @@ __all__ = [
     "Severity",
     "Statistics",
     "UndecidedPolicy",
+    "describe_failures",
     "find_config",
     "flag_overrides",
     "load_config",
@@ -65,6 +67,11 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+DEFAULT_FAILURE_CODES = "5.."
+"""What a failed request is unless `failure_codes` says otherwise: a 5xx answer (Linkerd: its own classification)."""
+# Prometheus regexes are RE2: no lookaround, no backreferences (Python's re would accept them).
+_NOT_RE2 = re.compile(r"\(\?(?:[=!>]|<[=!])|\\[1-9]")
 
 
 class Severity(StrEnum):
@@ -109,6 +116,33 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds; written in YAML as ``30s``, ``5m``, ``1h`` or a plain number of seconds."""
 
 
+def check_failure_codes(value: str) -> str:
+    """A regex of HTTP status codes that Prometheus (RE2, matching whole label values) reads the same way."""
+    example = "5.. (5xx), 5..|429 (5xx and Too Many Requests) or [45].. (4xx and 5xx)"
+    try:
+        pattern = re.compile(value)
+    except re.error as e:
+        raise ValueError(f"{value!r} is not a regular expression ({e}); write one such as {example}") from None
+    if _NOT_RE2.search(value):
+        raise ValueError(
+            f"{value!r} uses lookaround or a backreference, which Prometheus' RE2 regexes do not support; "
+            "list the codes instead, e.g. 50[0-24-9]|5[1-9]. for every 5xx but 503"
+        )
+    if not any(pattern.fullmatch(str(code)) for code in range(100, 600)):
+        raise ValueError(
+            f"{value!r} matches no HTTP status code from 100 to 599 (the regex must match the whole code); "
+            f"write one such as {example}"
+        )
+    if pattern.fullmatch("200"):
+        raise ValueError(f"{value!r} counts 200 OK as a failure; write one such as {example}")
+    return value
+
+
+def describe_failures(failure_codes: str) -> str:
+    """How messages name failed requests: ``5xx``, or ``status <the configured regex>``."""
+    return "5xx" if failure_codes == DEFAULT_FAILURE_CODES else f"status {failure_codes}"
+
+
 def check_namespace(value: str) -> str:
     if len(value) > 63 or not _DNS_LABEL.match(value):
         raise ValueError(
@@ -150,9 +184,10 @@ class Gates(_Model):
     """Thresholds of every gate, with the original system's defaults."""
 
     error_rate: GateSettings = _gate(5.0, Severity.CRITICAL)
-    """Canary requests answered 5xx, percent of canary requests; fails above."""
+    """Canary requests that failed (`failure_codes`: 5xx by default), percent of canary requests; fails above."""
     success_rate: GateSettings = _gate(95.0, Severity.CRITICAL)
-    """Canary requests answered 1xx-3xx (Linkerd: classification=success), percent; fails below."""
+    """Canary requests that did not fail (any answer but `failure_codes`, so 4xx succeed by default: 100 − the error
+    rate), percent; fails below."""
     latency_p95: GateSettings = _gate(500.0, Severity.WARNING)
     """Canary 95th percentile latency, milliseconds; fails above."""
     latency_p99: GateSettings = _gate(1000.0, Severity.CRITICAL)
@@ -604,6 +639,14 @@ class CanaryConfig(_Model):
     """Which metric names to read: istio, linkerd, or custom (then set `queries`)."""
     queries: CustomQueries | None = None
     """PromQL templates, required with mesh: custom."""
+    failure_codes: str = DEFAULT_FAILURE_CODES
+    """HTTP status codes of failed requests, a regex matching whole codes (RE2, as Prometheus reads it): 5.. is 5xx,
+    5..|429 adds Too Many Requests, [45].. adds every 4xx. Every other answer is a success, so the success rate is
+    100 − the error rate in every gate, recording rule, alert and dashboard. Istio: matched against response_code.
+    Linkerd: the default reads Linkerd's own classification label (failure: a 5xx, a gRPC error status, a failed
+    stream, or what a ServiceProfile's responseClasses say); any other value is matched against response_total's
+    status_code instead (gRPC errors answered 200 then succeed, as on Istio; a response without a status fails).
+    Not used with mesh: custom, whose queries.errors and queries.successes say it."""
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     """Where the metrics come from."""
     stages: tuple[int, ...] = (5, 25, 50, 100)
@@ -639,6 +682,16 @@ class CanaryConfig(_Model):
     def _namespace(cls, value: str) -> str:
         return check_namespace(value)
 
+    @field_validator("failure_codes", mode="before")
+    @classmethod
+    def _failure_codes(cls, value: Any) -> Any:
+        """One code may be written as a number (`failure_codes: 503`)."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"expected one regex of status codes, e.g. 5.. or 500|503; got {value!r}")
+        return check_failure_codes(value)
+
     @field_validator("gates", "statistics", mode="before")
     @classmethod
     def _gates(cls, value: Any, info: ValidationInfo) -> Any:
@@ -673,6 +726,11 @@ class CanaryConfig(_Model):
                 raise ValueError(f"workloads.{side}: {e}") from None
         if self.mesh is Mesh.CUSTOM and self.queries is None:
             raise ValueError("mesh: custom needs `queries` (requests, errors, successes, latency templates)")
+        if self.mesh is Mesh.CUSTOM and self.failure_codes != DEFAULT_FAILURE_CODES:
+            raise ValueError(
+                f"failure_codes ({self.failure_codes!r}) applies to mesh istio and linkerd; with mesh: custom, "
+                "write which answers fail into queries.errors and queries.successes, and remove failure_codes"
+            )
         for stage, overrides in self.stage_gates.items():
             if stage not in self.stages:
                 raise ValueError(f"stage_gates names stage {stage}, which is not one of the stages {list(self.stages)}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from canary_checks.config import CanaryConfig, Gates, GateSettings, NoDataPolicy, Severity
+from canary_checks.config import CanaryConfig, Gates, GateSettings, NoDataPolicy, Severity, describe_failures
 from canary_checks.errors import CanaryError
 from canary_checks.kube import CanaryHealth
 from canary_checks.prometheus import MetricsSource, Sample
@@ -199,7 +199,8 @@ def _decide_error_rate(ctx: _Ctx, gate: Gate) -> GateResult:
         ctx,
         verdict,
         rate,
-        f"canary error rate {_fmt(rate)} % {sign} {_fmt(limit)} % ({errors:.0f} of {requests:.0f} requests 5xx)",
+        f"canary error rate {_fmt(rate)} % {sign} {_fmt(limit)} % "
+        f"({errors:.0f} of {requests:.0f} requests {describe_failures(ctx.config.failure_codes)})",
         requests=requests,
         errors=errors,
     )

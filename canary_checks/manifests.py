@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from canary_checks.config import Gates, Mesh
+from canary_checks.config import DEFAULT_FAILURE_CODES, Gates, Mesh, check_failure_codes, describe_failures
 from canary_checks.prometheus import MESH_METRICS
 
 __all__ = ["SERVICES", "ServiceValues", "render_alerts", "render_all", "write_all"]
@@ -650,8 +650,9 @@ def _by_service(expr: str, label: str, side: str, namespace_label: str = "namesp
     return f'label_replace({with_service}, "namespace", "$1", "{namespace_label}", "(.*)")'
 
 
-def _recording_rules(mesh: Mesh) -> list[Obj]:
+def _recording_rules(mesh: Mesh, failure_codes: str) -> list[Obj]:
     m = MESH_METRICS[mesh]
+    failed, succeeded = m.outcomes(failure_codes)
 
     def side_of(side: str) -> str:
         return f'{m.workload}=~".+-{side}"'
@@ -678,10 +679,10 @@ def _recording_rules(mesh: Mesh) -> list[Obj]:
     rules: list[Obj] = []
     for side in ("canary", "stable"):
         rules.append({"record": f"{side}:request_rate:5m", "expr": traffic(side)})
-        # No 5xx series yet means no errors: count them as 0 where the side has traffic.
-        errors = f"({traffic(side, m.errors)} or {side}:request_rate:5m * 0)"
+        # No failed series yet means no errors: count them as 0 where the side has traffic.
+        errors = f"({traffic(side, failed)} or {side}:request_rate:5m * 0)"
         rules.append({"record": f"{side}:error_rate:5m", "expr": f"100 * {errors} / {side}:request_rate:5m"})
-    successes = f"({traffic('canary', m.successes)} or canary:request_rate:5m * 0)"
+    successes = f"({traffic('canary', succeeded)} or canary:request_rate:5m * 0)"
     rules.append({"record": "canary:success_rate:5m", "expr": f"100 * {successes} / canary:request_rate:5m"})
     for quantile in (0.5, 0.95, 0.99):
         rules.append({"record": f"canary:latency_p{round(quantile * 100)}:5m", "expr": latency(quantile, "canary")})
@@ -713,7 +714,7 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str, des
     }
 
 
-def _alerting_rules(gates: Gates) -> list[Obj]:
+def _alerting_rules(gates: Gates, failure_codes: str) -> list[Obj]:
     g = gates
     svc = "{{ $labels.service }} in {{ $labels.namespace }}"
     canary_pods = f'pod=~"{_CANARY_POD}"'
@@ -738,7 +739,8 @@ def _alerting_rules(gates: Gates) -> list[Obj]:
             f"canary:error_rate:5m > {g.error_rate.threshold:g}",
             "2m",
             gate_severity["error_rate"],
-            f"Canary of {svc} answers more than {g.error_rate.threshold:g} % of requests with 5xx",
+            f"Canary of {svc} answers more than {g.error_rate.threshold:g} % of requests with "
+            f"{describe_failures(failure_codes)}",
             'Canary error rate is {{ $value | printf "%.2f" }} % over 5 minutes '
             f"(threshold {g.error_rate.threshold:g} %).",
         ),
@@ -904,9 +906,13 @@ def _alerting_rules(gates: Gates) -> list[Obj]:
     ]
 
 
-def render_alerts(mesh: Mesh = Mesh.ISTIO, gates: Gates | None = None) -> Obj:
-    """The PrometheusRule with every alert of the original system and the recording rules they use."""
+def render_alerts(
+    mesh: Mesh = Mesh.ISTIO, gates: Gates | None = None, failure_codes: str = DEFAULT_FAILURE_CODES
+) -> Obj:
+    """The PrometheusRule with every alert of the original system and the recording rules they use; a request
+    failed when its status matches ``failure_codes`` (the config's), as in the gates."""
     gates = gates or Gates()
+    check_failure_codes(failure_codes)
     suffix = "" if mesh is Mesh.ISTIO else f"-{mesh.value}"
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -917,8 +923,8 @@ def render_alerts(mesh: Mesh = Mesh.ISTIO, gates: Gates | None = None) -> Obj:
         ),
         "spec": {
             "groups": [
-                {"name": "canary.recording", "interval": "30s", "rules": _recording_rules(mesh)},
-                {"name": "canary.alerts", "rules": _alerting_rules(gates)},
+                {"name": "canary.recording", "interval": "30s", "rules": _recording_rules(mesh, failure_codes)},
+                {"name": "canary.alerts", "rules": _alerting_rules(gates, failure_codes)},
             ]
         },
     }

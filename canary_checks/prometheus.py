@@ -25,7 +25,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from canary_checks.config import CanaryConfig, Mesh, check_namespace, check_workload
+from canary_checks.config import DEFAULT_FAILURE_CODES, CanaryConfig, Mesh, check_namespace, check_workload
 from canary_checks.errors import (
     InvalidLabelValue,
     PrometheusError,
@@ -158,24 +158,39 @@ class MeshMetrics:
     """Histogram buckets of request latency, milliseconds."""
     base: str
     """Matcher picking the receiving side's view of a request."""
-    errors: str
-    """Matcher for requests that failed (5xx)."""
-    successes: str
-    """Matcher for requests that succeeded."""
+    status: str
+    """Label holding the HTTP status code of the answer."""
     workload: str
     """Label naming the Deployment that answered."""
     namespace: str
     """Label naming its namespace."""
+    classification: str = ""
+    """Label the mesh sets to success or failure by its own rule, read for the default failure codes; empty where
+    the mesh has none."""
 
     def matchers(self, *more: str) -> str:
         return ", ".join((self.base, *more))
 
-    def profile(self) -> QueryProfile:
+    def outcomes(self, failure_codes: str = DEFAULT_FAILURE_CODES) -> tuple[str, str]:
+        """Matchers for (failed, succeeded) requests: two halves of every request, so successes are requests
+        minus errors (see ``failure_codes`` in the config)."""
+        if self.classification and failure_codes == DEFAULT_FAILURE_CODES:
+            return f'{self.classification}="failure"', f'{self.classification}="success"'
+        codes = escape_label(failure_codes)
+        if self.classification:
+            # Linkerd: a response that never got a status (a failed stream) has no status_code label; the empty
+            # alternative matches it, so it fails, as Linkerd's own classification says.
+            codes += "|"
+        return f'{self.status}=~"{codes}"', f'{self.status}!~"{codes}"'
+
+    def profile(self, failure_codes: str = DEFAULT_FAILURE_CODES) -> QueryProfile:
         sel = self.matchers(f'{self.namespace}="$namespace"', f'{self.workload}="$workload"')
+        # The codes go into a string.Template: a "$" of the regex (an anchor) is written "$$".
+        errors, successes = (m.replace("$", "$$") for m in self.outcomes(failure_codes))
         return QueryProfile(
             requests=f"sum(increase({self.requests}{{{sel}}}[$window]))",
-            errors=f"sum(increase({self.requests}{{{sel}, {self.errors}}}[$window]))",
-            successes=f"sum(increase({self.requests}{{{sel}, {self.successes}}}[$window]))",
+            errors=f"sum(increase({self.requests}{{{sel}, {errors}}}[$window]))",
+            successes=f"sum(increase({self.requests}{{{sel}, {successes}}}[$window]))",
             latency=f"histogram_quantile($quantile, sum by (le) (increase({self.buckets}{{{sel}}}[$window])))",
             buckets=f"sum by (le) (increase({self.buckets}{{{sel}}}[$window]))",
         )
@@ -186,8 +201,7 @@ MESH_METRICS = {
         requests="istio_requests_total",
         buckets="istio_request_duration_milliseconds_bucket",
         base='reporter="destination"',
-        errors='response_code=~"5.."',
-        successes='response_code=~"[123].."',
+        status="response_code",
         workload="destination_workload",
         namespace="destination_workload_namespace",
     ),
@@ -195,10 +209,10 @@ MESH_METRICS = {
         requests="response_total",
         buckets="response_latency_ms_bucket",
         base='direction="inbound"',
-        errors='classification="failure"',
-        successes='classification="success"',
+        status="status_code",
         workload="deployment",
         namespace="namespace",
+        classification="classification",
     ),
 }
 ISTIO = MESH_METRICS[Mesh.ISTIO].profile()
@@ -206,10 +220,8 @@ LINKERD = MESH_METRICS[Mesh.LINKERD].profile()
 
 
 def profile_for(config: CanaryConfig) -> QueryProfile:
-    if config.mesh is Mesh.ISTIO:
-        return ISTIO
-    if config.mesh is Mesh.LINKERD:
-        return LINKERD
+    if config.mesh is not Mesh.CUSTOM:
+        return MESH_METRICS[config.mesh].profile(config.failure_codes)
     assert config.queries is not None  # the config validator guarantees it
     return QueryProfile(
         requests=config.queries.requests,

@@ -320,7 +320,9 @@ class Sandbox:
         ]
         # The same recording and alerting rules a cluster gets (manifests/monitoring), for the sandbox's mesh.
         mesh = self.config.mesh if self.config.mesh is not Mesh.CUSTOM else Mesh.ISTIO
-        rules = sandbox_rules(render_alerts(mesh, self.config.gates)["spec"]["groups"], interval)
+        rules = sandbox_rules(
+            render_alerts(mesh, self.config.gates, self.config.failure_codes)["spec"]["groups"], interval
+        )
         (d / "rules.yml").write_text(yaml.safe_dump({"groups": rules}, sort_keys=False))
         # Alertmanager routes every alert to the node agent's receiver (what Slack or PagerDuty would get).
         alertmanager = {

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from canary_checks.config import Gates, Mesh
+from canary_checks.config import DEFAULT_FAILURE_CODES, CanaryConfig, Gates, Mesh
 from canary_checks.manifests import render_alerts
+from canary_checks.prometheus import profile_for
 
 NS, SVC = "orion", "auth"
 POD = {"canary": "auth-canary-7d9f8c6b5-x2k9p", "stable": "auth-stable-6c8d7b5f4-a1b2c"}
@@ -86,11 +87,6 @@ def healthy(mesh: Mesh) -> dict[str, str]:
 def scenarios(mesh: Mesh) -> dict[str, tuple[dict[str, str | None], str]]:
     """alert → (changes to the healthy series; None removes one, eval time)."""
     c = f'namespace="{NS}", pod="{POD["canary"]}", container="app"'
-    low_success = (
-        {requests(mesh, "canary", "200"): per_minute(540), requests(mesh, "canary", "404"): per_minute(60)}
-        if mesh is Mesh.ISTIO
-        else {requests(mesh, "canary", "200"): per_minute(540), requests(mesh, "canary", "500"): per_minute(60)}
-    )
     errors = {requests(mesh, "canary", "200"): per_minute(540), requests(mesh, "canary", "500"): per_minute(60)}
     return {
         "CanaryHighErrorRate": (errors, "10m"),
@@ -115,7 +111,7 @@ def scenarios(mesh: Mesh) -> dict[str, tuple[dict[str, str | None], str]]:
             latency(mesh, "canary", {"50": 0, "100": 300, "500": 600, "1000": 600, "2500": 600, "+Inf": 600}),
             "12m",
         ),
-        "CanaryLowSuccessRate": (low_success, "10m"),
+        "CanaryLowSuccessRate": (errors, "10m"),
         "CanaryPodsNotReady": (
             {f'kube_pod_status_ready{{namespace="{NS}", pod="{POD["canary"]}", condition="true"}}': f"0x{MINUTES}"},
             "10m",
@@ -272,9 +268,10 @@ def promtool() -> str:
     return path
 
 
-def write_rules(folder: Path, mesh: Mesh) -> Path:
+def write_rules(folder: Path, mesh: Mesh, failure_codes: str = DEFAULT_FAILURE_CODES) -> Path:
     rules = folder / "rules.yaml"
-    rules.write_text(yaml.safe_dump({"groups": render_alerts(mesh)["spec"]["groups"]}, sort_keys=False))
+    groups = render_alerts(mesh, failure_codes=failure_codes)["spec"]["groups"]
+    rules.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     return rules
 
 
@@ -340,3 +337,64 @@ def test_the_sandbox_gets_the_same_rules_made_quick(promtool: str, tmp_path: Pat
             assert windows.sub("[W]", rule["expr"]) == windows.sub("[W]", original[name]["expr"])
     high_error = next(r for g in quick for r in g["rules"] if r.get("alert") == "CanaryHighErrorRate")
     assert high_error["for"] == "12s"  # 2m in a cluster
+
+
+@pytest.mark.parametrize(
+    ("mesh", "failure_codes", "error_rate"),
+    [
+        (Mesh.ISTIO, DEFAULT_FAILURE_CODES, 10),
+        (Mesh.ISTIO, "[45]..", 20),
+        (Mesh.LINKERD, DEFAULT_FAILURE_CODES, 20),  # Linkerd's classification: the failed stream fails too
+        (Mesh.LINKERD, "[45]..", 30),  # status_code: a response without one still fails
+    ],
+)
+def test_a_404_succeeds_unless_failure_codes_say_otherwise_in_the_gates_and_the_rules_alike(
+    promtool: str, tmp_path: Path, mesh: Mesh, failure_codes: str, error_rate: float
+) -> None:
+    """An auth canary answering 200, and 10 % each 404 and 500 (on Linkerd also 10 % failed streams, without a
+    status): Prometheus itself evaluates the gates' queries and the recording rules, which agree, and the success
+    rate is 100 − the error rate."""
+    success_rate = 100 - error_rate
+    write_rules(tmp_path, mesh, failure_codes)
+    config = CanaryConfig(mesh=mesh, failure_codes=failure_codes, window=300)
+    gate = {
+        name: profile_for(config).render(name, namespace=NS, workload=f"{SVC}-canary", window=config.window)
+        for name in ("requests", "errors", "successes")
+    }
+    canary = {
+        requests(mesh, "canary", "200"): per_minute(480),
+        requests(mesh, "canary", "404"): per_minute(60),
+        requests(mesh, "canary", "500"): per_minute(60),
+    }
+    if mesh is Mesh.LINKERD:
+        canary[requests(mesh, "canary", "200")] = per_minute(420)
+        no_status = f'direction="inbound", deployment="{SVC}-canary", namespace="{NS}", classification="failure"'
+        canary[f'response_total{{{no_status}, error="reset"}}'] = per_minute(60)
+    rule = f'{{namespace="{NS}", service="{SVC}"}}'
+    expected = [  # (expression, labels of its one sample, value), rounded to 0.001 against float noise
+        ("canary:error_rate:5m", rule, error_rate),
+        ("canary:success_rate:5m", rule, success_rate),
+        (f"100 * {gate['errors']} / {gate['requests']}", "{}", error_rate),
+        (f"100 * {gate['successes']} / {gate['requests']}", "{}", success_rate),
+    ]
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series({**healthy(mesh), **canary}),
+                "promql_expr_test": [
+                    {
+                        "expr": f"round({expr}, 0.001)",
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": labels, "value": value}],
+                    }
+                    for expr, labels, value in expected
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

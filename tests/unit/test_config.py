@@ -83,6 +83,41 @@ def test_a_mistake_names_file_key_and_value(tmp_path: Path, text: str, expected:
     assert "Traceback" not in message
 
 
+FIVE_XX = "write one such as 5.. (5xx)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "fix"),
+    [
+        ("failure_codes: '5..('\n", "failure_codes: '5..(' is not a regular expression (missing )", FIVE_XX),
+        ("failure_codes: 5xx\n", "failure_codes: '5xx' matches no HTTP status code from 100 to 599", FIVE_XX),
+        ("failure_codes: '...'\n", "failure_codes: '...' counts 200 OK as a failure", FIVE_XX),
+        ("failure_codes: '5(?!03)..'\n", "failure_codes: '5(?!03)..' uses lookaround or a backreference",
+         "e.g. 50[0-24-9]|5[1-9]. for every 5xx but 503"),
+        ("failure_codes: [500, 503]\n", "failure_codes: expected one regex of status codes", "e.g. 5.. or 500|503"),
+        ("mesh: custom\nfailure_codes: '[45]..'\nqueries: {requests: r, errors: e, successes: s, latency: l}\n",
+         "failure_codes ('[45]..') applies to mesh istio and linkerd",
+         "with mesh: custom, write which answers fail into queries.errors and queries.successes"),
+    ],
+)  # fmt: skip
+def test_bad_failure_codes_name_the_key_the_value_and_the_fix(
+    tmp_path: Path, text: str, expected: str, fix: str
+) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = caught.value.message
+    assert str(path) in message and expected in message and fix in message
+
+
+def test_failure_codes_default_to_5xx_and_take_one_code_as_a_number(tmp_path: Path) -> None:
+    assert CanaryConfig().failure_codes == "5.."
+    path = tmp_path / "canary.yaml"
+    path.write_text("failure_codes: 503\n")
+    assert load_config(path).failure_codes == "503"
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "canary.yaml"
     path.write_text("service: auth\ngates:\n  error_rate: {threshold: 3\n")

@@ -21,6 +21,13 @@ def test_istio_and_linkerd_profiles_select_the_workload_and_window() -> None:
     assert 'direction="inbound", namespace="orion", deployment="auth-canary"' in linkerd
 
 
+def test_configured_failure_codes_reach_the_query_escaped_anchors_and_all() -> None:
+    config = CanaryConfig(failure_codes=r"^(5\d\d|429)$")
+    source = MetricsSource(config)
+    assert source.render("errors", side="canary").endswith(r'response_code=~"^(5\\d\\d|429)$"}[60s]))')
+    assert source.render("successes", side="canary").endswith(r'response_code!~"^(5\\d\\d|429)$"}[60s]))')
+
+
 def test_pod_regex_matches_only_the_deployments_pods() -> None:
     pattern = re.compile(pod_regex("auth-canary"))
     assert pattern.fullmatch("auth-canary-6d5f8c7b9-x2k9p")
