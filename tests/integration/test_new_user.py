@@ -52,7 +52,6 @@ def service_repo(tmp_path: Path, venv: Path) -> Iterator[tuple[Path, dict[str, s
 def test_init_then_smoke_then_gates_from_a_service_repository(live: Live, service_repo: tuple[Path, dict[str, str]],
                                                              venv: Path) -> None:  # fmt: skip
     repo, env = service_repo
-    sandbox = live.config.sandbox
     where = run(["python", "-c", "import canary_checks; print(canary_checks.__file__)"], cwd=repo, env=env)
     assert where.stdout.startswith(str(venv)), where  # the installed wheel, not this checkout
 
