@@ -1,4 +1,9 @@
-"""The ``canary-checks`` command. It parses and delegates; every option is also settable as CANARY_<OPTION>."""
+"""The ``canary-checks`` command. It parses and delegates; every option is also settable as CANARY_<OPTION>.
+
+It stays light: at module level only click, rich's console and the errors are imported, so ``--help`` answers in a
+blink; each command imports what it uses (the config's pydantic models, the Prometheus client, the sandbox, SciPy
+through the comparisons, the Kubernetes client) when it runs. tests/unit/test_cli.py keeps it so.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +13,18 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from canary_checks.config import (
-    CanaryConfig,
-    find_config,
-    load_config,
-    parse_duration,
-    reference_markdown,
-    require_config,
-)
 from canary_checks.errors import CanaryError, ConfigError
-from canary_checks.prometheus import MetricsSource
-from canary_checks.sandbox import FAULT_KINDS, Sandbox, SandboxPlatform
+from canary_checks.faults import FAULT_KINDS
+
+if TYPE_CHECKING:
+    from canary_checks.config import CanaryConfig
+    from canary_checks.sandbox import Sandbox
 
 console = Console(stderr=True)
 out = Console()
@@ -41,6 +39,8 @@ def _echo(message: str) -> None:
 def _config(ctx: click.Context, *, sandbox: bool = False) -> tuple[CanaryConfig, Path | None]:
     """The config of this command. Only the sandbox's commands run without a file (on the sandbox's defaults);
     everything else judges a real service, so no canary.yaml is an error that says to run 'canary-checks init'."""
+    from canary_checks.config import find_config, load_config, require_config
+
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "config" not in obj:
         explicit, search = obj.get("config_path"), (Path.cwd(),)
@@ -51,6 +51,8 @@ def _config(ctx: click.Context, *, sandbox: bool = False) -> tuple[CanaryConfig,
 
 
 def _sandbox(ctx: click.Context, locustfile: Path | None = None) -> Sandbox:
+    from canary_checks.sandbox import Sandbox
+
     config, _ = _config(ctx, sandbox=True)
     return Sandbox(config, locustfile=locustfile, progress=lambda m: console.print(f"[dim]sandbox:[/] {m}"))
 
@@ -151,6 +153,8 @@ def sandbox_down(ctx: click.Context) -> None:
 
 
 def _print_status(status: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=f"sandbox in {status['state_dir']}")
     for column in ("component", "state", "pid", "log"):
         table.add_column(column)
@@ -307,6 +311,8 @@ def config_group() -> None:
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the configuration in force (the file merged over the defaults) as YAML."""
+    import yaml
+
     config, path = _config(ctx, sandbox=True)
     click.echo(f"# {path or 'built-in defaults (no canary.yaml found)'}")
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), nl=False)
@@ -315,6 +321,8 @@ def config_show(ctx: click.Context) -> None:
 @config_group.command("reference")
 def config_reference() -> None:
     """Print every configuration key with its default and meaning (docs/configuration.md)."""
+    from canary_checks.config import reference_markdown
+
     click.echo(reference_markdown(), nl=False)
 
 
@@ -329,6 +337,8 @@ def _steps(value: str) -> tuple[int, ...]:
 
 
 def _duration(value: str) -> float:
+    from canary_checks.config import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as e:
@@ -450,7 +460,8 @@ def run(
     Run it again after a stop to resume (the stage's gates run again), with --proceed to go on past a held
     stage, or with --rollback to undo.
     """
-    from canary_checks.config import UndecidedPolicy
+    from canary_checks.config import UndecidedPolicy, find_config, load_config, require_config
+    from canary_checks.prometheus import MetricsSource
     from canary_checks.runner import Rollout, RolloutOptions
     from canary_checks.suite import locate
 
@@ -490,6 +501,8 @@ def run(
     bar = _StageBar() if out.is_terminal else None
     on_wait = bar.update if bar else None
     if mesh == "sandbox":
+        from canary_checks.sandbox import Sandbox, SandboxPlatform
+
         box = Sandbox(config)
         rollout = Rollout(
             config,
@@ -529,6 +542,8 @@ def run(
 
 def _instant(value: str) -> float:
     """An instant: epoch seconds, an ISO 8601 time (UTC unless it says), 'now', or 'now-10m'."""
+    from canary_checks.config import parse_duration
+
     text = value.strip()
     try:
         if text == "now" or text.startswith("now-"):
@@ -703,6 +718,7 @@ def monitor_command(
     The comparisons' evidence is the one `pytest suites/gate` uses (statistics.evidence_file).
     """
     from canary_checks.compare import evidence_path
+    from canary_checks.config import load_config, parse_duration
     from canary_checks.monitor import CsvExport, Monitor, run
 
     config, path = _config(ctx)
@@ -775,6 +791,8 @@ def gates_command(
     merely inconclusive (too few requests yet) holds and looks again, instead of failing the analysis.
     Writes reports/gate-<id>/ with each attempt's JUnit, the series and the HTML report.
     """
+    from canary_checks.config import load_config, parse_duration
+    from canary_checks.prometheus import MetricsSource
     from canary_checks.report import build_report, new_run_id, record_series, write_run
     from canary_checks.suite import decide_stage, locate
 
@@ -883,6 +901,7 @@ def serve_command(
     import signal
     import threading
 
+    from canary_checks.config import parse_duration
     from canary_checks.serve import ServeOptions, WebhookServer
     from canary_checks.suite import locate
 
@@ -947,6 +966,8 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
     from canary_checks.report import build_report, find_run, list_runs, record_series
 
     if run_id is None:
+        from rich.table import Table
+
         runs = list_runs(reports)
         if not runs:
             out.print(f"no runs in {reports}/ yet: run the gate suite, the smoke suite or a rollout")
@@ -965,6 +986,8 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
         return
     run_dir = find_run(reports, run_id)
     if refresh_series:
+        from canary_checks.prometheus import MetricsSource
+
         config, _ = _config(ctx)
         meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
         if not meta.get("started"):

@@ -40,6 +40,7 @@ import yaml
 
 from canary_checks.config import CanaryConfig, Mesh, parse_duration
 from canary_checks.errors import MissingBinary, PortInUse, SandboxError
+from canary_checks.faults import FAULT_KINDS
 from canary_checks.manifests import render_alerts
 from canary_checks.traffic import HAProxyRouter
 
@@ -51,15 +52,6 @@ COMPONENTS = ("node", "haproxy", "alertmanager", "prometheus", "locust")
 PER_USER_RPS = 1.0
 """Each Locust user sends one request a second: many users, each mostly idle, is close to open-loop traffic, so a
 slow canary does not get fewer requests than its share."""
-
-FAULT_KINDS: dict[str, tuple[str, str, float]] = {
-    # name on the command line → (field of Faults, what the number means, default when none is given)
-    "errors": ("errors", "percent of requests answered 500", 20.0),
-    "latency": ("latency_ms", "milliseconds added to each request", 600.0),
-    "crash": ("crash_after", "seconds after each start at which the process exits", 2.0),
-    "memory": ("memory_mb_per_s", "MiB allocated and kept each second", 16.0),
-    "cpu": ("cpu_cores", "cores kept busy (up to 1)", 0.45),
-}
 
 _K8S_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
