@@ -405,6 +405,13 @@ class _StageBar:
     "else as long again as the step).",
 )
 @click.option(
+    "--lease-ttl",
+    default="60s",
+    show_default=True,
+    help="How long this runner may go unheard before another 'run' may take over and 'canary-checks watch' rolls "
+    "the rollout back (the runner renews it every third of that).",
+)
+@click.option(
     "--proceed",
     is_flag=True,
     help="A person's decision for a rollout held on undecided comparisons: count its stage as passed and go on.",
@@ -443,6 +450,7 @@ def run(
     on_undecided: str | None,
     max_extension: str | None,
     proceed: bool,
+    lease_ttl: str,
     suite: Path | None,
     smoke_suite: Path | None,
     reports: Path,
@@ -496,6 +504,8 @@ def run(
         on_undecided=UndecidedPolicy(on_undecided) if on_undecided else None,
         max_extension=_duration(max_extension) if max_extension is not None else None,
         proceed=proceed,
+        lease_ttl=_duration(lease_ttl),
+        router_kind=mesh,
         suite_args=("--service", config.service, "--namespace", config.namespace),
     )
     bar = _StageBar() if out.is_terminal else None

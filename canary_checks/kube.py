@@ -8,6 +8,7 @@ tree and retries conflicts and server errors, saying so::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 
 from canary_checks.errors import CanaryError, KubeConflict, KubeError, KubeNotFound, KubeServerError, KubeUnreachable
+from canary_checks.record import RecordConflict, version_of
 
 __all__ = [
     "STATE_ANNOTATION",
@@ -204,6 +206,14 @@ def canary_health(
     )
 
 
+def _record_of(deployment: Any) -> dict[str, Any] | None:
+    raw = (deployment.metadata.annotations or {}).get(STATE_ANNOTATION)
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return data if isinstance(data, dict) else None
+
+
 class KubePlatform:
     """Deployments ``<service>-stable`` and ``<service>-canary`` (names from the config) in one namespace."""
 
@@ -230,13 +240,32 @@ class KubePlatform:
                 problems.append(f"Deployment {name} in {self.namespace}: {e.what}")
         return problems
 
-    def load_state(self) -> dict[str, Any] | None:
-        annotations = self._read(self.canary).metadata.annotations or {}
-        raw = annotations.get(STATE_ANNOTATION)
-        return json.loads(raw) if raw else None
+    def read_record(self) -> dict[str, Any] | None:
+        return _record_of(self._read(self.canary))
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        self._patch(self.canary, {"metadata": {"annotations": {STATE_ANNOTATION: json.dumps(state, sort_keys=True)}}})
+    def write_record(self, state: dict[str, Any], expected: int) -> int:
+        """Compare-and-swap on the record's version: the annotation is patched with the Deployment's
+        resourceVersion as read, so the API server refuses (409) a write over any change since; a change that left
+        the record as it was (a scale, an image) is read again and the write retried."""
+        what = f"PATCH deployments/{self.canary} (rollout record)"
+        for _ in range(ATTEMPTS):
+            dep = self._read(self.canary)
+            current = _record_of(dep)
+            if version_of(current) != expected:
+                raise RecordConflict(
+                    f"the rollout record changed (version {version_of(current)}, expected {expected})",
+                    current, where=f"deployments/{self.canary} in {self.namespace}",
+                )  # fmt: skip
+            state["version"] = expected + 1
+            body = {"metadata": {"resourceVersion": dep.metadata.resourceVersion,
+                                 "annotations": {STATE_ANNOTATION: json.dumps(state, sort_keys=True)}}}  # fmt: skip
+            try:
+                call(what, functools.partial(self.apps.patch_namespaced_deployment, self.canary, self.namespace, body),
+                     retry_conflict=False)  # fmt: skip
+                return expected + 1
+            except KubeConflict:
+                log.info("%s: the Deployment changed since it was read; reading it again", what)
+        raise KubeConflict(f"{what} kept conflicting with other writers", where=self.namespace, status=409)
 
     def stable_image(self) -> str:
         return str(self._read(self.stable).spec.template.spec.containers[0].image)

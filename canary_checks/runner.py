@@ -27,6 +27,7 @@ from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
 from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
+from canary_checks.record import IN_PROGRESS, Lease, RecordConflict, holder_id, version_of
 from canary_checks.report import GateRecord, build_report, new_run_id, record_series, write_run
 from canary_checks.suite import SuiteRun, decide_stage, record_needs, run_suite, validate
 from canary_checks.traffic import Router
@@ -34,9 +35,12 @@ from canary_checks.traffic import Router
 __all__ = ["Platform", "Rollout", "RolloutOptions"]
 
 log = logging.getLogger(__name__)
-IN_PROGRESS = ("deploying", "progressing", "awaiting-decision", "awaiting-promotion")
 HELD_EXIT = 3
 """Exit code of a rollout held for a person's decision (on_undecided: hold)."""
+SUPERSEDED_EXIT = 4
+"""Exit code of a runner that stopped because someone else rolled its rollout back or took it over."""
+LEASE_TTL = 60.0
+"""Seconds of a runner's silence after which its lease has expired (run --lease-ttl)."""
 KEEP_DECISIONS = 50
 
 
@@ -56,8 +60,8 @@ class Platform(Protocol):
 
     def describe(self) -> str: ...
     def validate(self) -> list[str]: ...
-    def load_state(self) -> dict[str, Any] | None: ...
-    def save_state(self, state: dict[str, Any]) -> None: ...
+    def read_record(self) -> dict[str, Any] | None: ...
+    def write_record(self, state: dict[str, Any], expected: int) -> int: ...
     def stable_image(self) -> str: ...
     def deploy_canary(self, image: str) -> None: ...
     def wait_canary_ready(self, timeout: float, progress: Callable[[str], None]) -> None: ...
@@ -71,6 +75,10 @@ class Interrupted(CanaryError):
 
 class RolledBack(CanaryError):
     """A stage failed and the canary was rolled back."""
+
+
+class Superseded(CanaryError):
+    """Someone else rolled the rollout back or took it over: this runner stopped and changes nothing more."""
 
 
 class AwaitingDecision(CanaryError):
@@ -109,6 +117,14 @@ class RolloutOptions:
     """Seconds a stage that cannot decide may run past its step (None: rollout.max_extension, else the step)."""
     proceed: bool = False
     """A person's decision for a rollout awaiting one: count the held stage as passed and go on."""
+    lease_ttl: float = LEASE_TTL
+    """Seconds of this runner's silence after which another runner may take over, or the watchdog rolls back."""
+    holder: str = field(default_factory=holder_id)
+    """Who this runner is, as the lease and the messages name it."""
+    rollback_why: str = "--rollback asked for it"
+    """Why a rollback asked for with ``rollback`` happens (the watchdog says the runner went silent)."""
+    router_kind: str = ""
+    """What moves the traffic (istio, linkerd, gateway-api, sandbox): recorded, so the watchdog can roll back."""
 
 
 class Rollout:
@@ -135,9 +151,14 @@ class Rollout:
         self.state: dict[str, Any] = {}
         self.run_dir = options.reports
         self._stop: str | None = None
-        self._event_lock = threading.RLock()  # notifications report failures from their own threads
+        self._event_lock = threading.RLock()  # notifications report failures, the heartbeat renews, from threads
         self.notifier = Notifier(config.notifications, on_failure=self._notification_failed)
         self._last_hold: tuple[Any, Any] | None = None
+        self.version = 0
+        """The record's version this runner last read or wrote: it writes only over that one."""
+        self._superseded: Superseded | None = None
+        self._rolling_back = False
+        self._heartbeat_stop = threading.Event()
 
     # ---- record and events ----
 
@@ -153,7 +174,7 @@ class Rollout:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 with open(self.run_dir / "events.jsonl", "a") as f:
                     f.write(json.dumps(entry, sort_keys=True) + "\n")
-                self.platform.save_state(self.state)
+                self.save()
             log.info("%s %s", name, details)
         if name == "held":  # a hold repeats every poll: tell people when it starts or its reason changes
             key = (details.get("stage"), details.get("why"))
@@ -176,6 +197,74 @@ class Rollout:
                 )
             )
 
+    # ---- ownership: the record is written by compare-and-swap, the lease renewed with every write ----
+
+    def lease(self, *, released: bool = False) -> dict[str, Any]:
+        return {**Lease(self.o.holder, str(self.state.get("run_id", "")), time.time(), self.o.lease_ttl).as_dict(),
+                "released": released}  # fmt: skip
+
+    def save(self, *, released: bool = False) -> None:
+        """Write the record over the version last seen, renewing the lease; a change by anyone else stops this
+        runner (:meth:`lost`)."""
+        with self._event_lock:
+            if self._superseded is not None:
+                raise self._superseded
+            self.state["lease"] = self.lease(released=released)
+            for _ in range(5):
+                try:
+                    self.version = self.platform.write_record(self.state, self.version)
+                    return
+                except RecordConflict as e:
+                    if not self._rolling_back:
+                        self.lost(e.current)
+                    # a rollback wins: written over whatever was written since (a runner reads it and stops)
+                    self.version = version_of(e.current)
+            raise CanaryError("the rollout record kept changing under the rollback", where=self.platform.describe())
+
+    def confirm_owner(self) -> None:
+        """Read the record again: before a weight change or promotion, nobody else may have written it."""
+        if self.o.dry_run:
+            return
+        with self._event_lock:
+            if self._superseded is not None:
+                raise self._superseded
+            current = self.platform.read_record()
+            if version_of(current) != self.version:
+                self.lost(current)
+
+    def lost(self, current: dict[str, Any] | None) -> None:
+        """Someone else wrote the record: a rollback wins — the weight goes back to 0 in case this runner moved it
+        after that rollback did — and a runner that took over owns it now. Either way this runner stops."""
+        status = (current or {}).get("status")
+        lease = Lease.of(current)
+        by = lease.holder if lease else "someone else"
+        if status in ("rolled-back", "rolling-back"):
+            why = next((d.get("why", "") for d in reversed((current or {}).get("decisions", []))
+                        if d.get("event") in ("rollback started", "rolled back")), "")  # fmt: skip
+            if self.router.get_weight() != 0:
+                self.router.set_weight(0)
+            error = Superseded(
+                f"rolled back by {by}{f' ({why})' if why else ''}: this runner stopped and changes nothing more",
+                where=self.platform.describe(),
+            )
+        else:
+            error = Superseded(
+                f"the rollout is now held by {by} (status {status}): this runner stopped and changes nothing more",
+                where=self.platform.describe(),
+            )
+        self._superseded = error
+        raise error
+
+    def _heartbeat(self) -> None:
+        """Renew the lease while the runner waits on something long (a suite, a rollout, a step)."""
+        while not self._heartbeat_stop.wait(max(0.5, self.o.lease_ttl / 3)):
+            try:
+                self.save()
+            except Superseded:
+                return  # the main thread sees it at its next safe point
+            except CanaryError as e:  # the API or the file is unreachable: keep trying; the lease runs out if not
+                log.warning("could not renew the lease: %s", e.message)
+
     def _notification_failed(self, target: str, error: str) -> None:
         log.warning("notification to %s failed: %s", target, error)
         try:
@@ -190,6 +279,8 @@ class Rollout:
         self.echo(f"{self._stop}: stopping at the next safe point (the weight change in flight completes)")
 
     def _check_stop(self) -> None:
+        if self._superseded is not None:
+            raise self._superseded
         if self._stop:
             raise Interrupted(
                 f"stopped by {self._stop} at stage {self.current_stage()} % with the weights as they are",
@@ -208,6 +299,7 @@ class Rollout:
         if self.o.dry_run:
             self.echo(f"would set the canary weight to {percent} % (stable {100 - percent} %)")
             return
+        self.confirm_owner()
         confirmed = self.router.set_weight(percent)
         self.state["weight"] = confirmed
         self.event("weight", weight=confirmed, stage=self.current_stage())
@@ -217,11 +309,15 @@ class Rollout:
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in previous:
             signal.signal(s, self._on_signal)
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="lease-heartbeat")
         try:
-            return self._run()
+            return self._run(heartbeat)
         except RolledBack as e:
             self.echo(f"rolled back: {e.what}")
             return 1
+        except Superseded as e:
+            self.echo(e.message)
+            return SUPERSEDED_EXIT
         except AwaitingDecision as e:
             self.echo(e.message)
             return HELD_EXIT
@@ -229,6 +325,10 @@ class Rollout:
             self.echo(e.message)
             return 130
         finally:
+            self._heartbeat_stop.set()
+            if heartbeat.is_alive():
+                heartbeat.join(timeout=5)
+            self._release()  # stopped, held or awaiting promotion: the next run may resume at once
             for s, handler in previous.items():
                 signal.signal(s, handler)
             # the decisions are carried out; give the notifications still in flight their bounded time
@@ -251,46 +351,18 @@ class Rollout:
             what = e.message if isinstance(e, CanaryError) else f"{e.__class__.__name__}: {e}"
             self.echo(f"the report could not be written: {what} (events.jsonl has every decision)")
 
-    def _run(self) -> int:
-        existing = self.platform.load_state()
-        if existing and existing.get("status") in IN_PROGRESS:
-            if self.o.rollback:
-                self.state = existing
-                self.run_dir = self.o.reports / existing["run_id"]
-                try:
-                    self.rollback("--rollback asked for it")
-                except RolledBack:
-                    self.echo(f"rolled back run {existing['run_id']} of {existing.get('image')}")
-                    return 0
-            if existing.get("image") != self.o.image:
-                raise CanaryError(
-                    f"a rollout of {existing.get('image')} (run {existing.get('run_id')}) is in progress at stage "
-                    f"{existing.get('steps', [0])[existing.get('step_index', 0)]} %",
-                    where=self.platform.describe(),
-                    fix=f"resume it with 'canary-checks run {self.o.service} {existing.get('image')}', or roll it back "
-                    f"with 'canary-checks run {self.o.service} {existing.get('image')} --rollback'",
-                )
-            self.state = existing
-            self.run_dir = self.o.reports / existing["run_id"]
-            self.check_suites()
-            if self.state["status"] == "awaiting-decision" and self.o.proceed:
-                self.event("proceeded undecided", stage=self.current_stage(), why="--proceed: a person decided")
-                self.echo(f"stage {self.current_stage()} % counted as passed (--proceed); going on")
-                self.state["step_index"] = int(self.state["step_index"]) + 1
-            else:
-                self.echo(
-                    f"resuming run {existing['run_id']} of {self.o.image} at stage {self.current_stage()} % "
-                    "(its gates run again from the start of the stage)"
-                )
-            if self.state["status"] == "awaiting-decision":
-                self.state["status"] = "progressing"
-            self.event("resumed", stage=self.current_stage())
-            if self.state["status"] == "deploying":  # stopped while the canary was rolling out: finish that first
-                self.deploy()
-        else:
-            if self.o.rollback:
+    def _run(self, heartbeat: threading.Thread) -> int:
+        existing = self.platform.read_record()
+        self.version = version_of(existing)
+        in_progress = existing is not None and existing.get("status") in IN_PROGRESS
+        if self.o.rollback:
+            if existing is None or not in_progress:
                 self.echo(f"no rollout of {self.o.service} is in progress: nothing to roll back")
                 return 0
+            return self._rollback_other(existing)
+        if existing is not None and in_progress:
+            self._resume(existing)
+        else:
             if self.o.proceed:
                 raise CanaryError(
                     f"no rollout of {self.o.service} awaits a decision: --proceed has nothing to decide",
@@ -307,13 +379,106 @@ class Rollout:
                 "step_index": 0,
                 "status": "deploying",
                 "started": time.time(),
+                "router": self.o.router_kind,
             }
             if not self.o.skip_validation:
                 self.validate()
+            self._acquire(existing)
+        if not self.o.dry_run:
+            heartbeat.start()
+        if self.state["status"] == "deploying":  # new, or stopped while the canary was rolling out
             self.deploy()
         if self.state["status"] in ("deploying", "progressing"):
             self.progress()
         return self.finish()
+
+    def _acquire(self, previous: dict[str, Any] | None) -> None:
+        """Take the rollout: the first write of a new record, over what was read — a second runner started at the
+        same moment loses here, before it changed anything."""
+        if self.o.dry_run:
+            return
+        try:
+            self.save()
+        except Superseded:
+            lease = Lease.of(self.platform.read_record())
+            raise CanaryError(
+                f"another runner started a rollout of {self.o.service} at the same moment: "
+                f"{lease.describe() if lease else 'unknown'}",
+                where=self.platform.describe(),
+                fix="let that one run; nothing was changed by this one",
+            ) from None
+        earlier = Lease.of(previous)
+        if previous is not None and previous.get("status") in IN_PROGRESS and earlier is not None:
+            self.event("taken over", previous=earlier.as_dict())
+
+    def _resume(self, existing: dict[str, Any]) -> None:
+        lease = Lease.of(existing)
+        if lease is not None and not lease.expired() and not existing["lease"].get("released"):
+            raise CanaryError(
+                f"the rollout of {existing.get('image')} (run {existing.get('run_id')}) is being run by "
+                f"{lease.describe()}",
+                where=self.platform.describe(),
+                fix=f"let it finish; stop it (Ctrl-C or SIGTERM to that process) and run this again to resume; or roll "
+                f"it back now with 'canary-checks run {self.o.service} {existing.get('image')} --rollback'. If that "
+                f"runner died, this command takes over once its lease expires ({lease.ttl:g} s after it was last "
+                "heard from), and 'canary-checks watch' rolls it back",
+            )
+        if existing.get("image") != self.o.image:
+            raise CanaryError(
+                f"a rollout of {existing.get('image')} (run {existing.get('run_id')}) is in progress at stage "
+                f"{existing.get('steps', [0])[existing.get('step_index', 0)]} %",
+                where=self.platform.describe(),
+                fix=f"resume it with 'canary-checks run {self.o.service} {existing.get('image')}', or roll it back "
+                f"with 'canary-checks run {self.o.service} {existing.get('image')} --rollback'",
+            )
+        if self.o.proceed and existing.get("status") != "awaiting-decision":
+            raise CanaryError(
+                f"the rollout of {self.o.image} is {existing.get('status')}, not awaiting a decision: --proceed has "
+                "nothing to decide",
+                fix="leave out --proceed to resume it",
+            )
+        self.state = existing
+        self.run_dir = self.o.reports / existing["run_id"]
+        self.check_suites()
+        self._acquire(None)
+        if lease is not None and lease.holder != self.o.holder:
+            self.event("taken over", previous=lease.as_dict())
+        if self.state["status"] == "awaiting-decision" and self.o.proceed:
+            self.event("proceeded undecided", stage=self.current_stage(), why="--proceed: a person decided")
+            self.echo(f"stage {self.current_stage()} % counted as passed (--proceed); going on")
+            self.state["step_index"] = int(self.state["step_index"]) + 1
+        else:
+            self.echo(
+                f"resuming run {existing['run_id']} of {self.o.image} at stage {self.current_stage()} % "
+                "(its gates run again from the start of the stage)"
+            )
+        if self.state["status"] == "awaiting-decision":
+            self.state["status"] = "progressing"
+        self.event("resumed", stage=self.current_stage())
+
+    def _rollback_other(self, existing: dict[str, Any]) -> int:
+        """``--rollback`` (or the watchdog): whoever runs the rollout, alive or not, it is rolled back — recorded
+        first, so a live runner stops before its next weight change, then the weight goes to 0."""
+        self.state = existing
+        self.run_dir = self.o.reports / existing["run_id"]
+        try:
+            self.rollback(self.o.rollback_why)
+        except RolledBack:
+            self.echo(f"rolled back run {existing['run_id']} of {existing.get('image')}")
+        return 0
+
+    def _release(self) -> None:
+        """A deliberate stop: the lease is released, so the next run resumes at once (the watchdog still rolls
+        back a rollout nobody resumes within the lease's time)."""
+        if self.o.dry_run or self._superseded is not None or self.state.get("status") not in IN_PROGRESS:
+            return
+        lease = Lease.of(self.state)
+        if lease is None or lease.holder != self.o.holder:
+            return  # never took it (refused before its first write)
+        try:
+            self.save(released=True)
+        except CanaryError as e:
+            log.warning("could not release the lease: %s", e.message)
 
     def check_suites(self) -> None:
         """The suites must collect before anything is deployed or any weight moves (pytest --collect-only)."""
@@ -531,9 +696,14 @@ class Rollout:
         return self.config.gates_for(stage, self.o.thresholds)
 
     def rollback(self, why: str, failing: Sequence[Mapping[str, str]] = ()) -> None:
+        """Roll back: recorded first (a rollback wins over any other writer of the record, and a live runner reads
+        it before its next weight change), then weight 0 confirmed by the router, then the canary scaled down."""
         verdict_at = time.time()
         self.echo(f"rolling back: {why}")
-        self.event("rollback started", why=why)
+        with self._event_lock:
+            self._rolling_back, self._superseded = True, None
+        self.state["status"] = "rolling-back"
+        self.event("rollback started", why=why, by=self.o.holder)
         # Traffic first: nothing else matters until the canary gets no request.
         confirmed = self.router.set_weight(0)
         weight_zero_at = time.time()
@@ -544,6 +714,7 @@ class Rollout:
         self.event(
             "rolled back",
             why=why,
+            by=self.o.holder,
             rollback_seconds=round(weight_zero_at - verdict_at, 3),
             failing_gates=list(failing),
         )
@@ -551,6 +722,7 @@ class Rollout:
 
     def finish(self) -> int:
         status = self.state["status"]
+        self._check_stop()
         if status != "awaiting-promotion":
             return 0
         if self.o.dry_run:
@@ -567,6 +739,7 @@ class Rollout:
             )
             self.event("awaiting promotion")
             return 0
+        self.confirm_owner()
         self.event("promoting", image=self.o.image)
         self.platform.promote(self.o.image, self.o.ready_timeout, self.echo)
         self.router.set_weight(0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -42,6 +43,7 @@ from canary_checks.config import CanaryConfig, Mesh, parse_duration
 from canary_checks.errors import MissingBinary, PortInUse, SandboxError
 from canary_checks.faults import FAULT_KINDS
 from canary_checks.manifests import render_alerts
+from canary_checks.record import RecordConflict, version_of
 from canary_checks.traffic import HAProxyRouter
 
 __all__ = ["FAULT_KINDS", "Sandbox", "SandboxPlatform", "free_port_settings", "pod_name"]
@@ -712,13 +714,30 @@ class SandboxPlatform:
             else [f"the sandbox in {self.box.state_dir} is not running (canary-checks sandbox up)"]
         )
 
-    def load_state(self) -> dict[str, Any] | None:
-        return json.loads(self.file.read_text()) if self.file.exists() else None
+    def read_record(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.file.read_text())
+        except FileNotFoundError:
+            return None
+        return data if isinstance(data, dict) else None
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        tmp.replace(self.file)
+    def write_record(self, state: dict[str, Any], expected: int) -> int:
+        """Compare-and-swap on the record's version, under an exclusive lock on a file beside it (the contract of
+        the Kubernetes annotation's resourceVersion, for processes on this machine)."""
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        with self.file.with_name(self.file.name + ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.read_record()
+            if version_of(current) != expected:
+                raise RecordConflict(
+                    f"the rollout record changed (version {version_of(current)}, expected {expected})",
+                    current, where=str(self.file),
+                )  # fmt: skip
+            state["version"] = expected + 1
+            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+            tmp.replace(self.file)
+        return expected + 1
 
     def _images(self) -> dict[str, str]:
         return (

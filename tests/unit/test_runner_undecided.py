@@ -14,6 +14,7 @@ import pytest
 
 from canary_checks.config import CanaryConfig, UndecidedPolicy, load_config
 from canary_checks.errors import CanaryError
+from canary_checks.record import RecordConflict, version_of
 from canary_checks.runner import HELD_EXIT, Rollout, RolloutOptions
 from tests.conftest import write_config
 
@@ -57,11 +58,15 @@ class Memory:
     def validate(self) -> list[str]:
         return []
 
-    def load_state(self) -> dict[str, Any] | None:
+    def read_record(self) -> dict[str, Any] | None:
         return json.loads(json.dumps(self.state)) if self.state else None
 
-    def save_state(self, state: dict[str, Any]) -> None:
+    def write_record(self, state: dict[str, Any], expected: int) -> int:
+        if version_of(self.state) != expected:
+            raise RecordConflict("changed", self.read_record())
+        state["version"] = expected + 1
         self.state = json.loads(json.dumps(state))
+        return expected + 1
 
     def stable_image(self) -> str:
         return self.stable
