@@ -627,6 +627,11 @@ def manifests_render(
     click.echo(f"wrote {len(written)} files for namespace {values.namespace}:\n{out_text}")
     if locustfile is None and values.load.locustfile is None:
         click.echo("no locustfile: load/locust.yaml not written (pass --locustfile to add a distributed Locust)")
+    if "checks_image" not in values.model_fields_set:
+        click.echo(
+            f"checks/ and argo/ run the image {values.checks_image}: build docker/checks.Dockerfile, push it to "
+            "your registry and set checks_image in the values file"
+        )
 
 
 @cli.command("monitor")

@@ -49,8 +49,8 @@ CANARY_REPLICAS = 1
 RUNBOOK = "https://github.com/orion/canary-checks/blob/main/docs/deployment/canary-strategy.md"
 """Where each alert's runbook lives: a heading per alert in docs/deployment/canary-strategy.md."""
 CHECKS_IMAGE = "canary-checks:0.1.0"
-"""The tag docs/integrations.md builds docker/checks.Dockerfile as; push it to your registry and set
-``checks_image``."""
+"""A local tag of docker/checks.Dockerfile's image: no cluster can pull it until you push the image to your registry
+and set ``checks_image`` (``manifests render`` says so)."""
 
 # ---- values: what differs between teams and services -----------------------------------------------------------------
 

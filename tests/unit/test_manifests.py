@@ -448,6 +448,7 @@ def test_the_command_renders_a_teams_services_from_flags_in_any_directory(tmp_pa
     done = render("--namespace", "shop", "--service", "cart=registry.example/cart:1.2", "--out", "k8s", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "no locustfile: load/locust.yaml not written" in done.stdout
+    assert "checks/ and argo/ run the image canary-checks:0.1.0: build docker/checks.Dockerfile" in done.stdout
     assert sorted(p.name for p in (tmp_path / "k8s").iterdir()) == [
         "argo", "cart", "checks", "flagger", "monitoring", "rbac"
     ]  # fmt: skip
