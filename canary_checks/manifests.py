@@ -312,9 +312,8 @@ def load_values(
             where += " and the command line"
     if namespace is not None:
         raw["namespace"] = namespace
-    if services:
-        listed = raw.get("services")
-        entries: list[Any] = list(listed) if isinstance(listed, list) else []
+    if services and isinstance(raw.get("services", []), list):  # anything else is the file's error, named below
+        entries: list[Any] = list(raw.get("services", []))
         for name, image in services:
             same = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
             if same:

@@ -417,6 +417,8 @@ def test_flags_win_over_the_values_file(tmp_path: Path) -> None:
         ("namespace: shop\nservices: [{name: cart, image: 'r/cart:1 --debug'}]\n", {},
          "services[0] (cart).image: 'r/cart:1 --debug' is not an image reference"),
         ("- cart\n", {}, "expected a mapping with at least `namespace:` and `services:`"),
+        ("namespace: shop\nservices: {cart: r/cart:1}\n", {"services": [("web", "r/web:1")]},
+         "services: Input should be a valid list"),
     ],
 )  # fmt: skip
 def test_bad_values_are_one_clear_error_naming_the_key(
