@@ -656,25 +656,110 @@ def replay_run(
 
 @cli.group()
 def manifests() -> None:
-    """Kubernetes manifests and Prometheus alert rules for the services."""
+    """Kubernetes manifests and Prometheus alert rules for your services."""
 
 
-@manifests.command("render")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("manifests"), show_default=True)
+def _service_image(value: str) -> tuple[str, str]:
+    name, sep, image = value.partition("=")
+    if not sep or not name or not image:
+        raise click.BadParameter(f"expected NAME=IMAGE such as cart=registry.example/cart:1.2; got {value!r}")
+    return name.strip(), image.strip()
+
+
+def _values_keys() -> str:
+    """Every key of the values file, as the help's last block."""
+    import textwrap
+
+    from canary_checks.manifests import values_reference
+
+    lines = ["\b", "Every key of the values file (default):"]
+    for key, default, meaning in values_reference():
+        lines.append(f"  {key} ({default})")
+        lines.extend(textwrap.wrap(meaning, 100, initial_indent=" " * 6, subsequent_indent=" " * 6))
+    return "\n".join(lines)
+
+
+_VALUES_EXAMPLE = """\b
+    namespace: shop                          # where everything goes
+    checks_image: registry.example/canary-checks:0.1.0   # docker/checks.Dockerfile, pushed
+    services:
+      - name: cart
+        image: registry.example/cart:1.2     # the stable Deployment's image
+        port: 8080                           # optional, with the keys below
+        cpu_limit: "1"
+        memory_limit: 512Mi
+"""
+
+
+@manifests.command(
+    "render",
+    help=f"""Write the manifests of your services: per service base.yaml (stable and canary Deployments,
+Services, ServiceMonitors, NetworkPolicy, PodDisruptionBudgets) and routing for Istio, Linkerd and Gateway API;
+the runner's RBAC, the checks in the cluster (Flagger webhook, Argo AnalysisTemplate), the alert rules and the
+Grafana dashboard.
+
+Say what to render with a values file (--values) and/or flags (--namespace, --service NAME=IMAGE, repeatable;
+flags win over the file). With neither, it renders the demo's four services in namespace orion (this
+repository's manifests/). A values file:
+
+{_VALUES_EXAMPLE}
+Distributed Locust (load/locust.yaml) is written only with a locustfile: --locustfile, load.locustfile in the
+values file, or ./load/locustfile.py if it exists.
+
+\b
+Examples:
+    canary-checks manifests render --values deploy/values.yaml --out deploy/manifests
+    canary-checks manifests render --namespace shop --service cart=registry.example/cart:1.2 --out k8s
+
+{_values_keys()}
+""",
+)
+@click.option(
+    "--values",
+    "values_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Values file: namespace, services (name, image, ...) and more; see above.",
+)
+@click.option("--namespace", default=None, help="Namespace of everything rendered (over the values file's).")
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    metavar="NAME=IMAGE",
+    type=_service_image,
+    help="A service and its stable image; repeatable. Sets the image of a service of the values file, or adds one.",
+)
 @click.option(
     "--locustfile",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=Path("load/locustfile.py"),
-    show_default=True,
-    help="Shipped to the distributed Locust in a ConfigMap.",
+    default=None,
+    help="Ship this locustfile to a distributed Locust (default: ./load/locustfile.py if it exists; else none).",
 )
-def manifests_render(out: Path, locustfile: Path) -> None:
-    """Write every manifest: per service base + istio/linkerd/gateway-api routing, RBAC, Locust, alert rules."""
-    from canary_checks.manifests import write_all
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("manifests"), show_default=True)
+def manifests_render(
+    values_file: Path | None,
+    namespace: str | None,
+    services: tuple[tuple[str, str], ...],
+    locustfile: Path | None,
+    out: Path,
+) -> None:
+    from canary_checks.manifests import load_values, write_all
 
-    written = write_all(out, locustfile)
+    values = load_values(values_file, namespace=namespace, services=services)
+    default_locustfile = Path("load/locustfile.py")
+    if locustfile is None and values.load.locustfile is None and default_locustfile.is_file():
+        locustfile = default_locustfile
+    written = write_all(out, values, locustfile)
     out_text = "\n".join(f"  {p}" for p in written)
-    click.echo(f"wrote {len(written)} files:\n{out_text}")
+    click.echo(f"wrote {len(written)} files for namespace {values.namespace}:\n{out_text}")
+    if locustfile is None and values.load.locustfile is None:
+        click.echo("no locustfile: load/locust.yaml not written (pass --locustfile to add a distributed Locust)")
+    if "checks_image" not in values.model_fields_set:
+        click.echo(
+            f"checks/ and argo/ run the image {values.checks_image}: build docker/checks.Dockerfile, push it to "
+            "your registry and set checks_image in the values file"
+        )
 
 
 @cli.command("monitor")

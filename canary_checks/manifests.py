@@ -1,10 +1,11 @@
 """Kubernetes manifests and Prometheus alerting for the services, rendered from one base and per-service values.
 
-``canary-checks manifests render`` writes ``manifests/``; a test renders again and compares, so the committed files
-never drift from this code. Alert thresholds come from :class:`canary_checks.config.Gates`, the same defaults the
-gates use.
+``canary-checks manifests render`` writes them. With no values it renders the demo's four services into
+``manifests/`` of this repository (a test renders again and compares, so the committed files never drift from this
+code); with a values file (:class:`ManifestValues`, ``--values``) or flags it renders a team's own namespace,
+services and images. Alert thresholds come from :class:`canary_checks.config.Gates`, the same defaults the gates use.
 
-Per service (``manifests/<service>/``): ``base.yaml`` (ServiceAccount, stable and canary Deployments, three Services,
+Per service (``<out>/<service>/``): ``base.yaml`` (ServiceAccount, stable and canary Deployments, three Services,
 ServiceMonitors, NetworkPolicy, PodDisruptionBudgets) and one routing file per mesh: ``istio.yaml``
 (VirtualService + DestinationRule), ``linkerd.yaml`` (SMI TrafficSplit), ``gateway-api.yaml`` (HTTPRoute).
 Apply ``base.yaml`` and the one for your mesh.
@@ -13,109 +14,402 @@ Apply ``base.yaml`` and the one for your mesh.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from canary_checks.config import DEFAULT_FAILURE_CODES, Gates, Mesh, check_failure_codes, describe_failures
+from canary_checks.config import (
+    DEFAULT_FAILURE_CODES,
+    Gates,
+    Mesh,
+    check_failure_codes,
+    check_namespace,
+    describe_failures,
+)
+from canary_checks.errors import ConfigError
 from canary_checks.prometheus import MESH_METRICS
 
-__all__ = ["SERVICES", "ServiceValues", "render_alerts", "render_all", "write_all"]
+__all__ = [
+    "DEMO",
+    "SERVICES",
+    "LoadValues",
+    "ManifestValues",
+    "ServiceValues",
+    "load_values",
+    "render_alerts",
+    "render_all",
+    "values_reference",
+    "values_table",
+    "write_all",
+]
 
 Obj = dict[str, Any]
 
-NAMESPACE = "orion"
-REGISTRY = "ghcr.io/orion"
 RUN_AS = 1001
+"""UID and GID of the checks' image (docker/checks.Dockerfile) and the default of a service's ``run_as_user``."""
 INITIAL_CANARY_WEIGHT = 5
-STABLE_REPLICAS = 3
 CANARY_REPLICAS = 1
+RUNBOOK = "https://github.com/orion/canary-checks/blob/main/docs/deployment/canary-strategy.md"
+"""Where each alert's runbook lives: a heading per alert in docs/deployment/canary-strategy.md."""
+CHECKS_IMAGE = "canary-checks:0.1.0"
+"""A local tag of docker/checks.Dockerfile's image: no cluster can pull it until you push the image to your registry
+and set ``checks_image`` (``manifests render`` says so)."""
+
+# ---- values: what differs between teams and services -----------------------------------------------------------------
+
+_SUFFIX = len("-canary")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-@dataclass(frozen=True)
-class ServiceValues:
-    """What differs between the services; everything else is the base."""
+def _service_name(value: str) -> str:
+    if len(value) > 63 - _SUFFIX or not _DNS_1035.match(value):
+        raise ValueError(
+            f"{value!r} is not a usable service name (lowercase letters, digits and '-', starting with a letter, "
+            f"ending with a letter or digit, at most {63 - _SUFFIX} so that '<name>-canary' is a valid Service name)"
+        )
+    return value
 
-    name: str
-    stable_tag: str
-    canary_tag: str
-    cpu_request: str = "100m"
-    cpu_limit: str = "500m"
-    memory_request: str = "128Mi"
-    memory_limit: str = "256Mi"
-    port: int = 8080
-    env: Mapping[str, str] = field(default_factory=dict)
+
+def _image(value: str) -> str:
+    if not value or any(c.isspace() for c in value) or value.startswith(("-", ":", "@")):
+        raise ValueError(f"{value!r} is not an image reference such as registry.example/cart:1.2")
+    return value
+
+
+def _quantity(value: str) -> str:
+    if not _QUANTITY.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity such as 250m, 1, 128Mi or 1Gi")
+    return value
+
+
+def _env(value: dict[str, str]) -> dict[str, str]:
+    bad = [k for k in value if not _ENV_NAME.match(k)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a valid environment variable name (letters, digits, '_', '-', '.')")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes label value (letters, digits, '-', '_', '.', ≤ 63)")
+    return value
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an HTTP path: it must start with '/'")
+    return value
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Quantity = Annotated[str, AfterValidator(_quantity)]
+
+
+class ServiceValues(BaseModel):
+    """One service: what differs between the services; everything else is the base."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: Annotated[str, AfterValidator(_service_name)]
+    """The service: Deployments and Services `<name>-stable`, `<name>-canary`, Service and routing `<name>`."""
+    image: Annotated[str, AfterValidator(_image)]
+    """Image of the stable Deployment, e.g. `registry.example/cart:1.2`."""
+    canary_image: Annotated[str, AfterValidator(_image)] | None = None
+    """Image the canary Deployment starts with (default: `image`; `canary-checks run` sets the release's)."""
+    port: Port = 8080
+    """Container port of the service's HTTP traffic (the Services expose it as port 80)."""
+    metrics_port: Port = 9090
+    """Container port of the service's own /metrics (ServiceMonitors scrape it)."""
+    health_path: Annotated[str, AfterValidator(_path)] = "/healthz"
+    """HTTP path of the startup and liveness probes."""
+    ready_path: Annotated[str, AfterValidator(_path)] = "/readyz"
+    """HTTP path of the readiness probe."""
+    replicas: Annotated[int, Field(ge=1)] = 3
+    """Replicas of the stable Deployment (the canary has 1; its PodDisruptionBudget keeps all but one)."""
+    cpu_request: Quantity = "100m"
+    """CPU request of each pod."""
+    cpu_limit: Quantity = "500m"
+    """CPU limit of each pod (the cpu gate and alert measure usage against it)."""
+    memory_request: Quantity = "128Mi"
+    """Memory request of each pod."""
+    memory_limit: Quantity = "256Mi"
+    """Memory limit of each pod (the memory gate and alert measure the working set against it)."""
+    env: Annotated[dict[str, str], AfterValidator(_env)] = Field(default_factory=dict)
+    """Environment variables of both Deployments (`VERSION` is set to stable or canary)."""
+    run_as_user: Annotated[int, Field(ge=1)] = RUN_AS
+    """UID and GID the containers run as (non-root; read-only root file system, /tmp writable)."""
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServiceValues:
+        if self.port == self.metrics_port:
+            raise ValueError(f"port and metrics_port are both {self.port}; give the metrics their own port")
+        return self
+
+
+class LoadValues(BaseModel):
+    """Distributed Locust (``load/locust.yaml``), written only when there is a locustfile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    locustfile: Path | None = None
+    """Locustfile for a distributed Locust, relative to the values file (default: ./load/locustfile.py if it
+    exists; --locustfile wins)."""
+    host: str | None = None
+    """URL Locust sends its requests to (default: `http://<first service>.<namespace>.svc.cluster.local`)."""
+    workers: Annotated[int, Field(ge=1)] = 4
+    """Locust worker replicas."""
+
+
+class ManifestValues(BaseModel):
+    """What ``canary-checks manifests render`` renders: a namespace and its services (``--values FILE``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    namespace: Annotated[str, AfterValidator(check_namespace)]
+    """Namespace of the services, the runner's RBAC, the checks and the alert rules."""
+    services: Annotated[list[ServiceValues], Field(min_length=1)]
+    """The services, each with at least `name` and `image`."""
+    part_of: Annotated[str, AfterValidator(_label_value)] | None = None
+    """Value of the `app.kubernetes.io/part-of` label (default: the namespace)."""
+    checks_image: Annotated[str, AfterValidator(_image)] = CHECKS_IMAGE
+    """Image built from docker/checks.Dockerfile, run by checks/ (`canary-checks serve`) and argo/ (the Job)."""
+    runbook_url: str | None = None
+    """Your runbook page (e.g. a copy of docs/deployment/canary-strategy.md): each alert links to
+    `<runbook_url>#<alert name in lower case>`; unset, the alerts carry no runbook link."""
+    flagger_service: str | None = None
+    """Service the Flagger Canary example (`flagger/canary-<service>.yaml`) is written for (default: the first)."""
+    load: LoadValues = Field(default_factory=LoadValues)
+    """Distributed Locust."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ManifestValues:
+        names = [s.name for s in self.services]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"service {twice[0]!r} is listed twice; give each service once")
+        if self.flagger_service is not None and self.flagger_service not in names:
+            raise ValueError(f"flagger_service {self.flagger_service!r} is not one of the services {names}")
+        return self
+
+    @property
+    def labels_part_of(self) -> str:
+        return self.part_of or self.namespace
+
+    @property
+    def load_host(self) -> str:
+        return self.load.host or f"http://{self.services[0].name}.{self.namespace}.svc.cluster.local"
+
+    @property
+    def flagger(self) -> ServiceValues:
+        return next(s for s in self.services if s.name == (self.flagger_service or self.services[0].name))
+
+
+_DEMO_REGISTRY = "ghcr.io/orion"
+
+
+def _demo(name: str, stable: str, canary: str, **more: Any) -> ServiceValues:
+    return ServiceValues(
+        name=name, image=f"{_DEMO_REGISTRY}/{name}:{stable}", canary_image=f"{_DEMO_REGISTRY}/{name}:{canary}", **more
+    )
 
 
 SERVICES: tuple[ServiceValues, ...] = (
-    ServiceValues("auth", "1.8.2", "1.9.0", env={"TOKEN_TTL_SECONDS": "900"}),
-    ServiceValues("gateway", "2.3.1", "2.4.0", cpu_request="250m", cpu_limit="1", memory_limit="512Mi"),
-    ServiceValues("notifications", "1.2.0", "1.3.0", memory_request="96Mi", memory_limit="192Mi"),
-    ServiceValues("user", "3.0.4", "3.1.0", memory_request="192Mi", memory_limit="384Mi"),
+    _demo("auth", "1.8.2", "1.9.0", env={"TOKEN_TTL_SECONDS": "900"}),
+    _demo("gateway", "2.3.1", "2.4.0", cpu_request="250m", cpu_limit="1", memory_limit="512Mi"),
+    _demo("notifications", "1.2.0", "1.3.0", memory_request="96Mi", memory_limit="192Mi"),
+    _demo("user", "3.0.4", "3.1.0", memory_request="192Mi", memory_limit="384Mi"),
 )
+"""The demo's four services (the original system's), what ``manifests render`` writes with no values."""
+
+DEMO = ManifestValues(
+    namespace="orion",
+    services=list(SERVICES),
+    checks_image=f"{_DEMO_REGISTRY}/canary-checks:0.1.0",
+    runbook_url=RUNBOOK,
+    load=LoadValues(host="http://gateway.orion.svc.cluster.local"),
+)
+"""This repository's manifests/: the demo's namespace, services and images."""
 
 
-def _meta(name: str, labels: Mapping[str, str], **extra: Any) -> Obj:
-    return {"name": name, "namespace": NAMESPACE, "labels": dict(labels), **extra}
+def _describe(error: ValidationError, raw: Mapping[str, Any]) -> str:
+    """One line per problem, naming the key as written in the values file (``services[1] (cart).port``)."""
+    lines = []
+    for item in error.errors():
+        parts: list[str] = []
+        loc = list(item["loc"])
+        for i, part in enumerate(loc):
+            if isinstance(part, int) and i > 0 and loc[i - 1] == "services":
+                services = raw.get("services")
+                entry = services[part] if isinstance(services, list) and part < len(services) else None
+                name = entry.get("name") if isinstance(entry, dict) else None
+                parts[-1] += f"[{part}]" + (f" ({name})" if isinstance(name, str) else "")
+            else:
+                parts.append(str(part))
+        key = ".".join(parts) or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling)"
+        bad = item.get("input")
+        quiet = item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict | list) or repr(bad) in msg
+        lines.append(f"{key}: {msg}" + ("" if quiet else f" (got {bad!r})"))
+    return "; ".join(lines)
 
 
-def _labels(svc: ServiceValues, version: str | None = None) -> dict[str, str]:
-    labels = {"app": svc.name, "app.kubernetes.io/name": svc.name, "app.kubernetes.io/part-of": "orion"}
+_VALUES_FIX = "see every key of the values file in `canary-checks manifests render --help`"
+
+
+def values_reference() -> list[tuple[str, str, str]]:
+    """Every key of the values file as (key, default, meaning), for ``--help`` and manifests/README.md."""
+    rows = []
+    for prefix, model in (("", ManifestValues), ("services[].", ServiceValues), ("load.", LoadValues)):
+        for name, info in model.model_fields.items():
+            if name == "load" and model is ManifestValues:
+                continue
+            if info.is_required():
+                default = "required"
+            elif info.default_factory is not None:
+                default = str(info.default_factory())  # type: ignore[call-arg]
+            else:
+                default = "—" if info.default is None else str(info.default)
+            rows.append((f"{prefix}{name}", default, " ".join((info.description or "").split())))
+    return rows
+
+
+def values_table() -> str:
+    """:func:`values_reference` as the Markdown table in manifests/README.md."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, meaning in values_reference():
+        shown = default if default in ("required", "—") else f"`{default}`"
+        rows.append(f"| `{key}` | {shown} | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows) + "\n"
+
+
+def load_values(
+    path: Path | None = None, *, namespace: str | None = None, services: Sequence[tuple[str, str]] = ()
+) -> ManifestValues:
+    """The values to render: ``path`` (a values file), then the flags on top of it — ``namespace`` replaces the
+    file's, each ``(name, image)`` sets that service's image or adds the service. Nothing given: :data:`DEMO`.
+
+    A values file's ``load.locustfile`` is made relative to the file's folder."""
+    if path is None and namespace is None and not services:
+        return DEMO
+    raw: dict[str, Any] = {}
+    where = "command line (--namespace, --service)"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"cannot read the values file ({e.strerror})", where=where, fix=_VALUES_FIX) from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"not valid YAML: {e}", where=where, fix="fix the YAML syntax") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                "expected a mapping with at least `namespace:` and `services:`", where=where, fix=_VALUES_FIX
+            )
+        raw = loaded
+        if path is not None and (namespace is not None or services):
+            where += " and the command line"
+    if namespace is not None:
+        raw["namespace"] = namespace
+    if services and isinstance(raw.get("services", []), list):  # anything else is the file's error, named below
+        entries: list[Any] = list(raw.get("services", []))
+        for name, image in services:
+            same = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
+            if same:
+                same[0]["image"] = image
+            else:
+                entries.append({"name": name, "image": image})
+        raw["services"] = entries
+    missing = [k for k in ("namespace", "services") if k not in raw]
+    if missing:
+        flags = {"namespace": "--namespace NS", "services": "--service NAME=IMAGE"}
+        raise ConfigError(
+            f"{' and '.join(missing)} missing",
+            where=where,
+            fix=" and ".join(
+                f"add `{k}:` to the values file or pass {flags[k]}" if path else f"pass {flags[k]}" for k in missing
+            ),
+        )
+    try:
+        values = ManifestValues.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, raw), where=where, fix=_VALUES_FIX) from None
+    if path is not None and values.load.locustfile is not None and not values.load.locustfile.is_absolute():
+        load = values.load.model_copy(update={"locustfile": path.parent / values.load.locustfile})
+        values = values.model_copy(update={"load": load})
+    return values
+
+
+def _meta(v: ManifestValues, name: str, labels: Mapping[str, str], **extra: Any) -> Obj:
+    return {"name": name, "namespace": v.namespace, "labels": dict(labels), **extra}
+
+
+def _labels(v: ManifestValues, svc: ServiceValues, version: str | None = None) -> dict[str, str]:
+    labels = {"app": svc.name, "app.kubernetes.io/name": svc.name, "app.kubernetes.io/part-of": v.labels_part_of}
     if version:
         labels["version"] = version
     return labels
 
 
-_CONTAINER_SECURITY: Obj = {
-    "runAsNonRoot": True,
-    "runAsUser": RUN_AS,
-    "runAsGroup": RUN_AS,
-    "readOnlyRootFilesystem": True,
-    "allowPrivilegeEscalation": False,
-    "privileged": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-_POD_SECURITY: Obj = {
-    "runAsNonRoot": True,
-    "runAsUser": RUN_AS,
-    "runAsGroup": RUN_AS,
-    "fsGroup": RUN_AS,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+def _container_security(uid: int) -> Obj:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
-def _deployment(svc: ServiceValues, version: str) -> Obj:
-    tag = svc.stable_tag if version == "stable" else svc.canary_tag
-    replicas = STABLE_REPLICAS if version == "stable" else CANARY_REPLICAS
+def _pod_security(uid: int) -> Obj:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _deployment(v: ManifestValues, svc: ServiceValues, version: str) -> Obj:
+    image = svc.image if version == "stable" else (svc.canary_image or svc.image)
+    replicas = svc.replicas if version == "stable" else CANARY_REPLICAS
     selector = {"app": svc.name, "version": version}
-    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2}
+    probe = {"httpGet": {"path": svc.health_path, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2}
     container = {
         "name": "app",
-        "image": f"{REGISTRY}/{svc.name}:{tag}",
+        "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [
             {"name": "http", "containerPort": svc.port, "protocol": "TCP"},
-            {"name": "http-metrics", "containerPort": 9090, "protocol": "TCP"},
+            {"name": "http-metrics", "containerPort": svc.metrics_port, "protocol": "TCP"},
         ],
-        "env": [{"name": k, "value": v} for k, v in sorted({**svc.env, "VERSION": version}.items())],
+        "env": [{"name": key, "value": value} for key, value in sorted({**svc.env, "VERSION": version}.items())],
         "resources": {
             "requests": {"cpu": svc.cpu_request, "memory": svc.memory_request},
             "limits": {"cpu": svc.cpu_limit, "memory": svc.memory_limit},
         },
         "startupProbe": {**probe, "failureThreshold": 30, "periodSeconds": 2},
         "livenessProbe": {**probe, "failureThreshold": 3},
-        "readinessProbe": {**probe, "httpGet": {"path": "/readyz", "port": "http"}, "failureThreshold": 2},
-        "securityContext": _CONTAINER_SECURITY,
+        "readinessProbe": {**probe, "httpGet": {"path": svc.ready_path, "port": "http"}, "failureThreshold": 2},
+        "securityContext": _container_security(svc.run_as_user),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(f"{svc.name}-{version}", _labels(svc, version)),
+        "metadata": _meta(v, f"{svc.name}-{version}", _labels(v, svc, version)),
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 5,
@@ -123,13 +417,13 @@ def _deployment(svc: ServiceValues, version: str) -> Obj:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {
-                    "labels": _labels(svc, version),
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+                    "labels": _labels(v, svc, version),
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(svc.metrics_port)},
                 },
                 "spec": {
                     "serviceAccountName": svc.name,
                     "automountServiceAccountToken": False,
-                    "securityContext": _POD_SECURITY,
+                    "securityContext": _pod_security(svc.run_as_user),
                     "affinity": {
                         "podAntiAffinity": {
                             "preferredDuringSchedulingIgnoredDuringExecution": [
@@ -152,13 +446,13 @@ def _deployment(svc: ServiceValues, version: str) -> Obj:
     }
 
 
-def _service(svc: ServiceValues, version: str | None) -> Obj:
+def _service(v: ManifestValues, svc: ServiceValues, version: str | None) -> Obj:
     name = svc.name if version is None else f"{svc.name}-{version}"
     selector = {"app": svc.name, **({"version": version} if version else {})}
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(name, _labels(svc, version)),
+        "metadata": _meta(v, name, _labels(v, svc, version)),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
@@ -170,24 +464,24 @@ def _service(svc: ServiceValues, version: str | None) -> Obj:
     }
 
 
-def _service_monitor(svc: ServiceValues, version: str) -> Obj:
+def _service_monitor(v: ManifestValues, svc: ServiceValues, version: str) -> Obj:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _meta(f"{svc.name}-{version}", _labels(svc, version)),
+        "metadata": _meta(v, f"{svc.name}-{version}", _labels(v, svc, version)),
         "spec": {
             "selector": {"matchLabels": {"app": svc.name, "version": version}},
-            "namespaceSelector": {"matchNames": [NAMESPACE]},
+            "namespaceSelector": {"matchNames": [v.namespace]},
             "endpoints": [{"port": "http-metrics", "path": "/metrics", "interval": "15s"}],
         },
     }
 
 
-def _network_policy(svc: ServiceValues) -> Obj:
+def _network_policy(v: ManifestValues, svc: ServiceValues) -> Obj:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(svc.name, _labels(svc)),
+        "metadata": _meta(v, svc.name, _labels(v, svc)),
         "spec": {
             "podSelector": {"matchLabels": {"app": svc.name}},
             "policyTypes": ["Ingress"],
@@ -205,44 +499,44 @@ def _network_policy(svc: ServiceValues) -> Obj:
     }
 
 
-def _pdb(svc: ServiceValues, version: str) -> Obj:
-    budget = {"minAvailable": STABLE_REPLICAS - 1} if version == "stable" else {"maxUnavailable": 1}
+def _pdb(v: ManifestValues, svc: ServiceValues, version: str) -> Obj:
+    budget = {"minAvailable": svc.replicas - 1} if version == "stable" else {"maxUnavailable": 1}
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(f"{svc.name}-{version}", _labels(svc, version)),
+        "metadata": _meta(v, f"{svc.name}-{version}", _labels(v, svc, version)),
         "spec": {**budget, "selector": {"matchLabels": {"app": svc.name, "version": version}}},
     }
 
 
-def render_base(svc: ServiceValues) -> list[Obj]:
+def render_base(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
     account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _meta(svc.name, _labels(svc)),
+        "metadata": _meta(v, svc.name, _labels(v, svc)),
         "automountServiceAccountToken": False,
     }
     return [
         account,
-        _deployment(svc, "stable"),
-        _deployment(svc, "canary"),
-        _service(svc, None),
-        _service(svc, "stable"),
-        _service(svc, "canary"),
-        _service_monitor(svc, "stable"),
-        _service_monitor(svc, "canary"),
-        _network_policy(svc),
-        _pdb(svc, "stable"),
-        _pdb(svc, "canary"),
+        _deployment(v, svc, "stable"),
+        _deployment(v, svc, "canary"),
+        _service(v, svc, None),
+        _service(v, svc, "stable"),
+        _service(v, svc, "canary"),
+        _service_monitor(v, svc, "stable"),
+        _service_monitor(v, svc, "canary"),
+        _network_policy(v, svc),
+        _pdb(v, svc, "stable"),
+        _pdb(v, svc, "canary"),
     ]
 
 
-def render_istio(svc: ServiceValues) -> list[Obj]:
+def render_istio(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
     host = svc.name
     virtual_service = {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
-        "metadata": _meta(svc.name, _labels(svc)),
+        "metadata": _meta(v, svc.name, _labels(v, svc)),
         "spec": {
             "hosts": [host],
             "http": [
@@ -264,7 +558,7 @@ def render_istio(svc: ServiceValues) -> list[Obj]:
     destination_rule = {
         "apiVersion": "networking.istio.io/v1",
         "kind": "DestinationRule",
-        "metadata": _meta(svc.name, _labels(svc)),
+        "metadata": _meta(v, svc.name, _labels(v, svc)),
         "spec": {
             "host": host,
             "trafficPolicy": {
@@ -288,12 +582,12 @@ def render_istio(svc: ServiceValues) -> list[Obj]:
     return [virtual_service, destination_rule]
 
 
-def render_linkerd(svc: ServiceValues) -> list[Obj]:
+def render_linkerd(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
     return [
         {
             "apiVersion": "split.smi-spec.io/v1alpha2",
             "kind": "TrafficSplit",
-            "metadata": _meta(svc.name, _labels(svc)),
+            "metadata": _meta(v, svc.name, _labels(v, svc)),
             "spec": {
                 "service": svc.name,
                 "backends": [
@@ -305,7 +599,7 @@ def render_linkerd(svc: ServiceValues) -> list[Obj]:
     ]
 
 
-def render_gateway_api(svc: ServiceValues) -> list[Obj]:
+def render_gateway_api(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
     def backend(version: str, weight: int | None = None) -> Obj:
         ref: Obj = {"group": "", "kind": "Service", "name": f"{svc.name}-{version}", "port": 80}
         if weight is not None:
@@ -316,7 +610,7 @@ def render_gateway_api(svc: ServiceValues) -> list[Obj]:
         {
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "HTTPRoute",
-            "metadata": _meta(svc.name, _labels(svc)),
+            "metadata": _meta(v, svc.name, _labels(v, svc)),
             "spec": {
                 # GAMMA: a route attached to the Service itself, as Linkerd 2.14+ and Istio read it for mesh traffic.
                 "parentRefs": [{"group": "", "kind": "Service", "name": svc.name, "port": 80}],
@@ -338,7 +632,7 @@ def render_gateway_api(svc: ServiceValues) -> list[Obj]:
     ]
 
 
-def render_rbac() -> list[Obj]:
+def render_rbac(v: ManifestValues) -> list[Obj]:
     """The runner's least privilege: its namespace only, nothing cluster-wide."""
     labels = {"app.kubernetes.io/name": "canary-checks", "app.kubernetes.io/component": "runner"}
     name = "canary-checks-runner"
@@ -355,32 +649,35 @@ def render_rbac() -> list[Obj]:
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": _meta(name, labels),
+            "metadata": _meta(v, name, labels),
             "automountServiceAccountToken": True,
         },
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(name, labels), "rules": rules},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(v, name, labels),
+            "rules": rules,
+        },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": _meta(name, labels),
+            "metadata": _meta(v, name, labels),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}],
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": v.namespace}],
         },
     ]
 
 
-CHECKS_IMAGE = f"{REGISTRY}/canary-checks:0.1.0"
-"""The checks' own image (docker/checks.Dockerfile): the package, suites/ and pytest."""
 CHECKS = "canary-checks"
 
 
-def checks_pod(command: list[str], *, restart: str | None = None) -> Obj:
+def checks_pod(v: ManifestValues, command: list[str], *, restart: str | None = None) -> Obj:
     """A Pod spec running the checks' image as the canary-checks ServiceAccount: the config from the
     canary-checks-config ConfigMap at /config/canary.yaml, /tmp writable, and the API token mounted explicitly
     (the kube_* gates read pods and events; nothing else is granted)."""
     container: Obj = {
         "name": "checks",
-        "image": CHECKS_IMAGE,
+        "image": v.checks_image,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "env": [
@@ -388,7 +685,7 @@ def checks_pod(command: list[str], *, restart: str | None = None) -> Obj:
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-        "securityContext": _CONTAINER_SECURITY,
+        "securityContext": _container_security(RUN_AS),
         "volumeMounts": [
             {"name": "config", "mountPath": "/config", "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -407,7 +704,7 @@ def checks_pod(command: list[str], *, restart: str | None = None) -> Obj:
     pod: Obj = {
         "serviceAccountName": CHECKS,
         "automountServiceAccountToken": False,
-        "securityContext": _POD_SECURITY,
+        "securityContext": _pod_security(RUN_AS),
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": f"{CHECKS}-config"}},
@@ -420,7 +717,7 @@ def checks_pod(command: list[str], *, restart: str | None = None) -> Obj:
     return pod
 
 
-def render_checks() -> list[Obj]:
+def render_checks(v: ManifestValues) -> list[Obj]:
     """The checks in the cluster: read-only RBAC for the kube_* gates, and ``canary-checks serve`` behind a Service
     for Flagger's webhooks (the token from the canary-checks-webhook Secret)."""
     labels = {"app.kubernetes.io/name": CHECKS, "app.kubernetes.io/component": "checks"}
@@ -429,6 +726,7 @@ def render_checks() -> list[Obj]:
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
     ]
     pod = checks_pod(
+        v,
         [
             "canary-checks",
             "serve",
@@ -442,7 +740,7 @@ def render_checks() -> list[Obj]:
             "/secrets/token",
             "--suite-timeout",
             "50s",
-        ]
+        ],
     )
     container = pod["containers"][0]
     container["ports"] = [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
@@ -456,26 +754,26 @@ def render_checks() -> list[Obj]:
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
-            "metadata": _meta(CHECKS, labels),
+            "metadata": _meta(v, CHECKS, labels),
             "automountServiceAccountToken": False,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": _meta(CHECKS, labels),
+            "metadata": _meta(v, CHECKS, labels),
             "rules": rules,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": _meta(CHECKS, labels),
+            "metadata": _meta(v, CHECKS, labels),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CHECKS},
-            "subjects": [{"kind": "ServiceAccount", "name": CHECKS, "namespace": NAMESPACE}],
+            "subjects": [{"kind": "ServiceAccount", "name": CHECKS, "namespace": v.namespace}],
         },
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _meta(f"{CHECKS}-webhook", selector),
+            "metadata": _meta(v, f"{CHECKS}-webhook", selector),
             "spec": {
                 "replicas": 1,  # one process: "one suite at a time per service" holds across all calls
                 "selector": {"matchLabels": selector},
@@ -486,13 +784,13 @@ def render_checks() -> list[Obj]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _meta(CHECKS, selector),
+            "metadata": _meta(v, CHECKS, selector),
             "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
         },
     ]
 
 
-def render_argo_analysis() -> Obj:
+def render_argo_analysis(v: ManifestValues) -> Obj:
     """Argo Rollouts: an AnalysisTemplate whose Job runs the stage's gate suite until it decides (a first look
     that is only inconclusive holds and looks again, as the runner does)."""
     command = ["canary-checks", "gates", "--stage", "{{args.stage}}", "--service", "{{args.service}}",
@@ -501,7 +799,7 @@ def render_argo_analysis() -> Obj:
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "AnalysisTemplate",
-        "metadata": _meta(f"{CHECKS}-gates", {"app.kubernetes.io/name": CHECKS}),
+        "metadata": _meta(v, f"{CHECKS}-gates", {"app.kubernetes.io/name": CHECKS}),
         "spec": {
             "args": [{"name": "service"}, {"name": "namespace"}, {"name": "stage"}],
             "metrics": [
@@ -513,7 +811,7 @@ def render_argo_analysis() -> Obj:
                             "spec": {
                                 "backoffLimit": 0,
                                 "activeDeadlineSeconds": 300,
-                                "template": {"spec": checks_pod(command, restart="Never")},
+                                "template": {"spec": checks_pod(v, command, restart="Never")},
                             }
                         }
                     },
@@ -523,9 +821,9 @@ def render_argo_analysis() -> Obj:
     }
 
 
-def render_flagger_canary(svc: ServiceValues) -> Obj:
+def render_flagger_canary(v: ManifestValues, svc: ServiceValues) -> Obj:
     """Flagger: a Canary for ``svc`` whose webhooks are answered by ``canary-checks serve``."""
-    url = f"http://{CHECKS}.{NAMESPACE}/flagger"
+    url = f"http://{CHECKS}.{v.namespace}/flagger"
     # Flagger sends no custom header: the shared token travels in each webhook's metadata. Anyone who can read
     # this Canary can read it: keep the token for this use only, and rotate it with the Secret.
     token = {"token": "REPLACE-WITH-THE-canary-checks-webhook-SECRET"}
@@ -535,7 +833,7 @@ def render_flagger_canary(svc: ServiceValues) -> Obj:
     return {
         "apiVersion": "flagger.app/v1beta1",
         "kind": "Canary",
-        "metadata": _meta(svc.name, {"app": svc.name}),
+        "metadata": _meta(v, svc.name, {"app": svc.name}),
         "spec": {
             "provider": "istio",
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc.name},
@@ -556,8 +854,9 @@ def render_flagger_canary(svc: ServiceValues) -> Obj:
 LOCUST_IMAGE = "locustio/locust:2.47.0"
 
 
-def render_load(locustfile: str) -> list[Obj]:
-    """Distributed Locust: a master (web UI and API on 8089) and workers running ``load/locustfile.py``."""
+def render_load(v: ManifestValues, locustfile: str) -> list[Obj]:
+    """Distributed Locust: a master (web UI and API on 8089) and workers running ``locustfile`` (its text)
+    against ``load.host``."""
     labels = {"app.kubernetes.io/name": "locust", "app.kubernetes.io/part-of": "canary-checks"}
 
     def pod(role: str, args: list[str], ports: list[Obj]) -> Obj:
@@ -599,7 +898,7 @@ def render_load(locustfile: str) -> list[Obj]:
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": _meta(f"locust-{role}", {**labels, "app.kubernetes.io/component": role}),
+            "metadata": _meta(v, f"locust-{role}", {**labels, "app.kubernetes.io/component": role}),
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": {**labels, "app.kubernetes.io/component": role}},
@@ -612,14 +911,14 @@ def render_load(locustfile: str) -> list[Obj]:
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _meta("locustfile", labels),
+            "metadata": _meta(v, "locustfile", labels),
             "data": {"locustfile.py": locustfile},
         },
-        deployment("master", 1, ["--master", "--host", "http://gateway.orion.svc.cluster.local"], master_ports),
+        deployment("master", 1, ["--master", "--host", v.load_host], master_ports),
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _meta("locust-master", labels),
+            "metadata": _meta(v, "locust-master", labels),
             "spec": {
                 "selector": {**labels, "app.kubernetes.io/component": "master"},
                 "ports": [
@@ -628,14 +927,11 @@ def render_load(locustfile: str) -> list[Obj]:
                 ],
             },
         },
-        deployment("worker", 4, ["--worker", "--master-host", "locust-master"], []),
+        deployment("worker", v.load.workers, ["--worker", "--master-host", "locust-master"], []),
     ]
 
 
 # ---- Prometheus alerting -------------------------------------------------------------------------------------------
-
-RUNBOOK = "https://github.com/orion/canary-checks/blob/main/docs/deployment/canary-strategy.md"
-"""Where each alert's runbook lives: a heading per alert in docs/deployment/canary-strategy.md."""
 
 _CANARY_POD = ".+-canary-[a-z0-9]+-[a-z0-9]+"
 _STABLE_POD = ".+-stable-[a-z0-9]+-[a-z0-9]+"
@@ -709,12 +1005,11 @@ def _alert(name: str, expr: str, duration: str, severity: str, summary: str, des
         "annotations": {
             "summary": summary,
             "description": description,
-            "runbook_url": f"{RUNBOOK}#{name.lower()}",
         },
     }
 
 
-def _alerting_rules(gates: Gates, failure_codes: str) -> list[Obj]:
+def _alerting_rules(gates: Gates, failure_codes: str, runbook: str | None) -> list[Obj]:
     g = gates
     svc = "{{ $labels.service }} in {{ $labels.namespace }}"
     canary_pods = f'pod=~"{_CANARY_POD}"'
@@ -733,7 +1028,7 @@ def _alerting_rules(gates: Gates, failure_codes: str) -> list[Obj]:
     desired = 'kube_deployment_spec_replicas{deployment=~".+-canary"}'
     available = 'kube_deployment_status_replicas_available{deployment=~".+-canary"}'
     gate_severity = {name: getattr(g, name).severity.value for name in Gates.model_fields}
-    return [
+    alerts = [
         _alert(
             "CanaryHighErrorRate",
             f"canary:error_rate:5m > {g.error_rate.threshold:g}",
@@ -904,27 +1199,36 @@ def _alerting_rules(gates: Gates, failure_codes: str) -> list[Obj]:
             "canary down (see the runbook).",
         ),
     ]
+    for alert in alerts if runbook else ():
+        alert["annotations"]["runbook_url"] = f"{runbook}#{alert['alert'].lower()}"
+    return alerts
 
 
 def render_alerts(
-    mesh: Mesh = Mesh.ISTIO, gates: Gates | None = None, failure_codes: str = DEFAULT_FAILURE_CODES
+    mesh: Mesh = Mesh.ISTIO,
+    gates: Gates | None = None,
+    failure_codes: str = DEFAULT_FAILURE_CODES,
+    values: ManifestValues | None = None,
 ) -> Obj:
-    """The PrometheusRule with every alert of the original system and the recording rules they use; a request
-    failed when its status matches ``failure_codes`` (the config's), as in the gates."""
+    """The PrometheusRule with every alert of the original system and the recording rules they use, in the
+    namespace of ``values`` (default: the demo's) with its ``runbook_url``; a request failed when its status matches
+    ``failure_codes`` (the config's), as in the gates."""
     gates = gates or Gates()
     check_failure_codes(failure_codes)
+    v = values or DEMO
     suffix = "" if mesh is Mesh.ISTIO else f"-{mesh.value}"
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": _meta(
+            v,
             f"canary-alerts{suffix}",
             {"app.kubernetes.io/name": "canary-checks", "prometheus": "k8s", "role": "alert-rules"},
         ),
         "spec": {
             "groups": [
                 {"name": "canary.recording", "interval": "30s", "rules": _recording_rules(mesh, failure_codes)},
-                {"name": "canary.alerts", "rules": _alerting_rules(gates, failure_codes)},
+                {"name": "canary.alerts", "rules": _alerting_rules(gates, failure_codes, v.runbook_url)},
             ]
         },
     }
@@ -1077,8 +1381,8 @@ def render_dashboard_configmap(dashboard: Obj) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {**_meta("canary-checks-dashboard", {"app.kubernetes.io/name": "canary-checks",
-                                                         "grafana_dashboard": "1"}), "namespace": "monitoring"},
+        "metadata": {"name": "canary-checks-dashboard", "namespace": "monitoring",
+                     "labels": {"app.kubernetes.io/name": "canary-checks", "grafana_dashboard": "1"}},
         "data": {"canary-overview.json": json.dumps(dashboard, indent=2)},
     }  # fmt: skip
 
@@ -1092,32 +1396,47 @@ def _dump(objects: Iterable[Obj]) -> str:
     return _HEADER + "---\n".join(yaml.safe_dump(o, sort_keys=False, width=120) for o in objects)
 
 
-def render_all(locustfile: str) -> dict[str, str]:
-    """Every file under manifests/, path → text."""
+def render_all(values: ManifestValues = DEMO, locustfile: str | None = None) -> dict[str, str]:
+    """Every file to write, path → text: per service base and routing, RBAC, the checks, Argo and Flagger
+    examples, the alert rules and dashboard, and distributed Locust when ``locustfile`` (its text) is given."""
+    v = values
     files = {}
-    for svc in SERVICES:
-        files[f"{svc.name}/base.yaml"] = _dump(render_base(svc))
-        files[f"{svc.name}/istio.yaml"] = _dump(render_istio(svc))
-        files[f"{svc.name}/linkerd.yaml"] = _dump(render_linkerd(svc))
-        files[f"{svc.name}/gateway-api.yaml"] = _dump(render_gateway_api(svc))
-    files["rbac/runner.yaml"] = _dump(render_rbac())
-    files["checks/webhook.yaml"] = _dump(render_checks())
-    files["argo/analysis-template.yaml"] = _dump([render_argo_analysis()])
-    files["flagger/canary-auth.yaml"] = _dump([render_flagger_canary(SERVICES[0])])
-    files["load/locust.yaml"] = _dump(render_load(locustfile))
-    files["monitoring/canary-alerts.yaml"] = _dump([render_alerts(Mesh.ISTIO)])
-    files["monitoring/canary-alerts-linkerd.yaml"] = _dump([render_alerts(Mesh.LINKERD)])
+    for svc in v.services:
+        files[f"{svc.name}/base.yaml"] = _dump(render_base(v, svc))
+        files[f"{svc.name}/istio.yaml"] = _dump(render_istio(v, svc))
+        files[f"{svc.name}/linkerd.yaml"] = _dump(render_linkerd(v, svc))
+        files[f"{svc.name}/gateway-api.yaml"] = _dump(render_gateway_api(v, svc))
+    files["rbac/runner.yaml"] = _dump(render_rbac(v))
+    files["checks/webhook.yaml"] = _dump(render_checks(v))
+    files["argo/analysis-template.yaml"] = _dump([render_argo_analysis(v)])
+    files[f"flagger/canary-{v.flagger.name}.yaml"] = _dump([render_flagger_canary(v, v.flagger)])
+    if locustfile is not None:
+        files["load/locust.yaml"] = _dump(render_load(v, locustfile))
+    files["monitoring/canary-alerts.yaml"] = _dump([render_alerts(Mesh.ISTIO, values=v)])
+    files["monitoring/canary-alerts-linkerd.yaml"] = _dump([render_alerts(Mesh.LINKERD, values=v)])
     dashboard = render_dashboard()
     files["monitoring/grafana-dashboard.json"] = json.dumps(dashboard, indent=2) + "\n"
     files["monitoring/grafana-dashboard-configmap.yaml"] = _dump([render_dashboard_configmap(dashboard)])
     return files
 
 
-def write_all(out: Path, locustfile: Path) -> list[Path]:
+def write_all(out: Path, values: ManifestValues = DEMO, locustfile: Path | None = None) -> list[Path]:
+    """Render and write under ``out``; ``locustfile`` (else ``values.load.locustfile``) adds distributed Locust."""
+    locustfile = locustfile or values.load.locustfile
+    text = None
+    if locustfile is not None:
+        try:
+            text = locustfile.read_text()
+        except OSError as e:
+            raise ConfigError(
+                f"cannot read the locustfile ({e.strerror})",
+                where=str(locustfile),
+                fix="pass an existing file to --locustfile (or load.locustfile in the values file), or leave it out",
+            ) from None
     written = []
-    for relative, text in render_all(locustfile.read_text()).items():
+    for relative, content in render_all(values, text).items():
         path = out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(content)
         written.append(path)
     return written

@@ -4,10 +4,14 @@ built; what can be known without building it is checked."""
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
+import click
 import yaml
+
+from canary_checks.manifests import DEMO, RUN_AS, render_all
 
 REPO = Path(__file__).parents[2]
 DOCKERFILE = REPO / "docker" / "checks.Dockerfile"
@@ -18,39 +22,61 @@ def instructions() -> list[tuple[str, str]]:
     return [(m.group(1).upper(), m.group(2)) for line in lines if (m := re.match(r"^([A-Z]+)\s+(.*)$", line))]
 
 
-def test_every_copied_path_exists_and_the_suites_are_in_the_image() -> None:
-    copied = [args.split()[:-1] for op, args in instructions() if op == "COPY"]
-    sources = [s for group in copied for s in group]
-    assert {"pyproject.toml", "canary_checks", "suites"} <= set(sources)
-    for source in sources:
-        assert (REPO / source).exists(), source
+def header() -> str:
+    """The comment at the top, with continuation lines joined: the commands it documents."""
+    comments = [line[1:] for line in DOCKERFILE.read_text().splitlines() if line.startswith("#")]
+    return "\n".join(comments).replace("\\\n", " ")
 
 
-def test_it_runs_unprivileged_and_writes_only_under_tmp() -> None:
-    ops = dict(instructions())
-    assert ops["USER"] == "1001"
+def final_stage() -> list[tuple[str, str]]:
+    ops = instructions()
+    last_from = max(i for i, (op, _) in enumerate(ops) if op == "FROM")
+    return ops[last_from:]
+
+
+def test_it_installs_the_package_with_pip_and_copies_nothing_from_a_source_tree() -> None:
+    ops = instructions()
+    assert not [args for op, args in ops if op in ("COPY", "ADD")], "build it from any directory: no COPY/ADD"
+    assert final_stage()[0] == ("FROM", "python:3.11-slim")
+    args = dict(op_args.split("=", 1) for op, op_args in ops if op == "ARG")  # type: ignore[misc]
+    assert args["CANARY_CHECKS_SPEC"] == "canary-checks"
+    (install,) = [a for op, a in ops if op == "RUN" and "pip install" in a]
+    assert 'pip install "${CANARY_CHECKS_SPEC}"' in install
+    # A wheel comes in through a named build context that replaces the empty default stage.
+    assert ("FROM", "scratch AS wheels") in ops and "--mount=type=bind,from=wheels,target=/wheels" in install
+    # The package's own suites go where serve and gates look by default.
+    assert "import canary_checks.suites" in install and 'cp -r "$suites" /checks/suites' in install
+    assert dict(final_stage())["WORKDIR"] == "/checks"
+
+
+def test_both_documented_builds_use_only_the_dockerfile_and_a_spec_or_a_wheel() -> None:
+    builds = [shlex.split(line.strip()) for line in header().splitlines() if line.strip().startswith("docker build")]
+    assert len(builds) == 2
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for build in builds:
+        assert build[build.index("-f") + 1] == "checks.Dockerfile" and build[-1] == "."
+        spec = build[build.index("--build-arg") + 1]
+        assert spec.startswith("CANARY_CHECKS_SPEC=")
+    pypi, wheel = (b[b.index("--build-arg") + 1].split("=", 1)[1] for b in builds)
+    assert pypi == f"canary-checks=={version}"  # pinned
+    assert wheel == f"/wheels/canary_checks-{version}-py3-none-any.whl"
+    assert builds[1][builds[1].index("--build-context") + 1] == "wheels=dist"
+
+
+def test_it_runs_unprivileged_as_the_documented_uid_and_any_other() -> None:
+    final = final_stage()
+    ops = dict(final)
+    assert ops["USER"] == f"{RUN_AS}:{RUN_AS}" == "1001:1001"
+    (install,) = [a for op, a in final if op == "RUN"]
+    assert f"useradd --uid {RUN_AS} --gid {RUN_AS} --home-dir /tmp" in install
+    assert "UID 1001" in header() and '--user "$(id -u):$(id -g)"' in header()
     env = ops["ENV"]
-    assert "CANARY_CONFIG=/config/canary.yaml" in env and "HOME=/tmp" in env and "MPLCONFIGDIR=/tmp/" in env
-
-
-def test_the_commands_the_manifests_run_exist_in_the_image() -> None:
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    cmd = dict(instructions())["CMD"]
-    assert cmd.startswith('["canary-checks", "serve"') and "canary-checks" in scripts
-    pods = []
-    for path in ("checks/webhook.yaml", "argo/analysis-template.yaml"):
-        for obj in yaml.safe_load_all((REPO / "manifests" / path).read_text()):
-            text = yaml.safe_dump(obj)
-            if "ghcr.io/orion/canary-checks" in text:
-                pods.append(obj)
-    commands = [c["command"] for o in pods for c in _containers(o)]
-    assert {c[0] for c in commands} == {"canary-checks"}  # the console script
-    assert {c[1] for c in commands} == {"serve", "gates"}  # which run suites/gate and suites/smoke, both copied
-    # everything they write is under /tmp, the one writable mount
-    for command in commands:
-        for flag in ("--reports", "--canary-reports", "--canary-evidence"):
-            if flag in command:
-                assert command[command.index(flag) + 1].startswith("/tmp/"), (flag, command)
+    # any UID: caches under /tmp; nothing in the workspace but reports (no bytecode, no pytest cache)
+    for setting in ("HOME=/tmp", "MPLCONFIGDIR=/tmp/matplotlib", "PYTHONDONTWRITEBYTECODE=1",
+                    'PYTEST_ADDOPTS="-p no:cacheprovider"'):  # fmt: skip
+        assert setting in env, setting
+    # No config path baked in: a mounted workspace's canary.yaml is found; the Pods set CANARY_CONFIG themselves.
+    assert "CANARY_CONFIG" not in env
 
 
 def _containers(obj: object) -> list[dict[str, object]]:
@@ -64,3 +90,37 @@ def _containers(obj: object) -> list[dict[str, object]]:
         for value in obj:
             found.extend(_containers(value))
     return found
+
+
+def test_the_commands_the_manifests_run_exist_in_the_image_and_write_only_under_tmp() -> None:
+    from canary_checks.cli import cli
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    cmd = dict(instructions())["CMD"]
+    assert cmd.startswith('["canary-checks", "serve"') and '"--reports", "/tmp/reports"' in cmd
+    assert "canary-checks" in scripts
+    files = render_all(DEMO)
+    pods = [
+        container
+        for path in ("checks/webhook.yaml", "argo/analysis-template.yaml")
+        for obj in yaml.safe_load_all(files[path])
+        for container in _containers(obj)
+        if container["image"] == DEMO.checks_image
+    ]
+    assert len(pods) == 2
+    for container in pods:
+        assert {"name": "CANARY_CONFIG", "value": "/config/canary.yaml"} in container["env"]  # type: ignore[operator]
+        assert container["securityContext"]["runAsUser"] == RUN_AS  # type: ignore[index]
+    commands: list[list[str]] = [c["command"] for c in pods]  # type: ignore[misc]
+    assert {c[0] for c in commands} == {"canary-checks"}  # the console script
+    assert {c[1] for c in commands} == {"serve", "gates"}
+    # They run the suites from their working directory: the defaults are suites/..., which the image holds.
+    for name in ("serve", "gates"):
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None
+        suites = [p.default for p in command.params if str(p.default).startswith("suites/")]
+        assert suites and all(str(s).split("/")[0] == "suites" for s in suites), name
+    for command in commands:
+        for flag in ("--reports", "--canary-reports", "--canary-evidence"):
+            if flag in command:
+                assert command[command.index(flag) + 1].startswith("/tmp/"), (flag, command)

@@ -70,20 +70,12 @@ SHOWN = (
 )
 
 
-def _workflow_commands() -> list[str]:
-    """The commands the GitHub Actions example runs (its ``run:`` steps)."""
-    import yaml
-
-    workflow = yaml.safe_load((DOCS / "examples" / "github-actions.yml").read_text())
-    return [step["run"].strip() for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
-
-
 def test_every_canary_checks_command_shown_exists() -> None:
     import click
 
     from canary_checks.cli import cli
 
-    shown = [c for c in _commands(*SHOWN) + _workflow_commands() if c.startswith("canary-checks ")]
+    shown = [c for c in _commands(*SHOWN) if c.startswith("canary-checks ")]
     assert shown
     for command in shown:
         group: click.Command = cli
@@ -98,7 +90,7 @@ def test_every_canary_checks_command_shown_exists() -> None:
 
 
 def test_every_pytest_flag_shown_is_an_option_of_the_plugin(pytestconfig: pytest.Config) -> None:
-    shown = [c for c in _commands(*SHOWN) + _workflow_commands() if c.startswith("pytest suites/")]
+    shown = [c for c in _commands(*SHOWN) if c.startswith("pytest suites/")]
     assert {"suites/gate", "suites/smoke"} <= {c.split()[1] for c in shown}
     known = {"--stage", "--service", "--namespace", "--prometheus-url", "--mesh", "--canary-config", "--window",
              "--threshold", "--strict-gates", "--junitxml", "--canary-evidence", "--fresh-evidence", "--target",
@@ -139,19 +131,3 @@ def test_the_kubectl_patches_shown_move_exactly_our_weights() -> None:
             node[key] = op["value"]
         weights = [r["weight"] for r in obj["spec"]["http"][1]["route"]]
         assert sum(weights) == 100 and weights[1] in (0, 25)
-
-
-def test_the_workflow_example_releases_with_smoke_and_uploads_the_junit() -> None:
-    import click
-
-    from canary_checks.cli import cli
-
-    (release,) = [c for c in _workflow_commands() if c.startswith("canary-checks run ")]
-    run = cli.get_command(click.Context(cli), "run")
-    assert run is not None
-    # every flag it passes is an option of `canary-checks run`
-    options = {o for p in run.params for o in p.opts}
-    assert {w for w in release.split() if w.startswith("--")} <= options
-    assert "--smoke-suite suites/smoke" in release and "--reports /tmp/reports" in release
-    text = (DOCS / "examples" / "github-actions.yml").read_text()
-    assert "report_paths: /tmp/reports/**/*.xml" in text and "path: /tmp/reports/" in text

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,7 @@ import pytest
 import yaml
 
 from canary_checks.config import parse_duration
-from canary_checks.manifests import SERVICES, render_all
+from canary_checks.manifests import DEMO, SERVICES, render_all
 
 REPO = Path(__file__).parents[2]
 MANIFESTS = REPO / "manifests"
@@ -24,13 +30,52 @@ BUILT_IN_GROUPS = ("v1", "apps/", "policy/", "networking.k8s.io/", "rbac.authori
 
 
 def rendered() -> dict[str, str]:
-    return render_all((REPO / "load" / "locustfile.py").read_text())
+    return render_all(DEMO, (REPO / "load" / "locustfile.py").read_text())
 
 
 def objects() -> list[tuple[str, dict[str, Any]]]:
     out = []
     for path in sorted(MANIFESTS.rglob("*.yaml")):
         out.extend((str(path.relative_to(MANIFESTS)), o) for o in yaml.safe_load_all(path.read_text()) if o)
+    return out
+
+
+TEAM_VALUES = """\
+namespace: shop
+checks_image: registry.example/canary-checks:0.1.0
+services:
+  - name: cart
+    image: registry.example/cart:1.2
+    canary_image: registry.example/cart:1.3
+    port: 3000
+    metrics_port: 3001
+    health_path: /health
+    ready_path: /ready
+    replicas: 2
+    cpu_limit: "1"
+    memory_limit: 1Gi
+    env: {CART_TTL: "60"}
+"""
+"""A team's values file: its namespace, service and images, nothing of the demo."""
+
+
+def team_values(tmp: Path | None = None) -> Any:
+    from canary_checks.manifests import load_values
+
+    folder = tmp or Path(tempfile.mkdtemp())
+    (folder / "values.yaml").write_text(TEAM_VALUES)
+    return load_values(folder / "values.yaml")
+
+
+def team_files() -> dict[str, str]:
+    return render_all(team_values(), "from locust import HttpUser\n")
+
+
+def team_objects() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for relative, text in team_files().items():
+        if relative.endswith(".yaml"):
+            out.extend((f"shop:{relative}", o) for o in yaml.safe_load_all(text) if o)
     return out
 
 
@@ -70,7 +115,9 @@ def test_committed_manifests_are_what_the_renderer_writes() -> None:
         assert path.read_text() == text, f"{relative} is stale: canary-checks manifests render"
 
 
-@pytest.mark.parametrize(("where", "obj"), [o for o in objects() if o[1]["apiVersion"].startswith(BUILT_IN_GROUPS)])
+@pytest.mark.parametrize(
+    ("where", "obj"), [o for o in [*objects(), *team_objects()] if o[1]["apiVersion"].startswith(BUILT_IN_GROUPS)]
+)
 def test_built_in_kinds_validate_against_the_kubernetes_schema(where: str, obj: dict[str, Any]) -> None:
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
@@ -89,7 +136,11 @@ has the mesh and monitoring ones), so their shape is checked below and their Pod
 
 @pytest.mark.parametrize(
     ("where", "obj"),
-    [o for o in objects() if not o[1]["apiVersion"].startswith((*BUILT_IN_GROUPS, *OTHER_CONTROLLERS))],
+    [
+        o
+        for o in [*objects(), *team_objects()]
+        if not o[1]["apiVersion"].startswith((*BUILT_IN_GROUPS, *OTHER_CONTROLLERS))
+    ],
 )
 def test_custom_resources_validate_against_their_upstream_schema(where: str, obj: dict[str, Any]) -> None:
     # Not jsonschema.validate: it checks the schema's own patterns as Python regexes, and upstream writes Go's.
@@ -249,3 +300,192 @@ def test_the_flagger_canary_calls_the_webhooks_serve_answers() -> None:
     for hook in hooks:
         assert hook["url"] == f"http://canary-checks.orion/flagger/{hook['type']}"
         assert hook["metadata"]["token"].startswith("REPLACE"), "no real token in a committed manifest"
+
+
+# ---- a team's own services: `canary-checks manifests render --values` ---------------------------------------------
+
+
+def test_a_teams_values_render_their_namespace_services_and_images() -> None:
+    files = team_files()
+    assert {p.split("/")[0] for p in files} == {"cart", "rbac", "checks", "argo", "flagger", "load", "monitoring"}
+    assert "flagger/canary-cart.yaml" in files
+    objs = [o for _, o in team_objects()]
+    for obj in objs:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "canary-checks-dashboard":
+            assert obj["metadata"]["namespace"] == "monitoring"  # where the Grafana sidecar looks
+        else:
+            assert obj["metadata"]["namespace"] == "shop", obj["metadata"]["name"]
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in objs}
+    for version, image, replicas in (
+        ("stable", "registry.example/cart:1.2", 2),
+        ("canary", "registry.example/cart:1.3", 1),
+    ):
+        deployment = by_name[("Deployment", f"cart-{version}")]
+        assert deployment["spec"]["replicas"] == replicas
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == image
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 3000, "http-metrics": 3001}
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+        assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+        assert {"name": "CART_TTL", "value": "60"} in container["env"]
+        assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "shop"
+        assert by_name[("Service", f"cart-{version}")]["spec"]["selector"] == {"app": "cart", "version": version}
+        monitor = by_name[("ServiceMonitor", f"cart-{version}")]
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["shop"]}
+    assert by_name[("PodDisruptionBudget", "cart-stable")]["spec"]["minAvailable"] == 1
+    vs = by_name[("VirtualService", "cart")]
+    assert vs["spec"]["hosts"] == ["cart"] and vs["spec"]["http"][0]["route"][0]["destination"]["host"] == "cart"
+    assert by_name[("DestinationRule", "cart")]["spec"]["host"] == "cart"
+    assert by_name[("TrafficSplit", "cart")]["spec"]["service"] == "cart"
+    assert [p["name"] for p in by_name[("HTTPRoute", "cart")]["spec"]["parentRefs"]] == ["cart"]
+    for role in ("canary-checks-runner", "canary-checks"):
+        (subject,) = by_name[("RoleBinding", role)]["subjects"]
+        assert subject["namespace"] == "shop"
+    webhook = by_name[("Deployment", "canary-checks-webhook")]["spec"]["template"]["spec"]["containers"][0]
+    assert webhook["image"] == "registry.example/canary-checks:0.1.0"
+    hooks = by_name[("Canary", "cart")]["spec"]["analysis"]["webhooks"]
+    assert {h["url"].split("/")[2] for h in hooks} == {"canary-checks.shop"}
+    master = by_name[("Deployment", "locust-master")]["spec"]["template"]["spec"]["containers"][0]
+    assert master["args"][master["args"].index("--host") + 1] == "http://cart.shop.svc.cluster.local"
+    # Nothing of the demo: its namespace, services, registry, or a runbook link it did not ask for.
+    text = "\n".join(files.values())
+    assert not re.search(r"orion|ghcr\.io|\bauth\b|runbook_url", text, re.IGNORECASE)
+    names = {o["metadata"]["name"] for o in objs} | {o["metadata"]["labels"].get("app", "") for o in objs}
+    assert not names & {"gateway", "user", "auth", "notifications"}
+
+
+def test_a_teams_argo_job_validates_and_their_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    (template,) = [o for where, o in team_objects() if where == "shop:argo/analysis-template.yaml"]
+    job_spec = template["spec"]["metrics"][0]["provider"]["job"]["spec"]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "gates"}, "spec": job_spec}
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool comes with the Debian prometheus package; ./dev installs it"
+    for name in ("canary-alerts.yaml", "canary-alerts-linkerd.yaml"):
+        (rule,) = yaml.safe_load_all(team_files()[f"monitoring/{name}"])
+        rules = tmp_path / name
+        rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+        done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_without_a_locustfile_no_locust_is_written() -> None:
+    assert not [p for p in render_all(team_values()) if p.startswith("load/")]
+
+
+def test_flags_win_over_the_values_file(tmp_path: Path) -> None:
+    from canary_checks.manifests import load_values
+
+    (tmp_path / "values.yaml").write_text(TEAM_VALUES + "load: {locustfile: locust/cart.py}\n")
+    values = load_values(
+        tmp_path / "values.yaml", namespace="shop-staging", services=[("cart", "registry.example/cart:1.4"),
+                                                                      ("web", "registry.example/web:7")]
+    )  # fmt: skip
+    assert values.namespace == "shop-staging"
+    assert [(s.name, s.image, s.port) for s in values.services] == [
+        ("cart", "registry.example/cart:1.4", 3000),  # the file's other keys stay
+        ("web", "registry.example/web:7", 8080),
+    ]
+    assert values.load.locustfile == tmp_path / "locust" / "cart.py"  # relative to the values file
+    only_flags = load_values(namespace="shop", services=[("cart", "registry.example/cart:1.2")])
+    assert only_flags.services[0].canary_image is None and only_flags.checks_image == "canary-checks:0.1.0"
+    assert load_values() is DEMO
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "expected"),
+    [
+        ("namespace: shop\nservices: [{name: Cart, image: r/cart:1}]\n", {},
+         "services[0] (Cart).name: 'Cart' is not a usable service name"),
+        ("namespace: shop\nservices: [{name: cart}]\n", {}, "services[0] (cart).image: Field required"),
+        ("namespace: shop\nservices: [{name: cart, imgae: r/cart:1, image: r/cart:1}]\n", {},
+         "services[0] (cart).imgae: unknown key (check its spelling)"),
+        ("namespace: shop\nservices: [{name: cart, image: r/cart:1, cpu_limit: 1core}]\n", {},
+         "services[0] (cart).cpu_limit: '1core' is not a Kubernetes quantity"),
+        ("namespace: shop\nservices: [{name: cart, image: r/cart:1, port: 9090}]\n", {},
+         "services[0] (cart): port and metrics_port are both 9090"),
+        ("namespace: shop\nservices: [{name: cart, image: r/a:1}, {name: cart, image: r/b:1}]\n", {},
+         "service 'cart' is listed twice"),
+        ("namespace: Shop_1\nservices: [{name: cart, image: r/cart:1}]\n", {},
+         "namespace: 'Shop_1' is not a valid Kubernetes namespace"),
+        ("services: [{name: cart, image: r/cart:1}]\n", {},
+         "namespace missing\n  fix: add `namespace:` to the values file or pass --namespace NS"),
+        ("namespace: shop\n", {"namespace": "shop2"},
+         "services missing\n  fix: add `services:` to the values file or pass --service NAME=IMAGE"),
+        ("namespace: shop\nservices: [{name: cart, image: 'r/cart:1 --debug'}]\n", {},
+         "services[0] (cart).image: 'r/cart:1 --debug' is not an image reference"),
+        ("- cart\n", {}, "expected a mapping with at least `namespace:` and `services:`"),
+        ("namespace: shop\nservices: {cart: r/cart:1}\n", {"services": [("web", "r/web:1")]},
+         "services: Input should be a valid list"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_one_clear_error_naming_the_key(
+    tmp_path: Path, text: str, flags: dict[str, str], expected: str
+) -> None:
+    from canary_checks.errors import ConfigError
+    from canary_checks.manifests import load_values
+
+    (tmp_path / "values.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_values(tmp_path / "values.yaml", **flags)  # type: ignore[arg-type]
+    assert expected in caught.value.message
+    assert caught.value.message.startswith(str(tmp_path / "values.yaml"))
+    assert "fix: " in caught.value.message
+
+
+def render(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "canary_checks", "manifests", "render", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_command_renders_a_teams_services_from_flags_in_any_directory(tmp_path: Path) -> None:
+    done = render("--namespace", "shop", "--service", "cart=registry.example/cart:1.2", "--out", "k8s", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "no locustfile: load/locust.yaml not written" in done.stdout
+    assert "checks/ and argo/ run the image canary-checks:0.1.0: build docker/checks.Dockerfile" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "k8s").iterdir()) == [
+        "argo", "cart", "checks", "flagger", "monitoring", "rbac"
+    ]  # fmt: skip
+    stable = next(
+        o for o in yaml.safe_load_all((tmp_path / "k8s" / "cart" / "base.yaml").read_text())
+        if o["metadata"]["name"] == "cart-stable"
+    )  # fmt: skip
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/cart:1.2"
+
+
+def test_the_commands_errors_and_help(tmp_path: Path) -> None:
+    (tmp_path / "values.yaml").write_text("namespace: shop\nservices: [{name: cart, image: r/cart:1, port: 0}]\n")
+    bad = render("--values", "values.yaml", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "error: values.yaml: services[0] (cart).port: Input should be greater than or equal to 1" in bad.stderr
+    assert "fix: " in bad.stderr and "Traceback" not in bad.stderr
+    flag = render("--namespace", "shop", "--service", "cart", cwd=tmp_path)
+    assert flag.returncode == 2 and "expected NAME=IMAGE" in flag.stderr and "Traceback" not in flag.stderr
+    assert not (tmp_path / "manifests").exists(), "nothing is written on bad input"
+    help_text = render("--help", cwd=tmp_path).stdout
+    for shown in ("--values", "--service NAME=IMAGE", "namespace: shop", "image: registry.example/cart:1.2"):
+        assert shown in help_text, shown
+
+
+def test_every_values_key_is_documented_and_the_readmes_example_renders(tmp_path: Path) -> None:
+    from canary_checks.manifests import load_values, values_table
+
+    readme = (MANIFESTS / "README.md").read_text()
+    assert values_table() in readme, "manifests/README.md's values table is stale: paste values_table()"
+    example = re.search(r"```yaml\n(namespace: shop\n.*?)```", readme, re.DOTALL)
+    assert example
+    (tmp_path / "values.yaml").write_text(example.group(1))
+    values = load_values(tmp_path / "values.yaml")
+    assert [s.name for s in values.services] == ["cart", "checkout"]
+    assert (
+        "runbook_url: https://wiki.example/canary-runbook#canaryhigherrorrate"
+        in render_all(values)["monitoring/canary-alerts.yaml"]
+    )
