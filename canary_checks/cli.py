@@ -79,6 +79,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     Watch it:         canary-checks monitor auth
     Runs' reports:    canary-checks report [RUN_ID]
     Flagger, Argo:    canary-checks serve | canary-checks gates --stage N
+    A dead runner:    canary-checks watch
     """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -262,7 +263,8 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
 )  # fmt: skip
 @click.option(
     "--ci", type=click.Choice(["github", "gitlab", "none"]), default="github", show_default=True,
-    help="Which CI example to write: .github/workflows/canary-checks.yml or ci/canary-checks.gitlab-ci.yml.",
+    help="Which CI example to write: .github/workflows/canary.yml, or ci/canary.gitlab-ci.yml for your "
+    ".gitlab-ci.yml to include.",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite files that exist.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
@@ -297,7 +299,10 @@ def init_command(
         "pytest suites/smoke                      # the canary through its x-canary: true route",
         "pytest suites/gate --stage 5             # the first stage's gates (--hold-for 5m waits for a decision)",
     ]
-    if done.ci is not None:
+    if done.ci is not None and done.ci.name.endswith("gitlab-ci.yml"):
+        steps.append(f"include {done.ci} from .gitlab-ci.yml (include: {{local: {done.ci}}}); set PROMETHEUS_TOKEN "
+                     "in its CI/CD variables if Prometheus needs one")  # fmt: skip
+    elif done.ci is not None:
         steps.append(f"commit {done.ci} and set its PROMETHEUS_TOKEN secret if Prometheus needs one")
     _echo("next:\n" + "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1)))
 
@@ -926,6 +931,46 @@ def gates_command(
         console.print(f"the report could not be written: {getattr(e, 'message', e)}", highlight=False)
     _echo(decision.why)
     sys.exit({"passed": 0, "broken": 2}.get(decision.outcome, 1))
+
+
+@cli.command("watch")
+@click.option(
+    "--platform", type=click.Choice(["kubernetes", "sandbox"]), default="kubernetes", show_default=True,
+    help="Where the rollouts are: the annotated canary Deployments of the config's namespace, or the local sandbox.",
+)  # fmt: skip
+@click.option("--interval", default="10s", show_default=True, help="How often to look.")
+@click.option("--once", is_flag=True, help="Look once and exit (a CronJob's schedule does the repeating).")
+@click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
+@click.pass_context
+def watch_command(ctx: click.Context, platform: str, interval: str, once: bool, reports: Path) -> None:
+    """Roll back rollouts whose runner died: in progress, but its lease expired (run --lease-ttl).
+
+    \b
+    A runner renews its lease every third of its TTL. One killed, on a lost node, or cut off from the record
+    stops renewing; once the lease has expired the rollout is rolled back, weight 0 first, as 'run --rollback'
+    does, and the decision recorded and announced. Held and awaiting-promotion rollouts wait for a person and
+    are left alone. Runs as a Deployment in the cluster (manifests/checks/watch.yaml) or beside the sandbox.
+    """
+    import signal
+    import threading
+
+    from canary_checks.watch import Watchdog, kube_candidates, sandbox_candidates
+
+    every = _duration(interval)
+    config, path = _config(ctx, sandbox=platform == "sandbox")
+    if platform == "sandbox":
+        from canary_checks.sandbox import Sandbox
+
+        scan = sandbox_candidates(Sandbox(config))
+    else:
+        from canary_checks.kube import api_client
+
+        k = config.kubernetes
+        scan = kube_candidates(api_client(k.api_url, context=k.context, verify_tls=k.verify_tls), config, path)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    Watchdog(config, path, scan, echo=_echo, reports=reports).run(every, stop, once=once)
 
 
 @cli.command("serve")

@@ -123,6 +123,8 @@ class RolloutOptions:
     """Who this runner is, as the lease and the messages name it."""
     rollback_why: str = "--rollback asked for it"
     """Why a rollback asked for with ``rollback`` happens (the watchdog says the runner went silent)."""
+    rollback_if_silent: bool = False
+    """The watchdog's rollback: only when the rollout's lease has still expired as it is read."""
     router_kind: str = ""
     """What moves the traffic (istio, linkerd, gateway-api, sandbox): recorded, so the watchdog can roll back."""
 
@@ -358,6 +360,10 @@ class Rollout:
         if self.o.rollback:
             if existing is None or not in_progress:
                 self.echo(f"no rollout of {self.o.service} is in progress: nothing to roll back")
+                return 0
+            lease = Lease.of(existing)
+            if self.o.rollback_if_silent and lease is not None and not lease.expired():
+                self.echo(f"{self.o.service}: {lease.holder} took the rollout over meanwhile; leaving it to it")
                 return 0
             return self._rollback_other(existing)
         if existing is not None and in_progress:

@@ -21,8 +21,8 @@
 #
 # In Kubernetes (manifests/checks and manifests/argo; `canary-checks manifests render` sets the image from
 # checks_image) it runs with a read-only root file system and an emptyDir on /tmp; those Pods set CANARY_CONFIG to
-# the mounted canary-checks-config ConfigMap. Its working directory /checks holds suites/ (a copy of the packaged
-# suites), which `canary-checks serve` and `canary-checks gates` run by default.
+# the mounted canary-checks-config ConfigMap. Its working directory /checks has no suites/ of its own, so
+# `canary-checks serve` and `canary-checks gates` run the packaged ones (mount a team's suites/ there to run those).
 
 # The default is empty: `--build-context wheels=DIR` replaces it with the folder holding your wheel.
 FROM scratch AS wheels
@@ -39,9 +39,8 @@ ENV HOME=/tmp \
 # The import fails the build when the installed release has no packaged suites (canary_checks.suites).
 RUN --mount=type=bind,from=wheels,target=/wheels \
     pip install "${CANARY_CHECKS_SPEC}" \
-    && suites="$(python -c 'import canary_checks.suites as s, os; print(os.path.dirname(s.__file__))')" \
-    && mkdir /checks && cp -r "$suites" /checks/suites \
-    && find /checks -name __pycache__ -prune -exec rm -rf {} + \
+    && python -c 'import canary_checks.suites.gate, canary_checks.suites.smoke' \
+    && mkdir /checks \
     && groupadd --gid 1001 checks \
     && useradd --uid 1001 --gid 1001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin checks
 WORKDIR /checks

@@ -37,8 +37,8 @@ __all__ = ["CI_TARGETS", "Scaffold", "config_yaml", "init"]
 
 HERE = Path(__file__).parent
 CI_TARGETS = {
-    "github": (HERE / "github-actions.yml", Path(".github/workflows/canary-checks.yml")),
-    "gitlab": (HERE / "gitlab-ci.yml", Path("ci/canary-checks.gitlab-ci.yml")),
+    "github": (HERE / "github-actions.yml", Path(".github/workflows/canary.yml")),
+    "gitlab": (HERE / "gitlab-ci.yml", Path("ci/canary.gitlab-ci.yml")),
 }
 """--ci choice → (template in this package, where it is written in the service's repository)."""
 SERVICE_TOKEN = "SERVICE_NAME"

@@ -12,6 +12,7 @@ import click
 import yaml
 
 from canary_checks.manifests import DEMO, RUN_AS, render_all
+from canary_checks.suite import locate, packaged
 
 REPO = Path(__file__).parents[2]
 DOCKERFILE = REPO / "docker" / "checks.Dockerfile"
@@ -44,8 +45,8 @@ def test_it_installs_the_package_with_pip_and_copies_nothing_from_a_source_tree(
     assert 'pip install "${CANARY_CHECKS_SPEC}"' in install
     # A wheel comes in through a named build context that replaces the empty default stage.
     assert ("FROM", "scratch AS wheels") in ops and "--mount=type=bind,from=wheels,target=/wheels" in install
-    # The package's own suites go where serve and gates look by default.
-    assert "import canary_checks.suites" in install and 'cp -r "$suites" /checks/suites' in install
+    # The build fails when the release has no packaged suites: serve and gates run them by default.
+    assert "import canary_checks.suites.gate, canary_checks.suites.smoke" in install
     assert dict(final_stage())["WORKDIR"] == "/checks"
 
 
@@ -114,12 +115,13 @@ def test_the_commands_the_manifests_run_exist_in_the_image_and_write_only_under_
     commands: list[list[str]] = [c["command"] for c in pods]  # type: ignore[misc]
     assert {c[0] for c in commands} == {"canary-checks"}  # the console script
     assert {c[1] for c in commands} == {"serve", "gates"}
-    # They run the suites from their working directory: the defaults are suites/..., which the image holds.
+    # Without suites/ in their working directory (the image's /checks has none) they run the packaged suites.
     for name in ("serve", "gates"):
         command = cli.get_command(click.Context(cli), name)
         assert command is not None
-        suites = [p.default for p in command.params if str(p.default).startswith("suites/")]
-        assert suites and all(str(s).split("/")[0] == "suites" for s in suites), name
+        suites = [p for p in command.params if p.name and p.name.endswith("suite")]
+        assert suites and all(p.default is None for p in suites), name
+    assert locate("gate") == packaged("gate") or Path("suites/gate").is_dir()
     for command in commands:
         for flag in ("--reports", "--canary-reports", "--canary-evidence"):
             if flag in command:
