@@ -257,7 +257,7 @@ class KubePlatform:
                     current, where=f"deployments/{self.canary} in {self.namespace}",
                 )  # fmt: skip
             state["version"] = expected + 1
-            body = {"metadata": {"resourceVersion": dep.metadata.resourceVersion,
+            body = {"metadata": {"resourceVersion": dep.metadata.resource_version,
                                  "annotations": {STATE_ANNOTATION: json.dumps(state, sort_keys=True)}}}  # fmt: skip
             try:
                 call(what, functools.partial(self.apps.patch_namespaced_deployment, self.canary, self.namespace, body),

@@ -308,7 +308,8 @@ class Rollout:
 
     def run(self) -> int:
         """Run (or resume, or roll back) the rollout; returns the process exit code."""
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         for s in previous:
             signal.signal(s, self._on_signal)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="lease-heartbeat")

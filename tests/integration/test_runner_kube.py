@@ -192,8 +192,8 @@ def wait_for_event(env: Env, event: str, stage: int, timeout: float = 60) -> Non
 
 
 def test_a_runner_killed_mid_stage_is_resumed_without_skipping_gates(env: Env) -> None:
-    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "30s"), cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "30s", "--lease-ttl", "3s"),
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_for_event(env, "weight", 25)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=10)
@@ -201,16 +201,64 @@ def test_a_runner_killed_mid_stage_is_resumed_without_skipping_gates(env: Env) -
     assert record["status"] == "progressing" and record["steps"][record["step_index"]] == 25
     assert env.weights() == (75, 25)
 
+    # while its lease holds, nobody else drives the rollout: not another image, not the same one
     other = env.run(image="ghcr.io/orion/auth:3.0.0")
-    assert other.returncode == 1 and f"a rollout of {NEW}" in other.stderr and "--rollback" in other.stderr
+    assert other.returncode == 1 and f"the rollout of {NEW}" in other.stderr
+    assert "is being run by runner" in other.stderr
+    assert "--rollback" in other.stderr and "once its lease expires (3 s after" in other.stderr
+    assert env.weights() == (75, 25)
 
+    time.sleep(max(0.0, record["lease"]["renewed"] + 3 - time.time()) + 0.5)  # the dead runner's lease runs out
     resumed = env.run("--auto-promote")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming run" in resumed.stdout and "at stage 25 %" in resumed.stdout
     events = env.events()
     after = events[[e["event"] for e in events].index("resumed") :]
+    assert "taken over" in [e["event"] for e in events]
     assert [e["stage"] for e in after if e["event"] == "gates"] == [25, 50, 100], "stage 25's gates ran again"
     assert env.record()["status"] == "promoted"
+
+
+def test_a_rollback_by_an_operator_mid_stage_stops_the_live_runner(env: Env) -> None:
+    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "20s"), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_event(env, "weight", 5)
+    undo = env.run("--rollback")
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert env.weights() == (100, 0)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 4, stdout  # it noticed, and stopped by itself
+    assert "rolled back by runner" in stdout and "changes nothing more" in stdout
+    assert env.weights() == (100, 0) and env.record()["status"] == "rolled-back"
+    assert env.deployment("auth-stable").spec.template.spec.containers[0].image != NEW, "never promoted"
+
+
+def test_the_watchdog_rolls_back_a_killed_runner_within_its_lease(env: Env) -> None:
+    process = subprocess.Popen(env.command("--step-duration", "30s", "--lease-ttl", "3s"), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_event(env, "weight", 5)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=10)
+    killed = time.time()
+    watch = subprocess.Popen([sys.executable, "-m", "canary_checks", "--canary-config", str(env.config), "watch",
+                              "--interval", "1s", "--reports", str(env.reports)], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while env.weights() != (100, 0):
+            assert time.monotonic() < deadline, "the watchdog did not roll back"
+            time.sleep(0.2)
+        took = time.time() - killed
+    finally:
+        watch.terminate()
+        out, err = watch.communicate(timeout=20)
+    assert took < 3 + 1 + 3, took  # the lease's TTL, one look, and the time to act
+    record = env.record()
+    assert record["status"] == "rolled-back"
+    rolled = next(d for d in reversed(record["decisions"]) if d["event"] == "rolled back")
+    assert "watchdog: the runner went silent" in rolled["why"], rolled
+    assert env.deployment("auth-canary").spec.replicas == 0
+    assert "rolling back run" in out, out + err
 
 
 def test_sigterm_stops_at_a_safe_point_and_rollback_undoes(env: Env) -> None:

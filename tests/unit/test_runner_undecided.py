@@ -7,6 +7,7 @@ ones); everything the runner decides runs for real."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,12 @@ def test_error_rate(record_property):
 
 
 class Memory:
-    """The rollout's record and the canary, in memory; the router is the weight."""
+    """The rollout's record and the canary, in memory, written by compare-and-swap as the real platforms do; the
+    router is the weight. ``weights`` is every weight ever set, in order."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.weights: list[int] = []
         self.state: dict[str, Any] | None = None
         self.weight = 0
         self.replicas = 0
@@ -62,11 +66,12 @@ class Memory:
         return json.loads(json.dumps(self.state)) if self.state else None
 
     def write_record(self, state: dict[str, Any], expected: int) -> int:
-        if version_of(self.state) != expected:
-            raise RecordConflict("changed", self.read_record())
-        state["version"] = expected + 1
-        self.state = json.loads(json.dumps(state))
-        return expected + 1
+        with self.lock:
+            if version_of(self.state) != expected:
+                raise RecordConflict("changed", self.read_record())
+            state["version"] = expected + 1
+            self.state = json.loads(json.dumps(state))
+            return expected + 1
 
     def stable_image(self) -> str:
         return self.stable
@@ -88,6 +93,7 @@ class Memory:
 
     def set_weight(self, percent: int) -> int:
         self.weight = percent
+        self.weights.append(percent)
         return percent
 
 
