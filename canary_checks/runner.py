@@ -665,9 +665,12 @@ class Rollout:
             else:
                 self.echo(f"stage {stage} %: {left:.0f} s left in the step")
             self._sleep(min(1.0 if self.on_wait else 5.0, left, max(0.05, next_poll - time.monotonic())))
-            if self.source is None or time.monotonic() < next_poll or time.monotonic() >= until:
+            if time.monotonic() < next_poll or time.monotonic() >= until:
                 continue
             next_poll = time.monotonic() + self.o.poll_interval
+            self.confirm_owner()  # a rollback by anyone else stops this runner within a poll
+            if self.source is None:
+                continue
             results = evaluate(self.config, self.source, critical, stage=stage, gates=self.thresholds(stage))
             results.update(self.compare())
             failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]

@@ -1,0 +1,121 @@
+"""Faults during a rollout in the sandbox, with real processes: two runners at once, an operator's rollback while
+the runner is alive, a runner killed and the watchdog, Prometheus gone mid-stage. Each row of docs/runner.md's
+"what happens when…" table is one of these tests (the Kubernetes emulator tests repeat the first three)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import REPO, Live
+from tests.integration.test_sandbox_gates import rollout
+
+
+def events(reports: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for log in reports.rglob("events.jsonl") for line in log.read_text().splitlines()]
+
+
+def wait_for_weight(reports: Path, weight: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(e["event"] == "weight" and e.get("weight") == weight for e in events(reports)):
+        assert time.monotonic() < deadline, f"no weight {weight} event"
+        time.sleep(0.1)
+
+
+def record(live: Live) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((live.box.state_dir / "rollout-auth.json").read_text())
+    return data
+
+
+def ready(live: Live) -> None:
+    live.box.set_faults("canary", {})
+    live.box.set_weight(0)
+    live.box.wait_ready(60)
+
+
+def test_two_runs_at_once_one_drives_the_rollout_the_other_refuses(live: Live, tmp_path: Path) -> None:
+    ready(live)
+    a = rollout(live, tmp_path / "a", "demo:v7", "--auto-promote", "--traffic-steps", "50,100")
+    b = rollout(live, tmp_path / "b", "demo:v7", "--auto-promote", "--traffic-steps", "50,100")
+    (a_out, a_err), (b_out, b_err) = a.communicate(timeout=300), b.communicate(timeout=300)
+    codes = sorted([a.returncode, b.returncode])
+    assert codes == [0, 1], (a_out + a_err, b_out + b_err)
+    refusal = a_err if a.returncode else b_err
+    assert "is being run by runner" in refusal or "at the same moment" in refusal, refusal
+    names = [e["event"] for e in events(tmp_path)]
+    assert names.count("promoted") == 1 and names.count("deploying") == 1
+    assert record(live)["status"] == "promoted"
+
+
+def test_an_operators_rollback_mid_stage_wins_over_the_live_runner(live: Live, tmp_path: Path) -> None:
+    ready(live)
+    runner = rollout(live, tmp_path / "runner", "demo:v8", "--auto-promote", "--step-duration", "60s")
+    wait_for_weight(tmp_path / "runner", 5)
+    undo = subprocess.run([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "run",
+                           "auth", "demo:v8", "--mesh", "sandbox", "--rollback", "--reports", str(tmp_path / "undo")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert live.box.router.get_weight() == 0
+    stdout, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 4, stdout + stderr  # noticed at its next poll, and stopped by itself
+    assert "rolled back by runner" in stdout and "changes nothing more" in stdout
+    names = [e["event"] for e in events(tmp_path / "runner")]
+    assert "promoted" not in names and "stage passed" not in names
+    for _ in range(5):  # and nothing moves it again
+        assert live.box.router.get_weight() == 0
+        time.sleep(0.5)
+    assert record(live)["status"] == "rolled-back"
+
+
+def test_a_killed_runner_is_rolled_back_by_the_watchdog_within_its_lease(live: Live, tmp_path: Path) -> None:
+    ready(live)
+    ttl, interval = 4.0, 1.0
+    runner = rollout(live, tmp_path / "runner", "demo:v9", "--step-duration", "60s", "--lease-ttl", f"{ttl:g}s")
+    wait_for_weight(tmp_path / "runner", 5)
+    runner.send_signal(signal.SIGKILL)
+    runner.communicate(timeout=10)
+    killed = time.time()
+    assert live.box.router.get_weight() == 5
+    watch = subprocess.Popen([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "watch",
+                              "--platform", "sandbox", "--interval", f"{interval:g}s", "--reports",
+                              str(tmp_path / "watch")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while live.box.router.get_weight() != 0:
+            assert time.monotonic() < deadline, "the watchdog did not roll back"
+            time.sleep(0.1)
+        took = time.time() - killed
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        out, err = watch.communicate(timeout=20)
+    assert "rolling back run" in out and "Traceback" not in err, out + err
+    print(f"runner killed -> weight 0 by the watchdog: {took:.1f} s (lease {ttl:g} s, looks every {interval:g} s)")
+    assert took <= ttl + interval + 2, took
+    state = record(live)
+    assert state["status"] == "rolled-back"
+    rolled = next(d for d in reversed(state["decisions"]) if d["event"] == "rolled back")
+    assert rolled["why"].startswith("watchdog: the runner went silent") and rolled["by"].startswith("watchdog")
+
+
+def test_prometheus_gone_mid_stage_never_promotes(live: Live, tmp_path: Path) -> None:
+    ready(live)
+    runner = rollout(live, tmp_path, "demo:v10", "--auto-promote", "--traffic-steps", "25,100", "--step-duration",
+                     "8s", "--max-extension", "6s")  # fmt: skip
+    wait_for_weight(tmp_path, 25)
+    live.box.stop_component("prometheus")
+    try:
+        stdout, stderr = runner.communicate(timeout=300)
+    finally:
+        live.box.start_component("prometheus")
+    assert runner.returncode == 1, stdout + stderr
+    assert "missing data never promotes" in stdout
+    names = [e["event"] for e in events(tmp_path)]
+    assert "promoted" not in names and "stage passed" not in names
+    assert live.box.router.get_weight() == 0 and record(live)["status"] == "rolled-back"
+    live.box.wait_for_data()
