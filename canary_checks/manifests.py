@@ -632,10 +632,15 @@ def render_gateway_api(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
     ]
 
 
+RUNNER = "canary-checks-runner"
+"""The runner's ServiceAccount (and the watchdog's: it acts as the runner does)."""
+
+
 def render_rbac(v: ManifestValues) -> list[Obj]:
-    """The runner's least privilege: its namespace only, nothing cluster-wide."""
+    """The runner's least privilege: its namespace only, nothing cluster-wide. The rollout's record and its lease
+    are an annotation on the canary Deployment, written with its resourceVersion: get and patch cover it."""
     labels = {"app.kubernetes.io/name": "canary-checks", "app.kubernetes.io/component": "runner"}
-    name = "canary-checks-runner"
+    name = RUNNER
     rules = [
         {"apiGroups": [""], "resources": ["pods", "events"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
@@ -788,6 +793,26 @@ def render_checks(v: ManifestValues) -> list[Obj]:
             "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
         },
     ]
+
+
+def render_watch(v: ManifestValues) -> Obj:
+    """``canary-checks watch``: rolls back a rollout whose runner went silent (its lease expired). It acts as the
+    runner does, so it runs as the runner's ServiceAccount (rbac/runner.yaml): list and patch the canary
+    Deployments (their rollout records), scale them, and patch the routing resource."""
+    selector = {"app.kubernetes.io/name": CHECKS, "app.kubernetes.io/component": "watch"}
+    pod = checks_pod(v, ["canary-checks", "watch", "--interval", "10s", "--reports", "/tmp/reports"])
+    pod["serviceAccountName"] = RUNNER
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(v, f"{CHECKS}-watch", selector),
+        "spec": {
+            "replicas": 1,  # two watchdogs would only race to the same rollback; the record keeps that safe
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "Recreate"},
+            "template": {"metadata": {"labels": dict(selector)}, "spec": pod},
+        },
+    }
 
 
 def render_argo_analysis(v: ManifestValues) -> Obj:
@@ -1408,6 +1433,7 @@ def render_all(values: ManifestValues = DEMO, locustfile: str | None = None) -> 
         files[f"{svc.name}/gateway-api.yaml"] = _dump(render_gateway_api(v, svc))
     files["rbac/runner.yaml"] = _dump(render_rbac(v))
     files["checks/webhook.yaml"] = _dump(render_checks(v))
+    files["checks/watch.yaml"] = _dump([render_watch(v)])
     files["argo/analysis-template.yaml"] = _dump([render_argo_analysis(v)])
     files[f"flagger/canary-{v.flagger.name}.yaml"] = _dump([render_flagger_canary(v, v.flagger)])
     if locustfile is not None:
