@@ -430,6 +430,10 @@ class Rollout:
                 f"runner died, this command takes over once its lease expires ({lease.ttl:g} s after it was last "
                 "heard from), and 'canary-checks watch' rolls it back",
             )
+        if existing.get("status") == "rolling-back":  # a rollback that stopped half-way: finish it, never resume
+            self.state = existing
+            self.run_dir = self.o.reports / existing["run_id"]
+            self.rollback(f"finishing the rollback {lease.holder if lease else 'someone'} started")
         if existing.get("image") != self.o.image:
             raise CanaryError(
                 f"a rollout of {existing.get('image')} (run {existing.get('run_id')}) is in progress at stage "
