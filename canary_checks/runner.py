@@ -127,6 +127,8 @@ class RolloutOptions:
     """The watchdog's rollback: only when the rollout's lease has still expired as it is read."""
     router_kind: str = ""
     """What moves the traffic (istio, linkerd, gateway-api, sandbox): recorded, so the watchdog can roll back."""
+    handle_signals: bool = True
+    """Stop at a safe point on SIGINT/SIGTERM; off where the caller handles them (the watchdog's own loop)."""
 
 
 class Rollout:
@@ -308,7 +310,7 @@ class Rollout:
 
     def run(self) -> int:
         """Run (or resume, or roll back) the rollout; returns the process exit code."""
-        main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+        main = self.o.handle_signals and threading.current_thread() is threading.main_thread()
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         for s in previous:
             signal.signal(s, self._on_signal)

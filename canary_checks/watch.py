@@ -97,7 +97,7 @@ class Watchdog:
             config = load_config(self.config_path, {"service": candidate.service})
         options = RolloutOptions(service=candidate.service, image=str(candidate.state.get("image", "")),
                                  rollback=True, rollback_if_silent=True, reports=self.reports, holder=self.holder,
-                                 rollback_why=f"watchdog: {why}")  # fmt: skip
+                                 rollback_why=f"watchdog: {why}", handle_signals=False)  # fmt: skip
         Rollout(config, candidate.platform, candidate.router(), options, echo=self.echo).run()
 
     def run(self, interval: float, stop: threading.Event, *, once: bool = False) -> None:
