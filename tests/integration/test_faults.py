@@ -9,11 +9,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import REPO, Live
 from tests.integration.test_sandbox_gates import rollout
+
+
+@pytest.fixture(autouse=True)
+def restored(live: Live) -> Iterator[None]:
+    """Each fault leaves the shared sandbox as the other tests expect it: no fault, canary at 25 %, a window of it."""
+    yield
+    live.box.start_component("prometheus")
+    live.box.set_faults("canary", {})
+    live.box.set_weight(25)
+    live.box.wait_ready(60)
+    live.settle()
 
 
 def events(reports: Path) -> list[dict[str, Any]]:

@@ -165,8 +165,10 @@ def test_any_counts_give_a_defined_outcome_never_an_exception(cr: float, ce: flo
         assert fixed.outcome is Outcome.NO_DATA
         assert ev.outcome is Outcome.NO_DATA  # nothing usable was added: never a pass
         assert test.rejected_inputs or not unusable
-    if not unusable and cr > 0 and ce == cr and sr > 0 and se == 0 and cr >= 20:
-        assert ev.outcome is Outcome.FAIL  # every canary request failed, none of stable's
+    if not unusable and ce == cr >= 20 and sr >= cr and se == 0:
+        # every canary request failed, none of stable's, with stable carrying at least the canary's traffic (with one
+        # stable request, 20 canary errors of 20 are no evidence: 20/21 of the errors land on the canary by chance)
+        assert ev.outcome is Outcome.FAIL
 
 
 # ---- histograms ------------------------------------------------------------------------------------------------
