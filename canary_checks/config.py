@@ -65,9 +65,10 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "canary.yaml"
 CONFIG_ENV = "CANARY_CONFIG"
 
-# Kubernetes name rules: a namespace is a DNS-1123 label, a Deployment name a DNS-1123 subdomain.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Kubernetes name rules: a namespace is a DNS-1123 label, a Deployment name a DNS-1123 subdomain. Always used with
+# fullmatch: `$` would also match before a trailing newline.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -217,7 +218,7 @@ def describe_failures(failure_codes: str) -> str:
 
 
 def check_namespace(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes namespace "
             "(lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)"
@@ -226,7 +227,7 @@ def check_namespace(value: str) -> str:
 
 
 def check_workload(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes name "
             "(lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253)"

@@ -7,6 +7,8 @@ import pytest
 from canary_checks.config import (
     CanaryConfig,
     Severity,
+    check_namespace,
+    check_workload,
     find_config,
     load_config,
     parse_duration,
@@ -257,3 +259,11 @@ def test_durations_refuse_nan_infinity_and_nothing(text: str) -> None:
     with pytest.raises(ValueError, match=r"expected a duration"):
         parse_duration(text)
     assert parse_duration("250ms") == 0.25
+
+
+@pytest.mark.parametrize("name", ["auth\n", "auth\r\n", "\nauth"])
+def test_a_name_with_a_newline_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid Kubernetes name"):
+        check_workload(name)
+    with pytest.raises(ValueError, match="not a valid Kubernetes namespace"):
+        check_namespace(name)
