@@ -941,7 +941,8 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
     """Rebuild a run's summary.json and report.html from what it recorded (JUnit files, events, series).
 
     \b
-    Without RUN_ID: list the runs, newest first. RUN_ID may be a unique prefix.
+    Without RUN_ID: list the runs, newest first. RUN_ID is a run's directory name in --reports, or a unique
+    prefix of one; nothing outside --reports is read or written.
     Every gate run (pytest suites/gate), smoke run and rollout writes reports/<run-id>/ on its own.
     """
     from canary_checks.report import build_report, find_run, list_runs, record_series

@@ -136,9 +136,12 @@ def write_run(run_dir: Path, **meta: Any) -> dict[str, Any]:
 
 
 def list_runs(reports: Path) -> list[dict[str, Any]]:
-    """Every run under ``reports`` with a ``run.json``, newest first."""
+    """Every run under ``reports`` with a ``run.json``, newest first (none read through a link leading out)."""
     runs = []
+    root = reports.resolve()
     for path in reports.glob(f"*/{RUN}"):
+        if not path.resolve().is_relative_to(root):
+            continue
         try:
             meta = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -154,14 +157,27 @@ def list_runs(reports: Path) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: float(r.get("started") or 0), reverse=True)
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A run id, or a prefix of one: one directory name (no '/', no '..', nothing a glob would read)."""
+
+
 def find_run(reports: Path, run_id: str) -> Path:
-    """The directory of ``run_id`` (or of the one run whose id starts with it)."""
+    """The directory of ``run_id`` (or of the one run whose id starts with it), inside ``reports``: the id is one
+    directory name, and neither the run's directory nor a file in it may lead out of ``reports`` (the report
+    command reads and writes only there)."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise CanaryError(
+            f"{run_id!r} is not a run id: a run id is the name of one directory in {reports}/ "
+            "(letters, digits, '.', '_' and '-'), such as gate-20261127-113000-1a2b3c",
+            where="RUN_ID",
+            fix=f"run 'canary-checks report --reports {reports}' to list the runs",
+        )
     exact = reports / run_id
     if (exact / RUN).exists() or any(exact.glob("*.xml")):
-        return exact
+        return _inside(reports, exact)
     matches = [p.parent for p in reports.glob(f"{run_id}*/{RUN}")]
     if len(matches) == 1:
-        return matches[0]
+        return _inside(reports, matches[0])
     known = [r["run_id"] for r in list_runs(reports)[:5]]
     raise CanaryError(
         f"no run {run_id!r} in {reports}" if not matches else f"{run_id!r} matches {len(matches)} runs",
@@ -170,6 +186,22 @@ def find_run(reports: Path, run_id: str) -> Path:
         if known
         else "run a gate suite or a rollout first; --reports DIR points at another reports directory",
     )
+
+
+def _inside(reports: Path, run_dir: Path) -> Path:
+    """``run_dir``, once neither it nor anything in it is a link that leads out of ``reports``."""
+    root = reports.resolve()
+    for path in [run_dir, *run_dir.rglob("*")]:
+        if path == run_dir or path.is_symlink():
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                raise CanaryError(
+                    f"{path.relative_to(reports)} leads out of {reports}/ (to {target}); the report command reads "
+                    "and writes only inside the reports directory",
+                    where=str(reports),
+                    fix=f"remove the link, or copy what it points to into {run_dir}",
+                )
+    return run_dir
 
 
 # ---- metric series ----------------------------------------------------------------------------------------------
