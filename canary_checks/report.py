@@ -21,7 +21,9 @@ import base64
 import io
 import json
 import math
+import os
 import re
+import shutil
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -44,6 +46,7 @@ __all__ = [
     "list_runs",
     "new_run_id",
     "outcome_of",
+    "prune_runs",
     "read_junit",
     "record_series",
     "summarize",
@@ -186,6 +189,42 @@ def find_run(reports: Path, run_id: str) -> Path:
         if known
         else "run a gate suite or a rollout first; --reports DIR points at another reports directory",
     )
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes ``path`` and everything under it take on disk (links not followed), as ``du`` and the kubelet's
+    emptyDir limit count them."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:  # deleted meanwhile
+                continue
+    try:
+        return total + os.lstat(path).st_blocks * 512
+    except OSError:
+        return total
+
+
+def prune_runs(reports: Path, *, kind: str, keep: int, max_bytes: int, spare: Iterable[str] = ()) -> list[str]:
+    """Delete the oldest runs of ``kind`` in ``reports`` so that at most ``keep`` remain and they take at most
+    ``max_bytes`` on disk: the newest that fit stay, everything older goes. The newest run and the runs named in
+    ``spare`` (still being written) are never deleted, and count. Returns the deleted runs' ids, oldest last."""
+    spared = set(spare)
+    deleted: list[str] = []
+    count = size = 0
+    full = False
+    for i, run in enumerate(r for r in list_runs(reports) if r.get("kind") == kind):  # newest first
+        run_id = str(run["run_id"])
+        used = disk_usage(reports / run_id)
+        full = full or (i > 0 and run_id not in spared and (count + 1 > keep or size + used > max_bytes))
+        if full and run_id not in spared:
+            shutil.rmtree(reports / run_id, ignore_errors=True)
+            deleted.append(run_id)
+        else:
+            count, size = count + 1, size + used
+    return deleted
 
 
 def _inside(reports: Path, run_dir: Path) -> Path:
