@@ -851,8 +851,9 @@ def gates_command(
     type=click.IntRange(2, 10000),
     default=ServeOptions.max_connections,
     show_default=True,
-    help="Connections open at once (more than --max-runs). At the cap, one that has been sending its request for "
-    "over a second is closed (408) to make room; else the new one gets 503.",
+    help="Connections open at once (more than --max-runs, so the probes always get one). At the cap, the one that "
+    "has been sending its request the longest is closed (408) to make room; when every one waits for a suite, the "
+    "new one gets 503.",
 )
 @click.option(
     "--header-timeout",
