@@ -141,19 +141,22 @@ def test_a_suite_past_its_timeout_is_stopped_and_answers_504(server: tuple[str, 
 
 @pytest.mark.parametrize("server", [{"sleep": 2, "max_runs": 2}], indirect=True)
 def test_one_run_at_a_time_per_service_and_a_bound_overall(server: tuple[str, ServeOptions]) -> None:
-    url, _ = server
+    url, options = server
     answers: dict[str, int] = {}
 
     def call(key: str, name: str) -> None:
         answers[key] = post(f"{url}/flagger/rollout", {**PAYLOAD, "name": name}, AUTH)[0]
 
+    def running() -> int:  # each suite run makes its directory first
+        return len(list(options.reports.glob("webhook-*/run.json")))
+
     first = threading.Thread(target=call, args=("auth-1", "auth"))
     first.start()
+    until(lambda: running() == 1, 30, "auth's suite running")
     others = [threading.Thread(target=call, args=a) for a in (("auth-2", "auth"), ("user", "user"))]
-    threading.Event().wait(0.5)
     for t in others:
         t.start()
-    threading.Event().wait(0.5)
+    until(lambda: "auth-2" in answers and running() == 2, 30, "auth's second call answered, user's suite running")
     third = threading.Thread(target=call, args=("gateway", "gateway"))
     third.start()
     for t in (first, *others, third):
