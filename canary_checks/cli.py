@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from canary_checks.errors import CanaryError, ConfigError
 from canary_checks.faults import FAULT_KINDS
+from canary_checks.serve import ServeOptions, format_size, parse_size
 
 if TYPE_CHECKING:
     from canary_checks.config import CanaryConfig
@@ -696,8 +697,21 @@ _VALUES_EXAMPLE = """\b
 """
 
 
+class _ValuesHelp(click.Command):
+    """``--help`` ends with every key of the values file, read from the models only when help is asked for (the
+    models load pydantic: the rest of the CLI's help stays fast)."""
+
+    keys_added = False
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.help is not None and not self.keys_added:
+            self.help, self.keys_added = f"{self.help}\n\n{_values_keys()}\n", True
+        super().format_help_text(ctx, formatter)
+
+
 @manifests.command(
     "render",
+    cls=_ValuesHelp,
     help=f"""Write the manifests of your services: per service base.yaml (stable and canary Deployments,
 Services, ServiceMonitors, NetworkPolicy, PodDisruptionBudgets) and routing for Istio, Linkerd and Gateway API;
 the runner's RBAC, the checks in the cluster (Flagger webhook, Argo AnalysisTemplate), the alert rules and the
@@ -715,8 +729,6 @@ values file, or ./load/locustfile.py if it exists.
 Examples:
     canary-checks manifests render --values deploy/values.yaml --out deploy/manifests
     canary-checks manifests render --namespace shop --service cart=registry.example/cart:1.2 --out k8s
-
-{_values_keys()}
 """,
 )
 @click.option(
@@ -991,23 +1003,66 @@ def watch_command(ctx: click.Context, platform: str, interval: str, once: bool, 
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.option(
     "--suite-timeout",
-    default="120s",
+    default=f"{ServeOptions.suite_timeout:g}s",
     show_default=True,
+    metavar="DURATION",
     help="Longest a suite may run before the call answers 504 (keep it under the webhook's timeout in the Canary).",
 )
 @click.option(
     "--max-runs",
     type=click.IntRange(1, 64),
-    default=2,
+    default=ServeOptions.max_runs,
     show_default=True,
     help="Suites running at once across all services (one per service always); more calls get 429.",
 )
 @click.option(
-    "--gate-suite", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--max-connections",
+    type=click.IntRange(2, 10000),
+    default=ServeOptions.max_connections,
+    show_default=True,
+    help="Connections open at once (more than --max-runs, so the probes always get one). At the cap, the one that "
+    "has been sending its request the longest is closed (408) to make room; when every one waits for a suite, the "
+    "new one gets 503.",
+)
+@click.option(
+    "--header-timeout",
+    default=f"{ServeOptions.header_timeout:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="Longest from connecting to the end of a request's headers; a slower client gets 408 and is closed.",
+)
+@click.option(
+    "--request-timeout",
+    default=f"{ServeOptions.request_timeout:g}s",
+    show_default=True,
+    metavar="DURATION",
+    help="Longest from connecting to the end of a request's body (at least --header-timeout); then 408.",
+)
+@click.option(
+    "--keep-reports",
+    type=click.IntRange(min=1),
+    default=ServeOptions.keep_reports,
+    show_default=True,
+    help="Webhook runs kept in --reports; the oldest beyond are deleted after each call.",
+)
+@click.option(
+    "--reports-max-size",
+    default=format_size(ServeOptions.reports_max_bytes),
+    show_default=True,
+    metavar="SIZE",
+    help="Disk the webhook runs in --reports may take (bytes, or with Ki, Mi, Gi); the oldest are deleted first. "
+    "Keep it well under the volume's size (the manifest's emptyDir: 256Mi).",
+)
+@click.option(
+    "--gate-suite",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="The gate suite (default: ./suites/gate if there is one, else the packaged suite).",
 )
 @click.option(
-    "--smoke-suite", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--smoke-suite",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="The smoke suite (default: ./suites/smoke if there is one, else the packaged suite).",
 )
 @click.pass_context
@@ -1020,6 +1075,11 @@ def serve_command(
     reports: Path,
     suite_timeout: str,
     max_runs: int,
+    max_connections: int,
+    header_timeout: str,
+    request_timeout: str,
+    keep_reports: int,
+    reports_max_size: str,
     gate_suite: Path | None,
     smoke_suite: Path | None,
 ) -> None:
@@ -1036,15 +1096,40 @@ def serve_command(
     (Authorization: Bearer TOKEN, or metadata.token in the Canary's webhook); 429 while a suite of the same service
     runs; 504 past --suite-timeout. The payload's name and namespace pick the service; metadata.stage picks the
     stage's thresholds (default: the configured stage nearest the observed split). See docs/integrations.md.
+
+    What a client may cost: headers within --header-timeout, a body of at most 64 KiB with its Content-Length
+    (else 411, 400 or 413, before any of it is read) within --request-timeout, one of --max-connections.
+    Every option can be set as CANARY_SERVE_<OPTION>, e.g. CANARY_SERVE_MAX_CONNECTIONS=128.
     """
     import os
     import signal
     import threading
 
     from canary_checks.config import parse_duration
-    from canary_checks.serve import ServeOptions, WebhookServer
+    from canary_checks.serve import WebhookServer
     from canary_checks.suite import locate
 
+    durations: dict[str, float] = {}
+    for flag, text in (("--suite-timeout", suite_timeout), ("--header-timeout", header_timeout),
+                       ("--request-timeout", request_timeout)):  # fmt: skip
+        try:
+            durations[flag] = parse_duration(text)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint=flag) from None
+    if durations["--request-timeout"] < durations["--header-timeout"]:
+        raise click.UsageError(
+            f"--request-timeout ({request_timeout}) is shorter than --header-timeout ({header_timeout}): a request "
+            "cannot end before its headers; raise --request-timeout or lower --header-timeout"
+        )
+    if max_connections <= max_runs:
+        raise click.UsageError(
+            f"--max-connections ({max_connections}) must be more than --max-runs ({max_runs}): while the suites run, "
+            "the probes and the other calls' 429 answers need connections too; raise --max-connections"
+        )
+    try:
+        reports_max_bytes = parse_size(reports_max_size)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--reports-max-size") from None
     gate_suite = locate("gate", gate_suite, option="--gate-suite")
     smoke_suite = locate("smoke", smoke_suite, option="--smoke-suite")
 
@@ -1055,14 +1140,13 @@ def serve_command(
             where=str(token_file) if token_file else f"${token_env}",
             fix=f"export {token_env}=<a long random string> (the same as the Canary's webhook sends), or --token-file",
         )
-    try:
-        timeout = parse_duration(suite_timeout)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--suite-timeout") from None
     config, path = _config(ctx)
     options = ServeOptions(token=token, host=host, port=port, reports=reports, gate_suite=gate_suite,
-                           smoke_suite=smoke_suite, suite_timeout=timeout, config_path=path,
-                           max_runs=max_runs)  # fmt: skip
+                           smoke_suite=smoke_suite, suite_timeout=durations["--suite-timeout"], config_path=path,
+                           max_runs=max_runs, max_connections=max_connections,
+                           header_timeout=durations["--header-timeout"],
+                           request_timeout=durations["--request-timeout"], keep_reports=keep_reports,
+                           reports_max_bytes=reports_max_bytes)  # fmt: skip
     try:
         httpd = WebhookServer(config, options).http_server()
     except OSError as e:
@@ -1100,7 +1184,8 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
     """Rebuild a run's summary.json and report.html from what it recorded (JUnit files, events, series).
 
     \b
-    Without RUN_ID: list the runs, newest first. RUN_ID may be a unique prefix.
+    Without RUN_ID: list the runs, newest first. RUN_ID is a run's directory name in --reports, or a unique
+    prefix of one; nothing outside --reports is read or written.
     Every gate run (pytest suites/gate), smoke run and rollout writes reports/<run-id>/ on its own.
     """
     from canary_checks.report import build_report, find_run, list_runs, record_series

@@ -7,12 +7,14 @@ what is expected.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -20,12 +22,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticUndefined, core_schema
 
 from canary_checks.errors import ConfigError
 
@@ -36,14 +39,20 @@ __all__ = [
     "CanaryConfig",
     "ComparisonSettings",
     "Correction",
+    "CountGate",
     "GateSettings",
     "Gates",
     "KubernetesSettings",
     "Mesh",
+    "MillisecondsGate",
     "NoDataPolicy",
     "NotificationSettings",
     "NotificationTarget",
+    "PercentGate",
     "PrometheusSettings",
+    "Range",
+    "RateGate",
+    "RatioGate",
     "RolloutSettings",
     "SandboxSettings",
     "Severity",
@@ -55,6 +64,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_gate_flags",
+    "range_of",
     "reference_markdown",
     "require_config",
 ]
@@ -62,10 +72,11 @@ __all__ = [
 DEFAULT_CONFIG_NAME = "canary.yaml"
 CONFIG_ENV = "CANARY_CONFIG"
 
-# Kubernetes name rules: a namespace is a DNS-1123 label, a Deployment name a DNS-1123 subdomain.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+# Kubernetes name rules: a namespace is a DNS-1123 label, a Deployment name a DNS-1123 subdomain. Always used with
+# fullmatch: `$` would also match before a trailing newline.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 DEFAULT_FAILURE_CODES = "5.."
@@ -96,19 +107,89 @@ class NoDataPolicy(StrEnum):
     """No data skips the gate (it is still never a pass)."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take, as ``Annotated`` metadata: ``Annotated[float, Range("a percent", 0, 100)]``.
+
+    A value outside it, NaN or infinity is one error that names the key, the value and the range:
+    ``gates.error_rate.threshold: expected a percent from 0 to 100; got nan``."""
+
+    what: str
+    """What the number is, as the message names it: "a percent", "a count", "milliseconds"."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """The low end itself is outside (``> low`` rather than ``≥ low``)."""
+    high_open: bool = False
+    """The high end itself is outside (``< high`` rather than ``≤ high``)."""
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            if not (self.low_open or self.high_open):
+                return f"{self.what} from {low} to {high}"
+            return f"{self.what} {'>' if self.low_open else '≥'} {low} and {'<' if self.high_open else '≤'} {high}"
+        if self.low is not None:
+            return f"{self.what} {'>' if self.low_open else '≥'} {low}"
+        if self.high is not None:
+            return f"{self.what} {'<' if self.high_open else '≤'} {high}"
+        return f"{self.what} (a finite number)"
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def check(self, value: float) -> float:
+        """``value`` if it is in range, else the ValueError that says so."""
+        if value not in self:
+            raise ValueError(f"expected {self}; got {value!r}")
+        return value
+
+    def _validate(self, value: Any, handler: Callable[[Any], Any]) -> Any:
+        # NaN and infinity (also written "nan", "inf", "1e999") get this range's message, not the parser's own
+        if isinstance(value, str | float):
+            try:
+                number = float(value)
+            except ValueError:
+                number = 0.0  # not a number at all: the parser says so
+            if not math.isfinite(number):
+                raise ValueError(f"expected {self}; got {value!r}")
+        return self.check(handler(value))
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_wrap_validator_function(self._validate, handler(source))
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+PERCENT = Range("a percent", 0, 100)
+COUNT = Range("a count", 0)
+RATIO = Range("a ratio", 0, low_open=True)
+MILLISECONDS = Range("milliseconds", 0)
+PER_SECOND = Range("requests per second", 0)
+PORT = Range("a TCP port", 1, 65535)
+DURATION = Range("a duration", 0, low_open=True)
+"""What :data:`Duration` takes (written ``30s``, ``5m``, ``1h``, ``250ms`` or as seconds)."""
+
+
 def parse_duration(value: object) -> float:
-    """``30s``, ``5m``, ``1h``, ``250ms`` or a number of seconds → seconds."""
+    """``30s``, ``5m``, ``1h``, ``250ms`` or a number of seconds → seconds; more than 0 and finite."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h; got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        match = _DURATION.fullmatch(str(value))
         if not match:
             raise ValueError(f"expected a duration such as 30s, 5m or 1h; got {value!r}")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive; got {value!r}")
+    if seconds not in DURATION:
+        raise ValueError(f"expected {DURATION}, such as 30s, 5m or 1h; got {value!r}")
     return seconds
 
 
@@ -144,7 +225,7 @@ def describe_failures(failure_codes: str) -> str:
 
 
 def check_namespace(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes namespace "
             "(lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)"
@@ -153,7 +234,7 @@ def check_namespace(value: str) -> str:
 
 
 def check_workload(value: str) -> str:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes name "
             "(lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253)"
@@ -162,10 +243,22 @@ def check_workload(value: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+    # No NaN or infinity in any number (a NaN threshold compares false with everything: the gate never fails).
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True, allow_inf_nan=False)
+
+
+def range_of(model: type[BaseModel], name: str) -> Range | None:
+    """The :class:`Range` a field of ``model`` must be in, if it has one."""
+    return next((m for m in model.model_fields[name].metadata if isinstance(m, Range)), None)
 
 
 class GateSettings(_Model):
+    """One gate's settings. Each gate's unit, and so its threshold's range, is the type of its field in
+    :class:`Gates`: :class:`PercentGate`, :class:`MillisecondsGate`, :class:`RateGate`, :class:`CountGate` or
+    :class:`RatioGate`."""
+
+    unit: ClassVar[str] = ""
+    """The unit of the threshold, as results and reports show it."""
     threshold: float
     """The limit, in the gate's unit (see each gate below); which side of it fails is the gate's own."""
     severity: Severity
@@ -176,60 +269,105 @@ class GateSettings(_Model):
     """False leaves the gate out of the suite."""
 
 
-def _gate(threshold: float, severity: Severity) -> Any:
-    return Field(default_factory=lambda: GateSettings(threshold=threshold, severity=severity))
+class PercentGate(GateSettings):
+    unit: ClassVar[str] = "%"
+    threshold: Annotated[float, PERCENT]
+    """The limit, percent (or percentage points), from 0 to 100."""
+
+
+class MillisecondsGate(GateSettings):
+    unit: ClassVar[str] = "ms"
+    threshold: Annotated[float, MILLISECONDS]
+    """The limit, milliseconds, at least 0."""
+
+
+class RateGate(GateSettings):
+    unit: ClassVar[str] = "req/s"
+    threshold: Annotated[float, PER_SECOND]
+    """The limit, requests per second, at least 0."""
+
+
+class CountGate(GateSettings):
+    unit: ClassVar[str] = "count"
+    threshold: Annotated[float, COUNT]
+    """The limit, a count, at least 0."""
+
+
+class RatioGate(GateSettings):
+    unit: ClassVar[str] = "ratio"
+    threshold: Annotated[float, RATIO]
+    """The limit, a ratio canary / stable, more than 0."""
+
+
+def _gate(threshold: float, severity: Severity, **more: Any) -> Any:
+    """A gate's defaults, validated as the field's type (its unit) when a Gates is made."""
+    return Field(default_factory=lambda: {"threshold": threshold, "severity": severity, **more}, validate_default=True)
 
 
 class Gates(_Model):
     """Thresholds of every gate, with the original system's defaults."""
 
-    error_rate: GateSettings = _gate(5.0, Severity.CRITICAL)
+    error_rate: PercentGate = _gate(5.0, Severity.CRITICAL)
     """Canary requests that failed (`failure_codes`: 5xx by default), percent of canary requests; fails above."""
-    success_rate: GateSettings = _gate(95.0, Severity.CRITICAL)
+    success_rate: PercentGate = _gate(95.0, Severity.CRITICAL)
     """Canary requests that did not fail (any answer but `failure_codes`, so 4xx succeed by default: 100 − the error
     rate), percent; fails below."""
-    latency_p95: GateSettings = _gate(500.0, Severity.WARNING)
+    latency_p95: MillisecondsGate = _gate(500.0, Severity.WARNING)
     """Canary 95th percentile latency, milliseconds; fails above."""
-    latency_p99: GateSettings = _gate(1000.0, Severity.CRITICAL)
+    latency_p99: MillisecondsGate = _gate(1000.0, Severity.CRITICAL)
     """Canary 99th percentile latency, milliseconds; fails above."""
-    cpu: GateSettings = _gate(80.0, Severity.WARNING)
+    cpu: PercentGate = _gate(80.0, Severity.WARNING)
     """Busiest canary pod's CPU use, percent of its CPU limit; fails above."""
-    memory: GateSettings = _gate(80.0, Severity.WARNING)
+    memory: PercentGate = _gate(80.0, Severity.WARNING)
     """Busiest canary pod's working-set memory, percent of its memory limit; fails above."""
-    error_rate_vs_stable: GateSettings = _gate(2.0, Severity.WARNING)
+    error_rate_vs_stable: RatioGate = _gate(2.0, Severity.WARNING)
     """Canary error rate divided by stable's (a ratio); fails above."""
-    latency_vs_stable: GateSettings = _gate(1.5, Severity.WARNING)
+    latency_vs_stable: RatioGate = _gate(1.5, Severity.WARNING)
     """Canary p95 latency divided by stable's (a ratio); fails above."""
-    memory_vs_stable: GateSettings = _gate(1.5, Severity.INFO)
+    memory_vs_stable: RatioGate = _gate(1.5, Severity.INFO)
     """Canary working set per pod divided by stable's (a ratio); fails above."""
-    traffic_received: GateSettings = _gate(0.0, Severity.WARNING)
+    traffic_received: RateGate = _gate(0.0, Severity.WARNING)
     """Canary request rate, requests per second; fails at or below."""
-    traffic_split: GateSettings = _gate(10.0, Severity.WARNING)
+    traffic_split: PercentGate = _gate(10.0, Severity.WARNING)
     """Tolerance, percentage points: fails when the canary's share of requests is further than this from the
     stage, or when the canary carries the majority before the 50 % stage."""
-    pods_ready: GateSettings = _gate(100.0, Severity.CRITICAL)
+    pods_ready: PercentGate = _gate(100.0, Severity.CRITICAL)
     """Canary pods ready, percent of the canary Deployment's desired replicas; fails below."""
-    restarts: GateSettings = _gate(0.0, Severity.CRITICAL)
+    restarts: CountGate = _gate(0.0, Severity.CRITICAL)
     """Canary container restarts within the window, a count; fails above."""
-    crash_loop: GateSettings = _gate(0.0, Severity.CRITICAL)
+    crash_loop: CountGate = _gate(0.0, Severity.CRITICAL)
     """Canary containers waiting in CrashLoopBackOff (or ImagePullBackOff, ErrImagePull,
     CreateContainerConfigError), a count; fails above."""
-    firing_alerts: GateSettings = Field(
-        default_factory=lambda: GateSettings(threshold=0.0, severity=Severity.CRITICAL, on_no_data=NoDataPolicy.SKIP)
-    )
+    firing_alerts: CountGate = _gate(0.0, Severity.CRITICAL, on_no_data=NoDataPolicy.SKIP)
     """Critical Canary* alerts of manifests/monitoring firing for this service, a count; fails above. Skipped where
     Prometheus does not have those rules loaded."""
-    kube_pods_ready: GateSettings = _gate(100.0, Severity.CRITICAL)
+    kube_pods_ready: PercentGate = _gate(100.0, Severity.CRITICAL)
     """Kubernetes API: canary pods Ready, percent of the Deployment's desired replicas; fails below."""
-    kube_restarts: GateSettings = _gate(0.0, Severity.CRITICAL)
+    kube_restarts: CountGate = _gate(0.0, Severity.CRITICAL)
     """Kubernetes API: restarts of the canary's containers since its pods started, a count; fails above."""
-    kube_waiting: GateSettings = _gate(0.0, Severity.CRITICAL)
+    kube_waiting: CountGate = _gate(0.0, Severity.CRITICAL)
     """Kubernetes API: canary containers waiting for a bad reason (CrashLoopBackOff, ImagePullBackOff,
     ErrImagePull, CreateContainerConfigError, ...), a count; fails above."""
-    kube_readiness_probes: GateSettings = _gate(0.0, Severity.WARNING)
+    kube_readiness_probes: CountGate = _gate(0.0, Severity.WARNING)
     """Kubernetes API: readiness probe failures of the canary's pods (Unhealthy events), a count; fails above."""
-    kube_liveness_probes: GateSettings = _gate(0.0, Severity.CRITICAL)
+    kube_liveness_probes: CountGate = _gate(0.0, Severity.CRITICAL)
     """Kubernetes API: liveness probe failures of the canary's pods (Unhealthy events), a count; fails above."""
+
+    @classmethod
+    def unit_of(cls, name: str) -> str:
+        """The unit of gate ``name``'s threshold (%, ms, req/s, count or ratio): its field's type says it."""
+        kind = cls.model_fields[name].annotation
+        assert isinstance(kind, type) and issubclass(kind, GateSettings), name
+        return kind.unit
+
+    @classmethod
+    def range_of(cls, name: str) -> Range:
+        """The values gate ``name``'s threshold may take."""
+        kind = cls.model_fields[name].annotation
+        assert isinstance(kind, type) and issubclass(kind, GateSettings), name
+        found = range_of(kind, "threshold")
+        assert found is not None, name
+        return found
 
 
 class Correction(StrEnum):
@@ -242,7 +380,7 @@ class Correction(StrEnum):
 
 
 class ComparisonSettings(_Model):
-    margin: float = Field(gt=0)
+    margin: Annotated[float, RATIO]
     """Allowed ratio canary / stable: a comparison fails only when the canary is surely worse than margin × stable
     (errors: error rate; latency: share of requests slower than stable's quantile; cpu: CPU seconds per request;
     memory: working set per pod)."""
@@ -262,15 +400,15 @@ class Statistics(_Model):
     """Canary-versus-stable comparisons (suites/gate/test_compare.py): SciPy tests that stay valid when checked at
     every interval and every stage."""
 
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    confidence: Annotated[float, Range("a confidence", 0.5, 1, low_open=True, high_open=True)] = 0.95
     """Confidence of every decision: a healthy canary fails a stage's comparisons with probability at most
     1 − confidence, however often they are checked."""
     correction: Correction = Correction.FWER
     """How the stage's comparisons share that error: fwer (Holm), fdr (Benjamini–Hochberg) or none."""
-    worse_ratio: float = Field(default=2.0, gt=1)
+    worse_ratio: Annotated[float, Range("a ratio", 1, low_open=True)] = 2.0
     """A regression that matters, as a ratio to stable: a comparison passes only once the data could have revealed
     a canary this much worse (or worse_delta above stable, whichever is larger); before that it is inconclusive."""
-    worse_delta: float = Field(default=1.0, gt=0, le=100)
+    worse_delta: Annotated[float, Range("percentage points", 0, 100, low_open=True)] = 1.0
     """A regression that matters, in percentage points of requests (errors, or requests slower than stable's
     quantile)."""
     evidence_file: Path = Path(".canary-checks/evidence-{namespace}-{service}.json")
@@ -378,7 +516,7 @@ class NotificationSettings(_Model):
     """Which decisions to send: canary deployed, stage advanced, stage held, rolled back, promoted."""
     timeout: Duration = 5.0
     """Per attempt, seconds."""
-    retries: int = Field(default=2, ge=0, le=5)
+    retries: Annotated[int, Range("a number of retries", 0, 5)] = 2
     """Further attempts after a failure (timeouts, errors, non-2xx answers)."""
     backoff: Duration = 0.5
     """Seconds before the first retry; doubled before each next one."""
@@ -454,7 +592,7 @@ class PrometheusSettings(_Model):
     """CA bundle to verify the server's certificate with."""
     timeout: Duration = 10.0
     """Per-query timeout, seconds."""
-    retries: int = Field(default=1, ge=0, le=10)
+    retries: Annotated[int, Range("a number of retries", 0, 10)] = 1
     """Retries on 502/503/504 answers and read timeouts before a gate errors (a refused connection is final)."""
 
     @field_validator("url")
@@ -510,27 +648,27 @@ class KubernetesSettings(_Model):
 class SandboxSettings(_Model):
     state_dir: Path = Path(".sandbox")
     """Where the sandbox keeps its processes' state, logs and Prometheus data (relative to the config file)."""
-    prometheus_port: int = Field(default=19090, ge=1, le=65535)
+    prometheus_port: Annotated[int, PORT] = 19090
     """Prometheus web/API port on 127.0.0.1."""
-    router_port: int = Field(default=18080, ge=1, le=65535)
+    router_port: Annotated[int, PORT] = 18080
     """HAProxy front end (the service's address) on 127.0.0.1."""
-    router_admin_port: int = Field(default=18404, ge=1, le=65535)
+    router_admin_port: Annotated[int, PORT] = 18404
     """HAProxy's own Prometheus exporter and stats page on 127.0.0.1."""
-    stable_port: int = Field(default=18081, ge=1, le=65535)
+    stable_port: Annotated[int, PORT] = 18081
     """Stable demo instance on 127.0.0.1."""
-    canary_port: int = Field(default=18082, ge=1, le=65535)
+    canary_port: Annotated[int, PORT] = 18082
     """Canary demo instance on 127.0.0.1."""
-    node_port: int = Field(default=18100, ge=1, le=65535)
+    node_port: Annotated[int, PORT] = 18100
     """The node agent (kube-state-metrics and cAdvisor series, and the alert receiver) on 127.0.0.1."""
-    alertmanager_port: int = Field(default=19093, ge=1, le=65535)
+    alertmanager_port: Annotated[int, PORT] = 19093
     """Alertmanager (the canary alerts routed to the node agent's receiver) on 127.0.0.1."""
-    rps: float = Field(default=200.0, gt=0, le=20000)
+    rps: Annotated[float, Range("requests per second", 0, 20000, low_open=True)] = 200.0
     """Requests per second Locust sends through the router."""
     scrape_interval: Duration = 1.0
     """How often Prometheus scrapes everything, seconds."""
-    cpu_limit: float = Field(default=0.5, gt=0, le=64)
+    cpu_limit: Annotated[float, Range("cores", 0, 64, low_open=True)] = 0.5
     """CPU limit of each demo pod, cores (what the CPU gate divides by)."""
-    memory_limit_mb: int = Field(default=256, gt=0)
+    memory_limit_mb: Annotated[int, Range("MiB", 0, low_open=True)] = 256
     """Memory limit of each demo pod, MiB (what the memory gate divides by)."""
 
 
@@ -653,7 +791,7 @@ class CanaryConfig(_Model):
     """Canary traffic percent at each stage, ascending, ending at 100."""
     window: Duration = 60.0
     """Analysis window, seconds: every gate looks at the last `window` of data, canary and stable alike."""
-    min_requests: int = Field(default=20, ge=0)
+    min_requests: Annotated[int, COUNT] = 20
     """Fewest canary requests in the window for the rate and latency gates to decide; fewer is inconclusive."""
     gates: Gates = Field(default_factory=Gates)
     """Thresholds; any field left out keeps its default."""
@@ -781,6 +919,7 @@ def _describe(error: ValidationError) -> str:
             msg = "unknown key (check its spelling; see docs/configuration.md)"
         bad = item.get("input")
         quiet = item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) or repr(bad) in msg
+        quiet = quiet or f"got {bad}" in msg
         shown = "" if quiet else f" (got {bad!r})"
         lines.append(f"{path}: {msg}{shown}")
     return "; ".join(lines)
@@ -914,8 +1053,16 @@ def reference_markdown() -> str:
             return "—" if value is None else "required"
         return f"`{value}`"
 
+    def allowed(model: type[BaseModel], name: str) -> str:
+        found = range_of(model, name)
+        if found is not None:
+            return str(found)
+        info = model.model_fields[name]
+        metadata = [*info.metadata, *(m for a in get_args(info.annotation) for m in getattr(a, "__metadata__", ()))]
+        return str(DURATION) if any(getattr(m, "func", None) is parse_duration for m in metadata) else ""
+
     def table(model: type[BaseModel], prefix: str) -> list[str]:
-        rows = ["| key | default | meaning |", "|---|---|---|"]
+        rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
         for name, info in model.model_fields.items():
             factory = info.default_factory
             nested = (factory is not None and not isinstance(factory(), dict)) or name in ("gates", "targets")  # type: ignore[call-arg]
@@ -926,7 +1073,7 @@ def reference_markdown() -> str:
             else:
                 default = shown(info.default)
             text = " ".join((info.description or "").split()).replace("|", "\\|")
-            rows.append(f"| `{prefix}{name}` | {default} | {text} |")
+            rows.append(f"| `{prefix}{name}` | {default} | {allowed(model, name)} | {text} |")
         return rows
 
     lines = [
@@ -959,21 +1106,22 @@ def reference_markdown() -> str:
         "`enabled`. Give only what you change; `stage_gates: {25: {error_rate: {threshold: 3}}}` changes a stage,",
         "`--threshold error_rate=3` one run.",
         "",
-        "| gate | threshold | severity | meaning |",
-        "|---|---|---|---|",
+        "| gate | threshold | allowed | severity | meaning |",
+        "|---|---|---|---|---|",
     ]
+    defaults = Gates()
     for name, info in Gates.model_fields.items():
-        assert info.default_factory is not None
-        gate: GateSettings = info.default_factory()  # type: ignore[call-arg]
+        gate: GateSettings = getattr(defaults, name)
         text = " ".join((info.description or "").split())
-        lines.append(f"| `{name}` | {gate.threshold:g} | {gate.severity.value} | {text} |")
+        lines.append(f"| `{name}` | {gate.threshold:g} | {Gates.range_of(name)} | {gate.severity.value} | {text} |")
     lines += ["", "## `statistics`", ""]
     lines += [
         "Canary-versus-stable comparisons (`suites/gate/test_compare.py`; docs/statistics.md explains the tests).",
         "",
         *[row for row in table(Statistics, "statistics.") if "see below" not in row],
         "",
-        "Each comparison takes `margin` (allowed ratio canary / stable), `severity`, `on_no_data` and `enabled`.",
+        f"Each comparison takes `margin` (allowed ratio canary / stable: {range_of(ComparisonSettings, 'margin')}),"
+        " `severity`, `on_no_data` and `enabled`.",
         "",
         "| comparison | margin | severity | meaning |",
         "|---|---|---|---|",

@@ -1,8 +1,9 @@
 """Gate definitions and their evaluation.
 
 A gate reads a few PromQL queries (canary and stable side by side, same window, same instant) and ends in a
-:class:`GateResult` with one :class:`Verdict`. Thresholds come from :class:`canary_checks.config.Gates`; which side
-of the threshold fails, and the unit, are the gate's own.
+:class:`GateResult` with one :class:`Verdict`. Thresholds come from :class:`canary_checks.config.Gates`, whose
+field types also say each gate's unit (and so the values its threshold may take); which side of the threshold
+fails is the gate's own.
 """
 
 from __future__ import annotations
@@ -102,11 +103,16 @@ class Gate:
     """Which test in suites/gate runs it (test_<family>)."""
     variant: str
     """The test id inside its family: test_latency[p95]."""
-    unit: str
     needs: Needs
     decide: Decide
     source: str = "prometheus"
     """Where the gate reads: prometheus, or kubernetes (the API, through canary_checks.kube)."""
+
+    @property
+    def unit(self) -> str:
+        """The unit of the gate's value and threshold (%, ms, req/s, count or ratio): its settings' type in
+        :class:`~canary_checks.config.Gates` says it, and so the values its threshold may take."""
+        return Gates.unit_of(self.name)
 
     def settings(self, gates: Gates) -> GateSettings:
         settings: GateSettings = getattr(gates, self.name)
@@ -606,15 +612,14 @@ def _registry() -> dict[str, Gate]:
     p95, p99 = _latency_gate(0.95), _latency_gate(0.99)
     cpu, memory = _resource_gate("cpu"), _resource_gate("memory")
     gates = [
-        Gate("error_rate", "error_rate", "error_rate", "%", traffic(("canary",)), _decide_error_rate),
-        Gate("success_rate", "success_rate", "success_rate", "%", traffic(("canary",)), _decide_success_rate),
-        Gate("latency_p95", "latency", "p95", "ms", *p95),
-        Gate("latency_p99", "latency", "p99", "ms", *p99),
+        Gate("error_rate", "error_rate", "error_rate", traffic(("canary",)), _decide_error_rate),
+        Gate("success_rate", "success_rate", "success_rate", traffic(("canary",)), _decide_success_rate),
+        Gate("latency_p95", "latency", "p95", *p95),
+        Gate("latency_p99", "latency", "p99", *p99),
         Gate(
             "traffic_received",
             "traffic",
             "received",
-            "req/s",
             requests_only(("canary",)),
             _decide_traffic_received,
         ),
@@ -622,20 +627,18 @@ def _registry() -> dict[str, Gate]:
             "traffic_split",
             "traffic",
             "split",
-            "%",
             requests_only(("canary", "stable")),
             _decide_traffic_split,
         ),
-        Gate("pods_ready", "pods", "ready", "%", _needs_pods, _decide_pods_ready),
-        Gate("restarts", "restarts", "restarts", "count", _pods_and("restarts"), _decide_restarts),
-        Gate("crash_loop", "restarts", "crash_loop", "count", _pods_and("waiting"), _decide_crash_loop),
-        Gate("cpu", "cpu", "cpu", "%", *cpu),
-        Gate("memory", "memory", "memory", "%", *memory),
+        Gate("pods_ready", "pods", "ready", _needs_pods, _decide_pods_ready),
+        Gate("restarts", "restarts", "restarts", _pods_and("restarts"), _decide_restarts),
+        Gate("crash_loop", "restarts", "crash_loop", _pods_and("waiting"), _decide_crash_loop),
+        Gate("cpu", "cpu", "cpu", *cpu),
+        Gate("memory", "memory", "memory", *memory),
         Gate(
             "error_rate_vs_stable",
             "vs_stable",
             "error_rate",
-            "ratio",
             traffic(("canary", "stable")),
             _decide_error_rate_vs_stable,
         ),
@@ -643,7 +646,6 @@ def _registry() -> dict[str, Gate]:
             "latency_vs_stable",
             "vs_stable",
             "latency",
-            "ratio",
             _needs_latency_vs_stable,
             _decide_latency_vs_stable,
         ),
@@ -651,23 +653,19 @@ def _registry() -> dict[str, Gate]:
             "memory_vs_stable",
             "vs_stable",
             "memory",
-            "ratio",
             _needs_memory_vs_stable,
             _decide_memory_vs_stable,
         ),
     ]
-    gates.append(Gate("firing_alerts", "alerts", "firing", "count", _needs_alerts, _decide_firing_alerts))
-    kube: list[tuple[str, str, str, Decide]] = [
-        ("kube_pods_ready", "pods_ready", "%", _decide_kube_pods_ready),
-        ("kube_restarts", "restarts", "count", _decide_kube_restarts),
-        ("kube_waiting", "waiting", "count", _decide_kube_waiting),
-        ("kube_readiness_probes", "readiness_probes", "count", _probe_gate("Readiness")),
-        ("kube_liveness_probes", "liveness_probes", "count", _probe_gate("Liveness")),
+    gates.append(Gate("firing_alerts", "alerts", "firing", _needs_alerts, _decide_firing_alerts))
+    kube: list[tuple[str, str, Decide]] = [
+        ("kube_pods_ready", "pods_ready", _decide_kube_pods_ready),
+        ("kube_restarts", "restarts", _decide_kube_restarts),
+        ("kube_waiting", "waiting", _decide_kube_waiting),
+        ("kube_readiness_probes", "readiness_probes", _probe_gate("Readiness")),
+        ("kube_liveness_probes", "liveness_probes", _probe_gate("Liveness")),
     ]
-    gates += [
-        Gate(name, "kubernetes", variant, unit, _no_queries, decide, "kubernetes")
-        for name, variant, unit, decide in kube
-    ]
+    gates += [Gate(name, "kubernetes", variant, _no_queries, decide, "kubernetes") for name, variant, decide in kube]
     return {g.name: g for g in gates}
 
 

@@ -41,7 +41,7 @@ def test_help_explains_the_commands(tmp_path: Path) -> None:
     [
         ("gates:\n  error_rate: {threshold: [5]}\n", "gates.error_rate.threshold: Input should be a valid number"),
         ("service: 'auth\"} or vector(1)'\n", "service: 'auth\"} or vector(1)' is not a valid Kubernetes name"),
-        ("sandbox: {rps: -3}\n", "sandbox.rps: Input should be greater than 0"),
+        ("sandbox: {rps: -3}\n", "sandbox.rps: expected requests per second > 0 and ≤ 20000; got -3"),
     ],
 )
 def test_a_bad_config_is_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:

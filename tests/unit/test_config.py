@@ -4,8 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from canary_checks.config import CanaryConfig, Severity, find_config, load_config, parse_gate_flags
+from canary_checks.config import (
+    CanaryConfig,
+    Severity,
+    check_namespace,
+    check_workload,
+    find_config,
+    load_config,
+    parse_duration,
+    parse_gate_flags,
+)
 from canary_checks.errors import ConfigError
+from canary_checks.gates import GATES
 
 # The original system's thresholds, as the issue lists them: (gate, threshold, severity).
 ORIGINAL = [
@@ -164,3 +174,96 @@ def test_token_from_an_unset_variable_is_an_error(monkeypatch: pytest.MonkeyPatc
         config.prometheus.bearer_token()
     monkeypatch.setenv("PROM_TOKEN", "s3cret\n")
     assert config.prometheus.bearer_token() == "s3cret"
+
+
+# ---- ranges: a NaN, an infinity or a number outside its range is one error naming key, value and range ----------
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # a NaN threshold compares false with everything: the gate could never fail
+        ("gates: {error_rate: {threshold: .nan}}",
+         "gates.error_rate.threshold: expected a percent from 0 to 100; got nan"),
+        ("gates: {success_rate: {threshold: -1}}",
+         "gates.success_rate.threshold: expected a percent from 0 to 100; got -1.0"),
+        ("gates: {pods_ready: {threshold: 101}}",
+         "gates.pods_ready.threshold: expected a percent from 0 to 100; got 101.0"),
+        ("gates: {latency_p99: {threshold: .inf}}", "gates.latency_p99.threshold: expected milliseconds ≥ 0; got inf"),
+        ("gates: {latency_p95: {threshold: -.inf}}",
+         "gates.latency_p95.threshold: expected milliseconds ≥ 0; got -inf"),
+        ("gates: {restarts: {threshold: -1}}", "gates.restarts.threshold: expected a count ≥ 0; got -1.0"),
+        ("gates: {traffic_received: {threshold: .nan}}",
+         "gates.traffic_received.threshold: expected requests per second ≥ 0; got nan"),
+        ("gates: {latency_vs_stable: {threshold: 0}}",
+         "gates.latency_vs_stable.threshold: expected a ratio > 0; got 0.0"),
+        ("gates: {error_rate_vs_stable: {threshold: .inf}}",
+         "gates.error_rate_vs_stable.threshold: expected a ratio > 0; got inf"),
+        ("window: .nan", "window: expected a duration > 0, such as 30s, 5m or 1h; got nan"),
+        ("prometheus: {timeout: .inf}", "prometheus.timeout: expected a duration > 0, such as 30s, 5m or 1h; got inf"),
+        ("notifications: {timeout: -1}",
+         "notifications.timeout: expected a duration > 0, such as 30s, 5m or 1h; got -1"),
+        ("notifications: {retries: .nan}", "notifications.retries: expected a number of retries from 0 to 5; got nan"),
+        ("rollout: {max_extension: .inf}",
+         "rollout.max_extension: expected a duration > 0, such as 30s, 5m or 1h; got inf"),
+        ("statistics: {confidence: .nan}", "statistics.confidence: expected a confidence > 0.5 and < 1; got nan"),
+        ("statistics: {confidence: 1}", "statistics.confidence: expected a confidence > 0.5 and < 1; got 1.0"),
+        ("statistics: {errors: {margin: .inf}}", "statistics.errors.margin: expected a ratio > 0; got inf"),
+        ("statistics: {sample_interval: .nan}",
+         "statistics.sample_interval: expected a duration > 0, such as 30s, 5m or 1h; got nan"),
+        ("min_requests: -1", "min_requests: expected a count ≥ 0; got -1"),
+        ("smoke: {timeout: .nan}", "smoke.timeout: expected a duration > 0, such as 30s, 5m or 1h; got nan"),
+        ("sandbox: {rps: .inf}", "sandbox.rps: expected requests per second > 0 and ≤ 20000; got inf"),
+    ],
+)  # fmt: skip
+def test_a_number_out_of_range_is_one_error_naming_key_value_and_range(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.where == str(path)
+    assert caught.value.what == error  # the whole message: one error, nothing else
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+def test_every_gates_threshold_range_follows_its_unit(gate: str) -> None:
+    """Percent gates take 0 to 100, counts, milliseconds and rates 0 or more, ratios more than 0; both ends
+    checked, for stage overrides and the command line alike."""
+    unit = GATES[gate].unit
+    low, high = {"%": (0, 100), "count": (0, None), "ms": (0, None), "req/s": (0, None), "ratio": (0, None)}[unit]
+    config = CanaryConfig()
+    refused = ["nan", "inf", "-inf", str(low - 1)] + ([str(high + 0.5)] if high is not None else [])
+    refused += [str(low)] if unit == "ratio" else []
+    for value in refused:
+        with pytest.raises(ConfigError) as caught:
+            config.gates_for(None, parse_gate_flags([f"{gate}={value}"]))
+        assert caught.value.message.startswith(f"--threshold: {gate}.threshold: expected "), caught.value.message
+        assert caught.value.message.endswith((f"; got {value!r}", f"; got {float(value)!r}")), caught.value.message
+    accepted = [0.001 if unit == "ratio" else low, *([high] if high is not None else [1e6])]
+    for value in accepted:
+        assert config.gates_for(None, parse_gate_flags([f"{gate}={value}"])).model_dump()[gate]["threshold"] == value
+
+
+def test_a_stage_override_out_of_range_names_the_stage(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("stage_gates:\n  25:\n    success_rate: {threshold: .nan}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.message == "stage_gates.25: success_rate.threshold: expected a percent from 0 to 100; got nan"
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-1", "0", "1e999"])
+def test_durations_refuse_nan_infinity_and_nothing(text: str) -> None:
+    with pytest.raises(ValueError, match=r"expected a duration > 0, such as 30s, 5m or 1h; got"):
+        parse_duration(float(text))
+    with pytest.raises(ValueError, match=r"expected a duration"):
+        parse_duration(text)
+    assert parse_duration("250ms") == 0.25
+
+
+@pytest.mark.parametrize("name", ["auth\n", "auth\r\n", "\nauth"])
+def test_a_name_with_a_newline_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="not a valid Kubernetes name"):
+        check_workload(name)
+    with pytest.raises(ValueError, match="not a valid Kubernetes namespace"):
+        check_namespace(name)

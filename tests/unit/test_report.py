@@ -18,7 +18,7 @@ import pytest
 from matplotlib import image
 
 from canary_checks.errors import CanaryError
-from canary_checks.report import CANARY_COLOR, STABLE_COLOR, build_report, find_run, summarize, write_run
+from canary_checks.report import CANARY_COLOR, STABLE_COLOR, build_report, find_run, list_runs, summarize, write_run
 from tests.conftest import PYTESTER_ARGS, PromStub, healthy
 
 START = time.time() - 600
@@ -216,6 +216,34 @@ def test_report_command_lists_rebuilds_and_names_a_missing_run(tmp_path: Path) -
     assert "no run 'nope'" in missing.stderr and "the latest: 20261127-101500-abcdef" in missing.stderr
     with pytest.raises(CanaryError):
         find_run(reports, "nope")
+
+
+def test_report_reads_and_writes_only_inside_the_reports_directory(tmp_path: Path) -> None:
+    reports = tmp_path / "work" / "reports"
+    rolled_back_run(reports)
+    elsewhere = rolled_back_run(tmp_path / "elsewhere")  # a run's files outside reports/
+    before = sorted(p.name for p in elsewhere.iterdir())
+    escaped = subprocess.run([sys.executable, "-m", "canary_checks", "report", f"../../elsewhere/{elsewhere.name}",
+                              "--reports", str(reports)], capture_output=True, text=True, cwd=reports,
+                             stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
+    assert escaped.returncode == 1 and "Traceback" not in escaped.stderr
+    assert f"RUN_ID: '../../elsewhere/{elsewhere.name}' is not a run id" in escaped.stderr
+    for run_id in ("..", ".", "../elsewhere", "/etc", "2026*", "x/../.."):
+        with pytest.raises(CanaryError, match="is not a run id"):
+            find_run(reports, run_id)
+    # a link in reports/ that leads out of it: to a whole run, or to one file the report would write over
+    (reports / "linked").symlink_to(elsewhere)
+    with pytest.raises(CanaryError, match=r"linked leads out of .*reports/ \(to .*elsewhere"):
+        find_run(reports, "linked")
+    assert [r["run_id"] for r in list_runs(reports)] == ["20261127-101500-abcdef"]
+    inside = reports / "20261127-101500-abcdef"
+    (inside / "summary.json").symlink_to(elsewhere / "run.json")
+    with pytest.raises(CanaryError, match=r"summary\.json leads out of"):
+        find_run(reports, "20261127")
+    assert sorted(p.name for p in elsewhere.iterdir()) == before  # nothing written there
+    (inside / "summary.json").unlink()
+    (inside / "series-copy.json").symlink_to(inside / "series.json")  # a link that stays inside is fine
+    assert find_run(reports, "20261127") == inside
 
 
 def chromium() -> str:

@@ -1,21 +1,29 @@
 """The webhook server over real HTTP, with small suites standing in for the gate suite: authentication, bad
-requests, answers, timeouts and the bounds on concurrent runs. (The real suites against the sandbox:
+requests, answers, timeouts and the bounds on concurrent runs; and over raw sockets, what abusive or broken
+clients get: malformed headers, slow clients, too many connections. (The real suites against the sandbox:
 tests/integration/test_monitor_and_webhooks.py.)"""
 
 from __future__ import annotations
 
 import json
+import logging
+import select
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from canary_checks.cli import cli
 from canary_checks.config import load_config
-from canary_checks.serve import ServeOptions, WebhookServer
+from canary_checks.report import disk_usage, write_run
+from canary_checks.serve import MAX_BODY, ServeOptions, WebhookServer
 from tests.conftest import serving, write_config
 
 TOKEN = "unit-test-token"
@@ -47,7 +55,9 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str
         suite_timeout=settings.get("timeout", 60),
         config_path=config_path,
         max_runs=settings.get("max_runs", 2),
-    )
+        **{k: settings[k] for k in ("max_connections", "header_timeout", "request_timeout", "keep_reports",
+                                    "reports_max_bytes") if k in settings},
+    )  # fmt: skip
     httpd = WebhookServer(load_config(config_path), options).http_server()
     with serving(httpd):
         yield f"http://127.0.0.1:{httpd.server_address[1]}", options
@@ -91,6 +101,18 @@ def test_bad_requests_are_named(server: tuple[str, ServeOptions]) -> None:
     assert status == 413
 
 
+@pytest.mark.parametrize("name", ["auth\n", "auth\r\n", "orion/auth"])
+def test_a_name_with_a_trailing_newline_is_a_bad_request_and_runs_nothing(
+    server: tuple[str, ServeOptions], name: str
+) -> None:
+    url, options = server
+    status, body = post(f"{url}/flagger/rollout", {**PAYLOAD, "name": name}, AUTH)
+    assert status == 400 and body["error"].startswith(f"name/namespace: {name!r} is not a valid Kubernetes name")
+    status, body = post(f"{url}/flagger/rollout", {**PAYLOAD, "namespace": "orion\n"}, AUTH)
+    assert status == 400 and "not a valid Kubernetes namespace" in body["error"]
+    assert not options.reports.exists() or not any(options.reports.iterdir())  # no suite ran
+
+
 def test_a_passing_suite_answers_200_and_leaves_a_report(server: tuple[str, ServeOptions]) -> None:
     url, options = server
     status, body = post(f"{url}/flagger/confirm-traffic-increase", PAYLOAD, AUTH)
@@ -119,21 +141,281 @@ def test_a_suite_past_its_timeout_is_stopped_and_answers_504(server: tuple[str, 
 
 @pytest.mark.parametrize("server", [{"sleep": 2, "max_runs": 2}], indirect=True)
 def test_one_run_at_a_time_per_service_and_a_bound_overall(server: tuple[str, ServeOptions]) -> None:
-    url, _ = server
+    url, options = server
     answers: dict[str, int] = {}
 
     def call(key: str, name: str) -> None:
         answers[key] = post(f"{url}/flagger/rollout", {**PAYLOAD, "name": name}, AUTH)[0]
 
+    def running() -> int:  # each suite run makes its directory first
+        return len(list(options.reports.glob("webhook-*/run.json")))
+
     first = threading.Thread(target=call, args=("auth-1", "auth"))
     first.start()
+    until(lambda: running() == 1, 30, "auth's suite running")
     others = [threading.Thread(target=call, args=a) for a in (("auth-2", "auth"), ("user", "user"))]
-    threading.Event().wait(0.5)
     for t in others:
         t.start()
-    threading.Event().wait(0.5)
+    until(lambda: "auth-2" in answers and running() == 2, 30, "auth's second call answered, user's suite running")
     third = threading.Thread(target=call, args=("gateway", "gateway"))
     third.start()
     for t in (first, *others, third):
         t.join()
     assert answers == {"auth-1": 200, "auth-2": 429, "user": 200, "gateway": 429}
+
+
+# ---- abuse, over raw sockets ---------------------------------------------------------------------------------------
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def answer_of(sock: socket.socket) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, JSON body and headers of the server's answer: everything it sends until it closes."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split(" ")[1]), json.loads(body), headers
+
+
+def healthz(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def until(condition: Callable[[], Any], seconds: float, what: str) -> Any:
+    """Poll ``condition`` until it is true; its value."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {seconds:g} s: {what}"
+        threading.Event().wait(0.05)
+    return value
+
+
+HEAD = "POST /flagger/rollout HTTP/1.1\r\nHost: canary-checks\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        ("Content-Length: -1\r\n", 400, "Content-Length must be a whole number of bytes from 0 to 65536; got '-1'"),
+        ("Content-Length: 1e3\r\n", 400, "Content-Length must be a whole number of bytes from 0 to 65536; got '1e3'"),
+        ("Content-Length: +20\r\n", 400, "Content-Length must be a whole number of bytes from 0 to 65536; got '+20'"),
+        ("Content-Length: 20\r\nContent-Length: 30\r\n", 400, "conflicting Content-Length headers: 20, 30"),
+        ("", 411, "POST needs a Content-Length (the body's size in bytes)"),
+        ("Transfer-Encoding: chunked\r\n", 411, "a body sent with Transfer-Encoding is not read"),
+        ("Content-Length: 209715200\r\n", 413, "a body of 209715200 bytes is over the 65536-byte limit"),
+        (f"Authorization: Bearer wrong\r\nContent-Length: {MAX_BODY}\r\n", 401, "missing or wrong token"),
+        ("X-Folded: a\r\n  b\r\nContent-Length: 2\r\n", 400, "malformed header line: '  b'"),
+    ],
+)  # fmt: skip
+def test_a_bad_request_head_is_answered_before_any_body_is_read(
+    server: tuple[str, ServeOptions], headers: str, status: int, error: str
+) -> None:
+    """The client sends its head, and a 200 MiB body after it; the answer comes before the body, which the server
+    stops taking (it does not read it into memory first, as a negative Content-Length once made it do)."""
+    url, _ = server
+    sock = connect(url)
+    sock.sendall(f"{HEAD}{headers}\r\n".encode())
+    total, sent = 200 * 2**20, 0
+
+    def flood() -> None:
+        nonlocal sent
+        chunk = b"x" * 65536
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # the server closed: it stopped taking the body
+            return
+
+    sender = threading.Thread(target=flood)
+    sender.start()
+    answered, body, _ = answer_of(sock)
+    sender.join(timeout=30)
+    sock.close()
+    assert (answered, body["error"]) == (status, error)
+    assert not sender.is_alive() and sent < total / 10, f"the server took {sent} bytes of the body"
+
+
+def test_malformed_request_lines_and_oversized_headers(server: tuple[str, ServeOptions]) -> None:
+    url, _ = server
+    for request, status, error in [
+        (b"GARBAGE\r\n\r\n", 400, "not an HTTP/1.1 request line: 'GARBAGE'"),
+        (b"GET /healthz HTTP/2.0\r\n\r\n", 400, "not an HTTP/1.1 request line: 'GET /healthz HTTP/2.0'"),
+        (b"DELETE /flagger/rollout HTTP/1.1\r\n\r\n", 405, "no DELETE here; GET /healthz or POST /flagger/<hook>"),
+        (HEAD.encode() + b"X-Pad: " + b"a" * 20_000 + b"\r\n\r\n", 431,
+         "the request line and headers are over 16384 bytes"),
+    ]:  # fmt: skip
+        sock = connect(url)
+        sock.sendall(request)
+        answered, body, _ = answer_of(sock)
+        sock.close()
+        assert (answered, body["error"]) == (status, error)
+
+
+@pytest.mark.parametrize("server", [{"header_timeout": 1.0, "request_timeout": 2.0}], indirect=True)
+def test_slow_clients_are_cut_at_the_deadlines_while_healthz_answers(server: tuple[str, ServeOptions]) -> None:
+    url, _ = server
+    stop = threading.Event()
+    # a client trickling its headers a byte every 0.1 s: no single read waits long, the whole head does
+    trickler, trickling_since = connect(url), time.monotonic()
+
+    def trickle() -> None:
+        for byte in HEAD.encode() * 20:
+            if stop.wait(0.1):
+                return
+            try:
+                trickler.send(bytes([byte]))
+            except OSError:
+                return
+
+    threading.Thread(target=trickle, daemon=True).start()
+    silent = [connect(url) for _ in range(30)]  # an incomplete head, then nothing
+    for sock in silent:
+        sock.sendall(HEAD.encode())
+    slow_body, slow_since = connect(url), time.monotonic()
+    slow_body.sendall(f"{HEAD}Authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{".encode())
+    try:
+        probes = [healthz(url) for _ in range(20)]  # meanwhile the probe is answered, every time
+        assert probes == [200] * 20
+        status, body, _ = answer_of(trickler)
+        took = time.monotonic() - trickling_since
+        assert (status, body["error"]) == (408, "no complete request headers within 1 s") and 0.9 < took < 5
+        for sock in silent:
+            assert answer_of(sock)[0] == 408
+        status, body, _ = answer_of(slow_body)
+        took = time.monotonic() - slow_since
+        assert status == 408 and 1.9 < took < 6
+        assert body["error"] == "the body (100 bytes) did not arrive within 2 s of connecting (--request-timeout)"
+        assert healthz(url) == 200
+    finally:
+        stop.set()
+        for sock in (trickler, slow_body, *silent):
+            sock.close()
+
+
+@pytest.mark.parametrize("server", [{"sleep": 3, "max_runs": 2, "max_connections": 2}], indirect=True)
+def test_beyond_the_connection_cap_a_new_connection_gets_503(server: tuple[str, ServeOptions]) -> None:
+    url, options = server
+    calls = [threading.Thread(target=post, args=(f"{url}/flagger/rollout", {**PAYLOAD, "name": name}, AUTH))
+             for name in ("auth", "user")]  # fmt: skip
+    for call in calls:
+        call.start()
+    # once both calls wait for their suites (each has made its run's directory), every connection is taken and
+    # neither may be cut
+    until(lambda: len(list(options.reports.glob("webhook-*/run.json"))) == 2, 30, "both suites running")
+    sock = connect(url)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+    status, body, headers = answer_of(sock)
+    sock.close()
+    assert (status, body["error"], headers["retry-after"]) == (
+        503, "2 connections are open, the most at once (--max-connections)", "1")  # fmt: skip
+    for call in calls:
+        call.join()
+    assert healthz(url) == 200
+
+
+@pytest.mark.parametrize("server", [{"max_connections": 4}], indirect=True)
+def test_at_the_cap_the_slowest_sender_makes_room_for_the_probe(server: tuple[str, ServeOptions]) -> None:
+    url, _ = server
+    idle = [connect(url) for _ in range(4)]  # every connection taken by a client that sends half its request
+    for sock in idle:
+        sock.sendall(HEAD.encode())
+    try:
+        for _ in range(3):
+            assert healthz(url) == 200  # at once, each time: not refused, not kept waiting
+        cut, _, _ = select.select(idle, [], [], 10)
+        assert cut == idle[:1]  # the oldest made room; the probes' own connections, once answered, the next ones
+        status, body, _ = answer_of(cut[0])
+        assert status == 408 and body["error"].endswith("its connection was needed (--max-connections)")
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize("server", [{"sleep": 1}], indirect=True)
+def test_a_client_gone_before_its_answer_is_one_log_line(
+    server: tuple[str, ServeOptions], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, options = server
+    caplog.set_level(logging.INFO, logger="canary_checks.serve")
+    body = json.dumps(PAYLOAD).encode()
+    sock = connect(url)
+    sock.sendall(f"{HEAD}Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    sock.close()  # Flagger's webhook timeout, say
+    until(lambda: [r for r in caplog.records if "before the answer" in r.getMessage()], 60, "the log line")
+    (line,) = [r for r in caplog.records if "before the answer" in r.getMessage()]
+    assert line.levelno == logging.WARNING and line.exc_info is None
+    assert line.getMessage() == (
+        "127.0.0.1 closed the connection before the answer 200 to POST /flagger/rollout; "
+        "if it is Flagger, give the Canary's webhook a timeout over --suite-timeout"
+    )
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+    until(lambda: list(options.reports.glob("webhook-*/report.html")), 60, "the call's report, written all the same")
+
+
+def webhook_run(reports: Path, age: float, size: int) -> Path:
+    run = reports / f"webhook-old-{age:04.0f}"
+    write_run(run, kind="webhook", hook="rollout", service="auth", namespace="orion", stage=25,
+              started=time.time() - age, ended=time.time() - age + 5)  # fmt: skip
+    (run / "series.json").write_bytes(b"x" * size)
+    return run
+
+
+@pytest.mark.parametrize(
+    "server",
+    [{"keep_reports": 3}, {"reports_max_bytes": 450 * 1024}],
+    ids=["by count", "by bytes"],
+    indirect=True,
+)
+def test_webhook_reports_are_pruned_by_count_and_bytes(server: tuple[str, ServeOptions]) -> None:
+    url, options = server
+    olds = [webhook_run(options.reports, age, 200 * 1024) for age in (500, 400, 300, 200, 100)]  # oldest first
+    sizes = {run.name: disk_usage(run) for run in olds}
+    gate_run = options.reports / "gate-20261127-101500-abcdef"
+    write_run(gate_run, kind="gate", started=time.time() - 1000)
+    evidence = options.reports / "evidence-orion-auth.json"  # the gate suite's, kept across calls
+    evidence.write_text("{}")
+    status, body = post(f"{url}/flagger/rollout", PAYLOAD, AUTH)
+    assert status == 200
+    new = options.reports / body["run_id"]
+
+    def webhook_runs() -> list[Path]:
+        return sorted(p.parent for p in options.reports.glob("webhook-*/run.json"))
+
+    until(lambda: (new / "report.html").exists() and len(webhook_runs()) < 6, 60, "the runs pruned after the call")
+    kept = webhook_runs()
+    assert new in kept and gate_run.exists() and evidence.exists()  # other runs and the evidence stay
+    old_kept = [run for run in olds if run in kept]
+    assert old_kept == olds[len(olds) - len(old_kept) :]  # the newest stay, the oldest go
+    total = sum(disk_usage(run) for run in kept)
+    if options.keep_reports == 3:
+        assert len(kept) == 3
+    else:
+        assert total <= options.reports_max_bytes < total + sizes[olds[len(olds) - len(old_kept) - 1].name]
+
+
+def test_serve_options_come_from_flags_or_the_environment(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"CANARY_WEBHOOK_TOKEN": TOKEN, "CANARY_CONFIG": str(write_config(tmp_path / "canary.yaml"))}
+    for extra, args, error in [
+        ({"CANARY_SERVE_REQUEST_TIMEOUT": "nan"}, [],
+         "Invalid value for --request-timeout: expected a duration such as 30s, 5m or 1h; got 'nan'"),
+        ({}, ["--suite-timeout", "0"], "Invalid value for --suite-timeout: expected a duration > 0, such as 30s"),
+        ({"CANARY_SERVE_HEADER_TIMEOUT": "40s"}, [],
+         "--request-timeout (30s) is shorter than --header-timeout (40s)"),
+        ({"CANARY_SERVE_MAX_CONNECTIONS": "2"}, [], "--max-connections (2) must be more than --max-runs (2)"),
+        ({"CANARY_SERVE_REPORTS_MAX_SIZE": "-5Mi"}, [],
+         "Invalid value for --reports-max-size: expected a size of more than 0 bytes such as 100Mi"),
+    ]:  # fmt: skip
+        result = runner.invoke(cli, ["serve", *args], env={**env, **extra})
+        assert result.exit_code == 2 and error in result.output, result.output
