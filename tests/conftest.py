@@ -61,6 +61,8 @@ class PromStub:
         self.queries: list[str] = []
         self.times: list[str] = []
         self.delay = 0.0
+        self.down: Any = None
+        """A callable: while it says True, every query is answered 503 (Prometheus gone)."""
         self.in_flight = 0
         self.peak_in_flight = 0
         self._lock = threading.Lock()
@@ -74,6 +76,8 @@ class PromStub:
         """``span``: (start, end, step) of a range query; each series then holds the answer at every step, or a
         list of values (one per step) when the answer gives one."""
         self.queries.append(query)
+        if self.down is not None and self.down():
+            return 503, {"status": "error", "errorType": "unavailable", "error": "Prometheus is down (the test)"}
         value = next((answer for pattern, answer in self.rules if pattern.search(query)), [])
         if callable(value):  # an answer that depends on the moment (e.g. on the canary's weight)
             value = value()
@@ -224,6 +228,8 @@ class Receiver:
         self.headers: list[dict[str, str]] = []
         self.status: int | list[int] = 200
         self.delay = 0.0
+        self.down: Any = None
+        """A callable: while it says True, every query is answered 503 (Prometheus gone)."""
         self.attempts = 0
         self.server = LocalServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

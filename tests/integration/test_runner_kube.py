@@ -290,3 +290,24 @@ def test_a_rollout_stopped_while_the_canary_rolls_out_deploys_again_on_resume(en
     resumed = env.run("--auto-promote")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert env.record()["status"] == "promoted"
+
+
+def test_two_runs_started_together_drive_one_rollout(env: Env) -> None:
+    processes = [subprocess.Popen(env.command("--auto-promote"), cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in processes]
+    codes = sorted(p.returncode for p in processes)
+    assert codes == [0, 1], outputs
+    refusal = next(err for p, (_, err) in zip(processes, outputs, strict=True) if p.returncode == 1)
+    assert "is being run by runner" in refusal or "at the same moment" in refusal, refusal
+    names = [d["event"] for d in env.record()["decisions"]]
+    assert names.count("promoted") == 1 and names.count("deploying") == 1
+
+
+def test_prometheus_gone_mid_stage_never_promotes(env: Env) -> None:
+    env.prom.down = lambda: env.weights()[1] >= 25  # every query fails once the canary has 25 %
+    done = env.run("--auto-promote")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "missing data never promotes" in done.stdout
+    assert env.weights() == (100, 0) and env.record()["status"] == "rolled-back"
+    assert env.deployment("auth-stable").spec.template.spec.containers[0].image != NEW
