@@ -11,9 +11,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -342,6 +343,16 @@ def _steps(value: str) -> tuple[int, ...]:
     return steps
 
 
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def _suite_option(flag: str, kind: str, what: str) -> Callable[[FC], FC]:
+    """A suite directory option: the team's ./suites/<kind> (canary-checks init) when there is one, else the
+    packaged suite."""
+    where = f"default: ./suites/{kind} if there is one, else the packaged suite"
+    return click.option(flag, type=click.Path(file_okay=False, path_type=Path), default=None, help=f"{what} ({where}).")
+
+
 def _duration(value: str) -> float:
     from canary_checks.config import parse_duration
 
@@ -422,12 +433,7 @@ class _StageBar:
     is_flag=True,
     help="A person's decision for a rollout held on undecided comparisons: count its stage as passed and go on.",
 )
-@click.option(
-    "--suite",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The gate suite each stage passes (default: ./suites/gate if there is one, else the packaged suite).",
-)
+@_suite_option("--suite", "gate", "The gate suite each stage passes")
 @click.option(
     "--smoke-suite",
     type=click.Path(file_okay=False, path_type=Path),
@@ -869,10 +875,7 @@ def monitor_command(
     "before that is a failure.",
 )
 @click.option("--poll-interval", default="15s", show_default=True, help="How often a held stage's suite runs again.")
-@click.option(
-    "--suite", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="The gate suite (default: ./suites/gate if there is one, else the packaged suite).",
-)  # fmt: skip
+@_suite_option("--suite", "gate", "The gate suite")
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.option(
     "--canary-evidence",
@@ -1053,18 +1056,8 @@ def watch_command(ctx: click.Context, platform: str, interval: str, once: bool, 
     help="Disk the webhook runs in --reports may take (bytes, or with Ki, Mi, Gi); the oldest are deleted first. "
     "Keep it well under the volume's size (the manifest's emptyDir: 256Mi).",
 )
-@click.option(
-    "--gate-suite",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The gate suite (default: ./suites/gate if there is one, else the packaged suite).",
-)
-@click.option(
-    "--smoke-suite",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The smoke suite (default: ./suites/smoke if there is one, else the packaged suite).",
-)
+@_suite_option("--gate-suite", "gate", "The gate suite")
+@_suite_option("--smoke-suite", "smoke", "The smoke suite")
 @click.pass_context
 def serve_command(
     ctx: click.Context,
@@ -1234,12 +1227,7 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
 
 
 @cli.command()
-@click.option(
-    "--suite",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The gate suite (default: ./suites/gate if there is one, else the packaged suite).",
-)
+@_suite_option("--suite", "gate", "The gate suite")
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards.")
 @click.pass_context
