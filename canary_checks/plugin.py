@@ -280,7 +280,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _header(target: Target) -> list[str]:
     c = target.config
     stage = f"stage {target.stage} %" if target.stage is not None else "no --stage"
-    source = str(target.config_path) if target.config_path else "built-in defaults (no canary.yaml)"
+    source = str(target.config_path)
     k = c.kubernetes
     kube = (
         f"Kubernetes API {k.api_url or 'from ' + (k.context or 'in-cluster or kubeconfig')}"
@@ -593,7 +593,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
     if "health_path" not in names and "smoke_request" not in names:
         return
-    smoke = _target(metafunc.config).config.smoke
+    try:
+        smoke = _target(metafunc.config).config.smoke
+    except pytest.UsageError:
+        # Raised while a module is collected it would come with pytest's traceback: generate nothing here; the end
+        # of collection resolves the target again and stops the session with the one clear message.
+        for name in ("health_path", "smoke_request"):
+            if name in names:
+                metafunc.parametrize(name, [])
+        return
     if "health_path" in names:
         metafunc.parametrize("health_path", smoke.health, ids=[p.strip("/") or "root" for p in smoke.health])
     if "smoke_request" in names:

@@ -73,12 +73,15 @@ def test_a_bad_hold_for_is_a_usage_error(compare: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--hold-for: expected a duration such as 30s, 5m or 1h; got 'soon'*"])
 
 
-def test_without_canary_yaml_the_suite_says_to_run_init(pytester: pytest.Pytester, prom: PromStub) -> None:
-    pytester.makepyfile(test_canary_compare=COMPARE_SUITE)
+@pytest.mark.parametrize("suite", ["gate/test_compare.py", "smoke/test_smoke.py"])
+def test_without_canary_yaml_the_suite_says_to_run_init(pytester: pytest.Pytester, suite: str) -> None:
+    kind, _, name = suite.partition("/")
+    pytester.makepyfile(**{name.removesuffix(".py"): (packaged(kind) / name).read_text()})
     result = pytester.runpytest(*PYTESTER_ARGS, "--stage", "25")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: no canary.yaml in *", "*fix: run 'canary-checks init *"])
-    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output and "plugin.py" not in output
 
 
 def test_an_unrelated_pytest_run_reads_and_imports_nothing_of_canary_checks(pytester: pytest.Pytester) -> None:
