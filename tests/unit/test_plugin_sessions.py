@@ -76,7 +76,8 @@ def test_a_bad_hold_for_is_a_usage_error(compare: pytest.Pytester) -> None:
 @pytest.mark.parametrize("suite", ["gate/test_compare.py", "smoke/test_smoke.py"])
 def test_without_canary_yaml_the_suite_says_to_run_init(pytester: pytest.Pytester, suite: str) -> None:
     kind, _, name = suite.partition("/")
-    pytester.makepyfile(**{name.removesuffix(".py"): (packaged(kind) / name).read_text()})
+    # a name of its own: the outer session has imported modules called test_compare and test_smoke
+    pytester.makepyfile(**{f"test_suite_{kind}": (packaged(kind) / name).read_text()})
     result = pytester.runpytest(*PYTESTER_ARGS, "--stage", "25")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: no canary.yaml in *", "*fix: run 'canary-checks init *"])
