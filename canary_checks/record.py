@@ -3,9 +3,9 @@
 The record (stage, weights, decisions, status) lives where it survives the runner — an annotation on the canary
 Deployment, a file in the sandbox — and carries
 
-- ``version``: a counter every write raises by one. A platform writes only over the version it was given
-  (:meth:`Records.write`, compare-and-swap: the Deployment's ``resourceVersion`` in the cluster, a locked file in
-  the sandbox); anything else is :class:`RecordConflict`, so no writer ever overwrites a change it has not read;
+- ``version``: a counter every write raises by one. A platform's ``write_record`` writes only over the version it was
+  given (compare-and-swap: the Deployment's ``resourceVersion`` in the cluster, a locked file in the sandbox);
+  anything else is :class:`RecordConflict`, so no writer ever overwrites a change it has not read;
 - ``lease``: the runner that holds the rollout (``holder``, ``run_id``), when it last said so (``renewed``, epoch
   seconds) and for how long that holds (``ttl``). A second runner refuses while the lease holds and takes over once
   it has expired; ``canary-checks watch`` rolls back a rollout whose lease expired (its runner died).
@@ -23,11 +23,11 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from canary_checks.errors import CanaryError
 
-__all__ = ["IN_PROGRESS", "Lease", "RecordConflict", "Records", "holder_id"]
+__all__ = ["IN_PROGRESS", "Lease", "RecordConflict", "holder_id", "version_of"]
 
 IN_PROGRESS = ("deploying", "progressing", "awaiting-decision", "awaiting-promotion", "rolling-back")
 """Statuses of a rollout that is not over: it has an owner, or needs one."""
@@ -85,20 +85,8 @@ class RecordConflict(CanaryError):
         super().__init__(what, **kwargs)
 
 
-class Records(Protocol):
-    """Where a rollout's record is kept, written only by compare-and-swap on its ``version``."""
-
-    def read_record(self) -> dict[str, Any] | None:
-        """The record now, or None when there is none."""
-        ...
-
-    def write_record(self, state: dict[str, Any], expected: int) -> int:
-        """Write ``state`` if the stored record's version is still ``expected`` (0: there is none); returns the new
-        version (also set in ``state``). Raises :class:`RecordConflict` otherwise."""
-        ...
-
-
 def version_of(state: Mapping[str, Any] | None) -> int:
+    """The record's version (0: no record, or one written before records had versions)."""
     try:
         return int((state or {}).get("version", 0))
     except (TypeError, ValueError):

@@ -58,7 +58,7 @@ Fixtures defined here are available to every test in this repository.
 
 @dataclass(frozen=True)
 class Scaffold:
-    """What ``init`` wrote (or, with ``dry_run``, would write)."""
+    """What ``init`` wrote: the files (relative to its directory), the config, and the CI file if any."""
 
     written: list[Path]
     config: CanaryConfig
