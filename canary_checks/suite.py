@@ -1,5 +1,5 @@
 """Running a stage's suite and deciding, held or not: the one rule the runner, ``canary-checks gates``, the webhook
-server, the demo and ``pytest --hold-for`` share.
+server and ``pytest --hold-for`` share (the demo's tour still holds by its own loop).
 
 A suite is a directory of pytest files over the plugin (``suites/gate``, ``suites/smoke``): the team's own copy
 written by ``canary-checks init`` when there is one in the working directory, else the one shipped in this package
