@@ -418,10 +418,8 @@ def _evidence_details(ev: ErrorEvidence, test: SequentialTest, ctx: _Ctx) -> dic
         # at the canary's request rate since the evidence started: how long until a decision is possible
         elapsed = max(ctx.evidence.last + ctx.interval - ctx.evidence.started, ctx.interval)
         rate = ev.canary.requests / elapsed if elapsed > 0 else 0.0
-        needed = {
-            "needed_requests": ev.needed_requests,
-            "needed_seconds": ev.needed_requests / rate if rate > 0 else math.inf,
-        }
+        more = ev.needed_requests()
+        needed = {"needed_requests": more, "needed_seconds": more / rate if rate > 0 else math.inf}
     return {
         **needed,
         "method": "anytime-valid mixture test (conditional binomial), confidence sequence",

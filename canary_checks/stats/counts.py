@@ -167,9 +167,16 @@ class ErrorEvidence:
     alpha: float
     margin: float
     reason: str = ""
-    needed_requests: float = math.nan
-    """When inconclusive: about how many more canary requests (at the same traffic share and error rates) the
-    decision needs; ``inf`` when no amount would do, NaN when not inconclusive."""
+    must_detect: float = math.nan
+    """The canary error rate (a fraction) the counts must be able to reveal before a pass."""
+
+    def needed_requests(self) -> float:
+        """When inconclusive: about how many more canary requests (at the same traffic share and error rates) the
+        decision needs; ``inf`` when no amount would do, NaN when not inconclusive. Computed on asking (a search,
+        kept off the path of every update)."""
+        if self.outcome is not Outcome.INCONCLUSIVE:
+            return math.nan
+        return requests_to_decide(self.canary, self.stable, self.must_detect, margin=self.margin, alpha=self.alpha)
 
     @property
     def detectable_ratio(self) -> float:
@@ -237,9 +244,9 @@ class SequentialTest:
             interval = (0.0 if lo <= self.grid[0] else math.exp(lo), math.inf if hi >= self.grid[-1] else math.exp(hi))
         ratio = _ratio(canary, stable) if canary.requests and stable.requests else math.nan
 
-        def result(outcome: Outcome, detect: float, reason: str = "", needed: float = math.nan) -> ErrorEvidence:
+        def result(outcome: Outcome, detect: float, reason: str = "", must: float = math.nan) -> ErrorEvidence:
             return ErrorEvidence(
-                outcome, e_value, p_value, ratio, interval, detect, canary, stable, alpha, self.margin, reason, needed
+                outcome, e_value, p_value, ratio, interval, detect, canary, stable, alpha, self.margin, reason, must
             )
 
         if canary.requests == 0 or stable.requests == 0:
@@ -257,7 +264,7 @@ class SequentialTest:
             detect,
             f"too few requests to tell: only a canary error rate of {detect:.3%} or more would show "
             f"(need to see {must_detect:.3%})",
-            requests_to_decide(canary, stable, must_detect, margin=self.margin, alpha=alpha),
+            must_detect,
         )
 
     def to_dict(self) -> dict[str, Any]:
