@@ -245,7 +245,7 @@ def evaluate_comparisons(
 ) -> dict[str, GateResult | CanaryError]:
     """Evaluate the named comparisons now (or at ``at``), adding the interval since the last check to the evidence
     in ``evidence_file``. A comparison whose source failed maps to the error; it never passes."""
-    now = time.time() if at is None else at
+    now = source.now() if at is None else at
     wanted = [COMPARISONS[n] for n in dict.fromkeys(names) if n in COMPARISONS]
     if not wanted:
         return {}

@@ -594,6 +594,10 @@ class PrometheusSettings(_Model):
     """Per-query timeout, seconds."""
     retries: Annotated[int, Range("a number of retries", 0, 10)] = 1
     """Retries on 502/503/504 answers and read timeouts before a gate errors (a refused connection is final)."""
+    query_offset: Annotated[Duration, Range("a duration", 0.0, 600.0)] = 1.0
+    """How far in the past every query is evaluated. A scrape in flight is stored under the time it started, so
+    queries at "now" can see it in one query and miss it in the next, and the requests of a window stop adding up to
+    its errors plus successes. Raise it where ingestion lags (remote write into Mimir, Thanos Receive, Cortex)."""
 
     @field_validator("url")
     @classmethod

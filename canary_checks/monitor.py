@@ -190,7 +190,7 @@ class Monitor:
 
     def sample(self) -> Snapshot:
         self.number += 1
-        now = time.time()
+        now = self.sources["canary"].now()
         canary_cfg, stable_cfg = self.config, as_stable(self.config)
         source = self.sources["canary"]
         stage = self.stage

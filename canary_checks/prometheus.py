@@ -272,6 +272,11 @@ class MetricsSource:
     def url(self) -> str:
         return self.config.prometheus.url
 
+    def now(self) -> float:
+        """The instant a check evaluates at: ``prometheus.query_offset`` before the clock, so every scrape stored
+        under it has landed and concurrent queries read the same samples."""
+        return time.time() - self.config.prometheus.query_offset
+
     def render(self, name: str, *, side: str, quantile: float = 0.0, window: float | None = None) -> str:
         """The query ``name`` of the profile for ``side`` (stable|canary), with every value escaped; ``window``
         (seconds) replaces the configured window."""
@@ -349,9 +354,9 @@ class MetricsSource:
             raise PrometheusUnreachable(f"could not be read ({_reason(e)})", url=self.url, query=promql) from e
 
     def query_many(self, queries: Iterable[str], at: float | None = None) -> dict[str, list[Sample] | PrometheusError]:
-        """Send every query concurrently, all evaluated at the same instant ``at`` (default: now)."""
+        """Send every query concurrently, all evaluated at the same instant ``at`` (default: :meth:`now`)."""
         unique = list(dict.fromkeys(queries))
-        when = time.time() if at is None else at
+        when = self.now() if at is None else at
         results: dict[str, list[Sample] | PrometheusError] = {}
         if not unique:
             return results

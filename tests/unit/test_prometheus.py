@@ -1,6 +1,7 @@
 """Query building (escaping), and the four outcomes of a query against a server speaking the Prometheus API."""
 
 import re
+import time
 
 import pytest
 
@@ -115,3 +116,16 @@ def test_queries_run_concurrently_at_one_instant(prom: PromStub) -> None:
     assert sorted(prom.queries) == sorted(f"q{i}" for i in range(20))
     assert prom.peak_in_flight > 1, "queries were sent one after another"
     assert set(prom.times) == {"1700000000.000"}, "canary and stable must be read at the same instant"
+
+
+@pytest.mark.parametrize("offset", ["1s", "30s"])
+def test_checks_read_query_offset_in_the_past_so_a_scrape_in_flight_is_seen_by_all_or_none(
+    prom: PromStub, offset: str
+) -> None:
+    source = MetricsSource(load_config(None, {"prometheus.url": prom.url, "prometheus.query_offset": offset}))
+    before = time.time()
+    source.query_many(["requests", "successes"])
+    after = time.time()
+    (sent,) = set(prom.times)  # one instant for both
+    lag = float(offset.rstrip("s"))
+    assert before - lag - 0.001 <= float(sent) <= after - lag  # sent to the millisecond
