@@ -206,6 +206,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration = Path(__file__).parent / "integration"
+    for item in items:  # `-m "not integration"` is the unit tier: no sandbox, no emulator, no wheel build
+        if item.path.is_relative_to(integration):
+            item.add_marker(pytest.mark.integration)
     kind_items = [item for item in items if item.get_closest_marker("kind")]
     if not kind_items:
         return
