@@ -422,6 +422,14 @@ class _StageBar:
     "else as long again as the step).",
 )
 @click.option(
+    "--outside-window",
+    type=click.Choice(["wait", "hold"]),
+    default=None,
+    help="When the next step (deploy, a higher weight, promotion) falls outside rollout.release_windows: wait "
+    "there polling the critical gates, or hold (exit 3, the weight stays) for a run inside a window (default: "
+    "rollout.release_windows.outside, wait). A rollback is never held.",
+)
+@click.option(
     "--lease-ttl",
     default="60s",
     show_default=True,
@@ -461,6 +469,7 @@ def run(
     rollback_now: bool,
     on_undecided: str | None,
     max_extension: str | None,
+    outside_window: str | None,
     proceed: bool,
     lease_ttl: str,
     suite: Path | None,
@@ -473,6 +482,7 @@ def run(
     1. validate: Deployments, routing resource (not managed by Flagger/Argo), Prometheus;
     2. deploy the canary with IMAGE and wait until it is ready (then --smoke-suite, through the header route);
     3. each step: set the weight, wait --step-duration polling critical gates, run pytest suites/gate --stage N;
+       outside rollout.release_windows nothing moves forward (--outside-window: wait there, or hold);
     4. a failing gate: weight 0 first, then the canary scaled down, exit 1 naming the gates;
        checks that cannot decide yet extend the stage (--max-extension); if only comparisons are still
        undecided then, --on-undecided: hold (exit 3, the weight stays), rollback, or proceed;
@@ -480,7 +490,7 @@ def run(
     Run it again after a stop to resume (the stage's gates run again), with --proceed to go on past a held
     stage, or with --rollback to undo.
     """
-    from canary_checks.config import UndecidedPolicy, find_config, load_config, require_config
+    from canary_checks.config import OutsideWindow, UndecidedPolicy, find_config, load_config, require_config
     from canary_checks.prometheus import MetricsSource
     from canary_checks.runner import Rollout, RolloutOptions
     from canary_checks.suite import locate
@@ -515,6 +525,7 @@ def run(
         confirm=(lambda q: click.confirm(q, default=False)) if sys.stdin.isatty() else None,
         on_undecided=UndecidedPolicy(on_undecided) if on_undecided else None,
         max_extension=_duration(max_extension) if max_extension is not None else None,
+        outside_window=OutsideWindow(outside_window) if outside_window else None,
         proceed=proceed,
         lease_ttl=_duration(lease_ttl),
         router_kind=mesh,

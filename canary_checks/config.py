@@ -457,6 +457,7 @@ DECISIONS = {
     "stage passed": "stage advanced",
     "held": "stage held",
     "awaiting decision": "awaiting a decision",
+    "outside window": "outside the release windows",
     "rolled back": "rolled back",
     "promoted": "promoted",
 }
@@ -542,8 +543,58 @@ class UndecidedPolicy(StrEnum):
     accumulating evidence at the next, larger share. For low-traffic services whose early stages cannot decide."""
 
 
+class OutsideWindow(StrEnum):
+    WAIT = "wait"
+    """The runner stays at its stage until a window opens, polling the critical gates (a failure still rolls back),
+    then goes on. For a runner that lives as long as the rollout (a Kubernetes Job, a workstation)."""
+    HOLD = "hold"
+    """The runner stops (exit 3) with the canary at its weight and the rollout recorded as awaiting-window;
+    'canary-checks run' again inside a window goes on. For CI jobs, which cannot wait over a weekend."""
+
+
+class ReleaseWindows(_Model):
+    """When a rollout may move forward: deploy a canary, raise its weight, promote it. A rollback is never held."""
+
+    timezone: str = "UTC"
+    """IANA time zone the windows and blackout dates are written in (Europe/Berlin, America/New_York)."""
+    allowed: tuple[str, ...] = ()
+    """Cron expressions (minute hour day-of-month month day-of-week); a minute that matches any of them is inside a
+    window: '* 9-16 * * mon-thu' is Monday to Thursday 09:00-16:59. Empty: every minute not blacked out."""
+    blackout: tuple[str, ...] = ()
+    """Dates (2026-12-24) or inclusive ranges of dates (2026-12-20..2027-01-03) when nothing moves forward, even
+    inside an allowed window."""
+    outside: OutsideWindow = OutsideWindow.WAIT
+    """What the runner does when the next step falls outside the windows: wait or hold."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from canary_checks.windows import zone
+
+        zone(value)
+        return value
+
+    @field_validator("allowed")
+    @classmethod
+    def _allowed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from canary_checks.windows import check_cron
+
+        for expression in value:
+            check_cron(expression)
+        return value
+
+    @field_validator("blackout")
+    @classmethod
+    def _blackout(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from canary_checks.windows import blackout_range
+
+        for text in value:
+            blackout_range(text)
+        return value
+
+
 class RolloutSettings(_Model):
-    """What the runner (canary-checks run) does when a stage cannot decide."""
+    """What the runner (canary-checks run) does when a stage cannot decide, and when it may move forward."""
 
     on_undecided: UndecidedPolicy = UndecidedPolicy.HOLD
     """When every fixed gate passed but a canary-vs-stable comparison still has too few requests to decide at the
@@ -552,6 +603,8 @@ class RolloutSettings(_Model):
     max_extension: Duration | None = None
     """How long a stage whose checks cannot decide yet may run past its step duration, looking again every poll
     interval; unset: as long again as the step."""
+    release_windows: ReleaseWindows | None = None
+    """When the rollout may move forward (a time zone, allowed cron windows, blackout dates); unset: at any time."""
 
 
 class Workloads(_Model):

@@ -30,7 +30,7 @@ __all__ = ["DECISIONS", "Decision", "Notifier", "payload"]
 log = logging.getLogger(__name__)
 
 _COLORS = {"deployed": "439FE0", "stage passed": "2EB886", "held": "DAA038", "awaiting decision": "DAA038",
-           "rolled back": "A30200", "promoted": "2EB886"}  # fmt: skip
+           "outside window": "DAA038", "rolled back": "A30200", "promoted": "2EB886"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def payload(kind: str, d: Decision) -> Any:
                 "sections": [{"facts": facts}]}  # fmt: skip
     if kind == "alertmanager":
         at = datetime.fromtimestamp(d.time, tz=UTC)
-        waiting = d.event in ("held", "awaiting decision")
+        waiting = d.event in ("held", "awaiting decision", "outside window")
         severity = "critical" if d.event == "rolled back" else "warning" if waiting else "info"
         alert = {
             "labels": {"alertname": "CanaryDecision", "decision": d.event.replace(" ", "-"), "service": d.service,

@@ -29,7 +29,7 @@ from canary_checks.errors import CanaryError
 
 __all__ = ["IN_PROGRESS", "Lease", "RecordConflict", "holder_id", "version_of"]
 
-IN_PROGRESS = ("deploying", "progressing", "awaiting-decision", "awaiting-promotion", "rolling-back")
+IN_PROGRESS = ("deploying", "progressing", "awaiting-decision", "awaiting-window", "awaiting-promotion", "rolling-back")
 """Statuses of a rollout that is not over: it has an owner, or needs one."""
 
 

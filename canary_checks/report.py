@@ -439,7 +439,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         {k: e[k] for k in ("time", "event", "stage", "weight", "why") if k in e}
         for e in events
         if e.get("event") in ("deploying", "deployed", "smoke", "weight", "stage passed", "held", "rollback started",
-                              "rolled back", "promoting", "promoted", "awaiting promotion", "resumed", "fault")
+                              "rolled back", "promoting", "promoted", "awaiting promotion", "resumed", "fault",
+                              "outside window")
     ]  # fmt: skip
     series_path = run_dir / SERIES
     series_meta: dict[str, Any] = {"recorded": False, "errors": []}

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from canary_checks.compare import COMPARISONS, evaluate_comparisons
-from canary_checks.config import CanaryConfig, Severity, UndecidedPolicy
+from canary_checks.config import CanaryConfig, OutsideWindow, Severity, UndecidedPolicy
 from canary_checks.errors import CanaryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
 from canary_checks.notify import Decision, Notifier
@@ -31,6 +31,7 @@ from canary_checks.record import IN_PROGRESS, Lease, RecordConflict, holder_id, 
 from canary_checks.report import GateRecord, build_report, new_run_id, record_series, write_run
 from canary_checks.suite import SuiteRun, decide_stage, record_needs, run_suite, validate
 from canary_checks.traffic import Router
+from canary_checks.windows import check as check_window
 
 __all__ = ["Platform", "Rollout", "RolloutOptions"]
 
@@ -85,6 +86,11 @@ class AwaitingDecision(CanaryError):
     """A stage could not decide and the policy is to hold: the weight stays, a person decides."""
 
 
+class AwaitingWindow(AwaitingDecision):
+    """The next step falls outside the release windows and the policy is to hold: the weight stays until a run
+    inside a window goes on."""
+
+
 @dataclass
 class RolloutOptions:
     service: str
@@ -129,6 +135,8 @@ class RolloutOptions:
     """What moves the traffic (istio, linkerd, gateway-api, sandbox): recorded, so the watchdog can roll back."""
     handle_signals: bool = True
     """Stop at a safe point on SIGINT/SIGTERM; off where the caller handles them (the watchdog's own loop)."""
+    outside_window: OutsideWindow | None = None
+    """Wait or hold when a step falls outside the release windows (None: rollout.release_windows.outside)."""
 
 
 class Rollout:
@@ -144,6 +152,7 @@ class Rollout:
         controller: Callable[[], str | None] = lambda: None,
         router_problems: Callable[[], list[str]] = lambda: [],
         on_wait: Callable[[int, float, float], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config, self.platform, self.router, self.o = config, platform, router, options
         self.source = source
@@ -152,6 +161,8 @@ class Rollout:
         self.router_problems = router_problems
         self.on_wait = on_wait
         """Called while a stage waits: (stage, seconds of the step, seconds left); default prints a line."""
+        self.clock = clock
+        """The wall clock the release windows are read on."""
         self.state: dict[str, Any] = {}
         self.run_dir = options.reports
         self._stop: str | None = None
@@ -392,6 +403,7 @@ class Rollout:
             }
             if not self.o.skip_validation:
                 self.validate()
+            self.await_window(f"deploying {self.o.image}", None)
             self._acquire(existing)
         if not self.o.dry_run:
             heartbeat.start()
@@ -465,7 +477,7 @@ class Rollout:
                 f"resuming run {existing['run_id']} of {self.o.image} at stage {self.current_stage()} % "
                 "(its gates run again from the start of the stage)"
             )
-        if self.state["status"] == "awaiting-decision":
+        if self.state["status"] in ("awaiting-decision", "awaiting-window"):
             self.state["status"] = "progressing"
         self.event("resumed", stage=self.current_stage())
 
@@ -565,7 +577,10 @@ class Rollout:
         steps = [int(s) for s in self.state["steps"]]
         while int(self.state["step_index"]) < len(steps):
             self._check_stop()
-            stage = steps[int(self.state["step_index"])]
+            index = int(self.state["step_index"])
+            stage = steps[index]
+            if stage > int(self.state.get("weight") or 0):
+                self.await_window(f"raising the weight to {stage} %", steps[index - 1] if index else None)
             self.set_weight(stage)
             self.stage(stage)
             self.state["step_index"] = int(self.state["step_index"]) + 1
@@ -659,11 +674,6 @@ class Rollout:
 
     def wait_and_poll(self, stage: int, until: float) -> None:
         """Wait out the step, polling the critical gates; a critical failure rolls back at once."""
-        critical = [
-            name
-            for name, gate in GATES.items()
-            if gate.source == "prometheus" and gate.settings(self.thresholds(stage)).severity is Severity.CRITICAL
-        ]
         next_poll = time.monotonic() + self.o.poll_interval
         while (left := until - time.monotonic()) > 0:
             if self.on_wait is not None:
@@ -674,18 +684,68 @@ class Rollout:
             if time.monotonic() < next_poll or time.monotonic() >= until:
                 continue
             next_poll = time.monotonic() + self.o.poll_interval
-            self.confirm_owner()  # a rollback by anyone else stops this runner within a poll
-            if self.source is None:
-                continue
-            results = evaluate(self.config, self.source, critical, stage=stage, gates=self.thresholds(stage))
-            results.update(self.compare())
-            failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]
-            if failed:
-                self.rollback(
-                    f"critical gates failed during stage {stage} %: "
-                    + "; ".join(f"{r.gate} ({r.summary})" for r in failed),
-                    failing=[_gate_fields(r) for r in failed],
-                )
+            self.poll_critical(stage)
+
+    def poll_critical(self, stage: int) -> None:
+        """One poll: nobody else wrote the record (a rollback by anyone stops this runner within a poll), and no
+        critical gate or comparison fails (one that does rolls back at once)."""
+        self.confirm_owner()
+        if self.source is None:
+            return
+        critical = [
+            name
+            for name, gate in GATES.items()
+            if gate.source == "prometheus" and gate.settings(self.thresholds(stage)).severity is Severity.CRITICAL
+        ]
+        results = evaluate(self.config, self.source, critical, stage=stage, gates=self.thresholds(stage))
+        results.update(self.compare())
+        failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]
+        if failed:
+            self.rollback(
+                f"critical gates failed during stage {stage} %: "
+                + "; ".join(f"{r.gate} ({r.summary})" for r in failed),
+                failing=[_gate_fields(r) for r in failed],
+            )
+
+    def await_window(self, step: str, stage: int | None) -> None:
+        """Go on only inside the release windows. Outside them: hold (exit 3, the weight as it is), or wait —
+        polling the critical gates when the canary has traffic (``stage``), so a failure still rolls back at once."""
+        windows = self.config.rollout.release_windows
+        if windows is None or (state := check_window(windows, self.clock())).open:
+            return
+        policy = self.o.outside_window or windows.outside
+        where = f"stage {stage} %: " if stage is not None else ""
+        why = f"{where}{step} is outside the release windows ({state.why}); they open {state.until()}"
+        if self.o.dry_run:
+            self.echo(f"would {policy.value}: {why}")
+            return
+        recorded = bool(self.state.get("lease"))  # before the first write (a new rollout) there is nothing to keep
+        if policy is OutsideWindow.HOLD:
+            if recorded:
+                self.state["status"] = "awaiting-window"
+                self.event("outside window", stage=stage, why=why, opens=state.opens and state.opens.isoformat())
+            nothing = "" if recorded else "; nothing was deployed"
+            raise AwaitingWindow(
+                f"{why}. Holding (rollout.release_windows.outside: hold){nothing}",
+                fix=f"run 'canary-checks run {self.o.service} {self.o.image}' again inside a window to go on, or "
+                f"add --rollback to roll back (a rollback is never held)",
+            )
+        if recorded:
+            self.event("outside window", stage=stage, why=why, opens=state.opens and state.opens.isoformat())
+        polling = f", polling the critical gates every {self.o.poll_interval:g} s" if stage is not None else ""
+        self.echo(f"{why}; waiting{polling}")
+        said = time.monotonic()
+        while not (state := check_window(windows, self.clock())).open:
+            if time.monotonic() - said >= 600:
+                self.echo(f"{where}still outside the release windows; they open {state.until()}")
+                said = time.monotonic()
+            if stage is not None:
+                self.poll_critical(stage)
+            elif recorded:
+                self.confirm_owner()
+            left = (state.opens.timestamp() - self.clock()) if state.opens else self.o.poll_interval
+            self._sleep(min(self.o.poll_interval, max(0.05, left)))
+        self.echo(f"{where}inside the release windows: {step}")
 
     @property
     def evidence_file(self) -> Path:
@@ -755,6 +815,7 @@ class Rollout:
             )
             self.event("awaiting promotion")
             return 0
+        self.await_window(f"promoting {self.o.image}", int(self.state["steps"][-1]))
         self.confirm_owner()
         self.event("promoting", image=self.o.image)
         self.platform.promote(self.o.image, self.o.ready_timeout, self.echo)

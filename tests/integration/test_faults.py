@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.conftest import REPO, Live
 from tests.integration.test_sandbox_gates import rollout
@@ -34,9 +36,12 @@ def events(reports: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for log in reports.rglob("events.jsonl") for line in log.read_text().splitlines()]
 
 
-def wait_for_weight(reports: Path, weight: int, timeout: float = 120) -> None:
+def wait_for_weight(
+    reports: Path, weight: int, timeout: float = 120, runner: subprocess.Popen[str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not any(e["event"] == "weight" and e.get("weight") == weight for e in events(reports)):
+        assert runner is None or runner.poll() is None, f"the runner stopped first: {runner.communicate()}"
         assert time.monotonic() < deadline, f"no weight {weight} event"
         time.sleep(0.1)
 
@@ -137,3 +142,31 @@ def test_prometheus_gone_mid_stage_never_promotes(live: Live, tmp_path: Path) ->
     assert "promoted" not in names and "stage passed" not in names
     assert live.box.router.get_weight() == 0 and record(live)["status"] == "rolled-back"
     live.box.wait_for_data()
+
+
+def test_a_rollout_outside_its_window_holds_in_the_sandbox(live: Live, tmp_path: Path) -> None:
+    ready(live)
+    first = rollout(live, tmp_path / "first", "demo:w1", "--traffic-steps", "5,100", "--step-duration", "60s")
+    wait_for_weight(tmp_path / "first", 5, runner=first)
+    first.send_signal(signal.SIGTERM)  # stopped at 5 %; the next run resumes it
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130, out + err
+    # the windows close (a blackout from today): the resumed run re-runs stage 5, then holds instead of raising
+    today = datetime.now(UTC).date()
+    config = yaml.safe_load(live.config_path.read_text())
+    config["rollout"] = {"release_windows": {"blackout": [f"{today}..{today + timedelta(days=1)}"], "outside": "hold"}}
+    windowed = tmp_path / "windowed.yaml"
+    windowed.write_text(yaml.safe_dump(config))
+    second = rollout(live, tmp_path / "second", "demo:w1", "--traffic-steps", "5,100", config=windowed)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 3, out + err
+    assert "stage 5 %: every gate passed" in out
+    assert f"raising the weight to 100 % is outside the release windows (blacked out from {today} to" in out
+    assert f"they open {(today + timedelta(days=2)):%a %d %b %Y} 00:00 UTC" in out
+    assert live.box.router.get_weight() == 5 and record(live)["status"] == "awaiting-window"
+    # a rollback is never held by a window
+    undo = subprocess.run([sys.executable, "-m", "canary_checks", "--canary-config", str(windowed), "run", "auth",
+                           "demo:w1", "--mesh", "sandbox", "--rollback", "--reports", str(tmp_path / "undo")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert undo.returncode == 0, undo.stdout + undo.stderr
+    assert live.box.router.get_weight() == 0 and record(live)["status"] == "rolled-back"
