@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,31 @@ def test_prometheus_gone_mid_stage_never_promotes(env: Env) -> None:
     assert "missing data never promotes" in done.stdout
     assert env.weights() == (100, 0) and env.record()["status"] == "rolled-back"
     assert env.deployment("auth-stable").spec.template.spec.containers[0].image != NEW
+
+
+def test_a_canary_failing_while_it_waits_for_a_release_window_is_rolled_back_at_once(env: Env) -> None:
+    process = subprocess.Popen(env.command("--step-duration", "30s"), cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_event(env, "weight", 5)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    # from now on the windows are closed (a blackout from today); the canary starts failing once the runner waits
+    today = datetime.now(UTC).date()
+    config = yaml.safe_load(env.config.read_text())
+    config["rollout"] = {"release_windows": {"blackout": [f"{today}..{today + timedelta(days=1)}"]}}
+    env.config.write_text(yaml.safe_dump(config))
+
+    def errors_once_waiting() -> float:
+        return 100 if any(e["event"] == "outside window" for e in env.events()) else 0
+
+    env.prom.answer(r'"auth-canary", response_code=~"5..', errors_once_waiting)
+    done = env.run("--auto-promote")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "stage 5 %: every gate passed" in done.stdout
+    assert "stage 5 %: raising the weight to 25 % is outside the release windows" in done.stdout
+    assert "waiting, polling the critical gates" in done.stdout
+    assert "rolling back: critical gates failed during stage 5 %: error_rate" in done.stdout
+    assert env.weights() == (100, 0) and env.deployment("auth-canary").spec.replicas == 0
+    assert env.record()["status"] == "rolled-back"
+    weights = [e["weight"] for e in env.events() if e["event"] == "weight"]
+    assert max(weights) == 5 and weights[-1] == 0, f"never moved forward: {weights}"
