@@ -1,0 +1,159 @@
+"""Several services in one canary.yaml: shared settings at the top, a section per service under `services:`,
+`--service` choosing one; and one-service files as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from canary_checks.config import deep_merge, load_config
+from canary_checks.errors import ConfigError
+
+MULTI = """\
+namespace: orion
+window: 30s
+prometheus: {url: "http://prometheus.monitoring:9090", timeout: 20s}
+gates:
+  error_rate: {threshold: 4, severity: warning}
+  latency_p95: {threshold: 300}
+smoke:
+  health: [/healthz]
+  requests: [{name: home, path: /}]
+services:
+  auth: {}
+  gateway:
+    namespace: edge
+    workloads: {canary: gw-next}
+    gates:
+      error_rate: {threshold: 2}
+    stage_gates: {25: {latency_p95: {threshold: 250}}}
+    smoke:
+      url: http://gateway.edge.svc.cluster.local
+      requests: [{name: route, path: /api/route}]
+  notifications:
+    prometheus: {url: "http://thanos.monitoring:9090"}
+    stages: [10, 100]
+"""
+
+
+@pytest.fixture
+def multi(tmp_path: Path) -> Path:
+    path = tmp_path / "canary.yaml"
+    path.write_text(MULTI)
+    return path
+
+
+def test_a_service_takes_the_shared_settings_and_its_section_over_them(multi: Path) -> None:
+    gateway = load_config(multi, {"service": "gateway"})
+    assert (gateway.service, gateway.namespace, gateway.window) == ("gateway", "edge", 30.0)
+    assert (gateway.workload("canary"), gateway.workload("stable")) == ("gw-next", "gateway-stable")
+    # mappings merge at every depth: the shared severity stays, the section's threshold wins
+    assert (gateway.gates.error_rate.threshold, gateway.gates.error_rate.severity.value) == (2.0, "warning")
+    assert gateway.gates.latency_p95.threshold == 300
+    assert gateway.gates_for(25).latency_p95.threshold == 250
+    # lists replace: the section's smoke requests, not both
+    assert [r.name for r in gateway.smoke.requests] == ["route"]
+    assert gateway.smoke.health == ("/healthz",)
+    assert gateway.prometheus.url == "http://prometheus.monitoring:9090" and gateway.prometheus.timeout == 20
+
+    auth = load_config(multi, {"service": "auth"})
+    assert (auth.service, auth.namespace, auth.gates.error_rate.threshold) == ("auth", "orion", 4.0)
+    assert [r.name for r in auth.smoke.requests] == ["home"]
+
+    notifications = load_config(multi, {"service": "notifications"})
+    assert notifications.prometheus.url == "http://thanos.monitoring:9090"
+    assert notifications.prometheus.timeout == 20  # the shared prometheus settings it did not change
+    assert notifications.stages == (10, 100)
+
+
+def test_flags_apply_over_the_chosen_service(multi: Path) -> None:
+    config = load_config(multi, {"service": "gateway", "namespace": "edge-2", "window": "1m"})
+    assert (config.service, config.namespace, config.window) == ("gateway", "edge-2", 60.0)
+
+
+def test_no_service_chosen_among_several_lists_them(multi: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(multi)
+    message = caught.value.message
+    assert str(multi) in message and "3 services (auth, gateway, notifications)" in message
+    assert "--service NAME" in message
+
+
+def test_an_unknown_service_names_those_that_exist(multi: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(multi, {"service": "billing"})
+    assert "no service 'billing' in this file; it describes auth, gateway, notifications" in caught.value.message
+    assert "canary-checks init --service billing" in caught.value.message
+
+
+def test_one_service_section_needs_no_choice(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("namespace: shop\nservices:\n  cart:\n    window: 45s\n")
+    config = load_config(path)
+    assert (config.service, config.namespace, config.window) == ("cart", "shop", 45.0)
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "gates: {error_rate: {threshold: 250}}",
+            "(service gateway): services.gateway.gates.error_rate.threshold: expected a percent from 0 to 100",
+        ),
+        ("namespace: Edge_1", "services.gateway.namespace: 'Edge_1' is not a valid Kubernetes namespace"),
+        ("gates: {error_rat: {threshold: 2}}", "services.gateway.gates.error_rat: unknown key"),
+        ("smoke: {requests: [{name: x, path: nope}]}", "services.gateway.smoke.requests.0.path: String should match"),
+    ],
+)
+def test_a_mistake_in_a_section_is_named_with_its_full_path(tmp_path: Path, section: str, expected: str) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(f"window: 30s\nservices:\n  auth: {{}}\n  gateway: {{{section}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {"service": "gateway"})
+    assert expected in caught.value.message
+    load_config(path, {"service": "auth"})  # the other service is not held up by it
+
+
+def test_a_mistake_in_the_shared_settings_is_named_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("window: -3s\nservices:\n  auth: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "(service auth): window: expected a duration such as 30s" in caught.value.message
+    assert "services.auth.window" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("services: []", "services: expected a mapping of service name to its settings; got []"),
+        ("services: {}", "services: expected a mapping of service name to its settings; got {}"),
+        ("service: auth\nservices: {auth: {}}", "service: 'auth' next to `services`"),
+        ("services: {auth: [1]}", "services.auth: expected a mapping of the settings that differ for auth"),
+        ("services: {auth: {service: user}}", "services.auth.service: not allowed in a service's section"),
+        ("services: {auth: {services: {x: {}}}}", "services.auth.services: not allowed"),
+        ("services: {Auth_1: {}}", "services.Auth_1: the service name 'Auth_1' is not a valid Kubernetes name"),
+    ],
+)
+def test_a_malformed_services_key_is_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {"service": "auth"})
+    assert expected in caught.value.message
+    assert caught.value.fix or "not allowed" not in expected
+
+
+def test_a_one_service_file_is_unchanged_and_service_still_renames(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("service: user\nnamespace: orion\n")
+    assert load_config(path).service == "user"
+    assert load_config(path, {"service": "notifications"}).service == "notifications"
+
+
+def test_deep_merge_merges_mappings_and_replaces_the_rest() -> None:
+    base = {"a": {"b": 1, "c": {"d": 2}}, "l": [1, 2], "s": "x"}
+    over = {"a": {"c": {"e": 3}}, "l": [3], "s": {"now": "a mapping"}}
+    assert deep_merge(base, over) == {"a": {"b": 1, "c": {"d": 2, "e": 3}}, "l": [3], "s": {"now": "a mapping"}}
+    assert base["a"] == {"b": 1, "c": {"d": 2}}  # the inputs are left as they were
