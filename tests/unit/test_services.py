@@ -3,12 +3,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from canary_checks.config import deep_merge, load_config
 from canary_checks.errors import ConfigError
+from canary_checks.serve import ServeOptions, WebhookServer
+from tests.conftest import serving
 
 MULTI = """\
 namespace: orion
@@ -157,3 +168,127 @@ def test_deep_merge_merges_mappings_and_replaces_the_rest() -> None:
     over = {"a": {"c": {"e": 3}}, "l": [3], "s": {"now": "a mapping"}}
     assert deep_merge(base, over) == {"a": {"b": 1, "c": {"d": 2, "e": 3}}, "l": [3], "s": {"now": "a mapping"}}
     assert base["a"] == {"b": 1, "c": {"d": 2}}  # the inputs are left as they were
+
+
+# ---- the command: config show, a service that does not exist ------------------------------------------------------
+
+
+def canary_checks(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it (its own process: what it prints, its exit code, no traceback)."""
+    return subprocess.run(
+        [sys.executable, "-m", "canary_checks", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {}), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_config_show_prints_what_is_in_force_for_a_service_and_where_it_came_from(multi: Path) -> None:
+    done = canary_checks("config", "show", "--service", "gateway", cwd=multi.parent)
+    assert done.returncode == 0, done.stderr
+    header, _, body = done.stdout.partition("\nservice:")
+    assert "# service gateway, one of auth, gateway, notifications (--service chooses)" in header
+    assert (
+        "# from services.gateway: namespace, workloads.canary, gates.error_rate.threshold, "
+        "stage_gates.25.latency_p95.threshold, smoke.url, smoke.requests" in header
+    )
+    shown = yaml.safe_load("service:" + body)
+    assert (shown["service"], shown["namespace"], shown["window"]) == ("gateway", "edge", 30.0)
+    assert shown["gates"]["error_rate"] == {"threshold": 2.0, "severity": "warning", "on_no_data": "fail",
+                                            "enabled": True}  # fmt: skip
+    auth = canary_checks("config", "show", "--service", "auth", cwd=multi.parent)
+    assert "# from services.auth: nothing (every setting is shared)" in auth.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("config", "show", "--service", "billing"), "no service 'billing' in this file; it describes auth, gateway"),
+        (("config", "show"), "this file describes 3 services (auth, gateway, notifications); which one is meant?"),
+        (("gates", "--stage", "25", "--service", "billing"), "no service 'billing' in this file"),
+        (("monitor", "billing", "--duration", "1s"), "no service 'billing' in this file"),
+        (("run", "billing", "registry.example/billing:2", "--dry-run"), "no service 'billing' in this file"),
+        (("gates", "--stage", "25"), "--service NAME"),
+        (("gates", "--stage", "25", "--service", "notifications"), "25 is not one of the stages [10, 100]"),
+    ],
+)
+def test_every_command_names_the_services_when_the_one_asked_for_is_not_there(
+    multi: Path, args: tuple[str, ...], expected: str
+) -> None:
+    done = canary_checks(*args, cwd=multi.parent)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in " ".join(done.stderr.split()), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ---- serve: one server for several services ------------------------------------------------------------------------
+
+STAND_IN = """
+def test_gate(canary_target):
+    config = canary_target.config
+    expected = {"auth": ("orion", 4.0), "gateway": ("edge", 2.0)}[config.service]
+    assert (config.namespace, config.gates.error_rate.threshold) == expected, "the service's own settings"
+"""
+
+
+@pytest.fixture
+def two_services(multi: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    suite = tmp_path / "stand-in"
+    suite.mkdir()
+    (suite / "test_stand_in_services.py").write_text(STAND_IN)
+    options = ServeOptions(token=TOKEN, port=0, reports=tmp_path / "reports", gate_suite=suite, smoke_suite=suite,
+                           config_path=multi, service_tokens={"gateway": GATEWAY_TOKEN})  # fmt: skip
+    services = {name: load_config(multi, {"service": name}) for name in ("auth", "gateway", "notifications")}
+    httpd = WebhookServer(services["auth"], options, services).http_server()
+    with serving(httpd):
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path / "reports"
+
+
+TOKEN, GATEWAY_TOKEN = "shared-token", "gateway-token"
+
+
+def call(url: str, name: str, token: str, stage: str = "25") -> tuple[int, dict[str, Any]]:
+    payload = {"name": name, "namespace": "", "phase": "Progressing", "metadata": {"stage": stage}}
+    request = urllib.request.Request(f"{url}/flagger/rollout", json.dumps(payload).encode(),
+                                     {"Authorization": f"Bearer {token}"}, method="POST")  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_serve_runs_each_services_suite_on_its_own_settings_with_its_own_token(two_services: tuple[str, Path]) -> None:
+    url, _ = two_services
+    status, body = call(url, "gateway", GATEWAY_TOKEN)
+    assert (status, body["outcome"], body["service"], body["namespace"]) == (200, "passed", "gateway", "edge")
+    status, body = call(url, "auth", TOKEN)
+    assert (status, body["outcome"], body["namespace"]) == (200, "passed", "orion")
+    # a service with its own token takes only that one, and its token opens no other service
+    assert call(url, "gateway", TOKEN)[0] == 401
+    assert call(url, "auth", GATEWAY_TOKEN)[0] == 401
+    # each service's stages are its own
+    status, body = call(url, "notifications", TOKEN)
+    assert (status, body["error"]) == (400, "metadata.stage 25 is not one of the stages [10, 100]")
+
+
+def test_serve_refuses_a_service_not_in_the_config_naming_those_that_are(two_services: tuple[str, Path]) -> None:
+    url, reports = two_services
+    status, body = call(url, "billing", TOKEN)
+    assert status == 404 and body["error"] == "no service 'billing' in the config; it has auth, gateway, notifications"
+    assert "services.billing" in body["fix"]
+    assert not reports.exists()  # no suite ran
+
+
+def test_serve_needs_a_token_for_every_service_and_knows_the_services_the_tokens_name(multi: Path) -> None:
+    env = {"GATEWAY_TOKEN": GATEWAY_TOKEN, "CANARY_WEBHOOK_TOKEN": ""}
+    done = canary_checks("serve", "--service-token-env", "gateway=GATEWAY_TOKEN", cwd=multi.parent, env=env)
+    assert done.returncode == 2
+    assert "no webhook token: every call must be authenticated (the calls for auth, notifications)" in done.stderr
+    assert "--service-token-env SERVICE=VARIABLE" in done.stderr
+    done = canary_checks("serve", "--service-token-env", "billing=GATEWAY_TOKEN", cwd=multi.parent, env=env)
+    assert done.returncode == 2
+    assert "'billing' is not a service of the config; it has auth, gateway, notifications" in done.stderr
