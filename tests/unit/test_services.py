@@ -19,7 +19,7 @@ import yaml
 from canary_checks.config import deep_merge, load_config
 from canary_checks.errors import ConfigError
 from canary_checks.serve import ServeOptions, WebhookServer
-from tests.conftest import serving
+from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, healthy, serving
 
 MULTI = """\
 namespace: orion
@@ -292,3 +292,44 @@ def test_serve_needs_a_token_for_every_service_and_knows_the_services_the_tokens
     done = canary_checks("serve", "--service-token-env", "billing=GATEWAY_TOKEN", cwd=multi.parent, env=env)
     assert done.returncode == 2
     assert "'billing' is not a service of the config; it has auth, gateway, notifications" in done.stderr
+
+
+# ---- the pytest plugin: --service chooses the section the packaged suite judges ------------------------------------
+
+PLUGIN_CONFIG = """\
+namespace: orion
+prometheus: {{url: "{url}"}}
+window: 30s
+services:
+  auth:
+    gates: {{latency_p95: {{threshold: 100, severity: critical}}}}
+  gateway:
+    namespace: edge
+"""
+
+
+@pytest.fixture
+def services_suite(pytester: pytest.Pytester, prom: PromStub) -> pytest.Pytester:
+    pytester.makepyfile(test_canary_gates_of_services=GATE_SUITE)
+    pytester.makefile(".yaml", canary=PLUGIN_CONFIG.format(url=prom.url))
+    return pytester
+
+
+def test_the_gate_suite_judges_the_chosen_service_on_its_own_thresholds(
+    services_suite: pytest.Pytester, prom: PromStub
+) -> None:
+    healthy(prom)  # p95 120 ms: within the shared 500 ms, over the 100 ms auth's section sets (critical)
+    result = services_suite.runpytest(*PYTESTER_ARGS, "--stage", "25", "--service", "auth")
+    result.stdout.fnmatch_lines(["canary-checks: auth-canary vs auth-stable in namespace orion, mesh istio, stage 25*"])
+    result.stdout.fnmatch_lines(["*latency_p95: FAIL (critical)*canary p95 latency 120 ms > 100 ms*"])
+    result.assert_outcomes(passed=14, failed=1)
+    gateway = services_suite.runpytest(*PYTESTER_ARGS, "--stage", "25", "--service", "gateway", "--collect-only")
+    gateway.stdout.fnmatch_lines(["canary-checks: gateway-canary vs gateway-stable in namespace edge, *"])
+
+
+def test_the_gate_suite_without_service_lists_the_services(services_suite: pytest.Pytester) -> None:
+    result = services_suite.runpytest(*PYTESTER_ARGS, "--stage", "25")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*this file describes 2 services (auth, gateway); which one is meant?*"])
+    unknown = services_suite.runpytest(*PYTESTER_ARGS, "--stage", "25", "--service", "billing")
+    unknown.stderr.fnmatch_lines(["*no service 'billing' in this file; it describes auth, gateway*"])
