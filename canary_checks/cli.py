@@ -271,11 +271,15 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
 
 
 @cli.command("init")
-@click.option("--service", default=None, help="The service under release (default: this directory's name).")
+@click.option(
+    "--service", default=None,
+    help="The service under release (default: this directory's name). Where canary.yaml describes other services, "
+    "it is added to them: a section of `services:`.",
+)  # fmt: skip
 @click.option("--namespace", default=None, help="Its Kubernetes namespace (default: default).")
 @click.option(
-    "--mesh", type=click.Choice(["istio", "linkerd"]), default="istio", show_default=True,
-    help="Which metric names its Prometheus has.",
+    "--mesh", type=click.Choice(["istio", "linkerd"]), default=None,
+    help="Which metric names its Prometheus has (default: istio).",
 )  # fmt: skip
 @click.option(
     "--prometheus-url", default=None,
@@ -296,7 +300,7 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
 def init_command(
     service: str | None,
     namespace: str | None,
-    mesh: str,
+    mesh: str | None,
     prometheus_url: str | None,
     url: str | None,
     ci: str,
@@ -309,12 +313,24 @@ def init_command(
     Writes canary.yaml (every setting with its default and meaning), suites/gate/ and suites/smoke/ (the
     packaged suites, to extend), conftest.py (your own fixtures) and a CI example; refuses to overwrite
     without --force. Then: pytest suites/smoke, and pytest suites/gate --stage 5.
+
+    \b
+    With a canary.yaml there already, --service S adds S to it (several services in one file): a section
+    services.S with what differs for S (--namespace, --mesh, --prometheus-url, --url); every other setting is
+    shared. Each command then takes --service to choose one.
     """
     from canary_checks.scaffold import init
 
     done = init(directory, service=service, namespace=namespace, mesh=mesh, prometheus_url=prometheus_url, url=url,
                 ci=ci, force=force)  # fmt: skip
     c = done.config
+    if done.added:
+        _echo(f"added services.{c.service} to {directory / 'canary.yaml'} (namespace {c.namespace}, {c.mesh.value}, "
+              f"smoke.url {c.smoke.url}); every other setting is shared")  # fmt: skip
+        _echo(f"next:\n  1. canary-checks config show --service {c.service}   # what is in force for it\n"
+              f"  2. pytest suites/smoke --service {c.service}\n"
+              f"  3. pytest suites/gate --stage {c.stages[0]} --service {c.service}")  # fmt: skip
+        return
     _echo(f"wrote into {directory}/ for {c.service} in namespace {c.namespace} ({c.mesh.value}):")
     for path in done.written:
         _echo(f"  {path}")

@@ -59,6 +59,7 @@ __all__ = [
     "Severity",
     "Statistics",
     "UndecidedPolicy",
+    "config_from",
     "deep_merge",
     "describe_failures",
     "find_config",
@@ -1111,27 +1112,30 @@ def _section_error(error: ValidationError, raw: Mapping[str, Any], service: str)
     return "; ".join(described)
 
 
+def config_from(raw: Mapping[str, Any], *, where: str, service: str | None = None) -> CanaryConfig:
+    """Validate a config as read from a file (``where``); with ``services:``, the one of ``service``
+    (:func:`select_service`)."""
+    chosen: str | None = None
+    merged: Mapping[str, Any] = raw
+    if SERVICES_KEY in raw:
+        merged, chosen = select_service(raw, service, where=where)
+    try:
+        return CanaryConfig.model_validate(merged)
+    except ValidationError as e:
+        what = _section_error(e, raw, chosen) if chosen is not None else _describe(e)
+        at = f"{where} (service {chosen})" if chosen is not None else where
+        raise ConfigError(what, where=at, fix="see docs/configuration.md for every key") from None
+
+
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> CanaryConfig:
     """Read and validate ``path`` (``None``: defaults), then apply flag ``overrides`` (dotted keys).
 
     In a file with ``services:``, the ``service`` override chooses the section (:func:`select_service`) instead of
     renaming the service."""
-    raw: dict[str, Any] = {}
-    where = "built-in defaults"
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    chosen: str | None = None
-    if path is not None:
-        where = str(path)
-        raw = read_yaml(path)
-    file_raw = raw
-    if SERVICES_KEY in raw:
-        raw, chosen = select_service(raw, given.pop("service", None), where=where)
-    try:
-        config = CanaryConfig.model_validate(raw)
-    except ValidationError as e:
-        what = _section_error(e, file_raw, chosen) if chosen is not None else _describe(e)
-        at = f"{where} (service {chosen})" if chosen is not None else where
-        raise ConfigError(what, where=at, fix="see docs/configuration.md for every key") from None
+    raw = read_yaml(path) if path is not None else {}
+    service = given.pop("service", None) if SERVICES_KEY in raw else None
+    config = config_from(raw, where=str(path) if path is not None else "built-in defaults", service=service)
     if path is not None and not config.sandbox.state_dir.is_absolute():
         sandbox = config.sandbox.model_copy(update={"state_dir": path.parent.resolve() / config.sandbox.state_dir})
         config = config.model_copy(update={"sandbox": sandbox})

@@ -333,3 +333,55 @@ def test_the_gate_suite_without_service_lists_the_services(services_suite: pytes
     result.stderr.fnmatch_lines(["*this file describes 2 services (auth, gateway); which one is meant?*"])
     unknown = services_suite.runpytest(*PYTESTER_ARGS, "--stage", "25", "--service", "billing")
     unknown.stderr.fnmatch_lines(["*no service 'billing' in this file; it describes auth, gateway*"])
+
+
+# ---- init --service: a service more in the same canary.yaml -------------------------------------------------------
+
+
+def test_init_adds_services_to_the_file_it_wrote_and_never_overwrites_one(tmp_path: Path) -> None:
+    first = canary_checks("init", "--service", "auth", "--namespace", "orion", "--ci", "none", cwd=tmp_path)
+    assert first.returncode == 0
+    before = (tmp_path / "canary.yaml").read_text()
+    added = canary_checks("init", "--service", "gateway", "--namespace", "edge", cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "added services.gateway to canary.yaml (namespace edge" in added.stdout
+    assert "pytest suites/gate --stage 5 --service gateway" in added.stdout
+    text = (tmp_path / "canary.yaml").read_text()
+    assert "# The service under release" in text  # the file's comments stay
+    path = tmp_path / "canary.yaml"
+    auth, gateway = load_config(path, {"service": "auth"}), load_config(path, {"service": "gateway"})
+    (tmp_path / "before.yaml").write_text(before)
+    assert auth == load_config(tmp_path / "before.yaml")  # auth: every setting as before
+    assert (gateway.namespace, gateway.smoke.url) == ("edge", "http://gateway.edge.svc.cluster.local")
+    assert gateway.prometheus == auth.prometheus and gateway.gates == auth.gates
+
+    assert canary_checks("init", "--service", "user", "--mesh", "linkerd", cwd=tmp_path).returncode == 0
+    user = load_config(path, {"service": "user"})
+    assert (user.namespace, user.mesh.value) == ("orion", "linkerd")
+    assert user.smoke.url == "http://user.orion.svc.cluster.local"
+
+    again = canary_checks("init", "--service", "gateway", "--namespace", "other", cwd=tmp_path)
+    assert again.returncode == 2 and "services.gateway already exists; nothing was written" in again.stderr
+    assert "--force" in again.stderr and load_config(path, {"service": "gateway"}).namespace == "edge"
+    forced = canary_checks("init", "--service", "gateway", "--namespace", "other", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and load_config(path, {"service": "gateway"}).namespace == "other"
+    assert load_config(path, {"service": "user"}).mesh.value == "linkerd"  # the section after it is intact
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "namespace: shop\nservices: {cart: {window: 45s}, pay: {}}\n# the end\n",
+        "namespace: shop\nservices:\n    cart:\n        window: 45s\n    pay: {}\n\n# all\nstages: [5, 100]\n",
+    ],
+)
+def test_init_adds_a_section_to_any_layout_of_services(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(text)
+    done = canary_checks("init", "--service", "ship", "--url", "http://ship:8080", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ship = load_config(path, {"service": "ship"})
+    assert (ship.namespace, ship.smoke.url) == ("shop", "http://ship:8080")
+    assert load_config(path, {"service": "cart"}).window == 45
+    last = path.read_text().splitlines()[-1]
+    assert last in ("# the end", "stages: [5, 100]")  # what followed services stays where it was
