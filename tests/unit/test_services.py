@@ -385,3 +385,23 @@ def test_init_adds_a_section_to_any_layout_of_services(tmp_path: Path, text: str
     assert load_config(path, {"service": "cart"}).window == 45
     last = path.read_text().splitlines()[-1]
     assert last in ("# the end", "stages: [5, 100]")  # what followed services stays where it was
+
+
+def test_the_readmes_four_services_are_each_what_it_says(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Several services in one canary.yaml", 1)[1]
+    path = tmp_path / "canary.yaml"
+    path.write_text(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    auth, gateway, notifications, user = (load_config(path, {"service": s})
+                                          for s in ("auth", "gateway", "notifications", "user"))  # fmt: skip
+    assert (auth.gates.error_rate.threshold, auth.gates.latency_p95.threshold, auth.window) == (1, 400, 120)
+    assert [r.name for r in auth.smoke.requests] == ["token"] and auth.smoke.health == ("/healthz", "/readyz")
+    assert (gateway.namespace, gateway.workload("canary"), gateway.gates.latency_p95.threshold) == (
+        "edge", "gateway-next", 150)  # fmt: skip
+    assert gateway.gates_for(50).latency_p99.threshold == 500 and gateway.gates.error_rate.threshold == 5
+    assert (notifications.stages, notifications.min_requests) == ((10, 50, 100), 5)
+    assert (user.mesh.value, user.namespace, user.prometheus.bearer_token_env) == (
+        "linkerd",
+        "orion",
+        "PROMETHEUS_TOKEN",
+    )
