@@ -48,7 +48,9 @@ def _config(
     from canary_checks.config import flag_overrides, load_config
 
     path = _config_path(ctx, sandbox=sandbox)
-    configs: dict[tuple[str | None, str | None], CanaryConfig] = ctx.ensure_object(dict).setdefault("configs", {})
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    service = service or obj.get("service")
+    configs: dict[tuple[str | None, str | None], CanaryConfig] = obj.setdefault("configs", {})
     if (service, namespace) not in configs:
         configs[service, namespace] = load_config(path, flag_overrides(service=service, namespace=namespace))
     return configs[service, namespace], path
@@ -90,9 +92,16 @@ def _sandbox(ctx: click.Context, locustfile: Path | None = None) -> Sandbox:
     default=None,
     help="Config file (default: ./canary.yaml; env CANARY_CONFIG).",
 )
+@click.option(
+    "--service",
+    "service",
+    default=None,
+    help="With `services:` in the config: the service of every command that names none itself (the sandbox, "
+    "watch, replay); env CANARY_SERVICE.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, service: str | None, verbose: bool) -> None:
     """Canary-release verification: gates over live Prometheus metrics, run as pytest.
 
     \b
@@ -109,7 +118,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    ctx.ensure_object(dict)["config_path"] = config_path
+    ctx.ensure_object(dict).update(config_path=config_path, service=service)
 
 
 @cli.group()

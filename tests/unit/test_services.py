@@ -201,6 +201,11 @@ def test_config_show_prints_what_is_in_force_for_a_service_and_where_it_came_fro
                                             "enabled": True}  # fmt: skip
     auth = canary_checks("config", "show", "--service", "auth", cwd=multi.parent)
     assert "# from services.auth: nothing (every setting is shared)" in auth.stdout
+    # before the command, or as CANARY_SERVICE, for every command (the sandbox's, watch, replay too)
+    for args, env in ((("--service", "notifications", "config", "show"), {}),
+                      (("config", "show"), {"CANARY_SERVICE": "notifications"})):  # fmt: skip
+        done = canary_checks(*args, cwd=multi.parent, env=env)
+        assert "# service notifications, one of" in done.stdout, done.stderr
 
 
 @pytest.mark.parametrize(
