@@ -1119,12 +1119,18 @@ def config_from(raw: Mapping[str, Any], *, where: str, service: str | None = Non
     merged: Mapping[str, Any] = raw
     if SERVICES_KEY in raw:
         merged, chosen = select_service(raw, service, where=where)
+    at = f"{where} (service {chosen})" if chosen is not None else where
     try:
         return CanaryConfig.model_validate(merged)
     except ValidationError as e:
         what = _section_error(e, raw, chosen) if chosen is not None else _describe(e)
-        at = f"{where} (service {chosen})" if chosen is not None else where
         raise ConfigError(what, where=at, fix="see docs/configuration.md for every key") from None
+    except ConfigError as e:  # a stage's overrides (stage_gates.25: ...): which file, and which section
+        if chosen is None:
+            raise
+        inside = e.where.split(".")[0] in service_sections(raw)[chosen]
+        key = f"{SERVICES_KEY}.{chosen}.{e.where}" if inside else e.where
+        raise ConfigError(e.what, where=f"{at}: {key}", fix=e.fix) from None
 
 
 def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> CanaryConfig:

@@ -115,6 +115,10 @@ def test_one_service_section_needs_no_choice(tmp_path: Path) -> None:
         ("namespace: Edge_1", "services.gateway.namespace: 'Edge_1' is not a valid Kubernetes namespace"),
         ("gates: {error_rat: {threshold: 2}}", "services.gateway.gates.error_rat: unknown key"),
         ("smoke: {requests: [{name: x, path: nope}]}", "services.gateway.smoke.requests.0.path: String should match"),
+        (
+            "stage_gates: {25: {error_rate: {threshold: 300}}}",
+            "(service gateway): services.gateway.stage_gates.25: error_rate.threshold: expected a percent",
+        ),
     ],
 )
 def test_a_mistake_in_a_section_is_named_with_its_full_path(tmp_path: Path, section: str, expected: str) -> None:
