@@ -538,6 +538,7 @@ def run(
     reports: Path,
 ) -> None:
     """Progressive rollout of IMAGE as the canary of SERVICE: each stage passes its gate suite, or it rolls back.
+    With `services:` in the config, SERVICE is one of them, judged on its own settings.
 
     \b
     1. validate: Deployments, routing resource (not managed by Flagger/Argo), Prometheus;
