@@ -260,12 +260,13 @@ def _with_section(
 ) -> list[str]:
     """``lines`` with ``section`` added to (or, when there, in place of) ``services.<service>``; ``services`` is
     the ``services:`` mapping, its key on line ``start``."""
+    if services.flow_style:  # services: {a: {...}}: written out as a block, a line per service
+        entries = [f"  {k.value}: {_scalar(yaml.safe_load(yaml.serialize(v)))}" for k, v in services.value
+                   if k.value != service]  # fmt: skip
+        return [*lines[:start], f"{SERVICES_KEY}:", *entries, *section, *lines[_end_line(services) :]]
     for key, value in services.value:
         if key.value == service:  # --force: in place of the old one
             return [*lines[: key.start_mark.line], *section, *lines[_end_line(value) :]]
-    if services.flow_style:  # services: {a: {...}}: written out as a block, a line per service
-        entries = [f"  {k.value}: {_scalar(yaml.safe_load(yaml.serialize(v)))}" for k, v in services.value]
-        return [*lines[:start], f"{SERVICES_KEY}:", *entries, *section, *lines[_end_line(services) :]]
     at = _end_line(services)
     while at > 0 and (not lines[at - 1].strip() or lines[at - 1].startswith("#")):
         at -= 1  # blank lines and comments at the left edge belong to what follows

@@ -394,6 +394,12 @@ def test_init_adds_a_section_to_any_layout_of_services(tmp_path: Path, text: str
     assert load_config(path, {"service": "cart"}).window == 45
     last = path.read_text().splitlines()[-1]
     assert last in ("# the end", "stages: [5, 100]")  # what followed services stays where it was
+    forced = canary_checks("init", "--service", "cart", "--namespace", "carts", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    cart = load_config(path, {"service": "cart"})
+    assert (cart.namespace, cart.window) == ("carts", 60)  # the section replaced, not merged
+    assert load_config(path, {"service": "ship"}).smoke.url == "http://ship:8080"  # the others as they were
+    assert load_config(path, {"service": "pay"}).namespace == "shop"
 
 
 def test_the_readmes_four_services_are_each_what_it_says(tmp_path: Path) -> None:
