@@ -193,18 +193,18 @@ class WebhookServer:
         """The call, once its names are valid and its service and one of the --max-runs are free (quick: no
         I/O); else the answer (400, 429)."""
         name = payload.get("name")
-        if self.services and str(name) not in self.services:
-            names = ", ".join(self.services)
-            return Reply(404, {"error": f"no service {name!r} in the config; it has {names}",
-                               "fix": f"send the name of one of {names}, or add services.{name} to the config and "
-                                      "restart canary-checks serve"})  # fmt: skip
-        namespace = payload.get("namespace") or self._config_of(str(name)).namespace
         raw_metadata = payload.get("metadata")
         metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
         from canary_checks.config import check_namespace, check_workload
 
         try:
             check_workload(str(name or ""))
+            if self.services and str(name) not in self.services:
+                names = ", ".join(self.services)
+                return Reply(404, {"error": f"no service {name!r} in the config; it has {names}",
+                                   "fix": f"send the name of one of {names}, or add services.{name} to the config "
+                                          "and restart canary-checks serve"})  # fmt: skip
+            namespace = payload.get("namespace") or self._config_of(str(name)).namespace
             check_namespace(str(namespace))
         except ValueError as e:
             return Reply(400, {"error": f"name/namespace: {e}", "fix": "send Flagger's payload: name, namespace"})

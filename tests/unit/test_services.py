@@ -289,6 +289,8 @@ def test_serve_refuses_a_service_not_in_the_config_naming_those_that_are(two_ser
     status, body = call(url, "billing", TOKEN)
     assert status == 404 and body["error"] == "no service 'billing' in the config; it has auth, gateway, notifications"
     assert "services.billing" in body["fix"]
+    status, body = call(url, "", TOKEN)
+    assert status == 400 and body["error"].startswith("name/namespace:")  # no name at all is a bad request
     assert not reports.exists()  # no suite ran
 
 
