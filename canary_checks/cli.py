@@ -458,13 +458,17 @@ class _StageBar:
 @click.option(
     "--mesh",
     type=click.Choice(["istio", "linkerd", "gateway-api", "sandbox"]),
-    default="istio",
-    show_default=True,
-    help="What moves the traffic: the VirtualService, TrafficSplit or HTTPRoute named SERVICE, or the sandbox.",
+    default=None,
+    help="What moves the traffic: the VirtualService, TrafficSplit or HTTPRoute named SERVICE, or the sandbox "
+    "(default: linkerd for a service whose `mesh` is linkerd, else istio).",
 )
 @click.option("--error-threshold", type=click.FloatRange(0, 100), default=None, help="Error rate gate, percent (5).")
 @click.option("--latency-p95", type=click.FloatRange(min=0), default=None, help="p95 latency gate, ms (500).")
-@click.option("--traffic-steps", default="5,25,50,100", show_default=True, help="Canary percent at each stage.")
+@click.option(
+    "--traffic-steps",
+    default=None,
+    help="Canary percent at each stage (default: the service's `stages` in the config, 5,25,50,100).",
+)
 @click.option(
     "--step-duration", default="5m", show_default=True, help="How long each stage runs before its gates: 30s, 5m."
 )
@@ -518,10 +522,10 @@ def run(
     service: str,
     image: str,
     namespace: str | None,
-    mesh: str,
+    mesh: str | None,
     error_threshold: float | None,
     latency_p95: float | None,
-    traffic_steps: str,
+    traffic_steps: str | None,
     step_duration: str,
     poll_interval: str,
     ready_timeout: str,
@@ -557,7 +561,16 @@ def run(
     from canary_checks.suite import locate
 
     config, path = _config(ctx, sandbox=mesh == "sandbox", service=service, namespace=namespace)
-    steps = _steps(traffic_steps)
+    router_kind = mesh or ("linkerd" if config.mesh.value == "linkerd" else "istio")
+    steps = _steps(traffic_steps) if traffic_steps is not None else config.stages
+    unknown = [step for step in steps if step not in config.stages]
+    if unknown:  # each step's gate suite judges that stage's thresholds: it must be one of the stages
+        raise click.BadParameter(
+            f"{', '.join(map(str, unknown))} {'is' if len(unknown) == 1 else 'are'} not among the stages "
+            f"{list(config.stages)} of {config.service} in {path or 'the config'}; leave --traffic-steps out to "
+            "take those, or add the steps to `stages`",
+            param_hint="--traffic-steps",
+        )
     thresholds: dict[str, dict[str, Any]] = {}
     if error_threshold is not None:
         thresholds["error_rate"] = {"threshold": error_threshold}
@@ -584,12 +597,12 @@ def run(
         max_extension=_duration(max_extension) if max_extension is not None else None,
         proceed=proceed,
         lease_ttl=_duration(lease_ttl),
-        router_kind=mesh,
+        router_kind=router_kind,
         suite_args=("--service", config.service, "--namespace", config.namespace),
     )
     bar = _StageBar() if out.is_terminal else None
     on_wait = bar.update if bar else None
-    if mesh == "sandbox":
+    if router_kind == "sandbox":
         from canary_checks.sandbox import Sandbox, SandboxPlatform
 
         box = Sandbox(config)
@@ -608,7 +621,7 @@ def run(
 
         k = config.kubernetes
         api = api_client(k.api_url, context=k.context, verify_tls=k.verify_tls)
-        router = kube_router(mesh, api, config.namespace, service)
+        router = kube_router(router_kind, api, config.namespace, service)
         platform = KubePlatform(api, config.namespace, config.workload("stable"), config.workload("canary"))
         rollout = Rollout(
             config,

@@ -423,3 +423,15 @@ def test_the_readmes_four_services_are_each_what_it_says(tmp_path: Path) -> None
         "orion",
         "PROMETHEUS_TOKEN",
     )
+
+
+def test_run_takes_the_services_own_stages_and_no_step_outside_them(multi: Path) -> None:
+    args = ("run", "notifications", "registry.example/notifications:3", "--mesh", "sandbox", "--dry-run",
+            "--skip-validation")  # fmt: skip
+    planned = canary_checks(*args, cwd=multi.parent)
+    assert planned.returncode == 0, planned.stderr
+    weights = [line for line in planned.stdout.splitlines() if line.startswith("would set the canary weight")]
+    assert [w.split()[6] for w in weights] == ["10", "100"]  # notifications' stages: [10, 100]
+    told = canary_checks(*args, "--traffic-steps", "50,100", cwd=multi.parent)
+    assert told.returncode == 2 and "would set" not in told.stdout
+    assert "--traffic-steps: 50 is not among the stages [10, 100] of notifications" in " ".join(told.stderr.split())
