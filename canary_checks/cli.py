@@ -38,18 +38,43 @@ def _echo(message: str) -> None:
     out.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def _config(ctx: click.Context, *, sandbox: bool = False) -> tuple[CanaryConfig, Path | None]:
+def _config(
+    ctx: click.Context, *, sandbox: bool = False, service: str | None = None, namespace: str | None = None
+) -> tuple[CanaryConfig, Path | None]:
     """The config of this command. Only the sandbox's commands run without a file (on the sandbox's defaults);
-    everything else judges a real service, so no canary.yaml is an error that says to run 'canary-checks init'."""
-    from canary_checks.config import find_config, load_config, require_config
+    everything else judges a real service, so no canary.yaml is an error that says to run 'canary-checks init'.
+    ``service`` chooses a section of a file with ``services:`` (else it renames the service, as ``namespace``
+    overrides the namespace)."""
+    from canary_checks.config import flag_overrides, load_config
+
+    path = _config_path(ctx, sandbox=sandbox)
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    service = service or obj.get("service")
+    configs: dict[tuple[str | None, str | None], CanaryConfig] = obj.setdefault("configs", {})
+    if (service, namespace) not in configs:
+        configs[service, namespace] = load_config(path, flag_overrides(service=service, namespace=namespace))
+    return configs[service, namespace], path
+
+
+def _config_path(ctx: click.Context, *, sandbox: bool = False) -> Path | None:
+    """The config file of this command (found once)."""
+    from canary_checks.config import find_config, require_config
 
     obj: dict[str, Any] = ctx.ensure_object(dict)
-    if "config" not in obj:
+    if "path" not in obj:
         explicit, search = obj.get("config_path"), (Path.cwd(),)
-        path = find_config(explicit, search=search) if sandbox else require_config(explicit, search=search)
-        obj["config"] = load_config(path)
-        obj["path"] = path
-    return obj["config"], obj["path"]
+        obj["path"] = find_config(explicit, search=search) if sandbox else require_config(explicit, search=search)
+    path: Path | None = obj["path"]
+    return path
+
+
+def _service_configs(ctx: click.Context) -> dict[str, CanaryConfig]:
+    """Every service's settings in a config with `services:` (each validated now); empty for one service."""
+    from canary_checks.config import read_yaml, service_sections
+
+    path = _config_path(ctx)
+    sections = service_sections(read_yaml(path), where=str(path)) if path is not None else {}
+    return {name: _config(ctx, service=name)[0] for name in sections}
 
 
 def _sandbox(ctx: click.Context, locustfile: Path | None = None) -> Sandbox:
@@ -67,9 +92,16 @@ def _sandbox(ctx: click.Context, locustfile: Path | None = None) -> Sandbox:
     default=None,
     help="Config file (default: ./canary.yaml; env CANARY_CONFIG).",
 )
+@click.option(
+    "--service",
+    "service",
+    default=None,
+    help="With `services:` in the config: the service of every command that names none itself (the sandbox, "
+    "watch, replay); env CANARY_SERVICE.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config_path: str | None, service: str | None, verbose: bool) -> None:
     """Canary-release verification: gates over live Prometheus metrics, run as pytest.
 
     \b
@@ -86,7 +118,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    ctx.ensure_object(dict)["config_path"] = config_path
+    ctx.ensure_object(dict).update(config_path=config_path, service=service)
 
 
 @cli.group()
@@ -248,11 +280,15 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
 
 
 @cli.command("init")
-@click.option("--service", default=None, help="The service under release (default: this directory's name).")
+@click.option(
+    "--service", default=None,
+    help="The service under release (default: this directory's name). Where canary.yaml describes other services, "
+    "it is added to them: a section of `services:`.",
+)  # fmt: skip
 @click.option("--namespace", default=None, help="Its Kubernetes namespace (default: default).")
 @click.option(
-    "--mesh", type=click.Choice(["istio", "linkerd"]), default="istio", show_default=True,
-    help="Which metric names its Prometheus has.",
+    "--mesh", type=click.Choice(["istio", "linkerd"]), default=None,
+    help="Which metric names its Prometheus has (default: istio).",
 )  # fmt: skip
 @click.option(
     "--prometheus-url", default=None,
@@ -273,7 +309,7 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
 def init_command(
     service: str | None,
     namespace: str | None,
-    mesh: str,
+    mesh: str | None,
     prometheus_url: str | None,
     url: str | None,
     ci: str,
@@ -286,12 +322,24 @@ def init_command(
     Writes canary.yaml (every setting with its default and meaning), suites/gate/ and suites/smoke/ (the
     packaged suites, to extend), conftest.py (your own fixtures) and a CI example; refuses to overwrite
     without --force. Then: pytest suites/smoke, and pytest suites/gate --stage 5.
+
+    \b
+    With a canary.yaml there already, --service S adds S to it (several services in one file): a section
+    services.S with what differs for S (--namespace, --mesh, --prometheus-url, --url); every other setting is
+    shared. Each command then takes --service to choose one.
     """
     from canary_checks.scaffold import init
 
     done = init(directory, service=service, namespace=namespace, mesh=mesh, prometheus_url=prometheus_url, url=url,
                 ci=ci, force=force)  # fmt: skip
     c = done.config
+    if done.added:
+        _echo(f"added services.{c.service} to {directory / 'canary.yaml'} (namespace {c.namespace}, {c.mesh.value}, "
+              f"smoke.url {c.smoke.url}); every other setting is shared")  # fmt: skip
+        _echo(f"next:\n  1. canary-checks config show --service {c.service}   # what is in force for it\n"
+              f"  2. pytest suites/smoke --service {c.service}\n"
+              f"  3. pytest suites/gate --stage {c.stages[0]} --service {c.service}")  # fmt: skip
+        return
     _echo(f"wrote into {directory}/ for {c.service} in namespace {c.namespace} ({c.mesh.value}):")
     for path in done.written:
         _echo(f"  {path}")
@@ -315,14 +363,36 @@ def config_group() -> None:
 
 
 @config_group.command("show")
+@click.option("--service", default=None, help="With `services:` in the config: the service whose settings to show.")
 @click.pass_context
-def config_show(ctx: click.Context) -> None:
-    """Print the configuration in force (the file merged over the defaults) as YAML."""
+def config_show(ctx: click.Context, service: str | None) -> None:
+    """Print the configuration in force (the file merged over the defaults) as YAML.
+
+    With `services:` in the config, it is the shared settings with the service's section merged over them; the
+    keys the section sets are listed first.
+    """
     import yaml
 
-    config, path = _config(ctx, sandbox=True)
+    from canary_checks.config import SERVICES_KEY, read_yaml, service_sections
+
+    config, path = _config(ctx, sandbox=True, service=service)
     click.echo(f"# {path or 'built-in defaults (no canary.yaml found)'}")
+    sections = service_sections(read_yaml(path)) if path is not None else {}
+    if sections:
+        own = _leaf_keys(sections[config.service])
+        click.echo(f"# service {config.service}, one of {', '.join(sections)} (--service chooses)")
+        click.echo(f"# from {SERVICES_KEY}.{config.service}: {', '.join(own) or 'nothing (every setting is shared)'}")
+        click.echo("# everything else: the shared (top-level) settings, then the built-in defaults")
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+def _leaf_keys(section: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys a raw section sets (a list or a scalar is one key; a mapping, each of its keys)."""
+    keys: list[str] = []
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        keys += _leaf_keys(value, f"{name}.") if isinstance(value, dict) and value else [name]
+    return keys
 
 
 @config_group.command("reference")
@@ -388,13 +458,17 @@ class _StageBar:
 @click.option(
     "--mesh",
     type=click.Choice(["istio", "linkerd", "gateway-api", "sandbox"]),
-    default="istio",
-    show_default=True,
-    help="What moves the traffic: the VirtualService, TrafficSplit or HTTPRoute named SERVICE, or the sandbox.",
+    default=None,
+    help="What moves the traffic: the VirtualService, TrafficSplit or HTTPRoute named SERVICE, or the sandbox "
+    "(default: linkerd for a service whose `mesh` is linkerd, else istio).",
 )
 @click.option("--error-threshold", type=click.FloatRange(0, 100), default=None, help="Error rate gate, percent (5).")
 @click.option("--latency-p95", type=click.FloatRange(min=0), default=None, help="p95 latency gate, ms (500).")
-@click.option("--traffic-steps", default="5,25,50,100", show_default=True, help="Canary percent at each stage.")
+@click.option(
+    "--traffic-steps",
+    default=None,
+    help="Canary percent at each stage (default: the service's `stages` in the config, 5,25,50,100).",
+)
 @click.option(
     "--step-duration", default="5m", show_default=True, help="How long each stage runs before its gates: 30s, 5m."
 )
@@ -456,10 +530,10 @@ def run(
     service: str,
     image: str,
     namespace: str | None,
-    mesh: str,
+    mesh: str | None,
     error_threshold: float | None,
     latency_p95: float | None,
-    traffic_steps: str,
+    traffic_steps: str | None,
     step_duration: str,
     poll_interval: str,
     ready_timeout: str,
@@ -477,6 +551,7 @@ def run(
     reports: Path,
 ) -> None:
     """Progressive rollout of IMAGE as the canary of SERVICE: each stage passes its gate suite, or it rolls back.
+    With `services:` in the config, SERVICE is one of them, judged on its own settings.
 
     \b
     1. validate: Deployments, routing resource (not managed by Flagger/Argo), Prometheus;
@@ -490,17 +565,22 @@ def run(
     Run it again after a stop to resume (the stage's gates run again), with --proceed to go on past a held
     stage, or with --rollback to undo.
     """
-    from canary_checks.config import OutsideWindow, UndecidedPolicy, find_config, load_config, require_config
+    from canary_checks.config import OutsideWindow, UndecidedPolicy
     from canary_checks.prometheus import MetricsSource
     from canary_checks.runner import Rollout, RolloutOptions
     from canary_checks.suite import locate
 
-    obj = ctx.ensure_object(dict)
-    search = (Path.cwd(),)
-    explicit = obj.get("config_path")
-    path = find_config(explicit, search=search) if mesh == "sandbox" else require_config(explicit, search=search)
-    config = load_config(path, {"service": service, "namespace": namespace})
-    steps = _steps(traffic_steps)
+    config, path = _config(ctx, sandbox=mesh == "sandbox", service=service, namespace=namespace)
+    router_kind = mesh or ("linkerd" if config.mesh.value == "linkerd" else "istio")
+    steps = _steps(traffic_steps) if traffic_steps is not None else config.stages
+    unknown = [step for step in steps if step not in config.stages]
+    if unknown:  # each step's gate suite judges that stage's thresholds: it must be one of the stages
+        raise click.BadParameter(
+            f"{', '.join(map(str, unknown))} {'is' if len(unknown) == 1 else 'are'} not among the stages "
+            f"{list(config.stages)} of {config.service} in {path or 'the config'}; leave --traffic-steps out to "
+            "take those, or add the steps to `stages`",
+            param_hint="--traffic-steps",
+        )
     thresholds: dict[str, dict[str, Any]] = {}
     if error_threshold is not None:
         thresholds["error_rate"] = {"threshold": error_threshold}
@@ -528,12 +608,12 @@ def run(
         outside_window=OutsideWindow(outside_window) if outside_window else None,
         proceed=proceed,
         lease_ttl=_duration(lease_ttl),
-        router_kind=mesh,
+        router_kind=router_kind,
         suite_args=("--service", config.service, "--namespace", config.namespace),
     )
     bar = _StageBar() if out.is_terminal else None
     on_wait = bar.update if bar else None
-    if mesh == "sandbox":
+    if router_kind == "sandbox":
         from canary_checks.sandbox import Sandbox, SandboxPlatform
 
         box = Sandbox(config)
@@ -552,7 +632,7 @@ def run(
 
         k = config.kubernetes
         api = api_client(k.api_url, context=k.context, verify_tls=k.verify_tls)
-        router = kube_router(mesh, api, config.namespace, service)
+        router = kube_router(router_kind, api, config.namespace, service)
         platform = KubePlatform(api, config.namespace, config.workload("stable"), config.workload("canary"))
         rollout = Rollout(
             config,
@@ -842,17 +922,16 @@ def monitor_command(
     recommendation: promote, hold or roll back, with the reason.
 
     \b
-    SERVICE defaults to `service` in the config. On a terminal the dashboard redraws in place; piped or with
-    --plain it prints one line per sample. If Prometheus goes away the dashboard says so and keeps sampling.
-    The comparisons' evidence is the one `pytest suites/gate` uses (statistics.evidence_file).
+    SERVICE defaults to `service` in the config; with `services:` in it, SERVICE chooses one of them. On a
+    terminal the dashboard redraws in place; piped or with --plain it prints one line per sample. If Prometheus
+    goes away the dashboard says so and keeps sampling. The comparisons' evidence is the one `pytest suites/gate`
+    uses (statistics.evidence_file).
     """
     from canary_checks.compare import evidence_path
-    from canary_checks.config import load_config, parse_duration
+    from canary_checks.config import parse_duration
     from canary_checks.monitor import CsvExport, Monitor, run
 
-    config, path = _config(ctx)
-    if service or namespace:
-        config = load_config(path, {"service": service, "namespace": namespace})
+    config, path = _config(ctx, service=service, namespace=namespace)
     if stage is not None and stage not in config.stages:
         raise click.BadParameter(f"{stage} is not one of the stages {list(config.stages)}", param_hint="--stage")
     try:
@@ -876,7 +955,11 @@ def monitor_command(
 
 @cli.command("gates")
 @click.option("--stage", type=int, required=True, help="The stage being judged, one of the configured stages.")
-@click.option("--service", default=None, help="Service under release (default: `service` in the config).")
+@click.option(
+    "--service",
+    default=None,
+    help="Service under release: one of `services:` in the config, or (one-service config) over `service`.",
+)
 @click.option("--namespace", default=None, help="Its namespace (default: `namespace`).")
 @click.option(
     "--hold-for",
@@ -917,15 +1000,13 @@ def gates_command(
     merely inconclusive (too few requests yet) holds and looks again, instead of failing the analysis.
     Writes reports/gate-<id>/ with each attempt's JUnit, the series and the HTML report.
     """
-    from canary_checks.config import load_config, parse_duration
+    from canary_checks.config import parse_duration
     from canary_checks.prometheus import MetricsSource
     from canary_checks.report import build_report, new_run_id, record_series, write_run
     from canary_checks.suite import decide_stage, locate
 
-    config, path = _config(ctx)
+    config, path = _config(ctx, service=service, namespace=namespace)
     suite = locate("gate", suite)
-    if service or namespace:
-        config = load_config(path, {"service": service, "namespace": namespace})
     if stage not in config.stages:
         raise click.BadParameter(f"{stage} is not one of the stages {list(config.stages)}", param_hint="--stage")
     try:
@@ -1014,6 +1095,14 @@ def watch_command(ctx: click.Context, platform: str, interval: str, once: bool, 
     default=None,
     help="Or a file holding it (a mounted Secret).",
 )
+@click.option(
+    "--service-token-env",
+    "service_tokens",
+    multiple=True,
+    metavar="SERVICE=VARIABLE",
+    help="Calls for SERVICE must carry the token in this environment variable instead of the shared one; "
+    "repeatable. The shared token may then be left unset if every service has its own.",
+)
 @click.option("--reports", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True)
 @click.option(
     "--suite-timeout",
@@ -1076,6 +1165,7 @@ def serve_command(
     port: int,
     token_env: str,
     token_file: Path | None,
+    service_tokens: tuple[str, ...],
     reports: Path,
     suite_timeout: str,
     max_runs: int,
@@ -1098,8 +1188,9 @@ def serve_command(
 
     200 passed; 412 a gate failed or could not decide (the body names them); 401 without the token
     (Authorization: Bearer TOKEN, or metadata.token in the Canary's webhook); 429 while a suite of the same service
-    runs; 504 past --suite-timeout. The payload's name and namespace pick the service; metadata.stage picks the
-    stage's thresholds (default: the configured stage nearest the observed split). See docs/integrations.md.
+    runs; 504 past --suite-timeout. The payload's name and namespace pick the service (with `services:` in the
+    config, one of them: another name gets 404); metadata.stage picks the stage's thresholds (default: the
+    configured stage nearest the observed split). See docs/integrations.md.
 
     What a client may cost: headers within --header-timeout, a body of at most 64 KiB with its Content-Length
     (else 411, 400 or 413, before any of it is read) within --request-timeout, one of --max-connections.
@@ -1137,27 +1228,35 @@ def serve_command(
     gate_suite = locate("gate", gate_suite, option="--gate-suite")
     smoke_suite = locate("smoke", smoke_suite, option="--smoke-suite")
 
+    services = _service_configs(ctx)
+    config, path = _config(ctx, service=next(iter(services), None))
+    served = list(services) or [config.service]
+    own = _service_tokens(service_tokens, served)
     token = token_file.read_text().strip() if token_file else os.environ.get(token_env, "").strip()
-    if not token:
+    without = [name for name in served if name not in own]
+    if not token and without:
         raise ConfigError(
-            "no webhook token: every call must be authenticated",
+            "no webhook token: every call must be authenticated"
+            + (f" (the calls for {', '.join(without)})" if own else ""),
             where=str(token_file) if token_file else f"${token_env}",
-            fix=f"export {token_env}=<a long random string> (the same as the Canary's webhook sends), or --token-file",
+            fix=f"export {token_env}=<a long random string> (the same as the Canary's webhook sends), or --token-file"
+            + (", or --service-token-env SERVICE=VARIABLE for each of them" if own else ""),
         )
-    config, path = _config(ctx)
     options = ServeOptions(token=token, host=host, port=port, reports=reports, gate_suite=gate_suite,
                            smoke_suite=smoke_suite, suite_timeout=durations["--suite-timeout"], config_path=path,
                            max_runs=max_runs, max_connections=max_connections,
                            header_timeout=durations["--header-timeout"],
                            request_timeout=durations["--request-timeout"], keep_reports=keep_reports,
-                           reports_max_bytes=reports_max_bytes)  # fmt: skip
+                           reports_max_bytes=reports_max_bytes, service_tokens=own)  # fmt: skip
     try:
-        httpd = WebhookServer(config, options).http_server()
+        httpd = WebhookServer(config, options, services).http_server()
     except OSError as e:
         raise CanaryError(f"cannot listen on {host}:{port}: {e.strerror}", fix="pick another --port") from None
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
     console.print(f"serve: listening on http://{host}:{httpd.server_address[1]} for Flagger's webhooks "
                   f"(config {path or 'built-in defaults'}, reports in {reports}/)", highlight=False)  # fmt: skip
+    if services:
+        console.print(f"serve: services {', '.join(services)}", highlight=False)
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
@@ -1165,6 +1264,30 @@ def serve_command(
     finally:
         httpd.server_close()
     console.print("serve: stopped")
+
+
+def _service_tokens(values: tuple[str, ...], served: list[str]) -> dict[str, str]:
+    """``--service-token-env SERVICE=VARIABLE`` → service → its token, read now."""
+    import os
+
+    tokens: dict[str, str] = {}
+    for value in values:
+        service, sep, variable = (part.strip() for part in value.partition("="))
+        if not sep or not service or not variable:
+            raise click.BadParameter(f"expected SERVICE=VARIABLE; got {value!r}", param_hint="--service-token-env")
+        if service not in served:
+            raise click.BadParameter(
+                f"{service!r} is not a service of the config; it has {', '.join(served)}",
+                param_hint="--service-token-env",
+            )
+        tokens[service] = os.environ.get(variable, "").strip()
+        if not tokens[service]:
+            raise ConfigError(
+                f"environment variable {variable} is empty or unset",
+                where=f"--service-token-env {value}",
+                fix=f"export {variable}=<a long random string> (what {service}'s Canary webhook sends)",
+            )
+    return tokens
 
 
 @cli.command("report")

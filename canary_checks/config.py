@@ -36,6 +36,7 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_FAILURE_CODES",
+    "SERVICES_KEY",
     "CanaryConfig",
     "ComparisonSettings",
     "Correction",
@@ -58,6 +59,8 @@ __all__ = [
     "Severity",
     "Statistics",
     "UndecidedPolicy",
+    "config_from",
+    "deep_merge",
     "describe_failures",
     "find_config",
     "flag_overrides",
@@ -65,8 +68,11 @@ __all__ = [
     "parse_duration",
     "parse_gate_flags",
     "range_of",
+    "read_yaml",
     "reference_markdown",
     "require_config",
+    "select_service",
+    "service_sections",
 ]
 
 DEFAULT_CONFIG_NAME = "canary.yaml"
@@ -968,18 +974,20 @@ def _merge_gates(base: Gates, overrides: Mapping[str, Mapping[str, Any]], *, whe
 
 
 def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        msg = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling; see docs/configuration.md)"
-        bad = item.get("input")
-        quiet = item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) or repr(bad) in msg
-        quiet = quiet or f"got {bad}" in msg
-        shown = "" if quiet else f" (got {bad!r})"
-        lines.append(f"{path}: {msg}{shown}")
-    return "; ".join(lines)
+    return "; ".join(_describe_one(item) for item in error.errors())
+
+
+def _describe_one(item: Any) -> str:
+    """One pydantic error as ``key.path: what is wrong (got the value)``."""
+    path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+    msg = item["msg"].removeprefix("Value error, ")
+    if item["type"] == "extra_forbidden":
+        msg = "unknown key (check its spelling; see docs/configuration.md)"
+    bad = item.get("input")
+    quiet = item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) or repr(bad) in msg
+    quiet = quiet or f"got {bad}" in msg
+    shown = "" if quiet else f" (got {bad!r})"
+    return f"{path}: {msg}{shown}"
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None, *, search: tuple[Path, ...] = ()) -> Path | None:
@@ -1028,36 +1036,168 @@ _FLAG_KEYS = {
 }
 
 
-def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> CanaryConfig:
-    """Read and validate ``path`` (``None``: defaults), then apply flag ``overrides`` (dotted keys)."""
-    raw: dict[str, Any] = {}
-    where = "built-in defaults"
-    if path is not None:
-        where = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ConfigError(f"cannot read the file: {e.strerror}", where=where) from e
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or str(e)
-            raise ConfigError(f"not valid YAML{at}: {problem}", where=where, fix="fix the YAML syntax") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"expected a mapping of settings at the top level; got {type(loaded).__name__}", where=where
-            )
-        raw = loaded
+SERVICES_KEY = "services"
+"""The top-level key of a file describing several services: ``services: {NAME: {settings of NAME}}``."""
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file, as written (a ConfigError naming the file when it is not)."""
+    where = str(path)
     try:
-        config = CanaryConfig.model_validate(raw)
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read the file: {e.strerror}", where=where) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"not valid YAML{at}: {problem}", where=where, fix="fix the YAML syntax") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"expected a mapping of settings at the top level; got {type(loaded).__name__}", where=where)
+    return loaded
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, at every depth; lists and scalars replace."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = deep_merge(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return merged
+
+
+def service_sections(raw: Mapping[str, Any], *, where: str = "") -> dict[str, dict[str, Any]]:
+    """The ``services:`` sections of a raw config, by service name (empty: a one-service file)."""
+    if SERVICES_KEY not in raw:
+        return {}
+    sections = raw[SERVICES_KEY]
+    example = "services: {gateway: {namespace: edge}, user: {gates: {error_rate: {threshold: 2}}}}"
+    if not isinstance(sections, Mapping) or not sections:
+        raise ConfigError(
+            f"services: expected a mapping of service name to its settings; got {sections!r}",
+            where=where,
+            fix=f"write e.g. {example}, or remove `services` for a file that describes one service",
+        )
+    if "service" in raw:
+        raise ConfigError(
+            f"service: {raw['service']!r} next to `services`: with several services, each one's name is its key "
+            "under services",
+            where=where,
+            fix="remove the top-level `service` key; choose a service with --service NAME",
+        )
+    found: dict[str, dict[str, Any]] = {}
+    for name, section in sections.items():
+        try:
+            check_workload(str(name))
+        except ValueError as e:
+            raise ConfigError(f"services.{name}: the service name {e}", where=where) from None
+        if section is None:
+            section = {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(
+                f"services.{name}: expected a mapping of the settings that differ for {name}; got {section!r}",
+                where=where,
+                fix=f"write e.g. services: {{{name}: {{namespace: orion}}}}, or {{}} to take every shared setting",
+            )
+        for key in ("service", SERVICES_KEY):
+            if key in section:
+                raise ConfigError(
+                    f"services.{name}.{key}: not allowed in a service's section (the section's key, {name}, is "
+                    "the service's name)",
+                    where=where,
+                    fix=f"remove services.{name}.{key}",
+                )
+        found[str(name)] = dict(section)
+    return found
+
+
+def select_service(raw: Mapping[str, Any], service: str | None, *, where: str = "") -> tuple[dict[str, Any], str]:
+    """The raw settings in force for ``service`` of a file with ``services:`` — the shared (top-level) settings
+    with the service's section merged over them (:func:`deep_merge`) and ``service`` set to its name — and which
+    service that is. One service needs no choice; several need ``service``."""
+    sections = service_sections(raw, where=where)
+    names = ", ".join(sections)
+    if service is None:
+        if len(sections) > 1:
+            raise ConfigError(
+                f"this file describes {len(sections)} services ({names}); which one is meant?",
+                where=where,
+                fix="pass --service NAME with one of them (canary-checks config show --service NAME shows "
+                "what is in force for it)",
+            )
+        service = next(iter(sections))
+    if service not in sections:
+        raise ConfigError(
+            f"no service {service!r} in this file; it describes {names}",
+            where=where,
+            fix=f"use one of: {names}; or add services.{service} (canary-checks init --service {service})",
+        )
+    shared = {k: v for k, v in raw.items() if k != SERVICES_KEY}
+    return {**deep_merge(shared, sections[service]), "service": service}, service
+
+
+def _in_section(section: Mapping[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` (a pydantic error location) was written in ``section``."""
+    node: Any = section
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, Mapping) and str(part) in {str(k) for k in node}:
+            node = next(v for k, v in node.items() if str(k) == str(part))
+        elif isinstance(node, list | tuple) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    return bool(loc)
+
+
+def _section_error(error: ValidationError, raw: Mapping[str, Any], service: str) -> str:
+    """As :func:`_describe`, with the path of each mistake made in ``services.SERVICE`` written in full."""
+    section = service_sections(raw).get(service, {})
+    described = []
+    for item in error.errors():
+        text = _describe_one(item)
+        if _in_section(section, tuple(item["loc"])):
+            text = f"{SERVICES_KEY}.{service}.{text}"
+        described.append(text)
+    return "; ".join(described)
+
+
+def config_from(raw: Mapping[str, Any], *, where: str, service: str | None = None) -> CanaryConfig:
+    """Validate a config as read from a file (``where``); with ``services:``, the one of ``service``
+    (:func:`select_service`)."""
+    chosen: str | None = None
+    merged: Mapping[str, Any] = raw
+    if SERVICES_KEY in raw:
+        merged, chosen = select_service(raw, service, where=where)
+    at = f"{where} (service {chosen})" if chosen is not None else where
+    try:
+        return CanaryConfig.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(_describe(e), where=where, fix="see docs/configuration.md for every key") from None
+        what = _section_error(e, raw, chosen) if chosen is not None else _describe(e)
+        raise ConfigError(what, where=at, fix="see docs/configuration.md for every key") from None
+    except ConfigError as e:  # a stage's overrides (stage_gates.25: ...): which file, and which section
+        if chosen is None:
+            raise
+        inside = e.where.split(".")[0] in service_sections(raw)[chosen]
+        key = f"{SERVICES_KEY}.{chosen}.{e.where}" if inside else e.where
+        raise ConfigError(e.what, where=f"{at}: {key}", fix=e.fix) from None
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> CanaryConfig:
+    """Read and validate ``path`` (``None``: defaults), then apply flag ``overrides`` (dotted keys).
+
+    In a file with ``services:``, the ``service`` override chooses the section (:func:`select_service`) instead of
+    renaming the service."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    raw = read_yaml(path) if path is not None else {}
+    service = given.pop("service", None) if SERVICES_KEY in raw else None
+    config = config_from(raw, where=str(path) if path is not None else "built-in defaults", service=service)
     if path is not None and not config.sandbox.state_dir.is_absolute():
         sandbox = config.sandbox.model_copy(update={"state_dir": path.parent.resolve() / config.sandbox.state_dir})
         config = config.model_copy(update={"sandbox": sandbox})
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not given:
         return config
     data = config.model_dump()
@@ -1144,6 +1284,30 @@ def reference_markdown() -> str:
         "## Top level",
         "",
         *table(CanaryConfig, ""),
+        "",
+        "## `services` (several services in one file)",
+        "",
+        "The top-level keys are the settings every service shares; `services` maps each service's name to what",
+        "differs for it, written with the same keys (any but `service`: the name is the key). A service's settings",
+        "are the shared ones with its section merged over them: mappings key by key at every depth (`gates:",
+        "{error_rate: {threshold: 2}}` keeps the shared severity), lists and single values replace (`stages`,",
+        "`smoke.requests`). `--service NAME` chooses the service in the suites (`pytest suites/gate --service NAME`)",
+        "and the commands (`run NAME IMAGE`, `gates --service NAME`, `monitor NAME`, `config show --service NAME`,",
+        "which lists the keys the section sets); `serve` answers for each of them. One section is chosen without",
+        "`--service`. A mistake in a section is named with its full path (`services.gateway.gates.error_rate.",
+        "threshold`). `canary-checks init --service NAME` adds a section to an existing file. Without `services`,",
+        "the file describes one service, named by `service`.",
+        "",
+        "```yaml",
+        "namespace: orion                      # shared by every service unless its section says otherwise",
+        "prometheus: {url: http://prometheus.monitoring:9090}",
+        "gates: {latency_p95: {threshold: 300}}",
+        "services:",
+        "  auth: {}                            # every setting shared",
+        "  gateway:",
+        "    namespace: edge",
+        "    gates: {error_rate: {threshold: 2}}",
+        "```",
         "",
         "## `prometheus`",
         "",

@@ -142,7 +142,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rollout stage being checked, one of the configured stages (default 5, 25, 50, 100); "
         "the traffic-split gate judges the canary's share against it.",
     )
-    group.addoption("--service", default=None, help="service under release (default: `service` in canary.yaml).")
+    group.addoption(
+        "--service",
+        default=None,
+        help="service under release: with `services:` in canary.yaml, the one whose settings apply (needed when "
+        "there are several); else it replaces `service`.",
+    )
     group.addoption("--namespace", default=None, help="its Kubernetes namespace (default: `namespace`).")
     group.addoption(
         "--prometheus-url", default=None, metavar="URL", help="Prometheus base URL (default: prometheus.url)."

@@ -101,6 +101,7 @@ class ServeOptions:
     """How ``canary-checks serve`` runs; the defaults here are the command's."""
 
     token: str
+    """The shared token: every call must carry it, but those for a service with a token of its own."""
     host: str = "127.0.0.1"
     port: int = 8080
     reports: Path = Path("reports")
@@ -122,6 +123,9 @@ class ServeOptions:
     reports_max_bytes: int = 100 * 2**20
     """Disk the webhook runs may take together, bytes; the oldest go first. 100 MiB leaves the manifest's 256 MiB
     emptyDir room for the evidence files and the suites' temporary files."""
+    service_tokens: dict[str, str] = field(default_factory=dict)
+    """Service name → the token its calls must carry instead of the shared one (a team's Canary cannot then start
+    another team's suites)."""
 
 
 @dataclass
@@ -154,6 +158,9 @@ class _Call:
 class WebhookServer:
     config: CanaryConfig
     options: ServeOptions
+    services: Mapping[str, CanaryConfig] = field(default_factory=dict)
+    """With a config of several services (``services:``), each one's settings; a call for any other is refused.
+    Empty: one service, whose settings serve whatever name a call gives."""
     _running: dict[tuple[str, str], _Busy] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -168,7 +175,14 @@ class WebhookServer:
             given = auth[7:].strip()
         elif payload is not None and isinstance(payload.get("metadata"), dict):
             given = str(payload["metadata"].get("token", ""))
-        return bool(given) and hmac.compare_digest(given.encode(), self.options.token.encode())
+        tokens = self.options.service_tokens
+        if payload is None:  # before the body is read: any token this server knows may be the call's
+            expected = [self.options.token, *tokens.values()]
+        else:
+            expected = [tokens.get(str(payload.get("name") or ""), self.options.token)]
+        # every token is compared (in constant time), so the time taken does not tell which one came close
+        matches = [hmac.compare_digest(given.encode(), token.encode()) for token in expected if token]
+        return bool(given) and any(matches)
 
     def handle(self, hook: str, payload: Mapping[str, Any]) -> Reply:
         """Answer one call: :meth:`admit`, then :meth:`run`."""
@@ -178,13 +192,19 @@ class WebhookServer:
     def admit(self, hook: str, payload: Mapping[str, Any]) -> Reply | _Call:
         """The call, once its names are valid and its service and one of the --max-runs are free (quick: no
         I/O); else the answer (400, 429)."""
-        name, namespace = payload.get("name"), payload.get("namespace") or self.config.namespace
+        name = payload.get("name")
         raw_metadata = payload.get("metadata")
         metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
         from canary_checks.config import check_namespace, check_workload
 
         try:
             check_workload(str(name or ""))
+            if self.services and str(name) not in self.services:
+                names = ", ".join(self.services)
+                return Reply(404, {"error": f"no service {name!r} in the config; it has {names}",
+                                   "fix": f"send the name of one of {names}, or add services.{name} to the config "
+                                          "and restart canary-checks serve"})  # fmt: skip
+            namespace = payload.get("namespace") or self._config_of(str(name)).namespace
             check_namespace(str(namespace))
         except ValueError as e:
             return Reply(400, {"error": f"name/namespace: {e}", "fix": "send Flagger's payload: name, namespace"})
@@ -212,7 +232,7 @@ class WebhookServer:
 
     def _run(self, hook: str, service: str, namespace: str, metadata: Mapping[str, Any]) -> Reply:
         suite_kind = HOOKS[hook]
-        config = self.config.model_copy(update={"service": service, "namespace": namespace})
+        config = self._config_of(service).model_copy(update={"service": service, "namespace": namespace})
         args = [f"--service={service}", f"--namespace={namespace}"]
         stage: int | None = None
         if suite_kind == "gate":
@@ -263,6 +283,10 @@ class WebhookServer:
             self.prune()
 
         return Reply(status, body, report)
+
+    def _config_of(self, service: str) -> CanaryConfig:
+        """The settings of ``service``: its section's with several services, else the one config's."""
+        return self.services.get(service, self.config)
 
     def _stage(self, config: CanaryConfig, metadata: Mapping[str, Any]) -> tuple[int | None, bool, str]:
         given = metadata.get("stage")

@@ -8,12 +8,18 @@
 - a CI example (GitHub Actions or GitLab CI) from this folder's templates.
 
 Nothing is overwritten without ``force``; when anything would be, nothing at all is written.
+
+Run with ``--service`` where a canary.yaml exists already, it adds that service to it instead
+(:func:`add_service`): a section under ``services:``, over the shared settings; a one-service file becomes a
+several-service one first (its service a section of its own, with every setting shared as before).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +29,22 @@ import yaml
 from pydantic import BaseModel
 
 from canary_checks.config import (
+    DEFAULT_CONFIG_NAME,
+    SERVICES_KEY,
     CanaryConfig,
     ComparisonSettings,
     GateSettings,
+    config_from,
     flag_overrides,
     load_config,
     parse_duration,
+    read_yaml,
+    service_sections,
 )
 from canary_checks.errors import ConfigError
 from canary_checks.suite import SUITES, packaged
 
-__all__ = ["CI_TARGETS", "Scaffold", "config_yaml", "init"]
+__all__ = ["CI_TARGETS", "Scaffold", "add_service", "config_yaml", "init"]
 
 HERE = Path(__file__).parent
 CI_TARGETS = {
@@ -63,6 +74,8 @@ class Scaffold:
     written: list[Path]
     config: CanaryConfig
     ci: Path | None
+    added: bool = False
+    """The service was added to an existing canary.yaml (only that file changed)."""
 
 
 def _service_from(directory: Path) -> str:
@@ -82,7 +95,13 @@ def init(
     force: bool = False,
 ) -> Scaffold:
     """Write the scaffold into ``directory``. Bad values or files in the way raise :class:`ConfigError` before
-    anything is written."""
+    anything is written. A ``service`` other than the one (or those) of an existing canary.yaml is added to it
+    (:func:`add_service`)."""
+    existing = directory / DEFAULT_CONFIG_NAME
+    if service is not None and existing.is_file() and _adds(existing, service, force):
+        config = add_service(existing, service, namespace=namespace, mesh=mesh, prometheus_url=prometheus_url,
+                             url=url, force=force)  # fmt: skip
+        return Scaffold([Path(DEFAULT_CONFIG_NAME)], config, None, added=True)
     service = service or _service_from(directory)
     namespace = namespace or "default"
     overrides = flag_overrides(
@@ -117,6 +136,141 @@ def init(
             shutil.rmtree(target)
         target.write_text(text)
     return Scaffold(list(files), config, ci_path)
+
+
+# ---- a service more in an existing canary.yaml ------------------------------------------------------------------
+
+
+def _adds(path: Path, service: str, force: bool) -> bool:
+    """Whether ``init --service`` adds to ``path`` rather than writing a new scaffold: always with ``services:``;
+    to a one-service file, a service other than its own (its own is today's init, refused without --force)."""
+    raw = read_yaml(path)
+    if SERVICES_KEY in raw:
+        return True
+    return service != load_config(path).service
+
+
+def add_service(
+    path: Path,
+    service: str,
+    *,
+    namespace: str | None = None,
+    mesh: str | None = None,
+    prometheus_url: str | None = None,
+    url: str | None = None,
+    force: bool = False,
+) -> CanaryConfig:
+    """Add ``service`` to the canary.yaml at ``path`` as a section of ``services:`` holding what differs for it
+    (the namespace, mesh and Prometheus given, its smoke URL); every other setting is shared. A one-service file
+    becomes a several-service one: its ``service:`` line makes way for a section of that service, taking every
+    setting as before. The rest of the file (comments too) is left as it is. A section of that name is replaced
+    only with ``force``; the result is validated before the file is replaced. Returns ``service``'s config."""
+    text = path.read_text()
+    raw = read_yaml(path)
+    sections = service_sections(raw, where=str(path))
+    if service in sections and not force:
+        raise ConfigError(
+            f"services.{service} already exists; nothing was written",
+            where=str(path),
+            fix=f"edit services.{service} in {path.name}, or pass --force to replace that section",
+        )
+    # what the new service gets where its section says nothing: the shared settings (of a one-service file: all)
+    settings = {k: v for k, v in raw.items() if k != "service"}
+    shared = config_from({**settings, SERVICES_KEY: {service: {}}}, where=str(path), service=service)
+    lines = text.splitlines()
+    if not sections:  # one service: it becomes services.<its name>, every setting shared as before
+        first = load_config(path).service
+        lines = _without_service_key(text, lines, first)
+        lines += ["", f"{SERVICES_KEY}:", "  # each service's own settings, over the shared ones above; "
+                  "choose one with --service NAME", f"  {first}: {{}}",
+                  *_section(service, shared, namespace=namespace, mesh=mesh, prometheus_url=prometheus_url,
+                            url=url)]  # fmt: skip
+    else:
+        key, services = next((key, value) for key, value in _top_level(text) if key.value == SERVICES_KEY)
+        assert isinstance(services, yaml.MappingNode)
+        indent = 2 if services.flow_style else services.value[0][0].start_mark.column
+        section = _section(service, shared, indent=indent, namespace=namespace, mesh=mesh,
+                           prometheus_url=prometheus_url, url=url)  # fmt: skip
+        lines = _with_section(lines, key.start_mark.line, services, service, section)
+    new_text = "\n".join(lines) + "\n"
+    handle, temporary = tempfile.mkstemp(prefix=".canary-", suffix=".yaml", dir=path.parent)
+    os.close(handle)
+    try:
+        Path(temporary).write_text(new_text)
+        shutil.copymode(path, temporary)
+        config = load_config(Path(temporary), {"service": service})
+        for other in service_sections(read_yaml(Path(temporary))):  # the others still load as they did
+            load_config(Path(temporary), {"service": other})
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    return config
+
+
+def _section(
+    service: str,
+    shared: CanaryConfig,
+    *,
+    indent: int = 2,
+    namespace: str | None,
+    mesh: str | None,
+    prometheus_url: str | None,
+    url: str | None,
+) -> list[str]:
+    """The lines of ``services.<service>`` (indented under ``services:``): what differs from ``shared``."""
+    own: dict[str, Any] = {}
+    if namespace is not None and namespace != shared.namespace:
+        own["namespace"] = namespace
+    if mesh is not None and mesh != shared.mesh.value:
+        own["mesh"] = mesh
+    if prometheus_url is not None and prometheus_url.rstrip("/") != shared.prometheus.url:
+        own["prometheus"] = {"url": prometheus_url}
+    own["smoke"] = {"url": url or f"http://{service}.{namespace or shared.namespace}.svc.cluster.local"}
+    body = yaml.safe_dump(own, sort_keys=False, default_flow_style=False, indent=2).splitlines()
+    pad, inner = " " * indent, " " * (indent + 2)
+    return [f"{pad}{service}:", f"{inner}# added by 'canary-checks init --service {service}': what differs from the "
+            "shared settings", *(f"{inner}{line}" for line in body)]  # fmt: skip
+
+
+def _top_level(text: str) -> list[tuple[yaml.Node, yaml.Node]]:
+    root = yaml.compose(text)
+    return list(root.value) if isinstance(root, yaml.MappingNode) else []
+
+
+def _end_line(node: yaml.Node) -> int:
+    """The line after the last line of ``node``'s text (a block collection's own end mark lies on the next key's
+    line, so it ends where its last value does)."""
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and not node.flow_style and node.value:
+        last = node.value[-1]
+        return _end_line(last[1] if isinstance(last, tuple) else last)
+    end = node.end_mark
+    return int(end.line) if end.column == 0 else int(end.line) + 1
+
+
+def _without_service_key(text: str, lines: list[str], service: str) -> list[str]:
+    for key, value in _top_level(text):
+        if key.value == "service":
+            note = f"# service: {service} is now services.{service} below (this file describes several services)"
+            return [*lines[: key.start_mark.line], note, *lines[_end_line(value) :]]
+    return lines
+
+
+def _with_section(
+    lines: list[str], start: int, services: yaml.MappingNode, service: str, section: list[str]
+) -> list[str]:
+    """``lines`` with ``section`` added to (or, when there, in place of) ``services.<service>``; ``services`` is
+    the ``services:`` mapping, its key on line ``start``."""
+    if services.flow_style:  # services: {a: {...}}: written out as a block, a line per service
+        entries = [f"  {k.value}: {_scalar(yaml.safe_load(yaml.serialize(v)))}" for k, v in services.value
+                   if k.value != service]  # fmt: skip
+        return [*lines[:start], f"{SERVICES_KEY}:", *entries, *section, *lines[_end_line(services) :]]
+    for key, value in services.value:
+        if key.value == service:  # --force: in place of the old one
+            return [*lines[: key.start_mark.line], *section, *lines[_end_line(value) :]]
+    at = _end_line(services)
+    while at > 0 and (not lines[at - 1].strip() or lines[at - 1].startswith("#")):
+        at -= 1  # blank lines and comments at the left edge belong to what follows
+    return [*lines[:at], *section, *lines[at:]]
 
 
 # ---- canary.yaml, every default visible -------------------------------------------------------------------------
