@@ -65,6 +65,8 @@ __all__ = [
     "Severity",
     "Statistics",
     "UndecidedPolicy",
+    "ValueGate",
+    "define_gate",
     "describe_failures",
     "find_config",
     "flag_overrides",
@@ -380,13 +382,10 @@ class Fails(StrEnum):
     """The value fails below the threshold (a success ratio, a throughput)."""
 
 
-class CustomGate(GateSettings):
-    """A gate of your own, written under `gates:` next to the built-in ones (docs/gates.md#custom-gates)."""
+class ValueGate(GateSettings):
+    """A threshold on one value with its own unit and failing side: a custom gate without its query (what the
+    ``canary_gate`` fixture's ``record`` judges a value computed in a test by)."""
 
-    query: Annotated[str, AfterValidator(check_template)]
-    """PromQL template of the canary's value. $namespace, $service, $workload (the canary Deployment), $pods (a regex
-    of its pods) and $window are replaced, checked and escaped as in the built-in gates; $$ is a literal $. Several
-    series: the worst one decides."""
     fails: Fails
     """Which side of the threshold fails: above or below."""
     threshold: float
@@ -398,6 +397,15 @@ class CustomGate(GateSettings):
     severity: Severity = Severity.CRITICAL
     """critical fails the stage (and the runner polls it during the stage); warning fails only in strict mode;
     info is reported only."""
+
+
+class CustomGate(ValueGate):
+    """A gate of your own, written under `gates:` next to the built-in ones (docs/gates.md#custom-gates)."""
+
+    query: Annotated[str, AfterValidator(check_template)]
+    """PromQL template of the canary's value. $namespace, $service, $workload (the canary Deployment), $pods (a regex
+    of its pods) and $window are replaced, checked and escaped as in the built-in gates; $$ is a literal $. Several
+    series: the worst one decides."""
 
 
 def _gate(threshold: float, severity: Severity, **more: Any) -> Any:
@@ -1039,6 +1047,20 @@ class CanaryConfig(_Model):
         return gates
 
 
+def define_gate(base: Gates, name: str, fields: Mapping[str, Any], *, where: str) -> Gates:
+    """``base`` with the custom gate ``name`` defined by ``fields`` (over its configured fields, if any)."""
+    data = base.model_dump()
+    data[name] = {**data.get(name, {}), **fields}
+    return _validate_gates(data, where=where)
+
+
+def _validate_gates(data: Mapping[str, Any], *, where: str) -> Gates:
+    try:
+        return Gates.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, top=""), where=where) from None
+
+
 def _merge_gates(base: Gates, overrides: Mapping[str, Mapping[str, Any]], *, where: str) -> Gates:
     data = base.model_dump()
     for name, fields in overrides.items():
@@ -1053,10 +1075,7 @@ def _merge_gates(base: Gates, overrides: Mapping[str, Mapping[str, Any]], *, whe
                 f"expected a mapping such as {{threshold: 3}} for gate {name!r}; got {fields!r}", where=where
             )
         data[name] = {**data[name], **fields}
-    try:
-        return Gates.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_describe(e, top=""), where=where) from None
+    return _validate_gates(data, where=where)
 
 
 def _describe(error: ValidationError, *, top: str = "(top level)") -> str:
