@@ -178,3 +178,78 @@ def test_a_custom_comparison_is_the_sequential_test_on_its_own_counts(tmp_path: 
     saved = json.loads(evidence.read_text())
     assert saved["tests"]["checkouts"]["canary"] == [300.0 * 4, 30.0 * 4]
     assert "errors" in saved["tests"]
+
+
+# ---- the runner ----------------------------------------------------------------------------------------------
+
+PASSING_SUITE = """
+def test_error_rate(record_property):
+    record_property("gate", "error_rate")
+    record_property("verdict", "pass")
+"""
+
+
+def test_the_runner_polls_a_critical_custom_gate_and_rolls_back_within_the_stage(
+    tmp_path: Path, prom: PromStub
+) -> None:
+    from canary_checks.runner import Rollout, RolloutOptions
+    from tests.unit.test_runner_undecided import Memory
+
+    gates = {"checkout_failures": {"query": CHECKOUT, "threshold": 0.5, "fails": "above", "unit": "/s"},
+             "queue_lag": {"query": LAG, "threshold": 10, "fails": "above", "severity": "warning"}}  # fmt: skip
+    cfg = load_config(write_config(tmp_path / "canary.yaml", service="cart", namespace="shop",
+                                   prometheus={"url": prom.url}, gates=gates))  # fmt: skip
+    prom.answer(r"kafka_consumergroup_lag", 5000)  # a warning gate: never polled, never rolls back
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_stage.py").write_text(PASSING_SUITE)
+    memory, lines = Memory(), []
+    opts = RolloutOptions(service="cart", image="shop/cart:2", steps=(5, 100), step_duration=30, poll_interval=0.2,
+                          suite=suite, reports=tmp_path / "reports", auto_promote=True)  # fmt: skip
+    prom.answer(r"checkout_failed_total", 0.9)
+    runner = Rollout(cfg, memory, memory, opts, source=MetricsSource(cfg), echo=lines.append,
+                     on_wait=lambda *a: None)  # fmt: skip
+    code = runner.run()
+    assert code == 1 and memory.weight == 0 and memory.replicas == 0
+    said = "\n".join(lines)
+    assert (
+        "critical gates failed during stage 5 %: checkout_failures (canary checkout_failures 0.9 /s > 0.5 /s)" in said
+    )
+    assert "queue_lag" not in said
+
+
+# ---- the monitor ---------------------------------------------------------------------------------------------
+
+
+def test_the_monitor_shows_a_custom_gate_per_side_with_its_threshold_and_csv_column(
+    tmp_path: Path, prom: PromStub
+) -> None:
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from canary_checks.monitor import CsvExport, Monitor, Status, dashboard, plain_line
+
+    healthy(prom)
+    prom.answer(r'kafka_consumergroup_lag\{[^}]*"auth-canary"', 2400)
+    prom.answer(r'kafka_consumergroup_lag\{[^}]*"auth-stable"', 30)
+    cfg = gates_config(tmp_path, prom)
+    snap = Monitor(cfg).sample()
+    canary, stable = snap.readings["canary"]["custom_queue_lag"], snap.readings["stable"]["custom_queue_lag"]
+    assert (canary.value, canary.status) == (2400, Status.WARNING)  # a warning gate breached: yellow
+    assert (stable.value, stable.status) == (30, Status.OK)  # stable judged by the same gate
+    assert snap.readings["canary"]["custom_checkout_failures"].status == Status.NO_DATA
+    assert snap.recommendation.action == "hold"  # the critical custom gate has no data: never a promote
+    assert "checkout_failures: no data for the canary's checkout_failures" in snap.recommendation.reason
+    console = Console(file=io.StringIO(), width=200)
+    console.print(dashboard(cfg, snap, interval=5, next_in=5))
+    screen = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "consumer lag" in screen and "≤ 1000 messages (warning)" in screen
+    assert "≥ 1 (critical)" in screen  # checkout_throughput fails below; it has no unit
+    assert "consumer lag 30.0messages OK / 2400messages WARNING" in plain_line(snap)
+    export = CsvExport(tmp_path / "monitor.csv")
+    export.write(snap)
+    frame = pd.read_csv(tmp_path / "monitor.csv")
+    assert list(frame["custom_queue_lag"]) == [30, 2400]
+    assert list(frame["custom_queue_lag_status"].fillna("")) == ["OK", "WARNING"]
