@@ -253,3 +253,23 @@ def test_the_monitor_shows_a_custom_gate_per_side_with_its_threshold_and_csv_col
     frame = pd.read_csv(tmp_path / "monitor.csv")
     assert list(frame["custom_queue_lag"]) == [30, 2400]
     assert list(frame["custom_queue_lag_status"].fillna("")) == ["OK", "WARNING"]
+
+
+# ---- the docs ------------------------------------------------------------------------------------------------
+
+
+def test_the_documented_custom_gates_and_comparison_are_valid_config(tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).parents[2] / "docs" / "gates.md").read_text().split("## Custom gates", 1)[1]
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if b.startswith(("gates:", "statistics:"))]
+    assert len(blocks) == 2
+    for block in blocks:
+        (tmp_path / "canary.yaml").write_text(block)
+        cfg = load_config(tmp_path / "canary.yaml")
+        assert cfg.gates.custom() or cfg.statistics.custom()
+    (tmp_path / "canary.yaml").write_text(blocks[0])
+    gates = load_config(tmp_path / "canary.yaml").gates
+    assert set(gates.custom()) == {"checkout_failures", "orders_lag", "grpc_errors"}
+    (python,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    compile(python, "docs/gates.md", "exec")
