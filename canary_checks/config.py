@@ -182,6 +182,8 @@ RATIO = Range("a ratio", 0, low_open=True)
 MILLISECONDS = Range("milliseconds", 0)
 PER_SECOND = Range("requests per second", 0)
 PORT = Range("a TCP port", 1, 65535)
+UNIT_RANGES = {"%": PERCENT, "ms": MILLISECONDS, "req/s": PER_SECOND, "count": COUNT, "ratio": RATIO}
+"""What a custom gate's threshold may be in a built-in gate's unit."""
 DURATION = Range("a duration", 0, low_open=True)
 """What :data:`Duration` takes (written ``30s``, ``5m``, ``1h``, ``250ms`` or as seconds)."""
 
@@ -391,12 +393,20 @@ class ValueGate(GateSettings):
     threshold: float
     """The limit, in `unit`."""
     unit: str = ""
-    """The value's unit as messages, the summary and reports show it (%, s, messages, ratio)."""
+    """The value's unit as messages, the summary and reports show it (%, s, messages). The built-in gates' units
+    bound the threshold as theirs: % from 0 to 100; ms, req/s and count at least 0; ratio more than 0."""
     description: str = ""
     """What the value is, in words, for messages ("checkout failure ratio"); default: the gate's name."""
     severity: Severity = Severity.CRITICAL
     """critical fails the stage (and the runner polls it during the stage); warning fails only in strict mode;
     info is reported only."""
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ValueGate:
+        bounds = UNIT_RANGES.get(self.unit)
+        if bounds is not None and self.threshold not in bounds:
+            raise ValueError(f"threshold: expected {bounds} (unit {self.unit}); got {self.threshold:g}")
+        return self
 
 
 class CustomGate(ValueGate):

@@ -273,3 +273,12 @@ def test_the_documented_custom_gates_and_comparison_are_valid_config(tmp_path: P
     assert set(gates.custom()) == {"checkout_failures", "orders_lag", "grpc_errors"}
     (python,) = re.findall(r"```python\n(.*?)```", text, re.S)
     compile(python, "docs/gates.md", "exec")
+
+
+def test_a_builtin_unit_bounds_a_custom_threshold_as_it_bounds_the_builtins(tmp_path: Path) -> None:
+    message = problem(
+        tmp_path, gates={"checkout": {"query": CHECKOUT, "threshold": 150, "fails": "above", "unit": "%"}}
+    )
+    assert "gates.checkout: threshold: expected a percent from 0 to 100 (unit %); got 150" in message
+    load_config(write_config(tmp_path / "canary.yaml", gates={"lag": {"query": LAG, "threshold": -5, "fails": "below",
+                                                                      "unit": "°C"}}))  # fmt: skip
