@@ -421,8 +421,10 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
         f"{ev.stable.requests:,.0f} {failed}, over {test.intervals} interval(s)"
     )
     details = _evidence_details(ev, test, ctx)
+    # the statistics speak of requests and errors; a custom comparison's counts are its denominator and numerator
+    reason = ev.reason if custom is None else ev.reason.replace("error rate", what).replace("requests", "events")
     if ev.outcome is Outcome.NO_DATA:
-        return ctx.result(Verdict.NO_DATA, None, f"{ev.reason}; {counts}", "ratio", **details), math.nan
+        return ctx.result(Verdict.NO_DATA, None, f"{reason}; {counts}", "ratio", **details), math.nan
     lo, hi = ev.interval
     summary = (
         f"canary {what} {_pct(ev.canary.rate)} vs stable {_pct(ev.stable.rate)}: ratio {_ratio_text(ev.ratio)} "
@@ -430,7 +432,7 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
         f"margin {test.margin:g}; {counts}"
     )
     if ev.outcome is Outcome.INCONCLUSIVE:
-        summary = f"inconclusive: {ev.reason}; {summary}"
+        summary = f"inconclusive: {reason}; {summary}"
     return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary, "ratio", **details), ev.p_value
 
 

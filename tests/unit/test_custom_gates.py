@@ -282,3 +282,16 @@ def test_a_builtin_unit_bounds_a_custom_threshold_as_it_bounds_the_builtins(tmp_
     assert "gates.checkout: threshold: expected a percent from 0 to 100 (unit %); got 150" in message
     load_config(write_config(tmp_path / "canary.yaml", gates={"lag": {"query": LAG, "threshold": -5, "fails": "below",
                                                                       "unit": "°C"}}))  # fmt: skip
+
+
+def test_a_custom_comparison_without_counts_is_no_data_in_its_own_words(tmp_path: Path, prom: PromStub) -> None:
+    statistics = {"checkouts": {"numerator": FAILED, "denominator": TOTAL, "description": "checkout failure rate"}}
+    cfg = load_config(
+        write_config(tmp_path / "canary.yaml", prometheus={"url": prom.url}, window="30s", statistics=statistics)
+    )
+    prom.answer(r"checkouts_total.*auth\\\\-stable", 3000)
+    prom.answer(r'checkouts_total.*auth\\\\-stable.*outcome="failed"', 3)
+    out = evaluate_comparisons(cfg, MetricsSource(cfg), ["compare_checkouts"], evidence_file=tmp_path / "e.json", at=T0)
+    result = out["compare_checkouts"]
+    assert isinstance(result, GateResult) and result.verdict is Verdict.NO_DATA and result.fails()
+    assert result.summary.startswith("the canary received no events; 0 of 0 canary vs 3 of 3,000 stable")
