@@ -37,7 +37,9 @@ def custom_config(live: Live) -> tuple[Path, CanaryConfig]:
     raw = yaml.safe_load(live.config_path.read_text())
     path = live.runs / "canary-custom.yaml"
     path.write_text(
-        yaml.safe_dump({**raw, "gates": CUSTOM["gates"], "statistics": {**raw["statistics"], **CUSTOM["statistics"]}})
+        yaml.safe_dump(
+            {**raw, "gates": CUSTOM["gates"], "statistics": {**raw.get("statistics", {}), **CUSTOM["statistics"]}}
+        )
     )
     return path, load_config(path)
 
