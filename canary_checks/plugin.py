@@ -162,8 +162,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="GATE=VALUE",
-        help="override a gate for this run: error_rate=3, or GATE.FIELD=VALUE such as latency_p95.severity=critical. "
-        "Repeatable.",
+        help="override a gate for this run (a built-in or a custom one of canary.yaml): error_rate=3, or "
+        "GATE.FIELD=VALUE such as latency_p95.severity=critical. Repeatable.",
     )
     group.addoption(
         "--canary-evidence",
