@@ -24,13 +24,14 @@ if TYPE_CHECKING:
         SandboxError,
     )
     from canary_checks.gates import GATES, GateResult, Verdict, evaluate
-    from canary_checks.plugin import GateCheck, SmokeCheck, compare_params, gate_params
+    from canary_checks.plugin import CanaryGate, GateCheck, SmokeCheck, compare_params, gate_params
     from canary_checks.prometheus import MetricsSource
 
 __all__ = [
     "GATES",
     "CanaryConfig",
     "CanaryError",
+    "CanaryGate",
     "ConfigError",
     "GateCheck",
     "GateResult",
@@ -63,7 +64,7 @@ _HOMES = {
         "SandboxError",
     ),
     "gates": ("GATES", "GateResult", "Verdict", "evaluate"),
-    "plugin": ("GateCheck", "SmokeCheck", "compare_params", "gate_params"),
+    "plugin": ("CanaryGate", "GateCheck", "SmokeCheck", "compare_params", "gate_params"),
     "prometheus": ("MetricsSource",),
 }
 _HOME = {name: f"canary_checks.{module}" for module, names in _HOMES.items() for name in names}

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from canary_checks.config import CanaryConfig, ComparisonSettings, Statistics
+from canary_checks.config import CanaryConfig, ComparisonSettings, CustomComparison, Statistics
 from canary_checks.errors import CanaryError, ConfigError, PrometheusError
 from canary_checks.gates import GateResult, Verdict
 from canary_checks.prometheus import MetricsSource, Sample
@@ -46,7 +46,7 @@ from canary_checks.stats import (
 )
 from canary_checks.stats.kayenta import classify
 
-__all__ = ["COMPARISONS", "Comparison", "Evidence", "evaluate_comparisons", "evidence_path"]
+__all__ = ["COMPARISONS", "Comparison", "Evidence", "comparisons_of", "evaluate_comparisons", "evidence_path"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class Comparison:
     """Which test in suites/gate/test_compare.py runs it (test_<family>_vs_stable)."""
     variant: str
     quantile: float = 0.0
+    custom: CustomComparison | None = None
+    """A custom comparison's definition (under `statistics:` in the config); None for a built-in one."""
 
     @property
     def name(self) -> str:
@@ -87,6 +89,13 @@ COMPARISONS: dict[str, Comparison] = {
 assert {c.key for c in COMPARISONS.values()} == {
     k for k, f in Statistics.model_fields.items() if f.annotation in (ComparisonSettings, "ComparisonSettings")
 }, "every configured comparison has exactly one definition"
+
+
+def comparisons_of(statistics: Statistics) -> dict[str, Comparison]:
+    """Every comparison in force: the built-in ones and the custom ones under `statistics:` (family ``custom``:
+    numerator and denominator per side, judged by the sequential test of ``errors``)."""
+    custom = {f"compare_{key}": Comparison(key, "custom", key, custom=c) for key, c in statistics.custom().items()}
+    return {**COMPARISONS, **custom}
 
 
 def comparisons_in_family(family: str) -> list[Comparison]:
@@ -246,7 +255,8 @@ def evaluate_comparisons(
     """Evaluate the named comparisons now (or at ``at``), adding the interval since the last check to the evidence
     in ``evidence_file``. A comparison whose source failed maps to the error; it never passes."""
     now = source.now() if at is None else at
-    wanted = [COMPARISONS[n] for n in dict.fromkeys(names) if n in COMPARISONS]
+    known = comparisons_of(config.statistics)
+    wanted = [known[n] for n in dict.fromkeys(names) if n in known]
     if not wanted:
         return {}
     stats = config.statistics
@@ -287,6 +297,14 @@ def _evaluate(
             if c.family == "errors":
                 q[f"{side}_requests"] = source.render("requests", side=side, window=interval)
                 q[f"{side}_errors"] = source.render("errors", side=side, window=interval)
+            elif c.custom is not None:  # the same counts from the team's own templates
+                where = f"statistics.{c.key}"
+                q[f"{side}_requests"] = source.render_template(
+                    c.custom.denominator, side=side, window=interval, where=f"{where}.denominator"
+                )
+                q[f"{side}_errors"] = source.render_template(
+                    c.custom.numerator, side=side, window=interval, where=f"{where}.numerator"
+                )
             elif c.family == "latency" and source.render("buckets", side=side):
                 q[f"{side}_step"] = source.render("buckets", side=side, window=interval)
                 q[f"{side}_since"] = source.render("buckets", side=side, window=since)
@@ -315,7 +333,7 @@ def _evaluate(
         results = {k: r for k, q in plan.queries.items() if not isinstance(r := raw[q], CanaryError)}
         ctx = _Ctx(config, c, settings, results, tuple(plan.queries.values()), alpha_each, interval, evidence)
         try:
-            if c.family == "errors":
+            if c.family in ("errors", "custom"):
                 result, p = _errors(ctx, update)
             elif c.family == "latency":
                 bound_source = next(iter(earlier.values()), None) if earlier else None
@@ -394,21 +412,27 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
         test.update(Counts(c_req or 0.0, c_err), Counts(s_req or 0.0, s_err))
     stats = ctx.config.statistics
     ev = test.evidence(ctx.alpha_each, worse_ratio=stats.worse_ratio, worse_delta=stats.worse_delta / 100)
+    custom = ctx.comparison.custom
+    what, failed = ("error rate", "stable requests failed") if custom is None else (
+        custom.description or ctx.comparison.key, "stable (numerator of denominator)"
+    )  # fmt: skip
     counts = (
         f"{ev.canary.errors:,.0f} of {ev.canary.requests:,.0f} canary vs {ev.stable.errors:,.0f} of "
-        f"{ev.stable.requests:,.0f} stable requests failed, over {test.intervals} interval(s)"
+        f"{ev.stable.requests:,.0f} {failed}, over {test.intervals} interval(s)"
     )
     details = _evidence_details(ev, test, ctx)
+    # the statistics speak of requests and errors; a custom comparison's counts are its denominator and numerator
+    reason = ev.reason if custom is None else ev.reason.replace("error rate", what).replace("requests", "events")
     if ev.outcome is Outcome.NO_DATA:
-        return ctx.result(Verdict.NO_DATA, None, f"{ev.reason}; {counts}", "ratio", **details), math.nan
+        return ctx.result(Verdict.NO_DATA, None, f"{reason}; {counts}", "ratio", **details), math.nan
     lo, hi = ev.interval
     summary = (
-        f"canary error rate {_pct(ev.canary.rate)} vs stable {_pct(ev.stable.rate)}: ratio {_ratio_text(ev.ratio)} "
+        f"canary {what} {_pct(ev.canary.rate)} vs stable {_pct(ev.stable.rate)}: ratio {_ratio_text(ev.ratio)} "
         f"(confidence sequence {_ratio_text(lo)}–{_ratio_text(hi)}), e-value {ev.e_value:.3g} against "
         f"margin {test.margin:g}; {counts}"
     )
     if ev.outcome is Outcome.INCONCLUSIVE:
-        summary = f"inconclusive: {ev.reason}; {summary}"
+        summary = f"inconclusive: {reason}; {summary}"
     return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary, "ratio", **details), ev.p_value
 
 

@@ -7,9 +7,11 @@ what is expected.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -37,10 +40,14 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "DEFAULT_FAILURE_CODES",
     "SERVICES_KEY",
+    "BuiltinGate",
     "CanaryConfig",
     "ComparisonSettings",
     "Correction",
     "CountGate",
+    "CustomComparison",
+    "CustomGate",
+    "Fails",
     "GateSettings",
     "Gates",
     "KubernetesSettings",
@@ -59,8 +66,10 @@ __all__ = [
     "Severity",
     "Statistics",
     "UndecidedPolicy",
+    "ValueGate",
     "config_from",
     "deep_merge",
+    "define_gate",
     "describe_failures",
     "find_config",
     "flag_overrides",
@@ -179,6 +188,8 @@ RATIO = Range("a ratio", 0, low_open=True)
 MILLISECONDS = Range("milliseconds", 0)
 PER_SECOND = Range("requests per second", 0)
 PORT = Range("a TCP port", 1, 65535)
+UNIT_RANGES = {"%": PERCENT, "ms": MILLISECONDS, "req/s": PER_SECOND, "count": COUNT, "ratio": RATIO}
+"""What a custom gate's threshold may be in a built-in gate's unit."""
 DURATION = Range("a duration", 0, low_open=True)
 """What :data:`Duration` takes (written ``30s``, ``5m``, ``1h``, ``250ms`` or as seconds)."""
 
@@ -259,12 +270,8 @@ def range_of(model: type[BaseModel], name: str) -> Range | None:
 
 
 class GateSettings(_Model):
-    """One gate's settings. Each gate's unit, and so its threshold's range, is the type of its field in
-    :class:`Gates`: :class:`PercentGate`, :class:`MillisecondsGate`, :class:`RateGate`, :class:`CountGate` or
-    :class:`RatioGate`."""
+    """One gate's settings: a built-in gate's (:class:`BuiltinGate`) or a custom gate's (:class:`CustomGate`)."""
 
-    unit: ClassVar[str] = ""
-    """The unit of the threshold, as results and reports show it."""
     threshold: float
     """The limit, in the gate's unit (see each gate below); which side of it fails is the gate's own."""
     severity: Severity
@@ -275,34 +282,146 @@ class GateSettings(_Model):
     """False leaves the gate out of the suite."""
 
 
-class PercentGate(GateSettings):
+class BuiltinGate(GateSettings):
+    """A built-in gate's settings. Its unit, and so its threshold's range, is the type of its field in
+    :class:`Gates`: :class:`PercentGate`, :class:`MillisecondsGate`, :class:`RateGate`, :class:`CountGate` or
+    :class:`RatioGate`."""
+
+    unit: ClassVar[str] = ""
+    """The unit of the threshold, as results and reports show it."""
+
+
+class PercentGate(BuiltinGate):
     unit: ClassVar[str] = "%"
     threshold: Annotated[float, PERCENT]
     """The limit, percent (or percentage points), from 0 to 100."""
 
 
-class MillisecondsGate(GateSettings):
+class MillisecondsGate(BuiltinGate):
     unit: ClassVar[str] = "ms"
     threshold: Annotated[float, MILLISECONDS]
     """The limit, milliseconds, at least 0."""
 
 
-class RateGate(GateSettings):
+class RateGate(BuiltinGate):
     unit: ClassVar[str] = "req/s"
     threshold: Annotated[float, PER_SECOND]
     """The limit, requests per second, at least 0."""
 
 
-class CountGate(GateSettings):
+class CountGate(BuiltinGate):
     unit: ClassVar[str] = "count"
     threshold: Annotated[float, COUNT]
     """The limit, a count, at least 0."""
 
 
-class RatioGate(GateSettings):
+class RatioGate(BuiltinGate):
     unit: ClassVar[str] = "ratio"
     threshold: Annotated[float, RATIO]
     """The limit, a ratio canary / stable, more than 0."""
+
+
+CUSTOM_PLACEHOLDERS = ("namespace", "service", "workload", "pods", "window")
+"""What a custom query template may use: the values the built-in gates' queries take, escaped the same way."""
+_CUSTOM_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+def check_template(value: str) -> str:
+    """A custom PromQL template: only the known placeholders, and one that tells canary from stable."""
+    allowed = ", ".join(f"${p}" for p in CUSTOM_PLACEHOLDERS)
+    template = string.Template(value)
+    if not value.strip():
+        raise ValueError("the query is empty; write a PromQL template such as "
+                         'sum(rate(checkout_failed_total{namespace="$namespace", pod=~"$pods"}[$window]))')  # fmt: skip
+    if not template.is_valid():
+        raise ValueError(f"a '$' starts no placeholder; use {allowed}, and write $$ for a literal $")
+    unknown = [i for i in template.get_identifiers() if i not in CUSTOM_PLACEHOLDERS]
+    if unknown:
+        raise ValueError(f"unknown placeholder ${unknown[0]}; use {allowed} (and $$ for a literal $)")
+    if not {"workload", "pods"} & set(template.get_identifiers()):
+        raise ValueError(
+            "the query does not tell canary from stable: select the canary with $workload (its Deployment name) "
+            'or $pods (a regex of its pods, for pod=~"$pods")'
+        )
+    return value
+
+
+def check_custom_name(
+    name: str, *, where: str, builtins: Mapping[str, Any], keys: tuple[str, ...] = ("query",)
+) -> None:
+    """A custom gate's or comparison's name: a new name (not a built-in one) that test ids, ``--threshold NAME=``
+    and CSV columns can carry."""
+    if name in builtins:
+        raise ValueError(
+            f"{name} is a built-in {'gate' if where == 'gates' else 'comparison'}, which takes no "
+            f"{' or '.join(keys)}; give yours another name, e.g. {name}_custom"
+        )
+    if not _CUSTOM_NAME.fullmatch(name) or name.startswith("compare_"):
+        raise ValueError(
+            f"{name!r}: a custom name is lowercase letters, digits and '_', starting with a letter, at most 63, "
+            "and not starting with compare_ (it names test ids, --threshold NAME=VALUE and CSV columns)"
+        )
+
+
+def _custom_entries(value: Any, *, where: str, builtins: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """Check the custom entries of a `gates:` or `statistics:` mapping: every key that is not a built-in one."""
+    if not isinstance(value, Mapping):
+        return value
+    for name, fields in value.items():
+        given = isinstance(fields, Mapping) and any(k in fields for k in keys)
+        if name in builtins and not given:
+            continue
+        if name not in builtins and not given:
+            close = difflib.get_close_matches(str(name), list(builtins), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            what = "gate" if where == "gates" else "key"
+            raise ValueError(
+                f"{name!r} is not a built-in {what}{hint}; a custom one needs {' and '.join(keys)} "
+                "(docs/gates.md#custom-gates)"
+            )
+        check_custom_name(str(name), where=where, builtins=builtins, keys=keys)
+    return value
+
+
+class Fails(StrEnum):
+    ABOVE = "above"
+    """The value fails above the threshold (an error ratio, a lag, a latency)."""
+    BELOW = "below"
+    """The value fails below the threshold (a success ratio, a throughput)."""
+
+
+class ValueGate(GateSettings):
+    """A threshold on one value with its own unit and failing side: a custom gate without its query (what the
+    ``canary_gate`` fixture's ``record`` judges a value computed in a test by)."""
+
+    fails: Fails
+    """Which side of the threshold fails: above or below."""
+    threshold: float
+    """The limit, in `unit`."""
+    unit: str = ""
+    """The value's unit as messages, the summary and reports show it (%, s, messages). The built-in gates' units
+    bound the threshold as theirs: % from 0 to 100; ms, req/s and count at least 0; ratio more than 0."""
+    description: str = ""
+    """What the value is, in words, for messages ("checkout failure ratio"); default: the gate's name."""
+    severity: Severity = Severity.CRITICAL
+    """critical fails the stage (and the runner polls it during the stage); warning fails only in strict mode;
+    info is reported only."""
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ValueGate:
+        bounds = UNIT_RANGES.get(self.unit)
+        if bounds is not None and self.threshold not in bounds:
+            raise ValueError(f"threshold: expected {bounds} (unit {self.unit}); got {self.threshold:g}")
+        return self
+
+
+class CustomGate(ValueGate):
+    """A gate of your own, written under `gates:` next to the built-in ones (docs/gates.md#custom-gates)."""
+
+    query: Annotated[str, AfterValidator(check_template)]
+    """PromQL template of the canary's value. $namespace, $service, $workload (the canary Deployment), $pods (a regex
+    of its pods) and $window are replaced, checked and escaped as in the built-in gates; $$ is a literal $. Several
+    series: the worst one decides."""
 
 
 def _gate(threshold: float, severity: Severity, **more: Any) -> Any:
@@ -311,7 +430,11 @@ def _gate(threshold: float, severity: Severity, **more: Any) -> Any:
 
 
 class Gates(_Model):
-    """Thresholds of every gate, with the original system's defaults."""
+    """Thresholds of every gate, with the original system's defaults; any other key is a custom gate
+    (:class:`CustomGate`)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, CustomGate] = Field(init=False)
 
     error_rate: PercentGate = _gate(5.0, Severity.CRITICAL)
     """Canary requests that failed (`failure_codes`: 5xx by default), percent of canary requests; fails above."""
@@ -359,11 +482,20 @@ class Gates(_Model):
     kube_liveness_probes: CountGate = _gate(0.0, Severity.CRITICAL)
     """Kubernetes API: liveness probe failures of the canary's pods (Unhealthy events), a count; fails above."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _custom(cls, value: Any) -> Any:
+        return _custom_entries(value, where="gates", builtins=cls.model_fields, keys=("query",))
+
+    def custom(self) -> dict[str, CustomGate]:
+        """The custom gates, by name."""
+        return dict(self.__pydantic_extra__ or {})
+
     @classmethod
     def unit_of(cls, name: str) -> str:
         """The unit of gate ``name``'s threshold (%, ms, req/s, count or ratio): its field's type says it."""
         kind = cls.model_fields[name].annotation
-        assert isinstance(kind, type) and issubclass(kind, GateSettings), name
+        assert isinstance(kind, type) and issubclass(kind, BuiltinGate), name
         return kind.unit
 
     @classmethod
@@ -398,13 +530,35 @@ class ComparisonSettings(_Model):
     """False leaves the comparison out of the suite."""
 
 
+class CustomComparison(ComparisonSettings):
+    """A canary-vs-stable comparison of your own, written under `statistics:` next to the built-in ones: the share
+    numerator / denominator of each side, judged by the sequential test of `errors` (docs/gates.md#custom-gates)."""
+
+    numerator: Annotated[str, AfterValidator(check_template)]
+    """PromQL template counting the events in $window (e.g. failed checkouts), evaluated for each side ($workload,
+    $pods are the side's); a subset of the denominator's."""
+    denominator: Annotated[str, AfterValidator(check_template)]
+    """PromQL template counting every trial in $window (e.g. all checkouts), for each side."""
+    description: str = ""
+    """What the share is, in words, for messages ("checkout failure rate"); default: the comparison's name."""
+    margin: Annotated[float, RATIO] = 1.0
+    """Allowed ratio of the canary's share to stable's: fails only when the canary is surely worse than margin ×
+    stable."""
+    severity: Severity = Severity.CRITICAL
+    """critical fails the stage (and the runner polls it during the stage); warning fails only in strict mode;
+    info is reported only."""
+
+
 def _comparison(margin: float, severity: Severity) -> Any:
     return Field(default_factory=lambda: ComparisonSettings(margin=margin, severity=severity))
 
 
 class Statistics(_Model):
     """Canary-versus-stable comparisons (suites/gate/test_compare.py): SciPy tests that stay valid when checked at
-    every interval and every stage."""
+    every interval and every stage. Any other key is a custom comparison (:class:`CustomComparison`)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, CustomComparison] = Field(init=False)
 
     confidence: Annotated[float, Range("a confidence", 0.5, 1, low_open=True, high_open=True)] = 0.95
     """Confidence of every decision: a healthy canary fails a stage's comparisons with probability at most
@@ -439,6 +593,15 @@ class Statistics(_Model):
     """CPU seconds per request, canary against stable (Kayenta-style Mann–Whitney over the window's samples)."""
     memory: ComparisonSettings = _comparison(1.25, Severity.INFO)
     """Working set per pod, canary against stable (Kayenta-style Mann–Whitney over the window's samples)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom(cls, value: Any) -> Any:
+        return _custom_entries(value, where="statistics", builtins=cls.model_fields, keys=("numerator", "denominator"))
+
+    def custom(self) -> dict[str, CustomComparison]:
+        """The custom comparisons, by name."""
+        return dict(self.__pydantic_extra__ or {})
 
     @property
     def alpha(self) -> float:
@@ -953,6 +1116,20 @@ class CanaryConfig(_Model):
         return gates
 
 
+def define_gate(base: Gates, name: str, fields: Mapping[str, Any], *, where: str) -> Gates:
+    """``base`` with the custom gate ``name`` defined by ``fields`` (over its configured fields, if any)."""
+    data = base.model_dump()
+    data[name] = {**data.get(name, {}), **fields}
+    return _validate_gates(data, where=where)
+
+
+def _validate_gates(data: Mapping[str, Any], *, where: str) -> Gates:
+    try:
+        return Gates.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, top=""), where=where) from None
+
+
 def _merge_gates(base: Gates, overrides: Mapping[str, Mapping[str, Any]], *, where: str) -> Gates:
     data = base.model_dump()
     for name, fields in overrides.items():
@@ -967,19 +1144,16 @@ def _merge_gates(base: Gates, overrides: Mapping[str, Mapping[str, Any]], *, whe
                 f"expected a mapping such as {{threshold: 3}} for gate {name!r}; got {fields!r}", where=where
             )
         data[name] = {**data[name], **fields}
-    try:
-        return Gates.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_describe(e), where=where) from None
+    return _validate_gates(data, where=where)
 
 
-def _describe(error: ValidationError) -> str:
-    return "; ".join(_describe_one(item) for item in error.errors())
+def _describe(error: ValidationError, *, top: str = "(top level)") -> str:
+    return "; ".join(_describe_one(item, top=top) for item in error.errors())
 
 
-def _describe_one(item: Any) -> str:
+def _describe_one(item: Any, *, top: str = "(top level)") -> str:
     """One pydantic error as ``key.path: what is wrong (got the value)``."""
-    path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+    path = ".".join(str(p) for p in item["loc"]) or top
     msg = item["msg"].removeprefix("Value error, ")
     if item["type"] == "extra_forbidden":
         msg = "unknown key (check its spelling; see docs/configuration.md)"
@@ -987,7 +1161,7 @@ def _describe_one(item: Any) -> str:
     quiet = item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) or repr(bad) in msg
     quiet = quiet or f"got {bad}" in msg
     shown = "" if quiet else f" (got {bad!r})"
-    return f"{path}: {msg}{shown}"
+    return f"{path}: {msg}{shown}" if path else f"{msg}{shown}"
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None, *, search: tuple[Path, ...] = ()) -> Path | None:
@@ -1335,7 +1509,19 @@ def reference_markdown() -> str:
         gate: GateSettings = getattr(defaults, name)
         text = " ".join((info.description or "").split())
         lines.append(f"| `{name}` | {gate.threshold:g} | {Gates.range_of(name)} | {gate.severity.value} | {text} |")
-    lines += ["", "## `statistics`", ""]
+    lines += [
+        "",
+        "### Custom gates",
+        "",
+        "Any other key under `gates:` is a gate of your own (docs/gates.md#custom-gates); `stage_gates` and",
+        "`--threshold NAME=VALUE` change it as they change a built-in one. Its name: lowercase letters, digits and",
+        "`_`, not a built-in gate's, not starting with `compare_`.",
+        "",
+        *table(CustomGate, "gates.<name>."),
+        "",
+        "## `statistics`",
+        "",
+    ]
     lines += [
         "Canary-versus-stable comparisons (`suites/gate/test_compare.py`; docs/statistics.md explains the tests).",
         "",
@@ -1353,6 +1539,15 @@ def reference_markdown() -> str:
         comparison: ComparisonSettings = info.default_factory()  # type: ignore[call-arg]
         text = " ".join((info.description or "").split())
         lines.append(f"| `{name}` | {comparison.margin:g} | {comparison.severity.value} | {text} |")
+    lines += [
+        "",
+        "### Custom comparisons",
+        "",
+        "Any other key under `statistics:` is a canary-vs-stable comparison of your own (docs/gates.md#custom-gates),",
+        "named `compare_<name>` in results, judged by the sequential test of `errors`.",
+        "",
+        *table(CustomComparison, "statistics.<name>."),
+    ]
     lines += ["", "## `notifications`", "", "What the runner sends on each decision (docs/runner.md).", ""]
     lines += [*[row for row in table(NotificationSettings, "notifications.") if "`notifications.targets`" not in row]]
     lines += ["", "Each of `notifications.targets`:", "", *table(NotificationTarget, "")]

@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from canary_checks.config import CanaryConfig, Gates, GateSettings, NoDataPolicy, Severity, describe_failures
+from canary_checks.config import (
+    CanaryConfig,
+    CustomGate,
+    Fails,
+    Gates,
+    GateSettings,
+    NoDataPolicy,
+    Severity,
+    ValueGate,
+    describe_failures,
+)
 from canary_checks.errors import CanaryError
 from canary_checks.prometheus import MetricsSource, Sample
 
@@ -22,7 +32,17 @@ if TYPE_CHECKING:
     # the Kubernetes client costs 0.15 s to import; the kube gates only read the facts the caller gathered with it
     from canary_checks.kube import CanaryHealth
 
-__all__ = ["GATES", "Gate", "GateResult", "Verdict", "evaluate", "gates_in_family"]
+__all__ = [
+    "GATES",
+    "Gate",
+    "GateResult",
+    "Verdict",
+    "custom_gate",
+    "evaluate",
+    "gates_in_family",
+    "gates_of",
+    "judge_value",
+]
 
 
 class Verdict(StrEnum):
@@ -107,12 +127,15 @@ class Gate:
     decide: Decide
     source: str = "prometheus"
     """Where the gate reads: prometheus, or kubernetes (the API, through canary_checks.kube)."""
+    custom: CustomGate | None = None
+    """A custom gate's definition (under `gates:` in the config); None for a built-in gate."""
 
     @property
     def unit(self) -> str:
         """The unit of the gate's value and threshold (%, ms, req/s, count or ratio): its settings' type in
-        :class:`~canary_checks.config.Gates` says it, and so the values its threshold may take."""
-        return Gates.unit_of(self.name)
+        :class:`~canary_checks.config.Gates` says it, and so the values its threshold may take; a custom gate's
+        own `unit`."""
+        return self.custom.unit if self.custom is not None else Gates.unit_of(self.name)
 
     def settings(self, gates: Gates) -> GateSettings:
         settings: GateSettings = getattr(gates, self.name)
@@ -599,6 +622,83 @@ def _no_queries(source: MetricsSource) -> dict[str, str]:
     return {}
 
 
+# ---- custom gates (any other key under `gates:`) --------------------------------------------------------------
+
+
+def judge_value(
+    name: str,
+    settings: ValueGate,
+    value: float | None,
+    *,
+    window: float,
+    queries: tuple[str, ...] = (),
+    what: str = "",
+    **details: Any,
+) -> GateResult:
+    """A custom gate's verdict on one value (``None``: no data) against its threshold, on the side it fails. The
+    YAML custom gates and the ``canary_gate`` fixture's own values are judged here alike."""
+    label = settings.description or name
+    unit = f" {settings.unit}" if settings.unit else ""
+    if value is None:
+        verdict, summary = (
+            Verdict.NO_DATA,
+            f"no data for the canary's {label}: {what or 'the query returned no series'}",
+        )
+    else:
+        below = settings.fails is Fails.BELOW
+        fails = value < settings.threshold if below else value > settings.threshold
+        sign = ("<" if below else ">") if fails else (">=" if below else "<=")
+        verdict = Verdict.FAIL if fails else Verdict.PASS
+        summary = f"canary {label} {_fmt(value)}{unit} {sign} {_fmt(settings.threshold)}{unit}"
+        summary += f" ({what})" if what else ""
+    return GateResult(
+        gate=name,
+        verdict=verdict,
+        value=value,
+        threshold=settings.threshold,
+        unit=settings.unit,
+        severity=settings.severity,
+        on_no_data=settings.on_no_data,
+        window=window,
+        queries=queries,
+        summary=summary,
+        details={"fails": settings.fails.value, **details},
+    )
+
+
+def _decide_custom(ctx: _Ctx, gate: Gate) -> GateResult:
+    assert isinstance(ctx.settings, ValueGate)
+    samples = ctx.samples("value")
+    workload = f"{ctx.config.workload('canary')} in {ctx.config.namespace}"
+    if not samples:
+        return judge_value(gate.name, ctx.settings, None, window=ctx.config.window, queries=tuple(ctx.q.values()),
+                           what=f"the query returned no series for {workload}")  # fmt: skip
+    below = ctx.settings.fails is Fails.BELOW
+    worst = (min if below else max)(samples, key=lambda s: s.value)
+    what = ""
+    if len(samples) > 1:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(worst.labels.items()))
+        what = f"the {'lowest' if below else 'highest'} of {len(samples)} series: {{{labels}}}"
+    return judge_value(gate.name, ctx.settings, worst.value, window=ctx.config.window, queries=tuple(ctx.q.values()),
+                       what=what, series=len(samples))  # fmt: skip
+
+
+def custom_gate(name: str, settings: CustomGate) -> Gate:
+    """The gate of a custom entry under `gates:`: its query rendered for the canary by the built-in gates' renderer
+    (the same placeholders, checks and escaping), judged by :func:`judge_value`."""
+
+    def needs(source: MetricsSource) -> dict[str, str]:
+        return {"value": source.render_template(settings.query, side="canary", where=f"gates.{name}.query")}
+
+    return Gate(name, "custom", name, needs, _decide_custom, custom=settings)
+
+
+def gates_of(thresholds: Gates) -> dict[str, Gate]:
+    """Every gate in force: the built-in ones and the custom ones of ``thresholds`` (the config's `gates:` with a
+    stage's and the command line's overrides)."""
+    return {**GATES, **{name: custom_gate(name, settings) for name, settings in thresholds.custom().items()}}
+
+
 # ---- the registry --------------------------------------------------------------------------------------------
 
 
@@ -670,7 +770,7 @@ def _registry() -> dict[str, Gate]:
 
 
 GATES: dict[str, Gate] = _registry()
-"""Every gate, by its config name."""
+"""Every built-in gate, by its config name (:func:`gates_of` adds a config's custom gates)."""
 
 assert set(GATES) == set(Gates.model_fields), "every configured threshold has exactly one gate"
 
@@ -698,7 +798,8 @@ def evaluate(
 
     A gate whose source failed maps to the error (a PrometheusError or KubeError): it errors, it never passes."""
     thresholds = gates or config.gates_for(stage)
-    wanted = [GATES[n] for n in dict.fromkeys(names)]
+    known = gates_of(thresholds)
+    wanted = [known[n] for n in dict.fromkeys(names)]
     plans = {g.name: g.needs(source) for g in wanted}
     raw = source.query_many((q for plan in plans.values() for q in plan.values()), at=at)
     health: CanaryHealth | CanaryError | None = None

@@ -25,13 +25,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from canary_checks.compare import COMPARISONS, evaluate_comparisons
-from canary_checks.config import CanaryConfig, Severity, Workloads
+from canary_checks.compare import comparisons_of, evaluate_comparisons
+from canary_checks.config import CanaryConfig, Fails, Severity, ValueGate, Workloads
 from canary_checks.errors import CanaryError, PrometheusUnreachable
-from canary_checks.gates import GATES, GateResult, Verdict, evaluate
+from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.prometheus import MetricsSource
 
-__all__ = ["ROWS", "Monitor", "Reading", "Recommendation", "Snapshot"]
+__all__ = ["ROWS", "Monitor", "Reading", "Recommendation", "Snapshot", "rows_for"]
 
 SIDES = ("stable", "canary")
 
@@ -68,6 +68,17 @@ SIDE_GATES = (*(r.gate for r in ROWS if r.gate is not None), "restarts", "crash_
 CANARY_GATES = ("traffic_received", "traffic_split", "error_rate_vs_stable", "latency_vs_stable", "memory_vs_stable",
                 "firing_alerts")  # fmt: skip
 """Gates that only make sense for the canary (it against stable, its traffic, its alerts)."""
+
+
+def rows_for(config: CanaryConfig) -> tuple[Row, ...]:
+    """The dashboard's rows: the built-in ones, then one per enabled custom gate (CSV column ``custom_<name>``),
+    judged on each side alike."""
+    custom = [
+        Row(settings.description or name, f"custom_{name}", name, settings.unit)
+        for name, settings in config.gates.custom().items()
+        if settings.enabled
+    ]
+    return (*ROWS, *custom)
 
 
 class Status:
@@ -123,13 +134,15 @@ class Snapshot:
     """The canary's other gates and comparisons (vs stable, traffic, alerts, restarts)."""
     recommendation: Recommendation = Recommendation("unknown", "")
     prometheus_error: str = ""
+    rows: tuple[Row, ...] = ROWS
+    """The rows of this sample: :data:`ROWS` and the config's custom gates."""
 
     def csv_rows(self) -> list[dict[str, Any]]:
         when = datetime.fromtimestamp(self.time, tz=UTC).isoformat(timespec="seconds")
         rows = []
         for side in SIDES:
             row: dict[str, Any] = {"time": when, "sample": self.number, "side": side, "stage": self.stage}
-            for r in ROWS:
+            for r in self.rows:
                 reading = self.readings.get(side, {}).get(r.column)
                 row[r.column] = reading.value if reading is not None else None
                 if r.judged:
@@ -187,6 +200,9 @@ class Monitor:
         self.sources = {"canary": source or MetricsSource(config), "stable": MetricsSource(as_stable(config))}
         self.number = 0
         self.last_good: float | None = None
+        self.rows = rows_for(config)
+        self.side_gates = (*SIDE_GATES, *(r.gate for r in self.rows[len(ROWS) :] if r.gate is not None))
+        """The gates judged on each side: the built-in ones of the rows, restarts, and the custom gates."""
 
     def sample(self) -> Snapshot:
         self.number += 1
@@ -197,24 +213,24 @@ class Monitor:
         if stage is None:  # the split first: it says which stage's thresholds apply
             split = evaluate(canary_cfg, source, ["traffic_split"], at=now)["traffic_split"]
             stage = nearest_stage(self.config, split.value if isinstance(split, GateResult) else None)
-        snap = Snapshot(now, self.number, stage, self.stage is None)
-        canary = evaluate(canary_cfg, source, (*SIDE_GATES, *CANARY_GATES), stage=stage, at=now)
+        snap = Snapshot(now, self.number, stage, self.stage is None, rows=self.rows)
+        canary = evaluate(canary_cfg, source, (*self.side_gates, *CANARY_GATES), stage=stage, at=now)
         judged = canary["traffic_split"]
         share = judged.value if isinstance(judged, GateResult) else None
-        stable = evaluate(stable_cfg, self.sources["stable"], SIDE_GATES, stage=stage, at=now)
+        stable = evaluate(stable_cfg, self.sources["stable"], self.side_gates, stage=stage, at=now)
         raw = self._plain_readings(now)
         unreachable = [r for r in (*canary.values(), *stable.values()) if isinstance(r, PrometheusUnreachable)]
         if unreachable:
             snap.prometheus_error = unreachable[0].message.splitlines()[0]
             snap.recommendation = Recommendation("unknown", f"Prometheus cannot be read: {snap.prometheus_error}")
             for side in SIDES:
-                snap.readings[side] = {r.column: Reading(None, Status.ERROR) for r in ROWS}
+                snap.readings[side] = {r.column: Reading(None, Status.ERROR) for r in self.rows}
             return snap
         self.last_good = now
         comparisons = self._compare(now)
         for side, results in (("canary", canary), ("stable", stable)):
             readings = {}
-            for row in ROWS:
+            for row in self.rows:
                 if row.gate is not None:
                     outcome = results[row.gate]
                     value = outcome.value if isinstance(outcome, GateResult) else None
@@ -256,7 +272,7 @@ class Monitor:
         """The sequential comparisons (anytime-valid, so checking at every sample is sound); the fixed-horizon
         resource comparisons are left to the suite."""
         stats = self.config.statistics
-        names = [n for n, c in COMPARISONS.items() if c.family != "resources" and c.settings(stats).enabled]
+        names = [n for n, c in comparisons_of(stats).items() if c.family != "resources" and c.settings(stats).enabled]
         if self.evidence is None or not names:
             return {}
         try:
@@ -272,13 +288,18 @@ def _detail(outcome: GateResult | CanaryError) -> str:
 # ---- output ------------------------------------------------------------------------------------------------------
 
 
+def _short(unit: str) -> str:
+    """A unit as a cell shows it: its first word ("% of limit" → "%"); a custom gate's may be empty."""
+    return next(iter(unit.split()), "")
+
+
 def _number(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
     if math.isinf(value):
         return "∞"
     digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
-    return f"{value:.{digits}f} {unit.split()[0]}"
+    return f"{value:.{digits}f} {_short(unit)}".rstrip()
 
 
 def _threshold(config: CanaryConfig, row: Row, stage: int | None) -> str:
@@ -286,9 +307,11 @@ def _threshold(config: CanaryConfig, row: Row, stage: int | None) -> str:
         return f"stage {stage} % ± {config.gates_for(stage).traffic_split.threshold:g}" if stage is not None else "—"
     if row.gate is None:
         return ""
-    gate = GATES[row.gate].settings(config.gates_for(stage))
-    sign = "≥" if row.gate in ("success_rate", "pods_ready") else "≤"
-    return f"{sign} {gate.threshold:g} {row.unit.split()[0]} ({gate.severity.value})"
+    thresholds = config.gates_for(stage)
+    gate = gates_of(thresholds)[row.gate].settings(thresholds)
+    below = row.gate in ("success_rate", "pods_ready") or (isinstance(gate, ValueGate) and gate.fails is Fails.BELOW)
+    limit = f"{gate.threshold:g} {_short(row.unit)}".rstrip()
+    return f"{'≥' if below else '≤'} {limit} ({gate.severity.value})"
 
 
 ACTION_STYLE = {"promote": "bold green", "hold": "bold yellow", "roll back": "bold red", "unknown": "bold magenta"}
@@ -319,7 +342,7 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
     table.add_column("stable", justify="right")
     table.add_column("canary", justify="right")
     table.add_column("threshold", style="dim")
-    for row in ROWS:
+    for row in snap.rows:
         cells = []
         for side in SIDES:
             reading = snap.readings.get(side, {}).get(row.column, Reading(None, Status.NONE))
@@ -351,7 +374,7 @@ def plain_line(snap: Snapshot) -> str:
     if snap.prometheus_error:
         return f"{clock} sample {snap.number}: Prometheus unreachable: {snap.prometheus_error}"
     cells = []
-    for row in ROWS:
+    for row in snap.rows:
         values = []
         for side in SIDES:
             reading = snap.readings[side][row.column]

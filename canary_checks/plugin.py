@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     from canary_checks.errors import CanaryError
     from canary_checks.gates import GateResult
     from canary_checks.kube import CanaryHealth
-    from canary_checks.prometheus import MetricsSource
+    from canary_checks.prometheus import MetricsSource, Sample
     from canary_checks.smoke import Answer, SmokeClient
 
-__all__ = ["GateCheck", "GateWarning", "SmokeCheck", "Target", "compare_params", "gate_params"]
+__all__ = ["CanaryGate", "GateCheck", "GateWarning", "SmokeCheck", "Target", "compare_params", "gate_params"]
 
 
 class GateWarning(UserWarning):
@@ -167,8 +167,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="GATE=VALUE",
-        help="override a gate for this run: error_rate=3, or GATE.FIELD=VALUE such as latency_p95.severity=critical. "
-        "Repeatable.",
+        help="override a gate for this run (a built-in or a custom one of canary.yaml): error_rate=3, or "
+        "GATE.FIELD=VALUE such as latency_p95.severity=critical. Repeatable.",
     )
     group.addoption(
         "--canary-evidence",
@@ -302,21 +302,31 @@ def _header(target: Target) -> list[str]:
     ]
 
 
+CHECK_FIXTURES = ("gate", "custom_gate", "custom_comparison")
+"""The fixtures a test names its gate (or comparison) through, by parameter."""
+
+
 def _gate_name(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
-    if callspec is None or "gate" not in callspec.params:
+    if callspec is None:
         return None
-    name = callspec.params["gate"]
+    name = next((callspec.params[f] for f in CHECK_FIXTURES if f in callspec.params), None)
     return name if isinstance(name, str) else None
 
 
+def _runs_gates(item: pytest.Item) -> bool:
+    """Whether the test checks gates through this plugin's fixtures (a parametrized gate, or ``canary_gate``)."""
+    return any(_uses(item, f) for f in (*CHECK_FIXTURES, "canary_gate"))
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not any(_uses(item, "gate") or _uses(item, "smoke") for item in items):
+    if not any(_runs_gates(item) or _uses(item, "smoke") for item in items):
         return  # not a session of checks: nothing of canary-checks is read or imported
-    from canary_checks.compare import COMPARISONS
-    from canary_checks.gates import GATES
+    from canary_checks.compare import comparisons_of
+    from canary_checks.gates import gates_of
 
     target = _target(config)
+    gates, comparisons = gates_of(target.thresholds), comparisons_of(target.config.statistics)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and not config.option.no_header:
         for line in _header(target):
@@ -325,8 +335,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     kept, dropped = [], []
     for item in items:
         name = _gate_name(item)
-        gate = GATES.get(name) if name is not None else None
-        comparison = COMPARISONS.get(name) if name is not None else None
+        gate = gates.get(name) if name is not None else None
+        comparison = comparisons.get(name) if name is not None else None
+        if _is_placeholder(item):
+            continue  # a test per custom gate, and the config has none: no test at all (not even a deselected one)
         if (
             gate is not None
             and (not gate.settings(target.thresholds).enabled or (gate.source == "kubernetes" and not kube_on))
@@ -336,7 +348,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+    items[:] = kept
     _start_report(config, items)
 
 
@@ -350,7 +362,7 @@ def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A session that runs gates or smoke checks gets its own reports/<run-id>/ with pytest's JUnit in it."""
     if config.option.no_canary_report or hasattr(config, "workerinput"):
         return
-    gates = any(_uses(item, "gate") for item in items)
+    gates = any(_runs_gates(item) for item in items)
     smoke = any(_uses(item, "smoke") for item in items)
     if not gates and not smoke:
         return
@@ -448,12 +460,13 @@ def canary_results(
     """Every gate and comparison collected in this session, evaluated once: queries run concurrently at one
     instant, the Kubernetes API read once, the comparisons' evidence advanced once. With ``--hold-for``, evaluated
     again every ``--hold-interval`` while a critical check cannot decide (the runner's rule)."""
-    from canary_checks.compare import COMPARISONS
+    from canary_checks.compare import comparisons_of
     from canary_checks.errors import CanaryError
-    from canary_checks.gates import GATES, evaluate
+    from canary_checks.gates import evaluate, gates_of
     from canary_checks.report import outcome_of
     from canary_checks.suite import needs
 
+    gates, comparisons = gates_of(canary_target.thresholds), comparisons_of(canary_target.config.statistics)
     names = [n for item in request.session.items if (n := _gate_name(item)) is not None]
     config = request.config
     deadline = time.monotonic() + config.option.hold_for
@@ -462,12 +475,12 @@ def canary_results(
             results = evaluate(
                 canary_target.config,
                 canary_source,
-                [n for n in names if n in GATES],
+                [n for n in names if n in gates],
                 stage=canary_target.stage,
                 gates=canary_target.thresholds,
                 kube=_kube_reader(canary_target),
             )
-            results.update(_compare(canary_target, canary_source, [n for n in names if n in COMPARISONS]))
+            results.update(_compare(canary_target, canary_source, [n for n in names if n in comparisons]))
         except CanaryError as e:
             pytest.fail(e.message, pytrace=False)
         checks = [_as_record(name, r, canary_target.strict) for name, r in results.items()]
@@ -516,35 +529,65 @@ def _compare(target: Target, source: MetricsSource, names: list[str]) -> dict[st
 @pytest.fixture
 def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: dict[str, Any]) -> GateCheck:
     """The evaluated gate named by the test's ``gate`` parameter (see :func:`gate_params`)."""
-    from canary_checks.compare import COMPARISONS
-    from canary_checks.errors import CanaryError
-    from canary_checks.gates import GATES, Verdict, evaluate
+    return _check(request, canary_target, canary_results)
+
+
+@pytest.fixture
+def custom_gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: dict[str, Any]) -> GateCheck:
+    """The evaluated custom gate (a key of `gates:` with a query) the plugin parametrizes the test with: one test
+    per custom gate of the config (``test_custom[checkout_failures]``)."""
+    return _check(request, canary_target, canary_results)
+
+
+@pytest.fixture
+def custom_comparison(
+    request: pytest.FixtureRequest, canary_target: Target, canary_results: dict[str, Any]
+) -> GateCheck:
+    """The evaluated custom comparison (a key of `statistics:` with numerator and denominator), one test each."""
+    return _check(request, canary_target, canary_results)
+
+
+def _check(request: pytest.FixtureRequest, target: Target, results: dict[str, Any]) -> GateCheck:
+    """The evaluated gate or comparison named by the test's parameter, recorded as the test's properties."""
+    from canary_checks.compare import comparisons_of, evaluate_comparisons
+    from canary_checks.gates import evaluate, gates_of
     from canary_checks.prometheus import MetricsSource
 
     name = getattr(request, "param", None)
-    if name not in GATES and name not in COMPARISONS:
+    gates, comparisons = gates_of(target.thresholds), comparisons_of(target.config.statistics)
+    if name not in gates and name not in comparisons:
         pytest.fail(
             f"the gate fixture needs a gate name; got {name!r}. "
             "Use @pytest.mark.parametrize('gate', gate_params('latency'), indirect=True)",
             pytrace=False,
         )
-    outcome = canary_results.get(name)
-    if outcome is None and name in COMPARISONS:
-        outcome = _compare(canary_target, MetricsSource(canary_target.config), [name])[name]
+    outcome = results.get(name)
+    if outcome is None and name in comparisons:
+        source = MetricsSource(target.config)
+        outcome = evaluate_comparisons(target.config, source, [name], evidence_file=target.evidence)[name]
     elif outcome is None:  # collected after the session's evaluation (e.g. by a plugin); evaluate alone
         outcome = evaluate(
-            canary_target.config,
-            MetricsSource(canary_target.config),
+            target.config,
+            MetricsSource(target.config),
             [name],
-            stage=canary_target.stage,
-            gates=canary_target.thresholds,
-            kube=_kube_reader(canary_target),
+            stage=target.stage,
+            gates=target.thresholds,
+            kube=_kube_reader(target),
         )[name]
-    if isinstance(outcome, CanaryError):
-        request.node.user_properties.extend([("gate", name), ("verdict", "error"), ("error", outcome.message)])
-        pytest.fail(outcome.message, pytrace=False)
-    result: GateResult = outcome
+    return _record(request, target, name, outcome)
+
+
+def _record(request: pytest.FixtureRequest, target: Target, name: str, outcome: GateResult | CanaryError) -> GateCheck:
+    """A gate's outcome as the test's JUnit properties (which the summary, the reports and the runner read); an
+    error fails the test at once, a skipped no-data skips it."""
+    from canary_checks.errors import CanaryError
+    from canary_checks.gates import Verdict
+
     props = request.node.user_properties
+    if isinstance(outcome, CanaryError):
+        props.extend([("gate", name), ("verdict", "error"), ("error", outcome.message)])
+        pytest.fail(outcome.message, pytrace=False)
+    result = outcome
     props.extend(
         [
             ("gate", result.gate),
@@ -559,11 +602,11 @@ def gate(request: pytest.FixtureRequest, canary_target: Target, canary_results: 
     )
     props.extend(("query", q) for q in result.queries)
     props.extend((key, _prop(value)) for key, value in result.details.items())
-    if result.verdict is Verdict.INCONCLUSIVE and result.fails(strict=canary_target.strict):
+    if result.verdict is Verdict.INCONCLUSIVE and result.fails(strict=target.strict):
         props.append(("decision", "fail" if request.config.option.fail_undecided else "undecided"))
     if result.verdict is Verdict.NO_DATA and not result.fails(strict=True) and result.on_no_data.value == "skip":
         pytest.skip(f"{result.gate}: {result.summary} (on_no_data: skip)")
-    return GateCheck(result, canary_target.strict, bool(request.config.option.fail_undecided))
+    return GateCheck(result, target.strict, bool(request.config.option.fail_undecided))
 
 
 @dataclass
@@ -596,6 +639,8 @@ class SmokeCheck:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``health_path`` and ``smoke_request`` take their values from the config's ``smoke:`` section."""
     names = metafunc.fixturenames
+    if "custom_gate" in names or "custom_comparison" in names:
+        _parametrize_custom(metafunc)
     if "health_path" not in names and "smoke_request" not in names:
         return
     try:
@@ -611,6 +656,145 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("health_path", smoke.health, ids=[p.strip("/") or "root" for p in smoke.health])
     if "smoke_request" in names:
         metafunc.parametrize("smoke_request", smoke.requests, ids=[r.name for r in smoke.requests])
+
+
+@dataclass
+class CanaryGate:
+    """The ``canary_gate`` fixture: a team's own check in its suite or ``conftest.py``, read from the run's
+    Prometheus with the built-in gates' renderer, judged and recorded like a built-in gate (JUnit properties, the
+    summary table, the reports, the runner's decision)::
+
+        def test_queue_lag(canary_gate: CanaryGate) -> None:
+            canary_gate.evaluate(
+                "queue_lag", query='max(kafka_consumergroup_lag{consumergroup="$workload"})',
+                threshold=1000, fails="above", unit="messages",
+            ).verify()
+
+        def test_refund_share(canary_gate: CanaryGate) -> None:
+            refunds = canary_gate.value('sum(increase(refunds_total{pod=~"$pods"}[$window]))')
+            orders = canary_gate.value('sum(increase(orders_total{pod=~"$pods"}[$window]))')
+            share = 100 * (refunds or 0) / orders if orders else None  # None: no data, never a pass
+            canary_gate.record("refund_share", share, threshold=2, fails="above", unit="%").verify()
+    """
+
+    request: pytest.FixtureRequest
+    target: Target
+    source: MetricsSource
+    queries: list[str]
+    """The queries :meth:`value` and :meth:`query` sent; :meth:`record` lists them with its result."""
+
+    @property
+    def name(self) -> str:
+        """The gate an unreadable Prometheus is recorded under before :meth:`record` names one: the test's name."""
+        return str(getattr(self.request.node, "originalname", self.request.node.name)).removeprefix("test_")
+
+    def query(self, template: str, *, side: str = "canary") -> list[Sample]:
+        """The samples of a PromQL template for ``side`` (canary or stable): $namespace, $service, $workload, $pods
+        and $window are replaced and escaped as in the built-in gates. Prometheus unreadable: the test errors."""
+        from canary_checks.errors import CanaryError
+
+        try:
+            promql = self.source.render_template(template, side=side, where=f"canary_gate query of {self.name}")
+            self.queries.append(promql)
+            return self.source.query(promql, at=self.source.now())
+        except CanaryError as e:
+            _record(self.request, self.target, self.name, e)
+            raise  # not reached: _record fails the test
+
+    def value(self, template: str, *, side: str = "canary") -> float | None:
+        """The sum of the template's vector for ``side``; ``None`` when it is empty (no data)."""
+        samples = self.query(template, side=side)
+        return sum(s.value for s in samples) if samples else None
+
+    def evaluate(self, name: str, **settings: Any) -> GateCheck:
+        """Evaluate the custom gate ``name``: as configured under `gates:` (with the stage's and --threshold
+        overrides), with ``settings`` (query, threshold, fails, unit, severity, on_no_data, description) over it —
+        or defined here by them alone."""
+        from canary_checks.config import define_gate
+        from canary_checks.errors import CanaryError
+        from canary_checks.gates import evaluate, gates_of
+
+        gates = self.target.thresholds
+        try:
+            if settings:
+                gates = define_gate(gates, name, settings, where=f"canary_gate.evaluate({name!r})")
+            elif name not in gates_of(gates):
+                pytest.fail(
+                    f"canary_gate.evaluate({name!r}): no gate {name!r} in the config; define it under gates: in "
+                    "canary.yaml, or pass query=, threshold= and fails= here",
+                    pytrace=False,
+                )
+        except CanaryError as e:
+            pytest.fail(e.message, pytrace=False)
+        config = self.target.config
+        outcome = evaluate(config, self.source, [name], stage=self.target.stage, gates=gates)[name]
+        return _record(self.request, self.target, name, outcome)
+
+    def record(
+        self,
+        name: str,
+        value: float | None,
+        *,
+        threshold: float,
+        fails: str,
+        unit: str = "",
+        description: str = "",
+        severity: str = "critical",
+        on_no_data: str = "fail",
+        queries: tuple[str, ...] = (),
+    ) -> GateCheck:
+        """Judge a value the test computed (``None``: no data, never a pass) as a custom gate ``name`` and record
+        it; the queries :meth:`value` sent are listed with it."""
+        from pydantic import ValidationError
+
+        from canary_checks.config import Gates, ValueGate, check_custom_name
+        from canary_checks.gates import judge_value
+
+        fields = {"threshold": threshold, "fails": fails, "unit": unit, "description": description,
+                  "severity": severity, "on_no_data": on_no_data}  # fmt: skip
+        try:
+            check_custom_name(name, where="gates", builtins=Gates.model_fields, keys=("a value of its own",))
+            settings = ValueGate.model_validate(fields)
+        except ValidationError as e:
+            bad = "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in e.errors())
+            pytest.fail(f"canary_gate.record({name!r}): {bad}", pytrace=False)
+        except ValueError as e:
+            pytest.fail(f"canary_gate.record: {e}", pytrace=False)
+        window = self.target.config.window
+        result = judge_value(name, settings, value, window=window, queries=(*self.queries, *queries))
+        return _record(self.request, self.target, name, result)
+
+
+@pytest.fixture
+def canary_gate(request: pytest.FixtureRequest, canary_target: Target, canary_source: MetricsSource) -> CanaryGate:
+    """A team's own gate in its suite or ``conftest.py``: see :class:`CanaryGate`."""
+    return CanaryGate(request, canary_target, canary_source, [])
+
+
+_NONE = "-"
+"""The parameter of a custom-gate test when the config has none: deselected at the end of collection."""
+
+
+def _parametrize_custom(metafunc: pytest.Metafunc) -> None:
+    """``custom_gate`` takes every custom gate of the config, ``custom_comparison`` every custom comparison."""
+    try:
+        target = _target(metafunc.config)
+        found = {
+            "custom_gate": list(target.thresholds.custom()),
+            "custom_comparison": [f"compare_{n}" for n in target.config.statistics.custom()],
+        }
+    except pytest.UsageError:  # as in pytest_generate_tests: the end of collection says it once
+        found = {"custom_gate": [], "custom_comparison": []}
+    for fixture, names in found.items():
+        if fixture in metafunc.fixturenames:
+            ids = [n.removeprefix("compare_") for n in names] or ["none"]
+            metafunc.parametrize(fixture, names or [_NONE], indirect=True, ids=ids)
+
+
+def _is_placeholder(item: pytest.Item) -> bool:
+    """A custom-gate test of a config without custom gates: nothing to check."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(callspec.params.get(f) == _NONE for f in CHECK_FIXTURES)
 
 
 @pytest.fixture

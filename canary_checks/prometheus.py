@@ -43,6 +43,7 @@ __all__ = [
     "escape_label",
     "pod_regex",
     "profile_for",
+    "render_template",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,20 +133,30 @@ class QueryProfile:
     def render(
         self, name: str, *, namespace: str, workload: str, window: float, quantile: float = 0.0, service: str = ""
     ) -> str:
-        check_namespace(namespace)
-        check_workload(workload)
-        if service:
-            check_workload(service)
-        values = {
-            "namespace": escape_label(namespace),
-            "workload": escape_label(workload),
-            "service": escape_label(service),
-            "pods": escape_label(pod_regex(workload)),
-            "window": f"{round(window)}s",
-            "quantile": repr(quantile),
-        }
         template: str = getattr(self, name)
-        return string.Template(template).substitute(values)
+        return render_template(
+            template, namespace=namespace, workload=workload, window=window, quantile=quantile, service=service
+        )
+
+
+def render_template(
+    template: str, *, namespace: str, workload: str, window: float, quantile: float = 0.0, service: str = ""
+) -> str:
+    """A PromQL template with its placeholders replaced: $namespace, $workload, $service, $pods, $window, $quantile.
+    Every name is validated as a Kubernetes name and escaped first (the built-in profiles and custom gates alike)."""
+    check_namespace(namespace)
+    check_workload(workload)
+    if service:
+        check_workload(service)
+    values = {
+        "namespace": escape_label(namespace),
+        "workload": escape_label(workload),
+        "service": escape_label(service),
+        "pods": escape_label(pod_regex(workload)),
+        "window": f"{round(window)}s",
+        "quantile": repr(quantile),
+    }
+    return string.Template(template).substitute(values)
 
 
 @dataclass(frozen=True)
@@ -280,12 +291,19 @@ class MetricsSource:
     def render(self, name: str, *, side: str, quantile: float = 0.0, window: float | None = None) -> str:
         """The query ``name`` of the profile for ``side`` (stable|canary), with every value escaped; ``window``
         (seconds) replaces the configured window."""
-        workload = self.config.workload(side)
+        template: str = getattr(profile_for(self.config), name)
+        return self.render_template(template, side=side, quantile=quantile, window=window, where=f"queries.{name}")
+
+    def render_template(
+        self, template: str, *, side: str, quantile: float = 0.0, window: float | None = None, where: str = "query"
+    ) -> str:
+        """Any PromQL template (a custom gate's) for ``side``, by the rules of :meth:`render`; ``where`` names the
+        template's config key in messages."""
         try:
-            return profile_for(self.config).render(
-                name,
+            return render_template(
+                template,
                 namespace=self.config.namespace,
-                workload=workload,
+                workload=self.config.workload(side),
                 window=self.config.window if window is None else window,
                 quantile=quantile,
                 service=self.config.service,
@@ -293,11 +311,11 @@ class MetricsSource:
         except KeyError as e:
             raise InvalidLabelValue(
                 f"unknown placeholder ${e.args[0]}",
-                where=f"queries.{name}",
+                where=where,
                 fix="use only $namespace, $workload, $service, $pods, $window and $quantile",
             ) from None
         except ValueError as e:
-            raise InvalidLabelValue(str(e), where=f"query {name} for {side}") from None
+            raise InvalidLabelValue(str(e), where=f"{where} for {side}") from None
 
     def query(self, promql: str, at: float | None = None) -> list[Sample]:
         """One instant query; an empty list is no data."""

@@ -21,10 +21,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from canary_checks.compare import COMPARISONS, evaluate_comparisons
+from canary_checks.compare import comparisons_of, evaluate_comparisons
 from canary_checks.config import CanaryConfig, OutsideWindow, Severity, UndecidedPolicy
 from canary_checks.errors import CanaryError
-from canary_checks.gates import GATES, GateResult, Verdict, evaluate
+from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
 from canary_checks.record import IN_PROGRESS, Lease, RecordConflict, holder_id, version_of
@@ -692,12 +692,15 @@ class Rollout:
         self.confirm_owner()
         if self.source is None:
             return
+        thresholds = self.thresholds(stage)
         critical = [
             name
-            for name, gate in GATES.items()
-            if gate.source == "prometheus" and gate.settings(self.thresholds(stage)).severity is Severity.CRITICAL
+            for name, gate in gates_of(thresholds).items()  # the built-in gates and the config's custom ones
+            if gate.source == "prometheus"
+            and gate.settings(thresholds).enabled
+            and gate.settings(thresholds).severity is Severity.CRITICAL
         ]
-        results = evaluate(self.config, self.source, critical, stage=stage, gates=self.thresholds(stage))
+        results = evaluate(self.config, self.source, critical, stage=stage, gates=thresholds)
         results.update(self.compare())
         failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]
         if failed:
@@ -757,7 +760,7 @@ class Rollout:
         stats = self.config.statistics
         names = [
             name
-            for name, c in COMPARISONS.items()
+            for name, c in comparisons_of(stats).items()
             if c.family != "resources" and c.settings(stats).enabled and c.settings(stats).severity is Severity.CRITICAL
         ]
         if self.source is None or not names:

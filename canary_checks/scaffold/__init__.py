@@ -62,6 +62,8 @@ CONFTEST = '''"""Your own pytest fixtures and hooks, beside those of canary-chec
 The suites in suites/ use the plugin's fixtures: `gate` (an evaluated gate; `gate.verify()` turns its verdict into
 the test's outcome), `smoke` (requests through the canary's header route), `canary_target` (the resolved config,
 stage and thresholds) and `canary_source` (the Prometheus of canary.yaml: `canary_source.query("promql")`).
+A gate of your own: a key with a `query` under `gates:` in canary.yaml, or a test taking `canary_gate`, which
+queries that Prometheus and records its result as a gate (docs/gates.md#custom-gates).
 Fixtures defined here are available to every test in this repository.
 """
 '''

@@ -71,7 +71,10 @@ def test_durations_and_workload_names(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("gates:\n  error_rate: {threshold: lots}\n", "gates.error_rate.threshold"),
-        ("gates:\n  eror_rate: {threshold: 3}\n", "gates.eror_rate: unknown key"),
+        (
+            "gates:\n  eror_rate: {threshold: 3}\n",
+            "gates: 'eror_rate' is not a built-in gate (did you mean error_rate?)",
+        ),
         ("stages: [5, 50, 25, 100]\n", "stages must be strictly ascending"),
         ("stages: [5, 25]\n", "the last stage must be 100"),
         ("window: soon\n", "expected a duration such as 30s"),

@@ -113,7 +113,10 @@ def test_one_service_section_needs_no_choice(tmp_path: Path) -> None:
             "(service gateway): services.gateway.gates.error_rate.threshold: expected a percent from 0 to 100",
         ),
         ("namespace: Edge_1", "services.gateway.namespace: 'Edge_1' is not a valid Kubernetes namespace"),
-        ("gates: {error_rat: {threshold: 2}}", "services.gateway.gates.error_rat: unknown key"),
+        (
+            "gates: {error_rat: {threshold: 2}}",
+            "services.gateway.gates: 'error_rat' is not a built-in gate (did you mean error_rate?)",
+        ),
         ("smoke: {requests: [{name: x, path: nope}]}", "services.gateway.smoke.requests.0.path: String should match"),
         (
             "stage_gates: {25: {error_rate: {threshold: 300}}}",

@@ -26,3 +26,8 @@ def test_latency_vs_stable(gate: GateCheck) -> None:
 @pytest.mark.parametrize("gate", compare_params("resources"), indirect=True)
 def test_resources_vs_stable(gate: GateCheck) -> None:
     gate.verify()
+
+
+def test_custom_vs_stable(custom_comparison: GateCheck) -> None:
+    """One test per custom comparison under `statistics:` in canary.yaml (none: deselected)."""
+    custom_comparison.verify()

@@ -63,3 +63,8 @@ def test_kubernetes(gate: GateCheck) -> None:
 @pytest.mark.parametrize("gate", gate_params("alerts"), indirect=True)
 def test_alerts(gate: GateCheck) -> None:
     gate.verify()
+
+
+def test_custom(custom_gate: GateCheck) -> None:
+    """One test per custom gate under `gates:` in canary.yaml (the plugin parametrizes it; none: deselected)."""
+    custom_gate.verify()
