@@ -296,7 +296,7 @@ def init_command(
     for path in done.written:
         _echo(f"  {path}")
     steps = [
-        f"check canary.yaml: Prometheus {c.prometheus.url} (a token: prometheus.bearer_token_env), smoke.url "
+        f"check canary.yaml: Prometheus {c.prometheus.shown_url} (a token: prometheus.bearer_token_env), smoke.url "
         f"{c.smoke.url}, the workloads {c.workload('stable')} and {c.workload('canary')}",
         "pytest suites/smoke                      # the canary through its x-canary: true route",
         "pytest suites/gate --stage 5             # the first stage's gates (--hold-for 5m waits for a decision)",
@@ -322,7 +322,9 @@ def config_show(ctx: click.Context) -> None:
 
     config, path = _config(ctx, sandbox=True)
     click.echo(f"# {path or 'built-in defaults (no canary.yaml found)'}")
-    click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), nl=False)
+    from canary_checks.errors import redact_url
+
+    click.echo(redact_url(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)), nl=False)
 
 
 @config_group.command("reference")
@@ -924,7 +926,7 @@ def gates_command(
     run_dir = reports / new_run_id("gate")
     started = time.time()
     write_run(run_dir, kind="gate", service=config.service, namespace=config.namespace, stage=stage, started=started,
-              prometheus=config.prometheus.url, window=config.window)  # fmt: skip
+              prometheus=config.prometheus.shown_url, window=config.window)  # fmt: skip
     extra = ["--service", config.service, "--namespace", config.namespace, *(f"--threshold={t}" for t in thresholds)]
     if evidence is not None:
         extra.append(f"--canary-evidence={evidence}")

@@ -301,13 +301,13 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
         f" — {config.workload('canary')} vs {config.workload('stable')} in {config.namespace}",
     )
     if snap is None:
-        return Group(head, Text(f"taking the first sample from {config.prometheus.url} …", style="dim"))
+        return Group(head, Text(f"taking the first sample from {config.prometheus.shown_url} …", style="dim"))
     stage = f"stage {snap.stage} %" + (" (nearest to the split)" if snap.stage_inferred else "") if snap.stage else (
         "stage unknown (no traffic split)")  # fmt: skip
     clock = datetime.fromtimestamp(snap.time).strftime("%H:%M:%S")
     info = Text(
         f"{stage} · window {config.window:g}s · sample {snap.number} at {clock} · next in {max(next_in, 0):.0f}s "
-        f"(every {interval:g}s) · Prometheus {config.prometheus.url}",
+        f"(every {interval:g}s) · Prometheus {config.prometheus.shown_url}",
         style="dim",
     )
     parts: list[Any] = [head, info]

@@ -290,7 +290,7 @@ def _header(target: Target) -> list[str]:
     return [
         f"canary-checks: {c.workload('canary')} vs {c.workload('stable')} in namespace {c.namespace}, "
         f"mesh {c.mesh.value}, {stage}{', strict' if target.strict else ''}",
-        f"canary-checks: Prometheus {c.prometheus.url}, window {c.window:g}s, config {source}",
+        f"canary-checks: Prometheus {c.prometheus.shown_url}, window {c.window:g}s, config {source}",
         f"canary-checks: {kube}",
         f"canary-checks: comparisons at {c.statistics.confidence:.0%} confidence, correction "
         f"{c.statistics.correction.value}, evidence {target.evidence}",
@@ -312,6 +312,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from canary_checks.gates import GATES
 
     target = _target(config)
+    if any(_uses(item, "gate") for item in items):
+        from canary_checks.errors import CanaryError
+
+        try:  # a missing secret or certificate stops the session with one message, before any gate runs
+            target.config.prometheus.check_secrets()
+        except CanaryError as e:
+            raise pytest.UsageError(e.message) from None
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and not config.option.no_header:
         for line in _header(target):
@@ -364,7 +371,7 @@ def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         write_run(run_dir, kind=kind, service=c.service, namespace=c.namespace, stage=target.stage,
                   target=config.option.target if kind == "smoke" else None, started=report.started,
-                  prometheus=c.prometheus.url, window=c.window)  # fmt: skip
+                  prometheus=c.prometheus.shown_url, window=c.window)  # fmt: skip
     except OSError as e:  # a read-only working directory: the checks still run, without their report
         report.problem = f"no report: cannot write {run_dir} ({e.strerror}); --canary-reports DIR moves it"
         return
