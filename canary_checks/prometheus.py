@@ -400,6 +400,19 @@ class MetricsSource:
         proxies = requests.utils.get_environ_proxies(settings.base_url)
         return proxies.get(settings.base_url.partition(":")[0]) or proxies.get("all")
 
+    def meshes_with_series(self, side: str, at: float | None = None) -> list[Mesh]:
+        """The meshes whose request counter has series for ``side``'s workload now (any value, any window): asked
+        only when a gate saw no traffic, to tell "no requests" from "the wrong mesh's metrics". Unreadable: none."""
+        workload, namespace = self.config.workload(side), self.config.namespace
+        probes = {}
+        for mesh, metrics in MESH_METRICS.items():
+            selector = metrics.matchers(
+                f'{metrics.namespace}="{escape_label(namespace)}"', f'{metrics.workload}="{escape_label(workload)}"'
+            )
+            probes[mesh] = f"count({metrics.requests}{{{selector}}})"
+        found = self.query_many(probes.values(), at=at)
+        return [mesh for mesh, q in probes.items() if isinstance(r := found[q], list) and r and r[0].value > 0]
+
     def query_many(self, queries: Iterable[str], at: float | None = None) -> dict[str, list[Sample] | PrometheusError]:
         """Send every query concurrently, all evaluated at the same instant ``at`` (default: :meth:`now`)."""
         unique = list(dict.fromkeys(queries))
