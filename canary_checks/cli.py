@@ -901,7 +901,8 @@ def gates_command(
     thresholds: tuple[str, ...],
 ) -> None:
     """Run one stage's gate suite until it decides, as the runner does: exit 0 when every gate passes, 1 when a
-    gate fails or nothing is decided within --hold-for, 2 when the suite cannot run.
+    gate fails or nothing is decided within --hold-for, 2 when the gates could not be evaluated: the suite cannot
+    run, or Prometheus stayed unreachable or refused the credentials for all of --hold-for.
 
     \b
     For controllers that run a command per stage (Argo Rollouts' Job provider, a CI step): a first look that is
@@ -947,7 +948,7 @@ def gates_command(
     except (CanaryError, OSError) as e:
         console.print(f"the report could not be written: {getattr(e, 'message', e)}", highlight=False)
     _echo(decision.why)
-    sys.exit({"passed": 0, "broken": 2}.get(decision.outcome, 1))
+    sys.exit({"passed": 0, "broken": 2, "unreadable": 2}.get(decision.outcome, 1))
 
 
 @cli.command("watch")

@@ -91,6 +91,11 @@ class PrometheusError(CanaryError):
         where = f"Prometheus at {url}" + (f" (query {query!r})" if query else "")
         super().__init__(what, where=where, fix=fix)
 
+    @property
+    def headline(self) -> str:
+        """One line without the query: the same for every query a broken source failed."""
+        return f"Prometheus at {self.url}: {self.what}"
+
 
 class PrometheusUnreachable(PrometheusError):
     """No connection could be made, or it timed out."""

@@ -476,11 +476,20 @@ def canary_results(
         left = deadline - time.monotonic()
         if outcome_of(checks) not in ("held", "error") or left <= 0:
             return results
-        waiting = [(c["gate"], c["verdict"], c["details"]) for c in checks if c["outcome"] != "passed"]
+        waiting = [(c["gate"], c["verdict"], c["details"]) for c in checks if c["outcome"] not in ("passed", "error")]
+        # an unreadable source is said as such at each look, not as "error" per gate
+        unread = [_headline(r) for r in results.values() if isinstance(r, CanaryError)]
+        why = "; ".join(filter(None, (*dict.fromkeys(unread), needs(waiting))))
         pause = min(config.option.hold_interval, left)
-        _say(config, f"canary-checks: holding ({needs(waiting)}); looking again in {pause:.0f} s, {left:.0f} s left "
+        _say(config, f"canary-checks: holding ({why}); looking again in {pause:.0f} s, {left:.0f} s left "
                      "of --hold-for")  # fmt: skip
         time.sleep(pause)
+
+
+def _headline(error: CanaryError) -> str:
+    from canary_checks.errors import PrometheusError
+
+    return error.headline if isinstance(error, PrometheusError) else error.message.splitlines()[0]
 
 
 def _as_record(name: str, result: GateResult | CanaryError, strict: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from canary_checks.compare import COMPARISONS, evaluate_comparisons
 from canary_checks.config import CanaryConfig, Severity, UndecidedPolicy
-from canary_checks.errors import CanaryError
+from canary_checks.errors import CanaryError, PrometheusError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
 from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
@@ -616,7 +616,7 @@ class Rollout:
             self.undecided(stage, extension, record_needs(decision.held), decision.held)
             return
         why = decision.why
-        if decision.outcome == "undecided":
+        if decision.outcome in ("undecided", "unreadable"):
             why += "; missing data never promotes"
         self.rollback(why, failing=[_gate_fields(r) for r in decision.failed or decision.held])
 
@@ -679,6 +679,9 @@ class Rollout:
                 continue
             results = evaluate(self.config, self.source, critical, stage=stage, gates=self.thresholds(stage))
             results.update(self.compare())
+            unread = {e.headline for e in results.values() if isinstance(e, PrometheusError)}
+            for cause in sorted(unread):  # said at each poll: a silent step would look like a healthy one
+                self.echo(f"stage {stage} %: {cause}; looking again in {self.o.poll_interval:g} s")
             failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]
             if failed:
                 self.rollback(
