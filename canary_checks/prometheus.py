@@ -392,6 +392,13 @@ class MetricsSource:
             ) from e
         except requests.exceptions.RequestException as e:
             raise PrometheusUnreachable(f"could not be read ({_reason(e)})", url=self.url, query=promql) from e
+        except OSError as e:  # requests' own check of the certificate files, gone since the config was loaded
+            raise PrometheusUnreachable(
+                f"could not be read: {e}",
+                url=self.url,
+                query=promql,
+                fix="point prometheus.ca_file, cert_file and key_file at readable PEM files",
+            ) from e
 
     def _proxy(self) -> str | None:
         settings = self.config.prometheus
@@ -492,10 +499,16 @@ def _unreachable_fix(config: CanaryConfig) -> str:
 
 def _tls_error(error: Exception, url: str, promql: str, settings: PrometheusSettings) -> PrometheusUnreachable:
     text = str(error)
-    if _client_cert_refused(error):
+    closed = "EOF occurred in violation of protocol" in text or "UNEXPECTED_EOF" in text
+    if _client_cert_refused(error) or (closed and settings.cert_file):
         have = f"the client certificate {settings.cert_file}" if settings.cert_file else "no client certificate"
+        how = (
+            "refused the TLS client certificate"
+            if not closed
+            else "closed the TLS handshake (refused the client certificate?)"
+        )
         return PrometheusUnreachable(
-            f"refused the TLS client certificate: {have} was offered",
+            f"{how}: {have} was offered",
             url=url,
             query=promql,
             fix="set prometheus.cert_file and prometheus.key_file to a certificate (and its key) signed by a CA the "

@@ -168,6 +168,7 @@ def record_needs(records: Sequence[GateRecord]) -> str:
 
 
 _QUERY = re.compile(r" \(query '.*?'\)(?=:)")
+_FIX = re.compile(r"\s+(fix): ")
 
 
 def unreadable(records: Sequence[GateRecord], *, fix: bool = False) -> str:
@@ -178,11 +179,10 @@ def unreadable(records: Sequence[GateRecord], *, fix: bool = False) -> str:
         if r.outcome != "error":
             continue
         text = (r.properties.get("error") or r.summary or r.message or "").strip()
-        lines = text.splitlines() or ["an error"]
-        cause = _QUERY.sub("", lines[0])
-        if fix:
-            cause += "".join(f" ({line.strip()})" for line in lines[1:2] if line.strip().startswith("fix:"))
-        causes.append(cause)
+        # the message's second line is its fix (a JUnit attribute keeps it on the same line)
+        head, _, how = [part.strip() for part in [*_FIX.split(text, maxsplit=1), "", ""]][:3]
+        cause = _QUERY.sub("", head.splitlines()[0] if head else "an error")
+        causes.append(f"{cause} (fix: {how})" if fix and how else cause)
     return "; ".join(dict.fromkeys(causes))
 
 
