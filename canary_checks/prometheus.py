@@ -573,5 +573,5 @@ def _reason(error: Exception) -> str:
     text = str(error)
     for marker in ("Connection refused", "timed out", "Name or service not known", "too many"):
         if marker in text:
-            return marker.lower() if marker != "too many" else text[text.find("too many") :][:80]
+            return marker.lower() if marker != "too many" else text[text.find("too many") :][:80].rstrip("')\"")
     return type(error).__name__
