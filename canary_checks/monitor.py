@@ -27,7 +27,7 @@ from rich.text import Text
 
 from canary_checks.compare import COMPARISONS, evaluate_comparisons
 from canary_checks.config import CanaryConfig, Severity, Workloads
-from canary_checks.errors import CanaryError, PrometheusUnreachable
+from canary_checks.errors import CanaryError, PrometheusError, PrometheusQueryError, PrometheusUnreachable
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
 from canary_checks.prometheus import MetricsSource
 
@@ -203,9 +203,11 @@ class Monitor:
         share = judged.value if isinstance(judged, GateResult) else None
         stable = evaluate(stable_cfg, self.sources["stable"], SIDE_GATES, stage=stage, at=now)
         raw = self._plain_readings(now)
-        unreachable = [r for r in (*canary.values(), *stable.values()) if isinstance(r, PrometheusUnreachable)]
+        unreachable = [
+            r for r in (*canary.values(), *stable.values()) if isinstance(r, PrometheusError) and _unreadable(r)
+        ]
         if unreachable:
-            snap.prometheus_error = unreachable[0].message.splitlines()[0]
+            snap.prometheus_error = unreachable[0].headline
             snap.recommendation = Recommendation("unknown", f"Prometheus cannot be read: {snap.prometheus_error}")
             for side in SIDES:
                 snap.readings[side] = {r.column: Reading(None, Status.ERROR) for r in ROWS}
@@ -312,8 +314,8 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
     )
     parts: list[Any] = [head, info]
     if snap.prometheus_error:
-        parts.append(Text(f"PROMETHEUS UNREACHABLE: {snap.prometheus_error} — still trying every {interval:g}s",
-                          style="bold white on red"))  # fmt: skip
+        banner = f"{_banner(snap.prometheus_error)}: {snap.prometheus_error} — still trying every {interval:g}s"
+        parts.append(Text(banner, style="bold white on red"))
     table = Table(expand=False, pad_edge=False)
     table.add_column("metric")
     table.add_column("stable", justify="right")
@@ -345,11 +347,22 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
     return Group(*parts)
 
 
+def _unreadable(result: PrometheusError) -> bool:
+    """Prometheus itself cannot be read (every cell would error alike): unreachable, or refusing the credentials."""
+    if isinstance(result, PrometheusUnreachable):
+        return True
+    return isinstance(result, PrometheusQueryError) and result.status in (401, 403, 407)
+
+
+def _banner(error: str) -> str:
+    return "PROMETHEUS UNREACHABLE" if ": answered HTTP 40" not in error else "PROMETHEUS REFUSES THE QUERIES"
+
+
 def plain_line(snap: Snapshot) -> str:
     """One line per sample for logs and pipes."""
     clock = datetime.fromtimestamp(snap.time, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if snap.prometheus_error:
-        return f"{clock} sample {snap.number}: Prometheus unreachable: {snap.prometheus_error}"
+        return f"{clock} sample {snap.number}: {_banner(snap.prometheus_error).capitalize()}: {snap.prometheus_error}"
     cells = []
     for row in ROWS:
         values = []
