@@ -747,6 +747,13 @@ class PrometheusSettings(_Model):
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit(parts._replace(netloc=host))
 
+    def open_at(self, url: str) -> PrometheusSettings:
+        """These settings for an open local Prometheus at ``url`` (a replay's): no credentials, headers, client
+        certificate or proxy, so none is needed or sent to it."""
+        cleared: dict[str, Any] = {"url": url, "bearer_token_env": None, "bearer_token_file": None, "basic_auth": None,
+                   "headers": {}, "ca_file": None, "cert_file": None, "key_file": None, "proxy_url": None}  # fmt: skip
+        return self.model_copy(update=cleared)
+
     @property
     def shown_url(self) -> str:
         """The URL as shown and stored: a password in it replaced by ``***``."""
