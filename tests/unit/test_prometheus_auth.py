@@ -233,3 +233,14 @@ def test_a_dead_proxy_is_named(server: Recorder, tmp_path: Path, monkeypatch: py
     message = caught.value.message
     assert f"through the proxy {proxy.replace(':pw@', ':***@')}" in message and "prometheus.proxy_url" in message
     assert server.headers == []
+
+
+def test_init_refuses_to_write_a_password_into_canary_yaml(tmp_path: Path) -> None:
+    from canary_checks.scaffold import init
+
+    with pytest.raises(ConfigError) as caught:
+        init(tmp_path, service="cart", namespace="shop", prometheus_url="https://gates:s3cret@prom.example:9090")
+    message = caught.value.message
+    assert "s3cret" not in message and "https://gates:***@prom.example:9090 holds a password" in message
+    assert "prometheus.basic_auth: {username: gates, password_env: PROMETHEUS_PASSWORD}" in message
+    assert list(tmp_path.iterdir()) == []
