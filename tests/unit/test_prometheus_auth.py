@@ -17,7 +17,7 @@ import pytest
 from canary_checks.config import load_config
 from canary_checks.errors import ConfigError, PrometheusQueryError, PrometheusUnreachable, redact_url
 from canary_checks.prometheus import MetricsSource
-from tests.conftest import LocalServer, free_port, serving
+from tests.conftest import GATE_SUITE, PYTESTER_ARGS, LocalServer, PromStub, free_port, healthy, serving
 
 EMPTY = {"status": "success", "data": {"resultType": "vector", "result": []}}
 
@@ -244,3 +244,26 @@ def test_init_refuses_to_write_a_password_into_canary_yaml(tmp_path: Path) -> No
     assert "s3cret" not in message and "https://gates:***@prom.example:9090 holds a password" in message
     assert "prometheus.basic_auth: {username: gates, password_env: PROMETHEUS_PASSWORD}" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_json_stores_a_url_without_its_password(tmp_path: Path) -> None:
+    from canary_checks.report import RUN, write_run
+
+    write_run(tmp_path, kind="gate", prometheus="https://gates:s3cret@thanos.example/prometheus")
+    stored = json.loads((tmp_path / RUN).read_text())
+    assert stored["prometheus"] == "https://gates:***@thanos.example/prometheus"
+
+
+def test_the_pytest_header_junit_and_reports_show_the_url_without_its_password(
+    pytester: pytest.Pytester, prom: PromStub
+) -> None:
+    healthy(prom)
+    url = prom.url.replace("http://", "http://gates:s3cret-pw@")
+    pytester.makepyfile(test_canary_gates=GATE_SUITE)
+    pytester.makefile(".yaml", canary=f"service: auth\nnamespace: orion\nprometheus: {{url: '{url}'}}\nwindow: 30s\n")
+    result = pytester.runpytest(*PYTESTER_ARGS, "--stage", "25", "-k", "error_rate", "--junitxml", "out.xml")
+    result.stdout.fnmatch_lines([f"canary-checks: Prometheus {prom.url.replace('http://', 'http://gates:***@')}, *"])
+    written = [p for p in pytester.path.rglob("*") if p.is_file() and p.suffix in (".xml", ".json", ".html")]
+    assert any(p.name == "run.json" for p in written)
+    assert all("s3cret-pw" not in p.read_text() for p in written)
+    assert "s3cret-pw" not in result.stdout.str()
