@@ -571,6 +571,8 @@ def _not_api(error: Exception) -> str:
 
 def _reason(error: Exception) -> str:
     text = str(error)
+    if "Proxy Authentication Required" in text:
+        return "407 Proxy Authentication Required: put the proxy's user:password@ in prometheus.proxy_url"
     for marker in ("Connection refused", "timed out", "Name or service not known", "too many"):
         if marker in text:
             return marker.lower() if marker != "too many" else text[text.find("too many") :][:80].rstrip("')\"")

@@ -267,3 +267,14 @@ def test_the_pytest_header_junit_and_reports_show_the_url_without_its_password(
     assert any(p.name == "run.json" for p in written)
     assert all("s3cret-pw" not in p.read_text() for p in written)
     assert "s3cret-pw" not in result.stdout.str()
+
+
+def test_queries_go_through_the_configured_proxy(
+    server: Recorder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # a dead one: the configured proxy wins
+    target = f"http://prometheus.internal.example:{free_port()}"  # only the proxy can reach it
+    samples = source({"url": target, "proxy_url": server.url, "headers": {"X-Scope-OrgID": "team-a"}}, tmp_path)
+    assert samples.query("up") == []
+    assert server.paths[0].startswith(f"{target}/api/v1/query?")  # a proxy's request line: the absolute URL
+    assert server.headers[0]["X-Scope-OrgID"] == "team-a"
