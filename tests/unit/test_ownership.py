@@ -22,11 +22,11 @@ from canary_checks.watch import Candidate, Watchdog
 from tests.conftest import write_config
 from tests.unit.test_runner_undecided import Memory
 
-PASSING_SUITE = """
+PASSING_SUITE = '''
 def test_error_rate(record_property):
     record_property("gate", "error_rate")
     record_property("verdict", "pass")
-"""
+'''
 
 
 def runner(tmp_path: Path, memory: Memory, holder: str, lines: list[str], **options: Any) -> Rollout:
@@ -86,7 +86,7 @@ def test_a_rollback_from_another_process_mid_stage_wins_and_nothing_moves_after_
     assert memory.weight == 0 and memory.replicas == 0
     thread.join(timeout=60)
     assert result["code"] == SUPERSEDED_EXIT
-    assert memory.weights[memory.weights.index(0) :] == [0] * len(memory.weights[memory.weights.index(0) :])
+    assert memory.weights[memory.weights.index(0):] == [0] * len(memory.weights[memory.weights.index(0):])
     assert memory.stable == "shop/cart:1", "never promoted"
     assert memory.state is not None and memory.state["status"] == "rolled-back"
     assert any("rolled back by operator (--rollback asked for it)" in line for line in lines)

@@ -19,7 +19,7 @@ from canary_checks.record import RecordConflict, version_of
 from canary_checks.runner import HELD_EXIT, Rollout, RolloutOptions
 from tests.conftest import write_config
 
-UNDECIDED_SUITE = """
+UNDECIDED_SUITE = '''
 import pytest
 
 def test_error_rate(record_property):
@@ -32,16 +32,16 @@ def test_errors_vs_stable(record_property):
     record_property("needed_requests", "1234")
     record_property("needed_seconds", "123")
     pytest.fail("compare_errors: inconclusive")
-"""
+'''
 
-NO_DATA_SUITE = """
+NO_DATA_SUITE = '''
 import pytest
 
 def test_error_rate(record_property):
     record_property("gate", "error_rate")
     record_property("verdict", "no data")
     pytest.fail("error_rate: no data")
-"""
+'''
 
 
 class Memory:

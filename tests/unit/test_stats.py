@@ -353,10 +353,8 @@ def test_an_inconclusive_comparison_says_how_many_more_requests_decide_it() -> N
     ev = test.evidence(0.05, worse_ratio=2.0, worse_delta=0.01)
     assert ev.outcome is Outcome.INCONCLUSIVE and 0 < ev.needed_requests() < 5000
     short = int(ev.needed_requests() * 0.8)  # four fifths of it, at the same share and rates: still undecided
-    less = (
-        SequentialTest()
-        .update(Counts(600, 6), Counts(11400, 114))
-        .update(Counts(short, short * 0.01), Counts(short * 19, short * 0.19))
+    less = SequentialTest().update(Counts(600, 6), Counts(11400, 114)).update(
+        Counts(short, short * 0.01), Counts(short * 19, short * 0.19)
     )
     assert less.evidence(0.05, worse_ratio=2.0, worse_delta=0.01).outcome is Outcome.INCONCLUSIVE
     n = ev.needed_requests()  # all of it: decided, and a pass
