@@ -486,3 +486,16 @@ def test_no_secret_in_any_file_a_run_writes_or_in_its_output(
     if where == "url":
         assert "gates:***@127.0.0.1" in outputs["pytest"]  # the header shows the URL, its password redacted
         assert any('"prometheus": "http://gates:***@127.0.0.1' in t for p, t in written.items() if p.name == "run.json")
+
+
+# ---- the wrong mesh ------------------------------------------------------------------------------------------------
+
+
+def test_linkerd_configured_on_istio_metrics_names_the_mesh_that_has_them(ready: Servers, tmp_path: Path) -> None:
+    path = config(tmp_path, url=ready.basic, basic_auth={"username": "gates", "password_env": "PROM_PASSWORD"})
+    run = gates(path, "--mesh", "linkerd")
+    assert run.exit_code == 1
+    assert verdicts(run) == {"error_rate": "no data", "success_rate": "no data"}
+    hint = ("no response_total series for auth-canary in orion, but istio_requests_total (Istio) has some: "
+            "set mesh: istio (or --mesh istio)")  # fmt: skip
+    assert all(r.summary.endswith(hint) for r in run.records), [r.summary for r in run.records]
