@@ -802,7 +802,8 @@ class PrometheusSettings(_Model):
         self.header_values()
         for key in ("ca_file", "cert_file", "key_file"):
             path: Path | None = getattr(self, key)
-            if path is not None and not path.is_file():
+            # a CA may also be a directory of hashed certificates (c_rehash), as OpenSSL's CApath
+            if path is not None and not (path.is_file() or (key == "ca_file" and path.is_dir())):
                 raise ConfigError(
                     f"{path} does not exist or is not a file",
                     where=f"prometheus.{key}",
