@@ -785,14 +785,20 @@ class PrometheusSettings(_Model):
 
     def header_values(self) -> dict[str, str]:
         """The extra headers with their secret values read now."""
-        return {
-            name: value
-            if isinstance(value, str)
-            else _read_secret(
-                value.env, value.file, (f"prometheus.headers.{name}.env", f"prometheus.headers.{name}.file")
-            )
-            for name, value in self.headers.items()
-        }
+        values = {}
+        for name, value in self.headers.items():
+            if isinstance(value, str):
+                values[name] = value
+                continue
+            keys = (f"prometheus.headers.{name}.env", f"prometheus.headers.{name}.file")
+            values[name] = read = _read_secret(value.env, value.file, keys)
+            if "\n" in read or "\r" in read:
+                raise ConfigError(
+                    "the value has a line break inside (one header value is one line)",
+                    where=keys[0] if value.env else keys[1],
+                    fix="store the value alone on one line",
+                )
+        return values
 
     def check_secrets(self) -> None:
         """Read every configured secret and file once: a missing variable or unreadable file is a

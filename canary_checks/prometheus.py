@@ -380,7 +380,7 @@ class MetricsSource:
                 query=promql,
                 fix=_unreachable_fix(self.config),
             ) from e
-        except (ValueError, KeyError, TypeError) as e:
+        except (requests.exceptions.JSONDecodeError, KeyError, TypeError) as e:
             # a 200 answer that is not the query API's JSON: a web UI, a login page, another service
             raise PrometheusQueryError(
                 f"answered with something that is not the Prometheus query API ({_not_api(e)})",

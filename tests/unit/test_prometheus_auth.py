@@ -278,3 +278,10 @@ def test_queries_go_through_the_configured_proxy(
     assert samples.query("up") == []
     assert server.paths[0].startswith(f"{target}/api/v1/query?")  # a proxy's request line: the absolute URL
     assert server.headers[0]["X-Scope-OrgID"] == "team-a"
+
+
+def test_a_secret_header_value_on_two_lines_is_refused_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "tenant").write_text("team-a\nteam-b\n")
+    message = config_error({"headers": {"X-Scope-OrgID": {"file": str(tmp_path / "tenant")}}}, tmp_path)
+    assert message.startswith("prometheus.headers.X-Scope-OrgID.file: the value has a line break inside")
+    assert "team-b" not in message
