@@ -344,7 +344,7 @@ def init_command(
     for path in done.written:
         _echo(f"  {path}")
     steps = [
-        f"check canary.yaml: Prometheus {c.prometheus.url} (a token: prometheus.bearer_token_env), smoke.url "
+        f"check canary.yaml: Prometheus {c.prometheus.shown_url} (a token: prometheus.bearer_token_env), smoke.url "
         f"{c.smoke.url}, the workloads {c.workload('stable')} and {c.workload('canary')}",
         "pytest suites/smoke                      # the canary through its x-canary: true route",
         "pytest suites/gate --stage 5             # the first stage's gates (--hold-for 5m waits for a decision)",
@@ -377,13 +377,15 @@ def config_show(ctx: click.Context, service: str | None) -> None:
 
     config, path = _config(ctx, sandbox=True, service=service)
     click.echo(f"# {path or 'built-in defaults (no canary.yaml found)'}")
+    from canary_checks.errors import redact_url
+
     sections = service_sections(read_yaml(path)) if path is not None else {}
     if sections:
         own = _leaf_keys(sections[config.service])
         click.echo(f"# service {config.service}, one of {', '.join(sections)} (--service chooses)")
         click.echo(f"# from {SERVICES_KEY}.{config.service}: {', '.join(own) or 'nothing (every setting is shared)'}")
         click.echo("# everything else: the shared (top-level) settings, then the built-in defaults")
-    click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), nl=False)
+    click.echo(redact_url(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)), nl=False)
 
 
 def _leaf_keys(section: dict[str, Any], prefix: str = "") -> list[str]:
@@ -993,7 +995,8 @@ def gates_command(
     thresholds: tuple[str, ...],
 ) -> None:
     """Run one stage's gate suite until it decides, as the runner does: exit 0 when every gate passes, 1 when a
-    gate fails or nothing is decided within --hold-for, 2 when the suite cannot run.
+    gate fails or nothing is decided within --hold-for, 2 when the gates could not be evaluated: the suite cannot
+    run, or Prometheus stayed unreachable or refused the credentials for all of --hold-for.
 
     \b
     For controllers that run a command per stage (Argo Rollouts' Job provider, a CI step): a first look that is
@@ -1016,7 +1019,7 @@ def gates_command(
     run_dir = reports / new_run_id("gate")
     started = time.time()
     write_run(run_dir, kind="gate", service=config.service, namespace=config.namespace, stage=stage, started=started,
-              prometheus=config.prometheus.url, window=config.window)  # fmt: skip
+              prometheus=config.prometheus.shown_url, window=config.window)  # fmt: skip
     extra = ["--service", config.service, "--namespace", config.namespace, *(f"--threshold={t}" for t in thresholds)]
     if evidence is not None:
         extra.append(f"--canary-evidence={evidence}")
@@ -1037,7 +1040,7 @@ def gates_command(
     except (CanaryError, OSError) as e:
         console.print(f"the report could not be written: {getattr(e, 'message', e)}", highlight=False)
     _echo(decision.why)
-    sys.exit({"passed": 0, "broken": 2}.get(decision.outcome, 1))
+    sys.exit({"passed": 0, "broken": 2, "unreadable": 2}.get(decision.outcome, 1))
 
 
 @cli.command("watch")

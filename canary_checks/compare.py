@@ -137,7 +137,7 @@ class Evidence:
             "canary": config.workload("canary"),
             "stable": config.workload("stable"),
             "mesh": config.mesh.value,
-            "prometheus": config.prometheus.url,
+            "prometheus": config.prometheus.shown_url,
         }
 
     def to_json(self) -> str:

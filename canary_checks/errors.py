@@ -22,6 +22,8 @@ Every error says *what* went wrong, *where* (a file and key, a URL and query, a 
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CanaryError",
     "ConfigError",
@@ -39,7 +41,19 @@ __all__ = [
     "RoutingError",
     "SandboxError",
     "WeightNotApplied",
+    "redact_url",
 ]
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@\s:]*)(?P<password>:[^/\s]*)?@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced: ``https://u:secret@host`` → ``https://u:***@host``
+    (a user alone, often a token, becomes ``***@``).
+
+    Every place that shows or stores a URL a user configured (messages, the pytest header, run.json, reports, the
+    monitor, ``config show``) goes through this."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"] else f"{m['scheme']}***@", text)
 
 
 class CanaryError(Exception):
@@ -71,10 +85,16 @@ class PrometheusError(CanaryError):
     """Prometheus could not be read; the gate that needed it errors (it neither passes nor fails)."""
 
     def __init__(self, what: str, *, url: str, query: str = "", fix: str = "") -> None:
+        url = redact_url(url)
         self.url = url
         self.query = query
         where = f"Prometheus at {url}" + (f" (query {query!r})" if query else "")
         super().__init__(what, where=where, fix=fix)
+
+    @property
+    def headline(self) -> str:
+        """One line without the query: the same for every query a broken source failed."""
+        return f"Prometheus at {self.url}: {self.what}"
 
 
 class PrometheusUnreachable(PrometheusError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -20,13 +20,14 @@ from canary_checks.config import (
     Fails,
     Gates,
     GateSettings,
+    Mesh,
     NoDataPolicy,
     Severity,
     ValueGate,
     describe_failures,
 )
 from canary_checks.errors import CanaryError
-from canary_checks.prometheus import MetricsSource, Sample
+from canary_checks.prometheus import MESH_METRICS, MetricsSource, Sample
 
 if TYPE_CHECKING:
     # the Kubernetes client costs 0.15 s to import; the kube gates only read the facts the caller gathered with it
@@ -178,7 +179,33 @@ def _no_traffic(ctx: _Ctx, gate: Gate, side: str = "canary") -> GateResult:
         None,
         f"the {side} received no traffic in the {_fmt(ctx.config.window)}s window "
         f"({ctx.config.workload(side)} in {ctx.config.namespace})",
+        no_traffic=side,
     )
+
+
+_MESH_NAMES = {Mesh.ISTIO: "Istio", Mesh.LINKERD: "Linkerd"}
+
+
+def _other_mesh(
+    config: CanaryConfig, source: MetricsSource, out: dict[str, GateResult | CanaryError], at: float | None
+) -> None:
+    """Where a gate saw no traffic and the configured mesh's request counter has no series for the workload, but
+    another mesh's has: say which, and the setting that fixes it (``--mesh linkerd`` on Istio metrics)."""
+    if config.mesh is Mesh.CUSTOM:
+        return
+    sides = {r.details["no_traffic"] for r in out.values() if isinstance(r, GateResult) and "no_traffic" in r.details}
+    for side in sorted(sides):
+        present = source.meshes_with_series(side, at)
+        if not present or config.mesh in present:
+            continue
+        mine, theirs = MESH_METRICS[config.mesh].requests, MESH_METRICS[present[0]].requests
+        hint = (
+            f"; no {mine} series for {config.workload(side)} in {config.namespace}, but {theirs} "
+            f"({_MESH_NAMES[present[0]]}) has some: set mesh: {present[0].value} (or --mesh {present[0].value})"
+        )
+        for name, result in out.items():
+            if isinstance(result, GateResult) and result.details.get("no_traffic") == side:
+                out[name] = replace(result, summary=result.summary + hint)
 
 
 def _counts(ctx: _Ctx, side: str) -> tuple[float, float, float] | None:
@@ -835,6 +862,7 @@ def evaluate(
             health=None if isinstance(health, CanaryError) else health,
         )
         out[gate.name] = gate.decide(ctx, gate)
+    _other_mesh(config, source, out, at)
     return out
 
 

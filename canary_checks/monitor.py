@@ -27,7 +27,7 @@ from rich.text import Text
 
 from canary_checks.compare import comparisons_of, evaluate_comparisons
 from canary_checks.config import CanaryConfig, Fails, Severity, ValueGate, Workloads
-from canary_checks.errors import CanaryError, PrometheusUnreachable
+from canary_checks.errors import CanaryError, PrometheusError, PrometheusQueryError, PrometheusUnreachable
 from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.prometheus import MetricsSource
 
@@ -219,9 +219,11 @@ class Monitor:
         share = judged.value if isinstance(judged, GateResult) else None
         stable = evaluate(stable_cfg, self.sources["stable"], self.side_gates, stage=stage, at=now)
         raw = self._plain_readings(now)
-        unreachable = [r for r in (*canary.values(), *stable.values()) if isinstance(r, PrometheusUnreachable)]
+        unreachable = [
+            r for r in (*canary.values(), *stable.values()) if isinstance(r, PrometheusError) and _unreadable(r)
+        ]
         if unreachable:
-            snap.prometheus_error = unreachable[0].message.splitlines()[0]
+            snap.prometheus_error = unreachable[0].headline
             snap.recommendation = Recommendation("unknown", f"Prometheus cannot be read: {snap.prometheus_error}")
             for side in SIDES:
                 snap.readings[side] = {r.column: Reading(None, Status.ERROR) for r in self.rows}
@@ -324,19 +326,19 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
         f" — {config.workload('canary')} vs {config.workload('stable')} in {config.namespace}",
     )
     if snap is None:
-        return Group(head, Text(f"taking the first sample from {config.prometheus.url} …", style="dim"))
+        return Group(head, Text(f"taking the first sample from {config.prometheus.shown_url} …", style="dim"))
     stage = f"stage {snap.stage} %" + (" (nearest to the split)" if snap.stage_inferred else "") if snap.stage else (
         "stage unknown (no traffic split)")  # fmt: skip
     clock = datetime.fromtimestamp(snap.time).strftime("%H:%M:%S")
     info = Text(
         f"{stage} · window {config.window:g}s · sample {snap.number} at {clock} · next in {max(next_in, 0):.0f}s "
-        f"(every {interval:g}s) · Prometheus {config.prometheus.url}",
+        f"(every {interval:g}s) · Prometheus {config.prometheus.shown_url}",
         style="dim",
     )
     parts: list[Any] = [head, info]
     if snap.prometheus_error:
-        parts.append(Text(f"PROMETHEUS UNREACHABLE: {snap.prometheus_error} — still trying every {interval:g}s",
-                          style="bold white on red"))  # fmt: skip
+        banner = f"{_banner(snap.prometheus_error)}: {snap.prometheus_error} — still trying every {interval:g}s"
+        parts.append(Text(banner, style="bold white on red"))
     table = Table(expand=False, pad_edge=False)
     table.add_column("metric")
     table.add_column("stable", justify="right")
@@ -368,11 +370,22 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
     return Group(*parts)
 
 
+def _unreadable(result: PrometheusError) -> bool:
+    """Prometheus itself cannot be read (every cell would error alike): unreachable, or refusing the credentials."""
+    if isinstance(result, PrometheusUnreachable):
+        return True
+    return isinstance(result, PrometheusQueryError) and result.status in (401, 403, 407)
+
+
+def _banner(error: str) -> str:
+    return "PROMETHEUS UNREACHABLE" if ": answered HTTP 40" not in error else "PROMETHEUS REFUSES THE QUERIES"
+
+
 def plain_line(snap: Snapshot) -> str:
     """One line per sample for logs and pipes."""
     clock = datetime.fromtimestamp(snap.time, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if snap.prometheus_error:
-        return f"{clock} sample {snap.number}: Prometheus unreachable: {snap.prometheus_error}"
+        return f"{clock} sample {snap.number}: {_banner(snap.prometheus_error).capitalize()}: {snap.prometheus_error}"
     cells = []
     for row in snap.rows:
         values = []

@@ -295,7 +295,7 @@ def _header(target: Target) -> list[str]:
     return [
         f"canary-checks: {c.workload('canary')} vs {c.workload('stable')} in namespace {c.namespace}, "
         f"mesh {c.mesh.value}, {stage}{', strict' if target.strict else ''}",
-        f"canary-checks: Prometheus {c.prometheus.url}, window {c.window:g}s, config {source}",
+        f"canary-checks: Prometheus {c.prometheus.shown_url}, window {c.window:g}s, config {source}",
         f"canary-checks: {kube}",
         f"canary-checks: comparisons at {c.statistics.confidence:.0%} confidence, correction "
         f"{c.statistics.correction.value}, evidence {target.evidence}",
@@ -326,6 +326,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from canary_checks.gates import gates_of
 
     target = _target(config)
+    if any(_uses(item, "gate") for item in items):
+        from canary_checks.errors import CanaryError
+
+        try:  # a missing secret or certificate stops the session with one message, before any gate runs
+            target.config.prometheus.check_secrets()
+        except CanaryError as e:
+            raise pytest.UsageError(e.message) from None
     gates, comparisons = gates_of(target.thresholds), comparisons_of(target.config.statistics)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and not config.option.no_header:
@@ -381,7 +388,7 @@ def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         write_run(run_dir, kind=kind, service=c.service, namespace=c.namespace, stage=target.stage,
                   target=config.option.target if kind == "smoke" else None, started=report.started,
-                  prometheus=c.prometheus.url, window=c.window)  # fmt: skip
+                  prometheus=c.prometheus.shown_url, window=c.window)  # fmt: skip
     except OSError as e:  # a read-only working directory: the checks still run, without their report
         report.problem = f"no report: cannot write {run_dir} ({e.strerror}); --canary-reports DIR moves it"
         return
@@ -487,11 +494,20 @@ def canary_results(
         left = deadline - time.monotonic()
         if outcome_of(checks) not in ("held", "error") or left <= 0:
             return results
-        waiting = [(c["gate"], c["verdict"], c["details"]) for c in checks if c["outcome"] != "passed"]
+        waiting = [(c["gate"], c["verdict"], c["details"]) for c in checks if c["outcome"] not in ("passed", "error")]
+        # an unreadable source is said as such at each look, not as "error" per gate
+        unread = [_headline(r) for r in results.values() if isinstance(r, CanaryError)]
+        why = "; ".join(filter(None, (*dict.fromkeys(unread), needs(waiting))))
         pause = min(config.option.hold_interval, left)
-        _say(config, f"canary-checks: holding ({needs(waiting)}); looking again in {pause:.0f} s, {left:.0f} s left "
+        _say(config, f"canary-checks: holding ({why}); looking again in {pause:.0f} s, {left:.0f} s left "
                      "of --hold-for")  # fmt: skip
         time.sleep(pause)
+
+
+def _headline(error: CanaryError) -> str:
+    from canary_checks.errors import PrometheusError
+
+    return error.headline if isinstance(error, PrometheusError) else error.message.splitlines()[0]
 
 
 def _as_record(name: str, result: GateResult | CanaryError, strict: bool) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -25,12 +26,20 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from canary_checks.config import DEFAULT_FAILURE_CODES, CanaryConfig, Mesh, check_namespace, check_workload
+from canary_checks.config import (
+    DEFAULT_FAILURE_CODES,
+    CanaryConfig,
+    Mesh,
+    PrometheusSettings,
+    check_namespace,
+    check_workload,
+)
 from canary_checks.errors import (
     InvalidLabelValue,
     PrometheusError,
     PrometheusQueryError,
     PrometheusUnreachable,
+    redact_url,
 )
 
 __all__ = [
@@ -253,12 +262,18 @@ class MetricsSource:
 
     def __post_init__(self) -> None:
         settings = self.config.prometheus
-        headers = {}
+        headers = settings.header_values()
         token = settings.bearer_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         session = requests.Session()
         session.verify = str(settings.ca_file) if settings.ca_file else settings.verify_tls
+        if settings.cert_file and settings.key_file:
+            session.cert = (str(settings.cert_file), str(settings.key_file))
+        if settings.proxy_url:
+            # requests lets HTTPS_PROXY and friends override a session's proxies; the configured one must win
+            session.trust_env = False
+            session.proxies = {"http": settings.proxy_url, "https": settings.proxy_url}
         retry = Retry(
             total=settings.retries,
             connect=0,  # a refused connection is an answer: Prometheus is down; say so at once
@@ -266,22 +281,23 @@ class MetricsSource:
             status_forcelist=[502, 503, 504],
             allowed_methods=["GET"],
         )
+        base = settings.base_url
         self._client = PrometheusConnect(
-            url=settings.url,
+            url=base,
             headers=headers,
             disable_ssl=not settings.verify_tls,
             retry=retry,
+            auth=settings.basic_credentials(),
             session=session,
             timeout=settings.timeout,
         )
         # One pooled connection per concurrent query (requests' default pool keeps 10).
-        session.mount(settings.url, HTTPAdapter(max_retries=retry, pool_maxsize=self.max_workers))
-        if settings.ca_file:
-            session.verify = str(settings.ca_file)
+        session.mount(base, HTTPAdapter(max_retries=retry, pool_maxsize=self.max_workers))
 
     @property
     def url(self) -> str:
-        return self.config.prometheus.url
+        """The Prometheus URL as shown: a password in it is ``***``."""
+        return self.config.prometheus.shown_url
 
     def now(self) -> float:
         """The instant a check evaluates at: ``prometheus.query_offset`` before the clock, so every scrape stored
@@ -342,16 +358,19 @@ class MetricsSource:
         return out
 
     def _call(self, promql: str, call: Callable[[], Any]) -> Any:
+        settings = self.config.prometheus
         try:
             return call()
         except PrometheusApiClientException as e:
             status, detail = _parse_api_error(str(e))
+            if _looks_like_html(detail):
+                detail = f"an HTML page ({_title(detail)})"
             raise PrometheusQueryError(
                 f"answered HTTP {status}: {detail}" if status else f"answered with an error: {detail}",
                 url=self.url,
                 query=promql,
                 status=status,
-                fix=_fix_for(status),
+                fix=_fix_for(status, settings),
             ) from e
         except requests.exceptions.RetryError as e:
             raise PrometheusQueryError(
@@ -360,16 +379,64 @@ class MetricsSource:
                 query=promql,
                 fix="check Prometheus' own logs and health (/-/healthy)",
             ) from e
+        except requests.exceptions.ProxyError as e:
+            raise PrometheusUnreachable(
+                f"could not be reached through the proxy {redact_url(self._proxy() or '?')} ({_reason(e)})",
+                url=self.url,
+                query=promql,
+                fix="check prometheus.proxy_url (or HTTPS_PROXY/HTTP_PROXY): is the proxy running, and does it "
+                "allow this host?",
+            ) from e
+        except requests.exceptions.SSLError as e:
+            raise _tls_error(e, self.url, promql, settings) from e
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            if _client_cert_refused(e):
+                raise _tls_error(e, self.url, promql, settings) from e
             raise PrometheusUnreachable(
                 f"is unreachable ({_reason(e)})",
                 url=self.url,
                 query=promql,
-                fix="is it running? Start the local one with 'canary-checks sandbox up', "
-                "or set --prometheus-url / prometheus.url in canary.yaml",
+                fix=_unreachable_fix(self.config),
+            ) from e
+        except (requests.exceptions.JSONDecodeError, KeyError, TypeError) as e:
+            # a 200 answer that is not the query API's JSON: a web UI, a login page, another service
+            raise PrometheusQueryError(
+                f"answered with something that is not the Prometheus query API ({_not_api(e)})",
+                url=self.url,
+                query=promql,
+                fix="prometheus.url must be the API's base URL (the one /api/v1/query is under), e.g. "
+                "http://prometheus:9090 or a Thanos/Mimir query frontend's /prometheus path; a login page means the "
+                "authentication is not configured (see prometheus.basic_auth, bearer_token_env, headers)",
             ) from e
         except requests.exceptions.RequestException as e:
             raise PrometheusUnreachable(f"could not be read ({_reason(e)})", url=self.url, query=promql) from e
+        except OSError as e:  # requests' own check of the certificate files, gone since the config was loaded
+            raise PrometheusUnreachable(
+                f"could not be read: {e}",
+                url=self.url,
+                query=promql,
+                fix="point prometheus.ca_file, cert_file and key_file at readable PEM files",
+            ) from e
+
+    def _proxy(self) -> str | None:
+        settings = self.config.prometheus
+        if settings.proxy_url:
+            return settings.proxy_url
+        proxies = requests.utils.get_environ_proxies(settings.base_url)
+        return proxies.get(settings.base_url.partition(":")[0]) or proxies.get("all")
+
+    def meshes_with_series(self, side: str, at: float | None = None) -> list[Mesh]:
+        """The meshes whose request counter has series for ``side``'s workload now (any value, any window): asked
+        only when a gate saw no traffic, to tell "no requests" from "the wrong mesh's metrics". Unreadable: none."""
+        workload, namespace = self.config.workload(side), self.config.namespace
+        probes = {}
+        for mesh, metrics in MESH_METRICS.items():
+            selector = metrics.matchers(
+                f'{metrics.namespace}="{escape_label(namespace)}"', f'{metrics.workload}="{escape_label(workload)}"'
+            )
+            probes[mesh] = f"count({metrics.requests}{{{selector}}})"
+        found = self.query_many(probes.values(), at=at)
+        return [mesh for mesh, q in probes.items() if isinstance(r := found[q], list) and r and r[0].value > 0]
 
     def query_many(self, queries: Iterable[str], at: float | None = None) -> dict[str, list[Sample] | PrometheusError]:
         """Send every query concurrently, all evaluated at the same instant ``at`` (default: :meth:`now`)."""
@@ -419,9 +486,20 @@ def _parse_api_error(text: str) -> tuple[int | None, str]:
     return status, detail[:300]
 
 
-def _fix_for(status: int | None) -> str:
+_AUTH_SETTINGS = (
+    "the settings: prometheus.bearer_token_env or bearer_token_file (a token), prometheus.basic_auth "
+    "{username, password_env or password_file}, prometheus.headers (e.g. X-Scope-OrgID for a Mimir/Cortex/Thanos "
+    "tenant), prometheus.cert_file and key_file (a client certificate)"
+)
+
+
+def _fix_for(status: int | None, settings: PrometheusSettings) -> str:
     if status in (401, 403):
-        return "set prometheus.bearer_token_env or prometheus.bearer_token_file in canary.yaml"
+        refused = "refused" if status == 403 else "not accepted"
+        configured = settings.describe_auth()
+        return f"the credentials were {refused}; configured: {configured}. Check them, or use {_AUTH_SETTINGS}"
+    if status == 407:
+        return "the proxy wants credentials: put them in prometheus.proxy_url (http://user:password@proxy:3128)"
     if status in (400, 422):
         return "the query is not valid PromQL for this server; check custom `queries` templates in canary.yaml"
     if status == 404:
@@ -429,9 +507,91 @@ def _fix_for(status: int | None) -> str:
     return "check Prometheus' own logs and health (/-/healthy)"
 
 
+def _unreachable_fix(config: CanaryConfig) -> str:
+    where = "--prometheus-url / prometheus.url in canary.yaml"
+    parts = urlsplit(config.prometheus.base_url)
+    if parts.hostname in ("127.0.0.1", "localhost") and parts.port == config.sandbox.prometheus_port:
+        return f"is it running? Start the local one with 'canary-checks sandbox up', or set {where}"
+    return f"is it running, and is this the right address? Check {where} (and prometheus.proxy_url if it needs one)"
+
+
+def _tls_error(error: Exception, url: str, promql: str, settings: PrometheusSettings) -> PrometheusUnreachable:
+    text = str(error)
+    closed = "EOF occurred in violation of protocol" in text or "UNEXPECTED_EOF" in text
+    if _client_cert_refused(error) or (closed and settings.cert_file):
+        have = f"the client certificate {settings.cert_file}" if settings.cert_file else "no client certificate"
+        how = (
+            "refused the TLS client certificate"
+            if not closed
+            else "closed the TLS handshake (refused the client certificate?)"
+        )
+        return PrometheusUnreachable(
+            f"{how}: {have} was offered",
+            url=url,
+            query=promql,
+            fix="set prometheus.cert_file and prometheus.key_file to a certificate (and its key) signed by a CA the "
+            "server trusts for clients",
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        why = re.search(r"certificate verify failed: ([^(')]+)", text)
+        trusted = f"prometheus.ca_file {settings.ca_file}" if settings.ca_file else "the system's CA bundle"
+        return PrometheusUnreachable(
+            f"certificate not trusted ({why.group(1).strip() if why else 'verify failed'}; checked against {trusted})",
+            url=url,
+            query=promql,
+            fix="set prometheus.ca_file to the CA that signed the server's certificate (PEM), or, for a test "
+            "server only, prometheus.verify_tls: false",
+        )
+    return PrometheusUnreachable(
+        f"failed the TLS handshake ({_ssl_reason(text)})",
+        url=url,
+        query=promql,
+        fix="check that prometheus.url speaks HTTPS at that port (http:// for a plain one), and prometheus.ca_file, "
+        "verify_tls, cert_file and key_file",
+    )
+
+
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "certificate required", "BAD_CERTIFICATE", "bad certificate",
+                       "UNKNOWN_CA", "unknown ca")  # fmt: skip
+
+
+def _client_cert_refused(error: Exception) -> bool:
+    """The server sent a TLS alert about the client's certificate (none sent, or one it does not trust)."""
+    text = str(error)
+    return "alert" in text.lower() and any(marker in text for marker in _CLIENT_CERT_ALERTS)
+
+
+def _ssl_reason(text: str) -> str:
+    match = re.search(r"\[SSL: ([A-Z0-9_]+)\]|SSLError\(\d+, '([^']+)'", text)
+    if match:
+        return (match.group(1) or match.group(2)).lower()
+    return "SSLError"
+
+
+def _looks_like_html(text: str) -> bool:
+    return text.lstrip()[:15].lower().startswith(("<!doctype html", "<html", "<head", "<body"))
+
+
+def _title(html: str) -> str:
+    match = re.search(r"<title[^>]*>([^<]{0,80})", html, re.I)
+    return f"title {match.group(1).strip()!r}" if match else "no title"
+
+
+def _not_api(error: Exception) -> str:
+    doc = getattr(error, "doc", None)
+    if isinstance(doc, str):
+        if _looks_like_html(doc):
+            return f"an HTML page, {_title(doc)}"
+        shown = " ".join(doc.split())[:60]
+        return f"not JSON: {shown!r}" if shown else "an empty body"
+    return "JSON without the query API's data.result"
+
+
 def _reason(error: Exception) -> str:
     text = str(error)
+    if "Proxy Authentication Required" in text:
+        return "407 Proxy Authentication Required: put the proxy's user:password@ in prometheus.proxy_url"
     for marker in ("Connection refused", "timed out", "Name or service not known", "too many"):
         if marker in text:
-            return marker.lower() if marker != "too many" else text[text.find("too many") :][:80]
+            return marker.lower() if marker != "too many" else text[text.find("too many") :][:80].rstrip("')\"")
     return type(error).__name__

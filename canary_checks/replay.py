@@ -214,7 +214,7 @@ def replay(
     if every <= 0:
         raise ConfigError(f"--every must be positive; got {every:g}", where="--every")
     with recorded_prometheus(export_file) as (url, first, last):
-        recorded = config.model_copy(update={"prometheus": config.prometheus.model_copy(update={"url": url})})
+        recorded = config.model_copy(update={"prometheus": config.prometheus.open_at(url)})
         source = MetricsSource(recorded)
         gates = [n for n, g in GATES.items() if g.source == "prometheus" and g.settings(config.gates).enabled]
         comparisons = [n for n, c in COMPARISONS.items() if c.settings(config.statistics).enabled]

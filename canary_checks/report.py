@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from canary_checks.errors import CanaryError
+from canary_checks.errors import CanaryError, redact_url
 
 if TYPE_CHECKING:
     from canary_checks.config import CanaryConfig
@@ -129,11 +129,11 @@ def new_run_id(kind: str) -> str:
 
 
 def write_run(run_dir: Path, **meta: Any) -> dict[str, Any]:
-    """Merge ``meta`` into the run's ``run.json`` (created with the directory)."""
+    """Merge ``meta`` into the run's ``run.json`` (created with the directory); a URL's password is stored as ***."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RUN
     data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    data.update({k: v for k, v in meta.items() if v is not None})
+    data.update({k: redact_url(v) if isinstance(v, str) else v for k, v in meta.items() if v is not None})
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return data
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from canary_checks.compare import comparisons_of, evaluate_comparisons
 from canary_checks.config import CanaryConfig, OutsideWindow, Severity, UndecidedPolicy
-from canary_checks.errors import CanaryError
+from canary_checks.errors import CanaryError, PrometheusError
 from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
@@ -631,7 +631,7 @@ class Rollout:
             self.undecided(stage, extension, record_needs(decision.held), decision.held)
             return
         why = decision.why
-        if decision.outcome == "undecided":
+        if decision.outcome in ("undecided", "unreadable"):
             why += "; missing data never promotes"
         self.rollback(why, failing=[_gate_fields(r) for r in decision.failed or decision.held])
 
@@ -702,6 +702,9 @@ class Rollout:
         ]
         results = evaluate(self.config, self.source, critical, stage=stage, gates=thresholds)
         results.update(self.compare())
+        unread = {e.headline for e in results.values() if isinstance(e, PrometheusError)}
+        for cause in sorted(unread):  # said at each poll: a silent step would look like a healthy one
+            self.echo(f"stage {stage} %: {cause}; looking again in {self.o.poll_interval:g} s")
         failed = [r for r in results.values() if isinstance(r, GateResult) and r.verdict is Verdict.FAIL]
         if failed:
             self.rollback(

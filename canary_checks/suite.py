@@ -11,6 +11,7 @@ again while it cannot decide. What a run's records mean — passed, failed, held
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ __all__ = [
     "packaged",
     "record_needs",
     "run_suite",
+    "unreadable",
     "validate",
 ]
 
@@ -127,7 +129,9 @@ class StageDecision:
     run: SuiteRun
     """The last suite run."""
     outcome: str
-    """passed; failed (a check failed); broken (the suite could not run); undecided (still held at the deadline)."""
+    """passed; failed (a check failed); broken (the suite could not run); unreadable (checks could not read their
+    source, Prometheus unreachable or refusing the credentials, until the deadline); undecided (still held at the
+    deadline)."""
     why: str
     failed: list[GateRecord] = field(default_factory=list)
     """The checks that failed (outcome failed)."""
@@ -161,6 +165,25 @@ def needs(checks: Iterable[tuple[str, str, Mapping[str, Any]]]) -> str:
 
 def record_needs(records: Sequence[GateRecord]) -> str:
     return needs((r.gate or r.test.rpartition("::")[2], r.verdict or r.outcome, r.properties) for r in records)
+
+
+_QUERY = re.compile(r" \(query '.*?'\)(?=:)")
+_FIX = re.compile(r"\s+(fix): ")
+
+
+def unreadable(records: Sequence[GateRecord], *, fix: bool = False) -> str:
+    """Why the checks that errored could not read their source, each cause once and without its query:
+    ``Prometheus at http://prom:9090: is unreachable (connection refused)``; with ``fix``, the fix too."""
+    causes = []
+    for r in records:
+        if r.outcome != "error":
+            continue
+        text = (r.properties.get("error") or r.summary or r.message or "").strip()
+        # the message's second line is its fix (a JUnit attribute keeps it on the same line)
+        head, _, how = [part.strip() for part in [*_FIX.split(text, maxsplit=1), "", ""]][:3]
+        cause = _QUERY.sub("", head.splitlines()[0] if head else "an error")
+        causes.append(f"{cause} (fix: {how})" if fix and how else cause)
+    return "; ".join(dict.fromkeys(causes))
 
 
 def _number(value: object) -> float | None:
@@ -211,9 +234,13 @@ def decide_stage(
             failed = [r for r in run.failing if r.verdict == "fail" or (not r.gate and r.outcome == "failed")]
             names = "; ".join(f"{r.gate or r.test} ({r.summary or r.message.splitlines()[0]})" for r in failed)
             return StageDecision(run, "failed", f"failing gates at stage {stage} %: {names}", failed)
-        held = record_needs(run.failing)
+        held = record_needs([r for r in run.failing if r.outcome != "error"])
+        broken = unreadable(run.failing)
         if time.monotonic() >= deadline:
-            why = f"no decision by the step's deadline at stage {stage} %: {held}"
+            if outcome == "error":
+                why = f"could not evaluate stage {stage} %: {unreadable(run.failing, fix=True)}"
+                return StageDecision(run, "unreadable", why, held=run.failing)
+            why = f"no decision by the step's deadline at stage {stage} %: {'; '.join(filter(None, (broken, held)))}"
             return StageDecision(run, "undecided", why, held=run.failing)
-        on_hold(run, held)
+        on_hold(run, "; ".join(filter(None, (broken, held))))
         sleep(poll)

@@ -24,6 +24,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel
@@ -41,7 +42,7 @@ from canary_checks.config import (
     read_yaml,
     service_sections,
 )
-from canary_checks.errors import ConfigError
+from canary_checks.errors import ConfigError, redact_url
 from canary_checks.suite import SUITES, packaged
 
 __all__ = ["CI_TARGETS", "Scaffold", "add_service", "config_yaml", "init"]
@@ -106,6 +107,14 @@ def init(
         return Scaffold([Path(DEFAULT_CONFIG_NAME)], config, None, added=True)
     service = service or _service_from(directory)
     namespace = namespace or "default"
+    if prometheus_url and urlsplit(prometheus_url).password is not None:
+        user = urlsplit(prometheus_url).username
+        raise ConfigError(
+            f"{redact_url(prometheus_url)} holds a password, and canary.yaml is committed; nothing was written",
+            where="--prometheus-url",
+            fix=f"pass it without 'user:password@', then set prometheus.basic_auth: {{username: {user}, "
+            "password_env: PROMETHEUS_PASSWORD} in canary.yaml and the secret in your CI",
+        )
     overrides = flag_overrides(
         service=service,
         namespace=namespace,

@@ -310,6 +310,9 @@ def test_prometheus_gone_mid_stage_never_promotes(env: Env) -> None:
     done = env.run("--auto-promote")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "missing data never promotes" in done.stdout
+    # said at each poll during the step, not a silent wait; and at the end, why nothing could be evaluated
+    assert f"stage 25 %: Prometheus at {env.prom.url}: kept answering with server errors" in done.stdout
+    assert f"could not evaluate stage 25 %: Prometheus at {env.prom.url}" in done.stdout
     assert env.weights() == (100, 0) and env.record()["status"] == "rolled-back"
     assert env.deployment("auth-stable").spec.template.spec.containers[0].image != NEW
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from canary_checks.config import CanaryConfig, NoDataPolicy, Severity
+from canary_checks.config import CanaryConfig, Mesh, NoDataPolicy, Severity
 from canary_checks.errors import CanaryError, KubeUnreachable, PrometheusQueryError
 from canary_checks.gates import GATES, GateResult, Verdict, evaluate
 from canary_checks.kube import CanaryHealth, PodHealth
@@ -225,3 +225,26 @@ def test_a_firing_critical_canary_alert_fails_the_alerts_gate(prom: PromStub, st
     result = run(stub_config, "firing_alerts")["firing_alerts"]
     assert result.verdict is Verdict.FAIL and result.value == 2
     assert "CanaryHighErrorRate, CanaryPodCrashLooping" in result.summary
+
+
+def test_no_traffic_on_the_wrong_meshs_metrics_names_the_mesh_that_has_them(
+    prom: PromStub, stub_config: CanaryConfig
+) -> None:
+    healthy(prom)  # Istio's metrics: istio_requests_total for auth-canary and auth-stable
+    linkerd = stub_config.model_copy(update={"mesh": Mesh.LINKERD})
+    results = run(linkerd, "error_rate", "success_rate")
+    for result in results.values():
+        assert result.verdict is Verdict.NO_DATA
+        assert result.summary.endswith(
+            "no response_total series for auth-canary in orion, but istio_requests_total (Istio) has some: "
+            "set mesh: istio (or --mesh istio)"
+        )
+    probes = [q for q in prom.queries if q.startswith("count(")]
+    assert len(probes) == 2, "the meshes are probed once per evaluation, not once per gate"
+
+
+def test_no_traffic_on_the_right_mesh_says_only_that(prom: PromStub, stub_config: CanaryConfig) -> None:
+    healthy(prom)
+    prom.answer(r'istio_requests_total\{[^}]*"auth-canary"', 0)  # series exist, with no increase
+    (result,) = run(stub_config, "error_rate").values()
+    assert result.summary == "the canary received no traffic in the 30s window (auth-canary in orion)"

@@ -131,3 +131,17 @@ def test_a_given_stage_judges_the_split_against_it(monitor: Monitor) -> None:
     split = snap.readings["canary"]["traffic_share_pct"]
     assert split.value == pytest.approx(25) and split.status == Status.WARNING  # 25 % is off stage 50 by 25 points
     assert "off by 25 points" in split.detail
+
+
+def test_refused_credentials_are_shown_as_such_once_not_per_cell(tmp_path: Path, prom: PromStub) -> None:
+    prom.answer(".*", ("error", 401, "no org id"))
+    monitor = Monitor(config_for(tmp_path, prom.url))
+    snap = monitor.sample()
+    assert snap.prometheus_error == f"Prometheus at {prom.url}: answered HTTP 401: no org id"
+    assert snap.recommendation.action == "unknown"
+    assert plain_line(snap).endswith(
+        f"Prometheus refuses the queries: Prometheus at {prom.url}: answered HTTP 401: no org id"
+    )
+    screen = Console(file=io.StringIO(), width=200)
+    screen.print(dashboard(monitor.config, snap, interval=10, next_in=3))
+    assert "PROMETHEUS REFUSES THE QUERIES" in screen.file.getvalue()  # type: ignore[attr-defined]

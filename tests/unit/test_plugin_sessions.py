@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from canary_checks.suite import packaged
-from tests.conftest import PYTESTER_ARGS, PromStub
+from tests.conftest import PYTESTER_ARGS, PromStub, free_port
 from tests.unit.test_compare import traffic
 
 COMPARE_SUITE = (packaged("gate") / "test_compare.py").read_text()
@@ -97,3 +97,15 @@ def test_an_unrelated_pytest_run_reads_and_imports_nothing_of_canary_checks(pyte
     result.assert_outcomes(passed=1)
     assert "LOADED ['canary_checks', 'canary_checks.plugin']\n" in result.stdout.str()
     assert not (Path(pytester.path) / "reports").exists()
+
+
+def test_hold_for_says_at_each_look_that_prometheus_is_unreachable(pytester: pytest.Pytester) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    pytester.makepyfile(test_canary_compare=COMPARE_SUITE)
+    pytester.makefile(".yaml", canary=f"service: auth\nnamespace: orion\nprometheus: {{url: '{url}'}}\n")
+    result = pytester.runpytest(*PYTESTER_ARGS, "-k", "errors", "--canary-evidence", "e.json", "--hold-for", "2s",
+                                "--hold-interval", "0.5s")  # fmt: skip
+    held = [line for line in result.outlines if line.startswith("canary-checks: holding")]
+    assert len(held) >= 2, result.outlines
+    assert all(f"(Prometheus at {url}: is unreachable (connection refused)); looking again in" in h for h in held)
+    result.assert_outcomes(errors=1)  # an unreadable source errors the check: never a pass, not a regression

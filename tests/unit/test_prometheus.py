@@ -105,7 +105,7 @@ def test_unreachable_names_the_url_and_how_to_fix() -> None:
     with pytest.raises(PrometheusUnreachable) as caught:
         source.query("up")
     assert url in caught.value.message
-    assert "canary-checks sandbox up" in caught.value.message
+    assert "--prometheus-url / prometheus.url" in caught.value.message
 
 
 def test_queries_run_concurrently_at_one_instant(prom: PromStub) -> None:

@@ -45,8 +45,8 @@ def release(path: Path, *, canary_errors_from: int | None) -> Path:
     return path
 
 
-def replay(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    config = write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", window="30s")
+def replay(tmp_path: Path, *args: str, **settings: Any) -> subprocess.CompletedProcess[str]:
+    config = write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", window="30s", **settings)
     return subprocess.run(
         [sys.executable, "-m", "canary_checks", "--canary-config", str(config), "replay", "run", *args],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp_path, timeout=120,
@@ -74,6 +74,16 @@ def test_a_recorded_good_release_would_not_have_been_rolled_back(tmp_path: Path)
     assert "no gate failed over 10 evaluations" in done.stdout
     # series the recording lacks (pod readiness here) hold, they never pass
     assert "hold pods_ready" in done.stdout
+
+
+def test_a_replay_needs_none_of_the_live_prometheus_credentials_or_proxy(tmp_path: Path) -> None:
+    export = release(tmp_path / "good.json", canary_errors_from=None)
+    live = {"url": "https://mimir.example/prometheus", "proxy_url": "http://127.0.0.1:9",
+            "basic_auth": {"username": "team-a", "password_env": "UNSET_IN_A_REPLAY"},
+            "headers": {"X-Scope-OrgID": "team-a"}}  # fmt: skip
+    done = replay(tmp_path, str(export), "--every", "5m", prometheus=live)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no gate failed" in done.stdout
 
 
 @pytest.mark.parametrize(
