@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from canary_checks.config import ReleaseWindows
+if TYPE_CHECKING:  # config calls this module's parsers when it validates; this one needs config only as a type
+    from canary_checks.config import ReleaseWindows
 
 __all__ = ["WindowState", "blackout_range", "check", "check_cron", "zone"]
 

@@ -1,5 +1,6 @@
 """The docs are written from, or checked against, the code they describe."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,15 @@ def test_the_kubectl_patches_shown_move_exactly_our_weights() -> None:
             node[key] = op["value"]
         weights = [r["weight"] for r in obj["spec"]["http"][1]["route"]]
         assert sum(weights) == 100 and weights[1] in (0, 25)
+
+
+def test_the_architecture_names_every_module_of_the_package_and_no_other() -> None:
+    import pkgutil
+
+    import canary_checks
+
+    text = (Path(__file__).parents[2] / "ARCHITECTURE.md").read_text()
+    table = text.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
+    modules = {m.name for m in pkgutil.iter_modules(canary_checks.__path__) if not m.name.startswith("_")}
+    assert named == modules, f"ARCHITECTURE.md lacks {sorted(modules - named)}, names gone {sorted(named - modules)}"
