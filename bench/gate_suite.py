@@ -48,7 +48,7 @@ def main() -> None:
                 }
             )
         )
-        box = Sandbox(load_config(path), locustfile=REPO / "load" / "locustfile.py")
+        box = Sandbox(load_config(path))
         box.up(weight=25)
         try:
             box.wait_for_data()

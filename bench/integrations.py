@@ -67,7 +67,7 @@ def main() -> None:
                       "requests": [{"name": "item", "path": "/api/items/1", "status": 200}]},
         }))  # fmt: skip
         config = load_config(config_path)
-        box = Sandbox(config, locustfile=REPO / "load" / "locustfile.py")
+        box = Sandbox(config)
         box.up(weight=25)
         try:
             box.wait_for_data()

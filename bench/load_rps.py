@@ -45,7 +45,7 @@ def measure(rate: float, seconds: int) -> tuple[float, int, int]:
         path = Path(tmp) / "canary.yaml"
         sandbox = free_port_settings(Path(tmp) / "state", rps=rate)
         path.write_text(yaml.safe_dump({"sandbox": sandbox}))
-        box = Sandbox(load_config(path), locustfile=REPO / "load" / "locustfile.py")
+        box = Sandbox(load_config(path))
         box.up(weight=25)
         try:
             box.wait_for_data()

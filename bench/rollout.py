@@ -56,7 +56,7 @@ def main() -> None:
             "window": f"{WINDOW}s", "kubernetes": {"enabled": False}, "sandbox": sandbox,
             "prometheus": {"url": f"http://127.0.0.1:{sandbox['prometheus_port']}"},
         }))  # fmt: skip
-        box = Sandbox(load_config(config), locustfile=REPO / "load" / "locustfile.py")
+        box = Sandbox(load_config(config))
         box.up(weight=0)
         try:
             box.wait_for_data()

@@ -822,7 +822,7 @@ repository's manifests/). A values file:
 
 {_VALUES_EXAMPLE}
 Distributed Locust (load/locust.yaml) is written only with a locustfile: --locustfile, load.locustfile in the
-values file, or ./load/locustfile.py if it exists.
+values file, ./load/locustfile.py if it exists, or for the demo's services the sandbox's own.
 
 \b
 Examples:
@@ -850,7 +850,8 @@ Examples:
     "--locustfile",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Ship this locustfile to a distributed Locust (default: ./load/locustfile.py if it exists; else none).",
+    help="Ship this locustfile to a distributed Locust (default: ./load/locustfile.py if it exists; for the demo's "
+    "services the sandbox's own; else none).",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("manifests"), show_default=True)
 def manifests_render(
@@ -863,9 +864,12 @@ def manifests_render(
     from canary_checks.manifests import load_values, write_all
 
     values = load_values(values_file, namespace=namespace, services=services)
-    default_locustfile = Path("load/locustfile.py")
-    if locustfile is None and values.load.locustfile is None and default_locustfile.is_file():
-        locustfile = default_locustfile
+    if locustfile is None and values.load.locustfile is None:
+        from canary_checks.sandbox import LOCUSTFILE
+
+        own = Path("load/locustfile.py")
+        demo = values_file is None and not namespace and not services
+        locustfile = own if own.is_file() else LOCUSTFILE if demo else None
     written = write_all(out, values, locustfile)
     out_text = "\n".join(f"  {p}" for p in written)
     click.echo(f"wrote {len(written)} files for namespace {values.namespace}:\n{out_text}")

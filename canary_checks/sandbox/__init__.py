@@ -46,9 +46,13 @@ from canary_checks.manifests import render_alerts
 from canary_checks.record import RecordConflict, version_of
 from canary_checks.traffic import HAProxyRouter
 
-__all__ = ["FAULT_KINDS", "Sandbox", "SandboxPlatform", "free_port_settings", "pod_name"]
+__all__ = ["FAULT_KINDS", "LOCUSTFILE", "SHAPES", "Sandbox", "SandboxPlatform", "free_port_settings", "pod_name"]
 
 log = logging.getLogger(__name__)
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+"""The sandbox's traffic: the demo service's clients (shipped in the package; --locustfile replaces it)."""
+SHAPES = Path(__file__).with_name("shapes.py")
+"""Load shapes per rollout stage, to use beside the locustfile."""
 
 COMPONENTS = ("node", "haproxy", "alertmanager", "prometheus", "locust")
 PER_USER_RPS = 1.0
@@ -259,15 +263,14 @@ class Sandbox:
                 )
 
     def _locustfile(self) -> Path:
-        candidates = [self.locustfile] if self.locustfile else [Path.cwd() / "load" / "locustfile.py"]
-        for candidate in candidates:
-            if candidate and candidate.is_file():
-                return candidate.resolve()
-        raise SandboxError(
-            f"no locustfile at {candidates[0]}",
-            where="canary-checks sandbox",
-            fix="run from the canary-checks checkout (it has load/locustfile.py) or pass --locustfile",
-        )
+        locustfile = self.locustfile or LOCUSTFILE
+        if not locustfile.is_file():
+            raise SandboxError(
+                f"no locustfile at {locustfile}",
+                where="canary-checks sandbox",
+                fix="pass an existing locustfile with --locustfile, or leave it out for the sandbox's own",
+            )
+        return locustfile.resolve()
 
     # ---- configuration files ----
 

@@ -84,7 +84,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         },
     )
     config = load_config(path)
-    box = Sandbox(config, locustfile=REPO / "load" / "locustfile.py")
+    box = Sandbox(config)
     box.up(weight=25)
     try:
         box.wait_for_data()

@@ -77,7 +77,7 @@ def test_a_taken_port_is_named_with_the_key_to_change(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", int(str(settings["router_port"]))))
         taken.listen()
-        done = canary_checks("sandbox", "up", "--locustfile", str(REPO / "load" / "locustfile.py"), cwd=tmp_path)
+        done = canary_checks("sandbox", "up", cwd=tmp_path)  # the packaged locustfile, from any directory
     assert done.returncode == 1
     assert f"port {settings['router_port']} on 127.0.0.1 (for the HAProxy front end) is already in use" in done.stderr
     assert "sandbox.router_port" in done.stderr

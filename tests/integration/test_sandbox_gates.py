@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from canary_checks.prometheus import MetricsSource
+from canary_checks.sandbox import LOCUSTFILE, SHAPES
 from canary_checks.sandbox.tour import SCENARIOS
 from canary_checks.suite import packaged
 from tests.conftest import Receiver, write_config
@@ -334,7 +335,7 @@ def locust(live: Live, *args: str, env: dict[str, str] | None = None) -> list[di
 
 
 def test_the_locustfile_runs_alone_with_both_user_classes(live: Live) -> None:
-    stats = locust(live, "-f", "load/locustfile.py", "-u", "10", "-r", "10", "-t", "4s")
+    stats = locust(live, "-f", str(LOCUSTFILE), "-u", "10", "-r", "10", "-t", "4s")
     by_name = {s["name"]: s for s in stats}
     assert by_name["canary /api/items/[id]"]["num_requests"] > 0  # the x-canary user
     assert by_name["/api/items/[id]"]["num_requests"] > by_name["canary /api/items/[id]"]["num_requests"]
@@ -345,7 +346,7 @@ def test_a_stage_load_shape_runs_and_ends_by_itself(live: Live) -> None:
     stats = locust(
         live,
         "-f",
-        "load/locustfile.py,load/shapes.py",
+        f"{LOCUSTFILE},{SHAPES}",
         env={"CANARY_STAGE": "50", "CANARY_SHAPE_SCALE": "0.02"},  # 210 s of steps in about 4 s
     )
     assert sum(s["num_requests"] for s in stats) > 50

@@ -21,6 +21,7 @@ import yaml
 
 from canary_checks.config import parse_duration
 from canary_checks.manifests import DEMO, SERVICES, render_all
+from canary_checks.sandbox import LOCUSTFILE
 
 REPO = Path(__file__).parents[2]
 MANIFESTS = REPO / "manifests"
@@ -30,7 +31,7 @@ BUILT_IN_GROUPS = ("v1", "apps/", "policy/", "networking.k8s.io/", "rbac.authori
 
 
 def rendered() -> dict[str, str]:
-    return render_all(DEMO, (REPO / "load" / "locustfile.py").read_text())
+    return render_all(DEMO, LOCUSTFILE.read_text())
 
 
 def objects() -> list[tuple[str, dict[str, Any]]]:
@@ -250,7 +251,7 @@ def test_runner_rbac_is_least_privilege_in_its_namespace() -> None:
 
 def test_distributed_locust_runs_the_repos_locustfile() -> None:
     (config_map,) = [o for where, o in objects() if where == "load/locust.yaml" and o["kind"] == "ConfigMap"]
-    assert config_map["data"]["locustfile.py"] == (REPO / "load" / "locustfile.py").read_text()
+    assert config_map["data"]["locustfile.py"] == LOCUSTFILE.read_text()
     roles = {
         d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["args"]
         for d in of_kind("Deployment")

@@ -1,6 +1,9 @@
 """Load shapes per rollout stage, as data. Use beside the locustfile:
 
-    CANARY_STAGE=25 locust -f load/locustfile.py,load/shapes.py --headless --host http://127.0.0.1:18080
+    CANARY_STAGE=25 locust -f canary_checks/sandbox/locustfile.py,canary_checks/sandbox/shapes.py \
+        --headless --host http://127.0.0.1:18080
+
+(the files are in the installed package: ``python -c 'import canary_checks.sandbox as s; print(s.LOCUSTFILE)'``).
 
 Each stage is a list of steps run one after another; the run ends after the last step (a shape ignores -t).
 CANARY_SHAPE_SCALE=0.1 runs every step ten times shorter, for a quick try.
@@ -23,7 +26,7 @@ class RolloutStageShape(LoadTestShape):
     """Follows STAGES[$CANARY_STAGE] (default 25), step by step, then stops."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # locust's shape is untyped
         stage = int(os.environ.get("CANARY_STAGE", "25"))
         if stage not in STAGES:
             raise SystemExit(f"CANARY_STAGE must be one of {sorted(STAGES)}; got {stage}")
@@ -33,7 +36,7 @@ class RolloutStageShape(LoadTestShape):
         self.steps = [{**step, "duration": step["duration"] * scale} for step in STAGES[stage]]
 
     def tick(self) -> tuple[int, float] | None:
-        elapsed = self.get_run_time()
+        elapsed = self.get_run_time()  # type: ignore[no-untyped-call]
         for step in self.steps:
             if elapsed < step["duration"]:
                 return int(step["users"]), step["spawn_rate"]

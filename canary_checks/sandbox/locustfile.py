@@ -1,8 +1,8 @@
 """Traffic for the service under release.
 
-Alone:   locust -f load/locustfile.py --headless -u 40 -r 40 --host http://127.0.0.1:18080 ServiceUser
-Sandbox: started by 'canary-checks sandbox up' at sandbox.rps requests per second.
-Stages:  add load/shapes.py (locust -f load/locustfile.py,load/shapes.py ...) and set CANARY_STAGE=5|25|50|100.
+Alone:   locust -f canary_checks/sandbox/locustfile.py --headless -u 40 -r 40 --host http://127.0.0.1:18080 ServiceUser
+Sandbox: started by 'canary-checks sandbox up' at sandbox.rps requests per second (this file, from the package).
+Stages:  add shapes.py beside it (locust -f .../locustfile.py,.../shapes.py ...), CANARY_STAGE=5|25|50|100.
 
 Rate: each user sends CANARY_RPS / CANARY_USERS requests per second (default 5), so users x that is the total.
 """
