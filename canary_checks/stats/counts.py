@@ -82,7 +82,9 @@ TAU2_PRIOR = 0.5
 """Prior guess of the between-interval variance of the log ratio (bursts), before the data say otherwise."""
 TAU2_PRIOR_WEIGHT = 5.0
 """How many intervals (like the one being added) that guess weighs against the moments estimated from the data."""
-TAU2_SAFETY = 1.5
+TAU2_SAFETY = 2.0
+WEIGH_AFTER = 3
+"""Intervals (with two or more errors) after which the estimate of τ² weighs intervals by the data's own τ²."""
 """Tempering uses this multiple of the estimated τ² (estimates from few intervals are often low)."""
 ABSOLUTE_CAP = 1.5
 """The absolute margin never allows more than this ratio to stable (a tiny stable rate does not excuse 10×)."""
@@ -487,6 +489,14 @@ class SequentialTest:
         prior = TAU2_PRIOR_WEIGHT / (1 / information + TAU2_PRIOR) ** 2
         return max(0.0, (weighted + prior * TAU2_PRIOR) / (weight + prior))
 
+    def _tau2_for_weights(self, information: float) -> float:
+        """The τ² an interval's weight in the estimate assumes: with the prior over the first WEIGH_AFTER intervals,
+        then the data's own (so that at high volume, where one interval pins τ² down, the prior fades at once)."""
+        weighted, weight, k = self.spread
+        if k < WEIGH_AFTER or weight <= 0:
+            return self.tau2(information)
+        return max(0.0, weighted / weight)
+
     def update(self, canary: Counts, stable: Counts) -> SequentialTest:
         """Add one interval. Unusable counts (NaN, negative, errors > requests) add nothing to the ratio and are
         recorded with their reason; a usable stable side of such an interval still counts for stable's rate."""
@@ -516,7 +526,7 @@ class SequentialTest:
             pi = float(special.expit(self.theta_ref + c))
             v = pi * (1 - pi)
             estimate = ((xc - e * pi) ** 2 - expected * v) / (expected * v) ** 2
-            w = 1 / (1 / (expected * v) + self.tau2(expected * v)) ** 2
+            w = 1 / (1 / (expected * v) + self._tau2_for_weights(expected * v)) ** 2
             weighted, weight, k = self.spread
             self.spread = (weighted + w * estimate, weight + w, k + 1)
         self.canary_requests += nc
@@ -524,7 +534,11 @@ class SequentialTest:
         self.stable_requests += ns
         self.stable_errors += xs
         self.intervals += 1
-        self.max_log_e = max(self.max_log_e, self._log_e())
+        theta0 = math.log(self.tested_margin())
+        # ℓ is concave: when it falls beyond θ₀, every alternative above θ₀ is less likely than θ₀, the mixture
+        # e-value is ≤ 1 and the running maximum (≥ 1) cannot change — skip the integral
+        if not self.lik.empty and self.lik.at(theta0, 1)[0] > 0:
+            self.max_log_e = max(self.max_log_e, self.lik.one_sided_log_e(theta0, self.theta_ref))
         return self
 
     def _expected_errors(self, nc: float, ns: float) -> float:
