@@ -98,8 +98,7 @@ SCENARIOS = [
     Scenario("identical, independent bursts, 100 req/s", False, bursts="independent"),
     Scenario("identical, independent bursts, 100 req/s, staged", False, bursts="independent", staged=True),
     Scenario("identical, independent bursts, 1000 req/s", False, rps=1000.0, bursts="independent"),
-    Scenario("identical, independent bursts, 1000 req/s, staged", False, rps=1000.0, bursts="independent",
-             staged=True),  # fmt: skip
+    Scenario("identical, independent bursts, 1000 req/s, staged", False, rps=1000.0, bursts="independent", staged=True),
     Scenario("canary 1.05x, Poisson, 100 req/s", False, canary_errors=0.0105),
     Scenario("canary 1.05x, Poisson, 1000 req/s", False, rps=1000.0, canary_errors=0.0105),
     Scenario("canary 1.05x, Poisson, 1000 req/s, staged", False, rps=1000.0, canary_errors=0.0105, staged=True),
@@ -110,8 +109,7 @@ SCENARIOS = [
     Scenario("errors 0.5 % -> 1.5 %", True, stable_errors=0.005, canary_errors=0.015, all_methods=True),
     Scenario("low traffic, errors 1 % -> 3 %", True, rps=20.0, canary_errors=0.03, all_methods=True),
     Scenario("p95 +20 %", True, canary_scale=1.2, all_methods=True, latency=True),
-    Scenario("heavy tail (3 % of requests x6)", True, tail_share=0.03, tail_factor=6.0, all_methods=True,
-             latency=True),  # fmt: skip
+    Scenario("heavy tail (3 % of requests x6)", True, tail_share=0.03, tail_factor=6.0, all_methods=True, latency=True),
 ]
 
 
@@ -364,8 +362,9 @@ def main() -> None:
             line = (
                 f"target '{scenario.name}': power {row['flagged']:.1%} [{row['flagged_low']:.1%}, "
                 f"{row['flagged_high']:.1%}] within 20 min; shortest Mann-Whitney horizon with power >= 0.9: "
-                f"{horizon} min (power {powers[horizon - 1] if horizon else math.nan:.3f}); our median time to detect / "
-                f"that horizon = {ratio:.2f} [{mlo / 60 / (horizon or math.nan):.2f}, {mhi / 60 / (horizon or math.nan):.2f}]"
+                f"{horizon} min (power {powers[horizon - 1] if horizon else math.nan:.3f}); our median time to "
+                f"detect / that horizon = {ratio:.2f} [{mlo / 60 / (horizon or math.nan):.2f}, "
+                f"{mhi / 60 / (horizon or math.nan):.2f}]"
             )
             summary.append(line)
             rows.append({"scenario": scenario.name, "method": "Mann-Whitney horizon", "horizon_min": horizon,
@@ -404,7 +403,8 @@ def write_table(rows: list[dict], path: Path, trials: int, seed: int) -> None:
             continue
         t = "—"
         if r["median_detect_s"] is not None:
-            t = f"{r['median_detect_s'] / 60:.2f} min [{r['median_detect_low_s'] / 60:.2f}, {r['median_detect_high_s'] / 60:.2f}]"
+            low, high = r["median_detect_low_s"] / 60, r["median_detect_high_s"] / 60
+            t = f"{r['median_detect_s'] / 60:.2f} min [{low:.2f}, {high:.2f}]"
         flagged = f"{r['flagged']:.1%} [{r['flagged_low']:.1%}, {r['flagged_high']:.1%}]"
         lines.append(f"| {r['scenario']} | {r['method']} | {flagged} | {t} |")
     path.write_text("\n".join(lines) + "\n")

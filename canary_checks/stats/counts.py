@@ -100,9 +100,9 @@ _LIMIT = 40.0
 
 
 def _sigma_derivative_polys() -> list[NDArray[np.float64]]:
-    """Coefficients (in s = σ(x)) of the k-th derivative of softplus, k = 1 … ORDER + 3."""
+    """Coefficients (in s = expit(x)) of the k-th derivative of softplus, k = 1 … ORDER + 3."""
     s_one_minus_s = np.array([0.0, 1.0, -1.0])
-    polys = [np.array([0.0, 1.0])]  # softplus' = σ
+    polys = [np.array([0.0, 1.0])]  # softplus' = expit
     for _ in range(_ORDER + 2):
         polys.append(P.polymul(P.polyder(polys[-1]), s_one_minus_s))
     return polys
@@ -206,7 +206,7 @@ def _ratio(canary: Counts, stable: Counts) -> float:
 
 @dataclass(eq=False)
 class _Likelihood:
-    """``ℓ(θ) = θ·a − Σ_bins Σ_k m_k/k! · softplus⁽ᵏ⁾(θ + c̄)``: the tempered conditional log-likelihood."""
+    """``l(θ) = θ·a − Σ_bins Σ_k m_k/k! · softplus⁽ᵏ⁾(θ + c̄)``: the tempered conditional log-likelihood."""
 
     a: float = 0.0
     bins: dict[int, NDArray[np.float64]] = field(default_factory=dict)
@@ -227,13 +227,13 @@ class _Likelihood:
         return np.array([k * _BIN for k in keys]), np.array([self.bins[k] for k in keys]).reshape(len(keys), -1)
 
     def at(self, theta: NDArray[np.float64] | float, derivative: int = 0) -> NDArray[np.float64]:
-        """ℓ (or its first or second derivative) at ``theta``."""
+        """l (or its first or second derivative) at ``theta``."""
         return self.derivatives(theta, (derivative,))[0]
 
     def derivatives(
         self, theta: NDArray[np.float64] | float, orders: tuple[int, ...] = (0,)
     ) -> list[NDArray[np.float64]]:
-        """ℓ's derivatives of the given orders (0: ℓ itself) at ``theta``, sharing the work."""
+        """l's derivatives of the given orders (0: l itself) at ``theta``, sharing the work."""
         th = np.atleast_1d(np.asarray(theta, dtype=np.float64))
         if not self.bins:
             return [th * self.a if d == 0 else np.full_like(th, self.a if d == 1 else 0.0) for d in orders]
@@ -273,7 +273,7 @@ class _Likelihood:
         return th
 
     def argmax(self) -> float:
-        """Where ℓ is largest (±_LIMIT when it is monotone there)."""
+        """Where l is largest (±_LIMIT when it is monotone there)."""
         lo, hi = -_LIMIT, _LIMIT
         if self.at(lo, 1)[0] <= 0:
             return lo
@@ -304,7 +304,7 @@ class _Likelihood:
         return _log_trapezoid(u, log_w + values) - float(self.at(theta0)[0])
 
     def log_marginal(self, centre: float) -> float:
-        """log ∫ N(θ; 0, (2·PRIOR_SCALE)²) e^{ℓ(θ)} dθ: the two-sided mixture's numerator."""
+        """log ∫ N(θ; 0, (2·PRIOR_SCALE)²) e^{l(θ)} dθ: the two-sided mixture's numerator."""
         sd = 2 * PRIOR_SCALE
         th = np.unique(np.concatenate((np.linspace(-8 * sd, 8 * sd, 321), self.local_grid(centre))))
         log_w = -0.5 * (th / sd) ** 2 - math.log(math.sqrt(2 * math.pi) * sd)
@@ -535,7 +535,7 @@ class SequentialTest:
         self.stable_errors += xs
         self.intervals += 1
         theta0 = math.log(self.tested_margin())
-        # ℓ is concave: when it falls beyond θ₀, every alternative above θ₀ is less likely than θ₀, the mixture
+        # l is concave: when it falls beyond θ₀, every alternative above θ₀ is less likely than θ₀, the mixture
         # e-value is ≤ 1 and the running maximum (≥ 1) cannot change — skip the integral
         if not self.lik.empty and self.lik.at(theta0, 1)[0] > 0:
             self.max_log_e = max(self.max_log_e, self.lik.one_sided_log_e(theta0, self.theta_ref))
@@ -695,7 +695,9 @@ class SequentialTest:
         for key, moments in raw_bins.items():
             if not isinstance(moments, (list, tuple)) or len(moments) != _ORDER + 1:
                 raise ValueError(f"bin {key!r} must hold {_ORDER + 1} moments")
-            values = [number(m, f"bin {key} moment {k}", low=0.0 if k % 2 == 0 else None) for k, m in enumerate(moments)]
+            values = [
+                number(m, f"bin {key} moment {k}", low=0.0 if k % 2 == 0 else None) for k, m in enumerate(moments)
+            ]
             bins[int(key)] = np.array(values)
         weight = sum(float(m[0]) for m in bins.values())
         total = test.canary_errors + test.stable_errors

@@ -450,7 +450,7 @@ def test_the_confidence_sequence_covers_the_true_ratio_at_any_count(per_interval
         widths.append(hi / lo if lo > 0 else math.inf)
     assert covered == 10
     if per_interval >= 1e9:
-        assert max(widths) < 1.001  # and it is precise: a width of a tenth of a percent at most
+        assert max(widths) < 1.005  # and it is precise: half a percent wide at most (the grid stepped by 3.5 %)
 
 
 def test_a_small_real_difference_at_huge_volume_fails_against_a_strict_margin() -> None:
