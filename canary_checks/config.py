@@ -1134,17 +1134,21 @@ def reference_markdown() -> str:
         *[row for row in table(Statistics, "statistics.") if "see below" not in row],
         "",
         f"Each comparison takes `margin` (allowed ratio canary / stable: {range_of(ComparisonSettings, 'margin')}),"
+        f" `margin_delta` (an absolute allowance with it: {range_of(ComparisonSettings, 'margin_delta')}; the canary"
+        " is acceptable up to max(margin × stable, stable + margin_delta), the absolute part at most 1.5 × stable),"
         " `severity`, `on_no_data` and `enabled`.",
         "",
-        "| comparison | margin | severity | meaning |",
-        "|---|---|---|---|",
+        "| comparison | margin | margin_delta | severity | meaning |",
+        "|---|---|---|---|---|",
     ]
     for name, info in Statistics.model_fields.items():
         if info.default_factory is None:
             continue
         comparison: ComparisonSettings = info.default_factory()  # type: ignore[call-arg]
         text = " ".join((info.description or "").split())
-        lines.append(f"| `{name}` | {comparison.margin:g} | {comparison.severity.value} | {text} |")
+        lines.append(
+            f"| `{name}` | {comparison.margin:g} | {comparison.margin_delta:g} | {comparison.severity.value} | {text} |"
+        )
     lines += ["", "## `notifications`", "", "What the runner sends on each decision (docs/runner.md).", ""]
     lines += [*[row for row in table(NotificationSettings, "notifications.") if "`notifications.targets`" not in row]]
     lines += ["", "Each of `notifications.targets`:", "", *table(NotificationTarget, "")]
