@@ -427,6 +427,8 @@ class ErrorEvidence:
     """Average variance inflation the bursts were found to cause (1: Poisson, no bursts)."""
     rejected: tuple[str, ...] = ()
     """Intervals that could not be used, each with its reason (the latest ten)."""
+    next_dispersion: float = 1.0
+    """The inflation the next intervals would get, from the bursts' variance estimated now."""
 
     def needed_requests(self) -> float:
         """When inconclusive: about how many more canary requests (at the same traffic share and error rates) the
@@ -435,7 +437,13 @@ class ErrorEvidence:
         if self.outcome is not Outcome.INCONCLUSIVE:
             return math.nan
         return requests_to_decide(
-            self.canary, self.stable, self.must_detect, margin=self.margin, alpha=self.alpha, dispersion=self.dispersion
+            self.canary,
+            self.stable,
+            self.must_detect,
+            margin=self.margin,
+            alpha=self.alpha,
+            dispersion=self.dispersion,
+            next_dispersion=self.next_dispersion,
         )
 
     @property
@@ -578,6 +586,18 @@ class SequentialTest:
         total = self.canary_errors + self.stable_errors
         return total / self.tempered_errors if self.tempered_errors > 0 and total > 0 else 1.0
 
+    def next_dispersion(self) -> float:
+        """The inflation an interval like the average one so far would get now (1 without bursts)."""
+        if self.intervals == 0:
+            return 1.0
+        nc, ns = self.canary_requests / self.intervals, self.stable_requests / self.intervals
+        if nc <= 0 or ns <= 0:
+            return 1.0
+        expected = self._expected_errors(nc, ns)
+        v = float(special.expit(self.theta_ref + math.log(nc) - math.log(ns)))
+        v *= 1 - v
+        return 1.0 + expected * v * TAU2_SAFETY * self.tau2(expected * v)
+
     def evidence(self, alpha: float = 0.05, *, worse_ratio: float = 2.0, worse_delta: float = 0.01) -> ErrorEvidence:
         """The decision now. Fail: e ≥ 1/alpha. Pass: not failing, and a canary worse by ``worse_ratio`` × the margin
         × stable's rate or by ``worse_delta`` (a fraction) above it — whichever is larger — would already have been
@@ -600,7 +620,7 @@ class SequentialTest:
         def result(outcome: Outcome, detect: float, reason: str = "", must: float = math.nan) -> ErrorEvidence:
             return ErrorEvidence(
                 outcome, e_value, self.p_value(), ratio, interval, detect, canary, stable, alpha, margin, reason,
-                must, phi, rejected,
+                must, phi, rejected, self.next_dispersion(),
             )  # fmt: skip
 
         if canary.requests == 0 or stable.requests == 0:
@@ -758,17 +778,21 @@ def requests_to_decide(
     margin: float = 1.0,
     alpha: float = 0.05,
     dispersion: float = 1.0,
+    next_dispersion: float | None = None,
 ) -> float:
     """About how many *more* canary requests, with both sides' traffic growing in the same proportion and their error
     rates as observed, until a canary error rate of ``must_detect`` (a fraction) would show: when a pass becomes
-    possible. ``inf`` when no amount of traffic would do (e.g. stable's own rate is at ``must_detect``)."""
+    possible. ``inf`` when no amount of traffic would do (e.g. stable's own rate is at ``must_detect``). The counts so
+    far carry the bursts' inflation ``dispersion``, the requests to come ``next_dispersion`` (default: the same)."""
+    later = dispersion if next_dispersion is None else next_dispersion
     if canary.requests <= 0 or stable.requests <= 0 or not math.isfinite(must_detect):
         return math.inf
 
     def enough(scale: float) -> bool:
         c = Counts(canary.requests * scale, canary.errors * scale)
         s = Counts(stable.requests * scale, stable.errors * scale)
-        return detectable_rate(c, s, margin=margin, alpha=alpha, dispersion=dispersion) <= must_detect
+        mixed = scale / (1 / max(dispersion, 1.0) + (scale - 1) / max(later, 1.0))
+        return detectable_rate(c, s, margin=margin, alpha=alpha, dispersion=mixed) <= must_detect
 
     if enough(1.0):
         return 0.0
