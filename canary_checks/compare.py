@@ -50,7 +50,7 @@ __all__ = ["COMPARISONS", "Comparison", "Evidence", "comparisons_of", "evaluate_
 
 log = logging.getLogger(__name__)
 
-EVIDENCE_VERSION = 1
+EVIDENCE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -156,17 +156,26 @@ class Evidence:
 
     @classmethod
     def from_json(cls, text: str) -> Evidence:
+        """The saved evidence, checked (ValueError saying what is wrong: the caller starts afresh and says so)."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the evidence file does not hold an object")
         if data.get("version") != EVIDENCE_VERSION:
             raise ValueError(f"evidence version {data.get('version')!r}, expected {EVIDENCE_VERSION}")
-        return cls(
-            key=dict(data["key"]),
-            started=float(data["started"]),
-            last=float(data["last"]),
-            checks=int(data["checks"]),
-            tests={k: SequentialTest.from_dict(v) for k, v in data["tests"].items()},
-            bounds={k: float(v) for k, v in data["bounds"].items()},
-        )
+        started, last = float(data["started"]), float(data["last"])
+        bounds = {str(k): float(v) for k, v in data["bounds"].items()}
+        if not (math.isfinite(started) and math.isfinite(last) and started <= last):
+            raise ValueError(f"evidence times are impossible (started {started}, last {last})")
+        if not all(math.isfinite(b) and b > 0 for b in bounds.values()):
+            raise ValueError(f"a latency bucket bound is not a positive number ({bounds})")
+        tests = {}
+        for k, v in data["tests"].items():
+            try:
+                tests[str(k)] = SequentialTest.from_dict(v)
+            except ValueError as e:
+                raise ValueError(f"{k}: {e}") from e
+        return cls(key=dict(data["key"]), started=started, last=last, checks=int(data["checks"]), tests=tests,
+                   bounds=bounds)  # fmt: skip
 
 
 @contextmanager
@@ -196,9 +205,9 @@ def _load(path: Path, config: CanaryConfig, now: float) -> tuple[Evidence, str]:
         return fresh, "new evidence"
     try:
         evidence = Evidence.from_json(path.read_text())
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         log.warning("evidence file %s is unreadable (%s); starting afresh", path, e)
-        return fresh, f"new evidence (the old file was unreadable: {e})"
+        return fresh, f"new evidence (the old file was unreadable or damaged: {e})"
     if evidence.key != fresh.key:
         return fresh, "new evidence (the file was for another canary)"
     age = now - evidence.last
@@ -381,8 +390,9 @@ class _Ctx:
     def test(self) -> SequentialTest:
         key = self.comparison.key
         test = self.evidence.tests.get(key)
-        if test is None or test.margin != self.settings.margin:
-            test = SequentialTest(margin=self.settings.margin)
+        delta = self.settings.margin_delta / 100
+        if test is None or test.margin != self.settings.margin or test.margin_delta != delta:
+            test = SequentialTest(margin=self.settings.margin, margin_delta=delta)
             self.evidence.tests[key] = test
         return test
 
@@ -424,7 +434,7 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
     # the statistics speak of requests and errors; a custom comparison's counts are its denominator and numerator
     reason = ev.reason if custom is None else ev.reason.replace("error rate", what).replace("requests", "events")
     if ev.outcome is Outcome.NO_DATA:
-        return ctx.result(Verdict.NO_DATA, None, f"{reason}; {counts}", "ratio", **details), math.nan
+        return ctx.result(Verdict.NO_DATA, None, f"{reason}; {counts}{_rejected(ev)}", "ratio", **details), math.nan
     lo, hi = ev.interval
     summary = (
         f"canary {what} {_pct(ev.canary.rate)} vs stable {_pct(ev.stable.rate)}: ratio {_ratio_text(ev.ratio)} "
@@ -433,7 +443,14 @@ def _errors(ctx: _Ctx, update: bool) -> tuple[GateResult, float]:
     )
     if ev.outcome is Outcome.INCONCLUSIVE:
         summary = f"inconclusive: {reason}; {summary}"
-    return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary, "ratio", **details), ev.p_value
+    return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary + _rejected(ev), "ratio", **details), ev.p_value
+
+
+def _rejected(ev: ErrorEvidence) -> str:
+    """What the summary says about intervals that could not be used (their counts were impossible)."""
+    if not ev.rejected:
+        return ""
+    return f"; {len(ev.rejected)} interval(s) rejected, latest: {ev.rejected[-1]}"
 
 
 def _evidence_details(ev: ErrorEvidence, test: SequentialTest, ctx: _Ctx) -> dict[str, Any]:
@@ -444,9 +461,13 @@ def _evidence_details(ev: ErrorEvidence, test: SequentialTest, ctx: _Ctx) -> dic
         rate = ev.canary.requests / elapsed if elapsed > 0 else 0.0
         more = ev.needed_requests()
         needed = {"needed_requests": more, "needed_seconds": more / rate if rate > 0 else math.inf}
+    rejected = {"rejected_intervals": " | ".join(ev.rejected)} if ev.rejected else {}
     return {
         **needed,
-        "method": "anytime-valid mixture test (conditional binomial), confidence sequence",
+        **rejected,
+        "method": "anytime-valid mixture test (conditional binomial, tempered for bursts), confidence sequence",
+        "margin_tested": ev.margin,
+        "dispersion": ev.dispersion,
         "p_value": ev.p_value,
         "e_value": ev.e_value,
         "ratio": ev.ratio,
@@ -532,7 +553,7 @@ def _latency(ctx: _Ctx, update: bool, earlier: list[Sample] | None) -> tuple[Gat
     summary = f"{slower}; {band_text}"
     if ev.outcome is Outcome.INCONCLUSIVE:
         summary = f"inconclusive: {ev.reason}; {summary}"
-    return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary, "ratio", **details), ev.p_value
+    return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary + _rejected(ev), "ratio", **details), ev.p_value
 
 
 def _resources(ctx: _Ctx, source: MetricsSource, now: float) -> tuple[GateResult, float]:
@@ -640,6 +661,8 @@ def _correct(
         details["correction"] = text
         details["evidence"] = f"{note}, {evidence.checks} check(s)"
         verdict, summary = result.verdict, result.summary
+        if note.startswith("new evidence ("):  # started afresh for a reason: say so where people read
+            summary = f"{summary} [{note}]"
         adj = adjusted.get(name, math.nan)
         if verdict is Verdict.FAIL and not adj <= stats.alpha:
             verdict = Verdict.INCONCLUSIVE

@@ -527,6 +527,11 @@ class ComparisonSettings(_Model):
     """Allowed ratio canary / stable: a comparison fails only when the canary is surely worse than margin × stable
     (errors: error rate; latency: share of requests slower than stable's quantile; cpu: CPU seconds per request;
     memory: working set per pod)."""
+    margin_delta: Annotated[float, Range("percentage points", 0, 100, high_open=True)] = 0.0
+    """Absolute allowance in percentage points of requests (errors; latency: requests slower than stable's
+    quantile), together with margin: the canary is acceptable up to max(margin × stable, stable + margin_delta),
+    the absolute part never beyond 1.5 × stable. It spares services with a tiny error rate a failure over a
+    difference no one would notice; sequential comparisons only."""
     severity: Severity
     """critical fails the stage (and inconclusive holds it); warning fails only in strict mode; info is reported."""
     on_no_data: NoDataPolicy = NoDataPolicy.FAIL
@@ -554,8 +559,10 @@ class CustomComparison(ComparisonSettings):
     info is reported only."""
 
 
-def _comparison(margin: float, severity: Severity) -> Any:
-    return Field(default_factory=lambda: ComparisonSettings(margin=margin, severity=severity))
+def _comparison(margin: float, severity: Severity, margin_delta: float = 0.0) -> Any:
+    return Field(
+        default_factory=lambda: ComparisonSettings(margin=margin, margin_delta=margin_delta, severity=severity)
+    )
 
 
 class Statistics(_Model):
@@ -584,8 +591,10 @@ class Statistics(_Model):
     interval), over the evidence so far (at least the window, at most an hour)."""
     evidence_expires: Duration = 3600.0
     """Evidence older than this (since its last check) is taken to belong to an earlier canary and started afresh."""
-    errors: ComparisonSettings = _comparison(1.0, Severity.CRITICAL)
-    """Canary error rate against stable's (anytime-valid mixture test on error counts)."""
+    errors: ComparisonSettings = _comparison(1.1, Severity.CRITICAL, 0.05)
+    """Canary error rate against stable's (anytime-valid mixture test on error counts, robust to bursts). Margin
+    1.1 and 0.05 points: a canary within 10 % of stable (or 0.05 points, at most 1.5×, when stable's rate is under
+    0.5 %) is not a regression at any traffic; one at 2× still fails within minutes."""
     latency_p50: ComparisonSettings = _comparison(1.5, Severity.WARNING)
     """Canary median latency against stable's (share of requests slower than stable's p50, and time-uniform
     quantile bounds from the histogram buckets)."""
@@ -1749,17 +1758,21 @@ def reference_markdown() -> str:
         *[row for row in table(Statistics, "statistics.") if "see below" not in row],
         "",
         f"Each comparison takes `margin` (allowed ratio canary / stable: {range_of(ComparisonSettings, 'margin')}),"
+        f" `margin_delta` (an absolute allowance with it: {range_of(ComparisonSettings, 'margin_delta')}; the canary"
+        " is acceptable up to max(margin × stable, stable + margin_delta), the absolute part at most 1.5 × stable),"
         " `severity`, `on_no_data` and `enabled`.",
         "",
-        "| comparison | margin | severity | meaning |",
-        "|---|---|---|---|",
+        "| comparison | margin | margin_delta | severity | meaning |",
+        "|---|---|---|---|---|",
     ]
     for name, info in Statistics.model_fields.items():
         if info.default_factory is None:
             continue
         comparison: ComparisonSettings = info.default_factory()  # type: ignore[call-arg]
         text = " ".join((info.description or "").split())
-        lines.append(f"| `{name}` | {comparison.margin:g} | {comparison.severity.value} | {text} |")
+        lines.append(
+            f"| `{name}` | {comparison.margin:g} | {comparison.margin_delta:g} | {comparison.severity.value} | {text} |"
+        )
     lines += [
         "",
         "### Custom comparisons",

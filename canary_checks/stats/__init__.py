@@ -1,14 +1,16 @@
 """Canary-versus-stable statistics: pure functions over numbers and numpy arrays, no I/O.
 
 * :mod:`~canary_checks.stats.counts` — errors against requests: Fisher / exact rate-ratio test for one window, and an
-  anytime-valid mixture test with a confidence sequence for the error-rate ratio, valid at every look;
+  anytime-valid mixture test with a confidence sequence for the error-rate ratio, valid at every look, tempered for
+  bursts, exact at any count;
 * :mod:`~canary_checks.stats.histogram` — latency from histogram buckets: Mann–Whitney on bucket ranks,
   time-uniform CDF bands and the quantile bounds they give;
 * :mod:`~canary_checks.stats.kayenta` — a Kayenta-compatible judge (Mann–Whitney + Hodges–Lehmann, scoring);
 * :mod:`~canary_checks.stats.multiple` — family-wise error or false discovery rate across a stage's comparisons.
 
-Every function ends in an :class:`Outcome` (or a Kayenta classification); bad input (NaN, negative counts, an empty
-side) gives ``no data`` with a reason, never an exception and never a pass.
+Every function ends in an :class:`Outcome` (or a Kayenta classification); bad data (NaN, negative counts, an empty
+side) gives ``no data`` with a reason, never an exception and never a pass. Bad parameters (an alpha outside (0, 1), a
+margin that is not a positive ratio) raise ``ValueError`` saying what is allowed.
 """
 
 from canary_checks.stats.counts import (

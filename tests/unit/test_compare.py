@@ -191,3 +191,34 @@ def test_the_suite_reports_p_value_interval_and_counts_in_junit(pytester: pytest
     again.assert_outcomes(failed=1)
     assert json.loads((pytester.path / "ev.json").read_text())["checks"] == 1  # started afresh
     assert not math.isnan(float(re.search(r'name="p_value" value="([^"]+)"', xml).group(1)))  # type: ignore[union-attr]
+
+
+def test_damaged_evidence_starts_afresh_says_so_and_a_tenfold_canary_still_fails(
+    tmp_path: Path, prom: PromStub
+) -> None:
+    """A saved state with a NaN log-likelihood once made a 10x canary pass; now it is refused and said so."""
+    cfg = config(tmp_path, prom)
+    evidence = tmp_path / "evidence.json"
+    traffic(prom, canary=(300, 30), stable=(5700, 57))  # 10 % against 1 %
+    run(cfg, ["compare_errors"], evidence, T0)
+    saved = json.loads(evidence.read_text())
+    saved["tests"]["errors"]["max_log_e"] = math.nan
+    saved["tests"]["errors"]["a"] = math.nan
+    evidence.write_text(json.dumps(saved))
+    results = [run(cfg, ["compare_errors"], evidence, T0 + 30 * i)["compare_errors"] for i in range(1, 6)]
+    first = results[0]
+    assert "damaged" in first.details["evidence"] and "max_log_e is nan" in first.summary  # said where people read
+    verdicts = [r.verdict for r in results]
+    assert Verdict.PASS not in verdicts and verdicts[-1] is Verdict.FAIL
+    assert json.loads(evidence.read_text())["checks"] == 5  # started afresh at the damaged file
+
+
+def test_an_impossible_interval_is_reported_with_its_reason(tmp_path: Path, prom: PromStub) -> None:
+    cfg = config(tmp_path, prom)
+    evidence = tmp_path / "evidence.json"
+    traffic(prom, canary=(300, 500), stable=(5700, 57))  # more errors than requests: a broken query or counter
+    result = run(cfg, ["compare_errors"], evidence, T0)["compare_errors"]
+    assert result.verdict is Verdict.NO_DATA
+    assert "errors (500) exceed requests (300)" in result.summary
+    assert "received no requests" not in result.summary
+    assert "stable's side kept" in result.details["rejected_intervals"]
