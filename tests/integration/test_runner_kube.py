@@ -193,7 +193,8 @@ def wait_for_event(env: Env, event: str, stage: int, timeout: float = 60) -> Non
 
 
 def test_a_runner_killed_mid_stage_is_resumed_without_skipping_gates(env: Env) -> None:
-    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "30s", "--lease-ttl", "3s"),
+    # a lease long enough for the refused runs below to start (a Python process each) before it runs out
+    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "30s", "--lease-ttl", "10s"),
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_for_event(env, "weight", 25)
     process.send_signal(signal.SIGKILL)
@@ -206,10 +207,10 @@ def test_a_runner_killed_mid_stage_is_resumed_without_skipping_gates(env: Env) -
     other = env.run(image="ghcr.io/orion/auth:3.0.0")
     assert other.returncode == 1 and f"the rollout of {NEW}" in other.stderr
     assert "is being run by runner" in other.stderr
-    assert "--rollback" in other.stderr and "once its lease expires (3 s after" in other.stderr
+    assert "--rollback" in other.stderr and "once its lease expires (10 s after" in other.stderr
     assert env.weights() == (75, 25)
 
-    time.sleep(max(0.0, record["lease"]["renewed"] + 3 - time.time()) + 0.5)  # the dead runner's lease runs out
+    time.sleep(max(0.0, record["lease"]["renewed"] + 10 - time.time()) + 0.5)  # the dead runner's lease runs out
     resumed = env.run("--auto-promote")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming run" in resumed.stdout and "at stage 25 %" in resumed.stdout
