@@ -299,11 +299,15 @@ class Rollout:
         if self._stop:
             raise Interrupted(
                 f"stopped by {self._stop} at stage {self.current_stage()} % with the weights as they are",
-                fix=f"run 'canary-checks run {self.o.service} {self.o.image}' again to resume (its gates run again), "
-                "or add --rollback to roll back",
+                fix=f"run '{self.command()}' again to resume (its gates run again), or add --rollback to roll back",
             )
 
     # ---- steps ----
+
+    def command(self, image: Any = None, *flags: str) -> str:
+        """The command that acts on this rollout, as messages tell people to run it (with its router)."""
+        router = f" --mesh {self.o.router_kind}" if self.o.router_kind else ""
+        return " ".join((f"canary-checks run {self.o.service} {image or self.o.image}{router}", *flags))
 
     def current_stage(self) -> int:
         steps = self.state.get("steps") or list(self.o.steps)
@@ -440,7 +444,7 @@ class Rollout:
                 f"{lease.describe()}",
                 where=self.platform.describe(),
                 fix=f"let it finish; stop it (Ctrl-C or SIGTERM to that process) and run this again to resume; or roll "
-                f"it back now with 'canary-checks run {self.o.service} {existing.get('image')} --rollback'. If that "
+                f"it back now with '{self.command(existing.get('image'), '--rollback')}'. If that "
                 f"runner died, this command takes over once its lease expires ({lease.ttl:g} s after it was last "
                 "heard from), and 'canary-checks watch' rolls it back",
             )
@@ -453,8 +457,8 @@ class Rollout:
                 f"a rollout of {existing.get('image')} (run {existing.get('run_id')}) is in progress at stage "
                 f"{existing.get('steps', [0])[existing.get('step_index', 0)]} %",
                 where=self.platform.describe(),
-                fix=f"resume it with 'canary-checks run {self.o.service} {existing.get('image')}', or roll it back "
-                f"with 'canary-checks run {self.o.service} {existing.get('image')} --rollback'",
+                fix=f"resume it with '{self.command(existing.get('image'))}', or roll it back "
+                f"with '{self.command(existing.get('image'), '--rollback')}'",
             )
         if self.o.proceed and existing.get("status") != "awaiting-decision":
             raise CanaryError(
@@ -658,12 +662,10 @@ class Rollout:
             self.rollback(f"{why} (rollout.on_undecided: rollback)", failing=failing)
         self.state["status"] = "awaiting-decision"
         self.event("awaiting decision", stage=stage, why=why, failing_gates=failing)
-        image, service = self.o.image, self.o.service
         raise AwaitingDecision(
             f"{why}. Holding the canary at {stage} % for a person's decision (rollout.on_undecided: hold)",
-            fix=f"look again with 'canary-checks run {service} {image}' (the stage's gates run again on more "
-            f"traffic), go on with 'canary-checks run {service} {image} --proceed', or roll back with "
-            f"'canary-checks run {service} {image} --rollback'",
+            fix=f"look again with '{self.command()}' (the stage's gates run again on more traffic), go on with "
+            f"'{self.command(None, '--proceed')}', or roll back with '{self.command(None, '--rollback')}'",
         )
 
     def _sleep(self, seconds: float) -> None:
@@ -733,7 +735,7 @@ class Rollout:
             nothing = "" if recorded else "; nothing was deployed"
             raise AwaitingWindow(
                 f"{why}. Holding (rollout.release_windows.outside: hold){nothing}",
-                fix=f"run 'canary-checks run {self.o.service} {self.o.image}' again inside a window to go on, or "
+                fix=f"run '{self.command()}' again inside a window to go on, or "
                 f"add --rollback to roll back (a rollback is never held)",
             )
         if recorded:
@@ -817,7 +819,7 @@ class Rollout:
         if not promote:
             self.echo(
                 f"every stage passed; not promoting without --auto-promote or a terminal. To promote: "
-                f"canary-checks run {self.o.service} {self.o.image} --auto-promote"
+                f"{self.command(None, '--auto-promote')}"
             )
             self.event("awaiting promotion")
             return 0

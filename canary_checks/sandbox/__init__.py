@@ -511,7 +511,8 @@ frontend admin
         # A new sandbox starts with no history: series of an earlier run would linger in instant queries.
         shutil.rmtree(self.state_dir / "prometheus-data", ignore_errors=True)
         self._write_files(weight, faults or {})
-        state: dict[str, Any] = {"components": {}, "service_url": self.service_url, "prometheus": self.prometheus_url}
+        state: dict[str, Any] = {"components": {}, "service_url": self.service_url, "prometheus": self.prometheus_url,
+                                 "service": self.config.service, "namespace": self.config.namespace}  # fmt: skip
         self._save_state(state)
         steps: list[tuple[str, Callable[[], bool]]] = [
             ("node", lambda: _http_ok(f"{self.node_url}/pods")),
@@ -711,11 +712,18 @@ class SandboxPlatform:
         return f"the sandbox in {self.box.state_dir}"
 
     def validate(self) -> list[str]:
-        return (
-            []
-            if self.box.is_up()
-            else [f"the sandbox in {self.box.state_dir} is not running (canary-checks sandbox up)"]
-        )
+        if not self.box.is_up():
+            return [f"the sandbox in {self.box.state_dir} is not running (canary-checks sandbox up)"]
+        state = self.box._load_state()
+        serves = (state.get("service"), state.get("namespace"))
+        wanted = (self.box.config.service, self.box.config.namespace)
+        if serves[0] is not None and serves != wanted:
+            return [
+                f"the sandbox in {self.box.state_dir} serves {serves[0]} in {serves[1]}, not {wanted[0]} in "
+                f"{wanted[1]}: roll out {serves[0]} there, or 'canary-checks sandbox down' and 'sandbox up' with "
+                f"a canary.yaml for {wanted[0]}"
+            ]
+        return []
 
     def read_record(self) -> dict[str, Any] | None:
         try:

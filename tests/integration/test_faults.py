@@ -170,3 +170,17 @@ def test_a_rollout_outside_its_window_holds_in_the_sandbox(live: Live, tmp_path:
                           cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert undo.returncode == 0, undo.stdout + undo.stderr
     assert live.box.router.get_weight() == 0 and record(live)["status"] == "rolled-back"
+
+
+def test_a_rollout_of_a_service_the_sandbox_does_not_serve_is_refused_before_anything_moves(
+    live: Live, tmp_path: Path
+) -> None:
+    ready(live)
+    live.box.set_weight(25)
+    done = subprocess.run([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "run",
+                           "payments", "demo:v1", "--mesh", "sandbox", "--reports", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "serves auth in orion, not payments in orion" in done.stderr
+    assert live.box.router.get_weight() == 25, "nothing moved"
+    assert not (live.box.state_dir / "rollout-payments.json").exists()

@@ -92,12 +92,13 @@ def events(tmp_path: Path) -> list[dict[str, Any]]:
 
 def test_outside_the_windows_a_new_rollout_holds_before_anything_is_deployed(tmp_path: Path) -> None:
     memory, lines = Memory(), []
-    code = runner(tmp_path, memory, lambda: SUNDAY, lines, windows={"outside": "hold"}).run()
+    code = runner(tmp_path, memory, lambda: SUNDAY, lines, windows={"outside": "hold"}, router_kind="sandbox").run()
     assert code == HELD_EXIT
     assert memory.replicas == 0 and memory.weights == [] and memory.state is None, "nothing deployed or recorded"
     said = "\n".join(lines)
     assert "deploying shop/cart:2 is outside the release windows (outside the allowed windows" in said
     assert "they open Mon 30 Nov 2026 09:00 UTC" in said and "nothing was deployed" in said
+    assert "run 'canary-checks run cart shop/cart:2 --mesh sandbox' again inside a window" in said  # as typed
 
 
 def test_a_window_closing_mid_rollout_holds_the_weight_and_a_run_inside_one_goes_on(tmp_path: Path) -> None:
