@@ -14,6 +14,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -749,6 +750,16 @@ class ReleaseWindows(_Model):
     outside: OutsideWindow = OutsideWindow.WAIT
     """What the runner does when the next step falls outside the windows: wait or hold."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_allowed(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and "allowed" in value and not value["allowed"]:
+            raise ValueError(
+                "allowed is empty, which would read as 'every minute': leave it out to allow every minute, list "
+                "cron windows ('* 9-16 * * mon-thu'), or list dates under blackout to stop rollouts for a while"
+            )
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
@@ -765,6 +776,13 @@ class ReleaseWindows(_Model):
         for expression in value:
             check_cron(expression)
         return value
+
+    @field_validator("blackout", mode="before")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        """YAML reads an unquoted 2026-12-24 as a date: take it as written; one date alone is a list of one."""
+        items = value if isinstance(value, list | tuple) else [value]
+        return [v.isoformat() if isinstance(v, date) else v for v in items]
 
     @field_validator("blackout")
     @classmethod
@@ -1248,7 +1266,7 @@ class CanaryConfig(_Model):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     """Where the runner announces its decisions."""
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
-    """What the runner does with a stage that cannot decide."""
+    """What the runner does with a stage that cannot decide, and when it may move forward (release windows)."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     """The local sandbox (canary-checks sandbox up)."""
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
@@ -1369,12 +1387,44 @@ def _describe(error: ValidationError, *, top: str = "(top level)") -> str:
     return "; ".join(_describe_one(item, top=top) for item in error.errors())
 
 
+_PLAIN = {
+    "missing": "required: write it",
+    "tuple_type": "expected a list ([a, b] or one '- item' per line)",
+    "list_type": "expected a list ([a, b] or one '- item' per line)",
+    "dict_type": "expected a mapping (key: value)",
+    "model_type": "expected a mapping (key: value)",
+    "model_attributes_type": "expected a mapping (key: value)",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "int_parsing": "expected a whole number",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "int_type": "expected a whole number",
+    "string_type": "expected text",
+}
+"""pydantic's messages for a wrong type, in the words of a YAML file."""
+
+
+def _close_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Keys of the settings model at ``loc[:-1]`` close to the unknown ``loc[-1]`` (a misspelt key)."""
+    model: Any = CanaryConfig
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(fields, dict) or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        model = next((a for a in (annotation, *get_args(annotation)) if isinstance(a, type)), None)
+    fields = getattr(model, "model_fields", None)
+    return difflib.get_close_matches(str(loc[-1]), list(fields), n=1) if isinstance(fields, dict) else []
+
+
 def _describe_one(item: Any, *, top: str = "(top level)") -> str:
     """One pydantic error as ``key.path: what is wrong (got the value)``; a URL's password is never shown."""
     path = ".".join(str(p) for p in item["loc"]) or top
-    msg = item["msg"].removeprefix("Value error, ")
+    msg = _PLAIN.get(item["type"]) or item["msg"].removeprefix("Value error, ")
     if item["type"] == "extra_forbidden":
-        msg = "unknown key (check its spelling; see docs/configuration.md)"
+        close = _close_keys(tuple(item["loc"]))
+        msg = f"unknown key ({f'did you mean {close[0]}?' if close else 'check its spelling'})"
     bad = item.get("input")
     given = redact_url(repr(bad))
     quiet = item["type"] in ("missing", "extra_forbidden") or isinstance(bad, dict) or given in msg
@@ -1394,7 +1444,7 @@ def find_config(explicit: str | os.PathLike[str] | None = None, *, search: tuple
                 raise ConfigError(
                     f"config file {str(path)!r} does not exist",
                     where=source,
-                    fix=f"create it (see docs/configuration.md) or pass an existing file to {source}",
+                    fix=f"create it ('canary-checks init' writes one) or pass an existing file to {source}",
                 )
             return path
     for folder in search:
@@ -1570,7 +1620,7 @@ def config_from(raw: Mapping[str, Any], *, where: str, service: str | None = Non
         return CanaryConfig.model_validate(merged)
     except ValidationError as e:
         what = _section_error(e, raw, chosen) if chosen is not None else _describe(e)
-        raise ConfigError(what, where=at, fix="see docs/configuration.md for every key") from None
+        raise ConfigError(what, where=at, fix="'canary-checks config reference' lists every key") from None
     except ConfigError as e:  # a stage's overrides (stage_gates.25: ...): which file, and which section
         if chosen is None:
             raise
@@ -1785,6 +1835,10 @@ def reference_markdown() -> str:
     lines += ["", "## `notifications`", "", "What the runner sends on each decision (docs/runner.md).", ""]
     lines += [*[row for row in table(NotificationSettings, "notifications.") if "`notifications.targets`" not in row]]
     lines += ["", "Each of `notifications.targets`:", "", *table(NotificationTarget, "")]
+    lines += ["", "## `rollout`", "", "What `canary-checks run` does (docs/runner.md).", ""]
+    lines += [*table(RolloutSettings, "rollout.")]
+    lines += ["", "### `rollout.release_windows`", "", ReleaseWindows.__doc__ or "", ""]
+    lines += [*table(ReleaseWindows, "rollout.release_windows.")]
     lines += ["", "## `kubernetes`", "", *table(KubernetesSettings, "kubernetes.")]
     lines += ["", "## `smoke`", "", "What `pytest suites/smoke [--target canary|stable]` requests.", ""]
     lines += [*table(SmokeSettings, "smoke.")]

@@ -39,7 +39,7 @@ def test_help_explains_the_commands(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("gates:\n  error_rate: {threshold: [5]}\n", "gates.error_rate.threshold: Input should be a valid number"),
+        ("gates:\n  error_rate: {threshold: [5]}\n", "gates.error_rate.threshold: expected a number (got [5])"),
         ("service: 'auth\"} or vector(1)'\n", "service: 'auth\"} or vector(1)' is not a valid Kubernetes name"),
         ("sandbox: {rps: -3}\n", "sandbox.rps: expected requests per second > 0 and ≤ 20000; got -3"),
     ],

@@ -270,3 +270,22 @@ def test_a_name_with_a_newline_is_refused(name: str) -> None:
         check_workload(name)
     with pytest.raises(ValueError, match="not a valid Kubernetes namespace"):
         check_namespace(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("widnow: 1m\n", "widnow: unknown key (did you mean window?)"),
+        ("prometheus: {urll: http://p:9090}\n", "prometheus.urll: unknown key (did you mean url?)"),
+        ("stages: fast\n", "stages: expected a list ([a, b] or one '- item' per line) (got 'fast')"),
+        ("prometheus: 3\n", "prometheus: expected a mapping (key: value) (got 3)"),
+        ("kubernetes: {enabled: maybe}\n", "kubernetes.enabled: expected true or false (got 'maybe')"),
+    ],
+)
+def test_mistakes_read_in_the_words_of_the_yaml_file(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert says in caught.value.message and "Input should be" not in caught.value.message
+    assert caught.value.fix == "'canary-checks config reference' lists every key"

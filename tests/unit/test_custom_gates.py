@@ -96,7 +96,7 @@ def test_stage_gates_and_the_threshold_flag_change_a_custom_gate(tmp_path: Path,
     assert cfg.gates_for(5, flags).queue_lag.severity is Severity.CRITICAL
     with pytest.raises(ConfigError) as caught:
         cfg.gates_for(5, parse_gate_flags(["checkout_failures=lots"]))
-    assert "--threshold: checkout_failures.threshold: Input should be a valid number" in caught.value.message
+    assert "--threshold: checkout_failures.threshold: expected a number (got 'lots')" in caught.value.message
 
 
 # ---- gates ---------------------------------------------------------------------------------------------------

@@ -157,3 +157,11 @@ def test_a_rollback_is_never_held_by_a_window(tmp_path: Path) -> None:
     thread.join(timeout=30)
     assert result["code"] == SUPERSEDED_EXIT and memory.weights == [5, 0]
     assert memory.state is not None and memory.state["status"] == "rolled-back"
+
+
+def test_an_empty_allowed_list_is_refused_rather_than_read_as_always(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "canary.yaml", rollout={"release_windows": {"allowed": []}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "rollout.release_windows: allowed is empty" in caught.value.message
+    assert "leave it out to allow every minute" in caught.value.message and "blackout" in caught.value.message
