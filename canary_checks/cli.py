@@ -369,13 +369,18 @@ def config_show(ctx: click.Context, service: str | None) -> None:
     """Print the configuration in force (the file merged over the defaults) as YAML.
 
     With `services:` in the config, it is the shared settings with the service's section merged over them; the
-    keys the section sets are listed first.
+    keys the section sets are listed first. Every service's section is checked (a CI lint of the file); the
+    other commands check only the service they act on, so one team's mistake never blocks another's rollback.
     """
     import yaml
 
     from canary_checks.config import SERVICES_KEY, read_yaml, service_sections
 
     config, path = _config(ctx, sandbox=True, service=service)
+    if path is not None:  # the file's check: every service's section, not only the one shown
+        from canary_checks.config import config_from
+
+        config_from(read_yaml(path), where=str(path), service=config.service, every_service=True)
     click.echo(f"# {path or 'built-in defaults (no canary.yaml found)'}")
     from canary_checks.errors import redact_url
 

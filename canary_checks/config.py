@@ -1608,9 +1608,20 @@ def _section_error(error: ValidationError, raw: Mapping[str, Any], service: str)
     return "; ".join(described)
 
 
-def config_from(raw: Mapping[str, Any], *, where: str, service: str | None = None) -> CanaryConfig:
+def config_from(
+    raw: Mapping[str, Any], *, where: str, service: str | None = None, every_service: bool = False
+) -> CanaryConfig:
     """Validate a config as read from a file (``where``); with ``services:``, the one of ``service``
-    (:func:`select_service`)."""
+    (:func:`select_service`). A mistake in another service's section does not hold this one up (its release, or
+    its rollback, is not that team's typo's hostage) unless ``every_service`` (``config show``: the file's check)."""
+    config = _config_of(raw, where=where, service=service)
+    for other in service_sections(raw, where=where) if every_service and SERVICES_KEY in raw else ():
+        if other != config.service:
+            _config_of(raw, where=where, service=other)
+    return config
+
+
+def _config_of(raw: Mapping[str, Any], *, where: str, service: str | None) -> CanaryConfig:
     chosen: str | None = None
     merged: Mapping[str, Any] = raw
     if SERVICES_KEY in raw:
@@ -1738,8 +1749,10 @@ def reference_markdown() -> str:
         "and the commands (`run NAME IMAGE`, `gates --service NAME`, `monitor NAME`, `config show --service NAME`,",
         "which lists the keys the section sets); `serve` answers for each of them. One section is chosen without",
         "`--service`. A mistake in a section is named with its full path (`services.gateway.gates.error_rate.",
-        "threshold`). `canary-checks init --service NAME` adds a section to an existing file. Without `services`,",
-        "the file describes one service, named by `service`.",
+        "threshold`); a command acts on its service's settings only, so another team's mistake never blocks its",
+        "release or rollback, while `config show` checks every section (run it in the file's CI). `canary-checks",
+        "init --service NAME` adds a section to an existing file. Without `services`, the file describes one",
+        "service, named by `service`.",
         "",
         "```yaml",
         "namespace: orion                      # shared by every service unless its section says otherwise",

@@ -438,3 +438,14 @@ def test_run_takes_the_services_own_stages_and_no_step_outside_them(multi: Path)
     told = canary_checks(*args, "--traffic-steps", "50,100", cwd=multi.parent)
     assert told.returncode == 2 and "would set" not in told.stdout
     assert "--traffic-steps: 50 is not among the stages [10, 100] of notifications" in " ".join(told.stderr.split())
+
+
+def test_config_show_checks_every_services_section_while_the_others_act_on_theirs(tmp_path: Path) -> None:
+    path = tmp_path / "canary.yaml"
+    path.write_text("services:\n  checkout: {}\n  broken:\n    gates: {error_rate: {treshold: 2}}\n")
+    assert load_config(path, {"service": "checkout"}).service == "checkout"  # its release is nobody's hostage
+    shown = canary_checks("config", "show", "--service", "checkout", cwd=tmp_path)
+    assert shown.returncode != 0 and "Traceback" not in shown.stderr
+    assert "(service broken): services.broken.gates.error_rate.treshold: unknown key (did you mean threshold?)" in (
+        shown.stderr
+    )
