@@ -669,4 +669,9 @@ def _correct(
             summary = f"inconclusive after the correction (adjusted p = {adj:.3g} > {stats.alpha:g}): {summary}"
         elif verdict is Verdict.FAIL:
             summary = f"{summary}; p = {result.details.get('p_value', math.nan):.3g}, adjusted {adj:.3g}"
+            if note.startswith("evidence since"):  # the counts span more than the window shown below them
+                summary = (
+                    f"{summary} [{note}, {evidence.checks} check(s) of this canary; if it was redeployed or fixed "
+                    "since, start afresh with --fresh-evidence]"
+                )
         out[name] = replace(result, verdict=verdict, summary=f"{summary} [{text}]", details=details)

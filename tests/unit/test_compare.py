@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import math
 import re
 from pathlib import Path
@@ -64,6 +65,9 @@ def test_error_evidence_accumulates_across_checks_until_a_worse_canary_fails(tmp
     assert f"{9 * len(verdicts)} of {300 * len(verdicts):,} canary" in result.summary
     assert result.details["intervals"] == len(verdicts)
     assert result.details["p_value"] <= 0.05 and result.details["adjusted_p_value"] <= 0.05
+    # the counts span every check, not the window printed under them: the summary says since when, and the way out
+    assert f"evidence since {time.strftime('%H:%M:%S', time.localtime(T0 - 30))}" in result.summary
+    assert f"{len(verdicts)} check(s) of this canary" in result.summary and "--fresh-evidence" in result.summary
     # each check asks for the interval since the previous one, not the whole window again
     assert any("[30s]" in q for q in prom.queries)
     saved = json.loads(evidence.read_text())
