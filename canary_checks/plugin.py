@@ -769,7 +769,7 @@ class CanaryGate:
         fields = {"threshold": threshold, "fails": fails, "unit": unit, "description": description,
                   "severity": severity, "on_no_data": on_no_data}  # fmt: skip
         try:
-            check_custom_name(name, where="gates", builtins=Gates.model_fields, keys=("a value of its own",))
+            check_custom_name(name, where="gates", builtins=Gates.model_fields, keys=("value recorded by a test",))
             settings = ValueGate.model_validate(fields)
         except ValidationError as e:
             bad = "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in e.errors())

@@ -190,7 +190,7 @@ def test_bad_side(canary_gate):
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*error_rate is a built-in gate, which takes no a value of its own; give yours another name*",
+            "*error_rate is a built-in gate, which takes no value recorded by a test; give yours another name*",
             "*canary_gate.record('refunds'): fails: Input should be 'above' or 'below'*",
         ]
     )
