@@ -560,7 +560,10 @@ def _plots(summary: Mapping[str, Any], series: Mapping[str, Any]) -> list[dict[s
         ax.set_title(title, loc="left", fontsize=11)
         ax.set_xlabel("minutes since " + time.strftime("%H:%M:%S", time.localtime(t0)))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, ncol=3, loc="best")
+        if ax.get_legend_handles_labels()[0]:  # no series recorded (Prometheus had none): no legend to draw
+            ax.legend(fontsize=8, ncol=3, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no data recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
         out.append({"id": key, "title": title, "png": _png(fig)})
         plt.close(fig)
     intervals = [c for c in summary["comparisons"] if _ratio_interval(c["properties"])]
