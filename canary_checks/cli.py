@@ -257,6 +257,15 @@ def sandbox_fault(ctx: click.Context, kind: str, value: float | None, target: st
     cpu     N   keep N cores busy, up to 1                   (default 0.45)
     clear       remove every fault of the target
     """
+    if kind != "clear" and value is not None:
+        from canary_checks.faults import FAULT_RANGES
+
+        low, high, open_low = FAULT_RANGES[kind]
+        if not (low < value <= high if open_low else low <= value <= high):
+            side = "more than" if open_low else "from"
+            raise click.BadParameter(
+                f"{kind} takes {FAULT_KINDS[kind][1]}: {side} {low:g} to {high:g}; got {value:g}", param_hint="VALUE"
+            )
     box = _sandbox(ctx)
     config, _ = _config(ctx, sandbox=True)
     current = box.faults().get(config.workload(target), {})

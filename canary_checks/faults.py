@@ -5,7 +5,7 @@ Its own module, without imports, so that ``canary-checks sandbox --help`` can li
 
 from __future__ import annotations
 
-__all__ = ["FAULT_KINDS"]
+__all__ = ["FAULT_KINDS", "FAULT_RANGES"]
 
 FAULT_KINDS: dict[str, tuple[str, str, float]] = {
     # name on the command line → (field of Faults, what the number means, default when none is given)
@@ -14,4 +14,12 @@ FAULT_KINDS: dict[str, tuple[str, str, float]] = {
     "crash": ("crash_after", "seconds after each start at which the process exits", 2.0),
     "memory": ("memory_mb_per_s", "MiB allocated and kept each second", 16.0),
     "cpu": ("cpu_cores", "cores kept busy (up to 1)", 0.45),
+}
+FAULT_RANGES: dict[str, tuple[float, float, bool]] = {
+    # name → (lowest, highest, whether the lowest itself is out: a crash 0 s after start is no process at all)
+    "errors": (0.0, 100.0, False),
+    "latency": (0.0, 600_000.0, False),
+    "crash": (0.0, 86_400.0, True),
+    "memory": (0.0, 1024.0, False),
+    "cpu": (0.0, 1.0, False),
 }

@@ -1,0 +1,21 @@
+"""Bad input on the command line: one message naming the argument and its range, before anything is touched."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from canary_checks.cli import cli
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["errors", "200"], "errors takes percent of requests answered 500: from 0 to 100; got 200"),
+        (["crash", "0"], "crash takes seconds after each start at which the process exits: more than 0"),
+        (["cpu", "2"], "cpu takes cores kept busy (up to 1): from 0 to 1; got 2"),
+    ],
+)
+def test_a_fault_out_of_its_range_is_refused_before_the_sandbox_is_read(args: list[str], says: str) -> None:
+    result = CliRunner().invoke(cli, ["sandbox", "fault", *args])  # no sandbox runs: the value is judged first
+    assert result.exit_code == 2 and f"Invalid value for VALUE: {says}" in result.output
