@@ -439,13 +439,14 @@ def _suite_option(flag: str, kind: str, what: str) -> Callable[[FC], FC]:
     return click.option(flag, type=click.Path(file_okay=False, path_type=Path), default=None, help=f"{what} ({where}).")
 
 
-def _duration(value: str) -> float:
+def _duration(value: str, option: str) -> float:
+    """A duration option's value in seconds; a mistake names the option."""
     from canary_checks.config import parse_duration
 
     try:
         return parse_duration(value)
     except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(str(e), param_hint=option) from None
 
 
 class _StageBar:
@@ -606,9 +607,9 @@ def run(
         service=service,
         image=image,
         steps=steps,
-        step_duration=_duration(step_duration),
-        poll_interval=_duration(poll_interval),
-        ready_timeout=_duration(ready_timeout),
+        step_duration=_duration(step_duration, "--step-duration"),
+        poll_interval=_duration(poll_interval, "--poll-interval"),
+        ready_timeout=_duration(ready_timeout, "--ready-timeout"),
         suite=locate("gate", suite),
         smoke_suite=locate("smoke", smoke_suite, option="--smoke-suite") if smoke_suite is not None else None,
         reports=reports,
@@ -620,10 +621,10 @@ def run(
         rollback=rollback_now,
         confirm=(lambda q: click.confirm(q, default=False)) if sys.stdin.isatty() else None,
         on_undecided=UndecidedPolicy(on_undecided) if on_undecided else None,
-        max_extension=_duration(max_extension) if max_extension is not None else None,
+        max_extension=_duration(max_extension, "--max-extension") if max_extension is not None else None,
         outside_window=OutsideWindow(outside_window) if outside_window else None,
         proceed=proceed,
-        lease_ttl=_duration(lease_ttl),
+        lease_ttl=_duration(lease_ttl, "--lease-ttl"),
         router_kind=router_kind,
         suite_args=("--service", config.service, "--namespace", config.namespace),
     )
@@ -709,7 +710,7 @@ def replay_export(ctx: click.Context, start: str, end: str, step: str, out_file:
     from canary_checks.replay import export
 
     config, _ = _config(ctx)
-    first, last, every = _instant(start), _instant(end), _duration(step)
+    first, last, every = _instant(start), _instant(end), _duration(step, "--step")
     if first >= last:
         raise click.BadParameter(f"--start must be before --end ({start} is not before {end})")
     answer = export(config, first, last, every, progress=lambda m: console.print(f"[dim]{m}[/]"))
@@ -759,7 +760,7 @@ def replay_run(
     steps = run_replay(
         config,
         export_file,
-        every=_duration(every),
+        every=_duration(every, "--every"),
         stage=stage,
         start=_instant(start) if start else None,
         end=_instant(end) if end else None,
@@ -1021,7 +1022,6 @@ def gates_command(
     merely inconclusive (too few requests yet) holds and looks again, instead of failing the analysis.
     Writes reports/gate-<id>/ with each attempt's JUnit, the series and the HTML report.
     """
-    from canary_checks.config import parse_duration
     from canary_checks.prometheus import MetricsSource
     from canary_checks.report import build_report, new_run_id, record_series, write_run
     from canary_checks.suite import decide_stage, locate
@@ -1030,10 +1030,7 @@ def gates_command(
     suite = locate("gate", suite)
     if stage not in config.stages:
         raise click.BadParameter(f"{stage} is not one of the stages {list(config.stages)}", param_hint="--stage")
-    try:
-        hold, poll = parse_duration(hold_for), parse_duration(poll_interval)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+    hold, poll = _duration(hold_for, "--hold-for"), _duration(poll_interval, "--poll-interval")
     run_dir = reports / new_run_id("gate")
     started = time.time()
     write_run(run_dir, kind="gate", service=config.service, namespace=config.namespace, stage=stage, started=started,
@@ -1084,7 +1081,7 @@ def watch_command(ctx: click.Context, platform: str, interval: str, once: bool, 
 
     from canary_checks.watch import Watchdog, kube_candidates, sandbox_candidates
 
-    every = _duration(interval)
+    every = _duration(interval, "--interval")
     config, path = _config(ctx, sandbox=platform == "sandbox")
     if platform == "sandbox":
         from canary_checks.sandbox import Sandbox

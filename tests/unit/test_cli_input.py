@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from canary_checks.cli import cli
+from tests.conftest import write_config
 
 
 @pytest.mark.parametrize(
@@ -19,3 +22,11 @@ from canary_checks.cli import cli
 def test_a_fault_out_of_its_range_is_refused_before_the_sandbox_is_read(args: list[str], says: str) -> None:
     result = CliRunner().invoke(cli, ["sandbox", "fault", *args])  # no sandbox runs: the value is judged first
     assert result.exit_code == 2 and f"Invalid value for VALUE: {says}" in result.output
+
+
+def test_a_bad_duration_names_its_option(tmp_path: Path) -> None:
+    write_config(tmp_path / "canary.yaml", service="cart", namespace="shop")
+    result = CliRunner().invoke(
+        cli, ["--canary-config", str(tmp_path / "canary.yaml"), "gates", "--stage", "25", "--hold-for", "5parsecs"]
+    )
+    assert result.exit_code == 2 and "Invalid value for --hold-for: expected a duration" in result.output
