@@ -501,7 +501,10 @@ def _fix_for(status: int | None, settings: PrometheusSettings) -> str:
     if status == 407:
         return "the proxy wants credentials: put them in prometheus.proxy_url (http://user:password@proxy:3128)"
     if status in (400, 422):
-        return "the query is not valid PromQL for this server; check custom `queries` templates in canary.yaml"
+        return (
+            "the query is not valid PromQL for this server; check the templates of canary.yaml that made it: a custom "
+            "gate's `gates.NAME.query`, a custom comparison's `numerator`/`denominator`, or `queries` (mesh: custom)"
+        )
     if status == 404:
         return "check prometheus.url: it should be the base URL, without /api/v1"
     return "check Prometheus' own logs and health (/-/healthy)"
