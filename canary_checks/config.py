@@ -698,7 +698,7 @@ class NotificationSettings(_Model):
     targets: tuple[NotificationTarget, ...] = ()
     """Where the runner sends each decision."""
     events: tuple[str, ...] = DECISION_NAMES
-    """Which decisions to send: canary deployed, stage advanced, stage held, rolled back, promoted."""
+    """Which decisions to send (default: every one of them, as listed)."""
     timeout: Duration = 5.0
     """Per attempt, seconds."""
     retries: Annotated[int, Range("a number of retries", 0, 5)] = 2
