@@ -146,7 +146,27 @@ def init(
         if target.is_dir():
             shutil.rmtree(target)
         target.write_text(text)
-    return Scaffold(list(files), config, ci_path)
+    written = list(files)
+    if _ignore(directory / ".gitignore"):
+        written.append(Path(".gitignore"))
+    return Scaffold(written, config, ci_path)
+
+
+IGNORED = ("reports/", ".canary-checks/", ".sandbox/")
+"""What runs write into the repository: reports, the sequential evidence, a local sandbox's state."""
+
+
+def _ignore(path: Path) -> bool:
+    """Add what runs write to ``.gitignore`` (created if missing; lines already there are kept): whether it
+    changed."""
+    text = path.read_text() if path.is_file() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [entry for entry in IGNORED if entry not in present and entry.rstrip("/") not in present]
+    if not missing:
+        return False
+    lead = "" if not text or text.endswith("\n") else "\n"
+    path.write_text(f"{text}{lead}# canary-checks: what its runs write\n" + "".join(f"{m}\n" for m in missing))
+    return True
 
 
 # ---- a service more in an existing canary.yaml ------------------------------------------------------------------

@@ -65,6 +65,7 @@ def test_init_then_smoke_then_gates_from_a_service_repository(live: Live, servic
     for path in ("canary.yaml", "conftest.py", "suites/gate/test_gates.py", "suites/gate/test_compare.py",
                  "suites/smoke/test_smoke.py", ".github/workflows/canary.yml"):  # fmt: skip
         assert (repo / path).is_file(), (path, init.stdout)
+    assert {"reports/", ".canary-checks/", ".sandbox/"} <= set((repo / ".gitignore").read_text().splitlines())
     again = run(["canary-checks", "init", "--service", "auth"], cwd=repo, env=env)
     assert again.returncode == 2 and "--force" in again.stderr
     # what a team edits for this Prometheus: the sandbox scrapes every second, so a short window is enough;

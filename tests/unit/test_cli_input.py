@@ -30,3 +30,16 @@ def test_a_bad_duration_names_its_option(tmp_path: Path) -> None:
         cli, ["--canary-config", str(tmp_path / "canary.yaml"), "gates", "--stage", "25", "--hold-for", "5parsecs"]
     )
     assert result.exit_code == 2 and "Invalid value for --hold-for: expected a duration" in result.output
+
+
+def test_init_keeps_a_repositorys_gitignore_and_adds_what_runs_write(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("node_modules/\nreports")  # no newline at the end, reports already there
+    from canary_checks.scaffold import init
+
+    done = init(tmp_path, service="cart", namespace="shop", ci="none")
+    assert Path(".gitignore") in done.written
+    assert (tmp_path / ".gitignore").read_text() == (
+        "node_modules/\nreports\n# canary-checks: what its runs write\n.canary-checks/\n.sandbox/\n"
+    )
+    init(tmp_path, service="cart", namespace="shop", ci="none", force=True)  # again: nothing added twice
+    assert (tmp_path / ".gitignore").read_text().count(".sandbox/") == 1
