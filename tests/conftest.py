@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -26,7 +28,7 @@ import yaml
 import canary_checks.compare
 import canary_checks.kube
 import canary_checks.smoke
-import canary_checks.suite  # noqa: F401
+import canary_checks.suite
 from canary_checks.config import CanaryConfig, load_config
 
 pytest_plugins = ["pytester"]
@@ -174,6 +176,19 @@ def healthy(prom: PromStub) -> None:
         prom.answer(rf"kube_pod_status_ready.*auth\\\\-{side}", [({"pod": pod}, 1)])
         prom.answer(rf'kube_deployment_spec_replicas.*"auth-{side}"', 1)
         prom.answer(rf"restarts_total.*auth\\\\-{side}", [({"pod": pod, "container": "app"}, 0)])
+
+
+def canary_checks(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it (its own process: what it prints, its exit code, no traceback)."""
+    return subprocess.run(
+        [sys.executable, "-m", "canary_checks", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {}), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def write_config(path: Path, **settings: Any) -> Path:

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
+from tests.conftest import canary_checks, write_config
 from tests.integration.conftest import REPO, sandbox_settings
-
-
-def canary_checks(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "canary_checks", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {}), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_help_explains_the_commands(tmp_path: Path) -> None:

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +16,7 @@ import yaml
 from canary_checks.config import deep_merge, load_config
 from canary_checks.errors import ConfigError
 from canary_checks.serve import ServeOptions, WebhookServer
-from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, healthy, serving
+from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, canary_checks, healthy, serving
 
 MULTI = """\
 namespace: orion
@@ -178,19 +175,6 @@ def test_deep_merge_merges_mappings_and_replaces_the_rest() -> None:
 
 
 # ---- the command: config show, a service that does not exist ------------------------------------------------------
-
-
-def canary_checks(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The command as a user runs it (its own process: what it prints, its exit code, no traceback)."""
-    return subprocess.run(
-        [sys.executable, "-m", "canary_checks", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {}), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_config_show_prints_what_is_in_force_for_a_service_and_where_it_came_from(multi: Path) -> None:
