@@ -85,6 +85,18 @@ def runner(
     return Rollout(config, memory, memory, options, echo=lines.append, on_wait=lambda *a: None, clock=clock)
 
 
+def started(rollout: Rollout, lines: list[str], said: str) -> tuple[threading.Thread, dict[str, int]]:
+    """``rollout`` running in a thread, once it has said ``said``."""
+    result: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", rollout.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not any(said in line for line in lines):
+        assert time.monotonic() < deadline and thread.is_alive(), lines
+        time.sleep(0.02)
+    return thread, result
+
+
 def events(tmp_path: Path) -> list[dict[str, Any]]:
     (log,) = (tmp_path / "reports").glob("*/events.jsonl")
     return [json.loads(line) for line in log.read_text().splitlines()]
@@ -126,14 +138,7 @@ def test_waiting_for_a_window_goes_on_when_it_opens(tmp_path: Path) -> None:
     def clock() -> float:  # closed before the last stage until the test opens it
         return MONDAY if memory.weight < 50 or opened.is_set() else SUNDAY
 
-    result: dict[str, int] = {}
-    rollout = runner(tmp_path, memory, clock, lines)
-    thread = threading.Thread(target=lambda: result.setdefault("code", rollout.run()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not any("waiting, polling the critical gates every 0.1 s" in line for line in lines):
-        assert time.monotonic() < deadline and thread.is_alive(), lines
-        time.sleep(0.02)
+    thread, result = started(runner(tmp_path, memory, clock, lines), lines, "waiting, polling the critical gates")
     assert memory.weight == 50 and memory.state is not None and memory.state["status"] == "progressing"
     opened.set()
     thread.join(timeout=30)
@@ -144,13 +149,7 @@ def test_waiting_for_a_window_goes_on_when_it_opens(tmp_path: Path) -> None:
 def test_a_rollback_is_never_held_by_a_window(tmp_path: Path) -> None:
     memory, lines = Memory(), []
     waiting = runner(tmp_path, memory, lambda: MONDAY if memory.weight < 5 else SUNDAY, lines, holder="runner A")
-    result: dict[str, int] = {}
-    thread = threading.Thread(target=lambda: result.setdefault("code", waiting.run()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not any("outside the release windows" in line for line in lines):
-        assert time.monotonic() < deadline and thread.is_alive(), lines
-        time.sleep(0.02)
+    thread, result = started(waiting, lines, "outside the release windows")
     # an operator rolls back on a Sunday: at once, and the waiting runner stops within a poll
     code = runner(tmp_path, memory, lambda: SUNDAY, lines, holder="operator", rollback=True).run()
     assert code == 0 and memory.weight == 0 and memory.replicas == 0
