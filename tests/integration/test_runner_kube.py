@@ -132,7 +132,8 @@ def test_a_stage_that_fails_rolls_back_weight_first(env: Env) -> None:
 def test_a_canary_worse_than_stable_but_under_the_threshold_is_rolled_back_by_the_comparison(env: Env) -> None:
     env.prom.answer(r'"auth-canary", response_code=~"5..', 30)  # 3 %: under the 5 % error_rate threshold
     env.prom.answer(r'"auth-stable", response_code=~"5..', 3)  # 0.1 %
-    done = env.run("--auto-promote")
+    # a few polls: the comparison's evidence grows an interval a poll (a burst of one interval is not a regression)
+    done = env.run("--auto-promote", "--step-duration", "20s", "--max-extension", "30s")
     assert done.returncode == 1, done.stdout + done.stderr
     rolled = next(e for e in env.events() if e["event"] == "rolled back")
     assert "compare_errors" in rolled["why"] and "error_rate (" not in rolled["why"]
