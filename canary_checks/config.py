@@ -741,9 +741,9 @@ class ReleaseWindows(_Model):
 
     timezone: str = "UTC"
     """IANA time zone the windows and blackout dates are written in (Europe/Berlin, America/New_York)."""
-    allowed: tuple[str, ...] = ()
+    allowed: tuple[str, ...] | None = None
     """Cron expressions (minute hour day-of-month month day-of-week); a minute that matches any of them is inside a
-    window: '* 9-16 * * mon-thu' is Monday to Thursday 09:00-16:59. Empty: every minute not blacked out."""
+    window: '* 9-16 * * mon-thu' is Monday to Thursday 09:00-16:59. Unset: every minute not blacked out."""
     blackout: tuple[str, ...] = ()
     """Dates (2026-12-24) or inclusive ranges of dates (2026-12-20..2027-01-03) when nothing moves forward, even
     inside an allowed window."""
@@ -753,7 +753,7 @@ class ReleaseWindows(_Model):
     @model_validator(mode="before")
     @classmethod
     def _no_empty_allowed(cls, value: Any) -> Any:
-        if isinstance(value, Mapping) and "allowed" in value and not value["allowed"]:
+        if isinstance(value, Mapping) and value.get("allowed") is not None and not value["allowed"]:
             raise ValueError(
                 "allowed is empty, which would read as 'every minute': leave it out to allow every minute, list "
                 "cron windows ('* 9-16 * * mon-thu'), or list dates under blackout to stop rollouts for a while"
@@ -770,10 +770,10 @@ class ReleaseWindows(_Model):
 
     @field_validator("allowed")
     @classmethod
-    def _allowed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _allowed(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         from canary_checks.windows import check_cron
 
-        for expression in value:
+        for expression in value or ():
             check_cron(expression)
         return value
 

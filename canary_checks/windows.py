@@ -96,7 +96,7 @@ def check(windows: ReleaseWindows, at: float) -> WindowState:
         first, last = blackout
         why = f"blacked out on {first}" if first == last else f"blacked out from {first} to {last}"
     else:
-        why = f"outside the allowed windows ({'; '.join(windows.allowed)})"
+        why = f"outside the allowed windows ({'; '.join(windows.allowed or ())})"
     return WindowState(False, why, _next_open(windows, minute, tz))
 
 

@@ -157,10 +157,12 @@ def test_a_rollout_outside_its_window_holds_in_the_sandbox(live: Live, tmp_path:
     config["rollout"] = {"release_windows": {"blackout": [f"{today}..{today + timedelta(days=1)}"], "outside": "hold"}}
     windowed = tmp_path / "windowed.yaml"
     windowed.write_text(yaml.safe_dump(config))
-    second = rollout(live, tmp_path / "second", "demo:w1", "--traffic-steps", "5,100", config=windowed)
-    out, err = second.communicate(timeout=120)
+    # (13 s at 5 % is too little traffic for the comparisons to decide: the stage goes on by its fixed gates)
+    second = rollout(live, tmp_path / "second", "demo:w1", "--traffic-steps", "5,100", "--on-undecided", "proceed",
+                     config=windowed)  # fmt: skip
+    out, err = second.communicate(timeout=180)
     assert second.returncode == 3, out + err
-    assert "stage 5 %: every gate passed" in out
+    assert "stage 5 %: every gate passed" in out or "proceeding (rollout.on_undecided: proceed)" in out, out
     assert f"raising the weight to 100 % is outside the release windows (blacked out from {today} to" in out
     assert f"they open {(today + timedelta(days=2)):%a %d %b %Y} 00:00 UTC" in out
     assert live.box.router.get_weight() == 5 and record(live)["status"] == "awaiting-window"

@@ -164,3 +164,10 @@ def test_an_empty_allowed_list_is_refused_rather_than_read_as_always(tmp_path: P
         load_config(path)
     assert "rollout.release_windows: allowed is empty" in caught.value.message
     assert "leave it out to allow every minute" in caught.value.message and "blackout" in caught.value.message
+
+
+def test_windows_without_allowed_survive_the_command_lines_overrides(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "canary.yaml", rollout={"release_windows": {"blackout": ["2026-12-24"]}})
+    config = load_config(path, {"service": "cart", "namespace": "shop"})  # re-validated with the flags over it
+    assert config.rollout.release_windows is not None and config.rollout.release_windows.allowed is None
+    assert check(config.rollout.release_windows, SUNDAY).open
