@@ -73,8 +73,10 @@ __all__ = [
     "Statistics",
     "UndecidedPolicy",
     "ValueGate",
+    "check_stage_list",
     "config_from",
     "deep_merge",
+    "default_of",
     "define_gate",
     "describe_failures",
     "find_config",
@@ -82,6 +84,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_gate_flags",
+    "parse_stage",
     "range_of",
     "read_yaml",
     "reference_markdown",
@@ -214,6 +217,30 @@ def parse_duration(value: object) -> float:
     if seconds not in DURATION:
         raise ValueError(f"expected {DURATION}, such as 30s, 5m or 1h; got {value!r}")
     return seconds
+
+
+def parse_stage(value: object) -> int:
+    """A stage as written on a command line or in a webhook's metadata: ``25`` or ``25%`` → 25. Whether it is one
+    of the configured stages is :meth:`CanaryConfig.check_stages`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value.strip().removesuffix("%") if isinstance(value, str) else ""
+    if not text.isdecimal():
+        raise ValueError(f"expected a whole percent such as 25; got {value!r}")
+    return int(text)
+
+
+def check_stage_list(value: tuple[int, ...]) -> tuple[int, ...]:
+    """Stages as `stages` (and ``run --traffic-steps``) take them: percents from 1 to 100, ascending, ending at 100."""
+    if not value:
+        raise ValueError("at least one stage is needed, e.g. [5, 25, 50, 100]")
+    if any(not 0 < s <= 100 for s in value):
+        raise ValueError(f"each stage is a percent from 1 to 100; got {list(value)}")
+    if list(value) != sorted(set(value)):
+        raise ValueError(f"stages must be strictly ascending; got {list(value)}")
+    if value[-1] != 100:
+        raise ValueError(f"the last stage must be 100; got {list(value)}")
+    return value
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -1307,15 +1334,7 @@ class CanaryConfig(_Model):
     @field_validator("stages")
     @classmethod
     def _stages(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value:
-            raise ValueError("at least one stage is needed, e.g. [5, 25, 50, 100]")
-        if any(not 0 < s <= 100 for s in value):
-            raise ValueError(f"each stage is a percent from 1 to 100; got {list(value)}")
-        if list(value) != sorted(set(value)):
-            raise ValueError(f"stages must be strictly ascending; got {list(value)}")
-        if value[-1] != 100:
-            raise ValueError(f"the last stage must be 100; got {list(value)}")
-        return value
+        return check_stage_list(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> CanaryConfig:
@@ -1336,6 +1355,18 @@ class CanaryConfig(_Model):
                 raise ValueError(f"stage_gates names stage {stage}, which is not one of the stages {list(self.stages)}")
             _merge_gates(self.gates, overrides, where=f"stage_gates.{stage}")
         return self
+
+    def check_stages(self, *stages: int) -> None:
+        """Refuse any of ``stages`` that is not one of this service's `stages` (a stage's suite judges that stage's
+        thresholds): the one check behind the command line, the pytest plugin and the webhook server, each of which
+        puts the name of what was given (``--stage``, ``metadata.stage``) before the message."""
+        unknown = [stage for stage in stages if stage not in self.stages]
+        if len(unknown) == 1:
+            raise ValueError(f"{unknown[0]} is not one of the stages {list(self.stages)} of {self.service}")
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(str, unknown))} are not among the stages {list(self.stages)} of {self.service}"
+            )
 
     def workload(self, side: str) -> str:
         """The Deployment name of ``stable`` or ``canary``."""
@@ -1668,6 +1699,21 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
         named = [k for k in given if any(b == k or b.startswith(f"{k}.") for b in bad)] or list(given)
         flags = ", ".join(_FLAG_KEYS.get(k, k) for k in named)
         raise ConfigError(_describe(e), where=f"command line ({flags})") from None
+
+
+def default_of(key: str) -> Any:
+    """The built-in default of a dotted key (``gates.error_rate.threshold`` → 5.0; in a section unset by default,
+    such as ``rollout.release_windows.outside``, that section's own default), for help texts: they read the defaults
+    from here instead of repeating them."""
+    value: Any = CanaryConfig()
+    *sections, leaf = key.split(".")
+    for part in sections:
+        found = getattr(value, part)
+        if found is None:
+            annotation = type(value).model_fields[part].annotation
+            found = next(a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel))()
+        value = found
+    return getattr(value, leaf)
 
 
 def flag_overrides(**values: Any) -> dict[str, Any]:

@@ -113,11 +113,12 @@ def compare_params(family: str) -> list[Any]:
 
 
 def _stage(value: str) -> int:
+    from canary_checks.config import parse_stage
+
     try:
-        stage = int(value.rstrip("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--stage takes a whole percent such as 25; got {value!r}") from None
-    return stage
+        return parse_stage(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--stage: {e}") from None
 
 
 def _duration(flag: str) -> Callable[[str], float]:
@@ -139,7 +140,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=_stage,
         default=None,
         metavar="PERCENT",
-        help="rollout stage being checked, one of the configured stages (default 5, 25, 50, 100); "
+        help="rollout stage being checked, one of the configured stages (`stages` in the config); "
         "the traffic-split gate judges the canary's share against it.",
     )
     group.addoption(
@@ -248,12 +249,12 @@ def _resolve(config: pytest.Config) -> Target:
     )
     canary = load_config(path, overrides)
     stage = opt.stage
-    if stage is not None and stage not in canary.stages:
-        stages = ", ".join(str(s) for s in canary.stages)
+    try:
+        canary.check_stages(*(() if stage is None else (stage,)))
+    except ValueError as e:
         raise CanaryError(
-            f"--stage must be one of {stages}; got {stage}",
-            fix=f"pass one of the stages, or change `stages` in {path or 'canary.yaml'}",
-        )
+            f"--stage: {e}", fix=f"pass one of the stages, or change `stages` in {path or 'canary.yaml'}"
+        ) from None
     thresholds = canary.gates_for(stage, parse_gate_flags(opt.threshold))
     evidence = (
         Path(opt.canary_evidence)

@@ -291,12 +291,13 @@ class WebhookServer:
     def _stage(self, config: CanaryConfig, metadata: Mapping[str, Any]) -> tuple[int | None, bool, str]:
         given = metadata.get("stage")
         if given is not None:
+            from canary_checks.config import parse_stage
+
             try:
-                stage = int(str(given).rstrip("%"))
-            except ValueError:
-                return None, False, f"metadata.stage must be a percent such as 25; got {given!r}"
-            if stage not in config.stages:
-                return None, False, f"metadata.stage {stage} is not one of the stages {list(config.stages)}"
+                stage = parse_stage(given)
+                config.check_stages(stage)
+            except ValueError as e:
+                return None, False, f"metadata.stage: {e}"
             return stage, False, ""
         from canary_checks.gates import GateResult, evaluate
         from canary_checks.monitor import nearest_stage  # SciPy: imported only when a call needs it

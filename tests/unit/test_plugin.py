@@ -84,10 +84,10 @@ def test_prometheus_down_makes_gates_error_naming_the_url(suite: pytest.Pytester
 def test_stage_must_be_a_configured_stage(suite: pytest.Pytester) -> None:
     result = suite.runpytest(*ARGS, "--stage", "30")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --stage must be one of 5, 25, 50, 100; got 30"])
+    result.stderr.fnmatch_lines(["ERROR: --stage: 30 is not one of the stages [5, 25, 50, 100] of auth"])
     bad = suite.runpytest(*ARGS, "--stage", "half")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
-    bad.stderr.fnmatch_lines(["*--stage takes a whole percent such as 25; got 'half'*"])
+    bad.stderr.fnmatch_lines(["*--stage: expected a whole percent such as 25; got 'half'*"])
 
 
 def test_a_malformed_config_is_one_clear_error(suite: pytest.Pytester) -> None:

@@ -94,7 +94,7 @@ def test_bad_requests_are_named(server: tuple[str, ServeOptions]) -> None:
     status, body = post(f"{url}/flagger/rollout", {**PAYLOAD, "name": "Bad_Name"}, AUTH)
     assert status == 400 and "name/namespace" in body["error"]
     status, body = post(f"{url}/flagger/rollout", {**PAYLOAD, "metadata": {"stage": "30"}}, AUTH)
-    assert status == 400 and body["error"] == "metadata.stage 30 is not one of the stages [5, 25, 50, 100]"
+    assert status == 400 and body["error"] == "metadata.stage: 30 is not one of the stages [5, 25, 50, 100] of auth"
     status, body = post(f"{url}/flagger/confirm-rollout", PAYLOAD, AUTH)
     assert status == 404 and "POST /flagger/pre-rollout" in body["hooks"]
     status, _ = post(f"{url}/flagger/rollout", b"{" + b" " * 70_000 + b"}", AUTH)

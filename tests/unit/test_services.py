@@ -263,13 +263,13 @@ def test_serve_runs_each_services_suite_on_its_own_settings_with_its_own_token(t
     assert (status, body["outcome"], body["service"], body["namespace"]) == (200, "passed", "gateway", "edge")
     # the shared token opens auth (checked before its stage, which is auth's own stages')
     status, body = call(url, "auth", TOKEN, stage="30")
-    assert (status, body["error"]) == (400, "metadata.stage 30 is not one of the stages [5, 25, 50, 100]")
+    assert (status, body["error"]) == (400, "metadata.stage: 30 is not one of the stages [5, 25, 50, 100] of auth")
     # a service with its own token takes only that one, and its token opens no other service
     assert call(url, "gateway", TOKEN)[0] == 401
     assert call(url, "auth", GATEWAY_TOKEN)[0] == 401
     # each service's stages are its own
     status, body = call(url, "notifications", TOKEN)
-    assert (status, body["error"]) == (400, "metadata.stage 25 is not one of the stages [10, 100]")
+    assert (status, body["error"]) == (400, "metadata.stage: 25 is not one of the stages [10, 100] of notifications")
 
 
 def test_serve_refuses_a_service_not_in_the_config_naming_those_that_are(two_services: tuple[str, Path]) -> None:
