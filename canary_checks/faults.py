@@ -5,7 +5,7 @@ Its own module, without imports, so that ``canary-checks sandbox --help`` can li
 
 from __future__ import annotations
 
-__all__ = ["FAULT_KINDS", "FAULT_RANGES"]
+__all__ = ["FAULT_EFFECTS", "FAULT_KINDS", "FAULT_RANGES"]
 
 FAULT_KINDS: dict[str, tuple[str, str, float]] = {
     # name on the command line → (field of Faults, what the number means, default when none is given)
@@ -22,4 +22,12 @@ FAULT_RANGES: dict[str, tuple[float, float, bool]] = {
     "crash": (0.0, 86_400.0, True),
     "memory": (0.0, 1024.0, False),
     "cpu": (0.0, 1.0, False),
+}
+FAULT_EFFECTS: dict[str, str] = {
+    # name → what its number N does, as `canary-checks sandbox fault --help` lists them (with the defaults above)
+    "errors": "answer N % of requests with 500",
+    "latency": "add N ms to every request",
+    "crash": "exit N s after each start: a restart loop",
+    "memory": "allocate and keep N MiB every second",
+    "cpu": "keep N cores busy, up to 1",
 }

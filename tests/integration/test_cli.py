@@ -42,9 +42,9 @@ def test_a_bad_config_is_one_clear_error(tmp_path: Path, text: str, expected: st
     ("args", "expected"),
     [
         (("monitor", "Bad_Name", "--duration", "1s"), "error: command line (--service): service: 'Bad_Name' is not"),
-        (("monitor", "--duration", "1x"), "Invalid value for --duration: expected a duration such as 30s"),
-        (("monitor", "--stage", "30"), "Invalid value for --stage: 30 is not one of the stages [5, 25, 50, 100]"),
-        (("gates", "--stage", "30"), "Invalid value for --stage: 30 is not one of the stages [5, 25, 50, 100]"),
+        (("monitor", "--duration", "1x"), "Invalid value for '--duration': expected a duration such as 30s"),
+        (("monitor", "--stage", "30"), "Invalid value for '--stage': 30 is not one of the stages [5, 25, 50, 100]"),
+        (("gates", "--stage", "30"), "Invalid value for '--stage': 30 is not one of the stages [5, 25, 50, 100]"),
         (("serve",), "error: $CANARY_WEBHOOK_TOKEN: no webhook token: every call must be authenticated"),
         (("report", "nope", "--reports", "tests"), "error: tests: no run 'nope' in tests"),
     ],

@@ -416,13 +416,13 @@ def test_serve_options_come_from_flags_or_the_environment(tmp_path: Path) -> Non
     env = {"CANARY_WEBHOOK_TOKEN": TOKEN, "CANARY_CONFIG": str(write_config(tmp_path / "canary.yaml"))}
     for extra, args, error in [
         ({"CANARY_SERVE_REQUEST_TIMEOUT": "nan"}, [],
-         "Invalid value for --request-timeout: expected a duration such as 30s, 5m or 1h; got 'nan'"),
-        ({}, ["--suite-timeout", "0"], "Invalid value for --suite-timeout: expected a duration > 0, such as 30s"),
+         "Invalid value for '--request-timeout': expected a duration such as 30s, 5m or 1h; got 'nan'"),
+        ({}, ["--suite-timeout", "0"], "Invalid value for '--suite-timeout': expected a duration > 0, such as 30s"),
         ({"CANARY_SERVE_HEADER_TIMEOUT": "40s"}, [],
          "--request-timeout (30s) is shorter than --header-timeout (40s)"),
         ({"CANARY_SERVE_MAX_CONNECTIONS": "2"}, [], "--max-connections (2) must be more than --max-runs (2)"),
         ({"CANARY_SERVE_REPORTS_MAX_SIZE": "-5Mi"}, [],
-         "Invalid value for --reports-max-size: expected a size of more than 0 bytes such as 100Mi"),
+         "Invalid value for '--reports-max-size': expected a size of more than 0 bytes such as 100Mi"),
     ]:  # fmt: skip
         result = runner.invoke(cli, ["serve", *args], env={**env, **extra})
         assert result.exit_code == 2 and error in result.output, result.output

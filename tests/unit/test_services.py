@@ -421,7 +421,7 @@ def test_run_takes_the_services_own_stages_and_no_step_outside_them(multi: Path)
     assert [w.split()[6] for w in weights] == ["10", "100"]  # notifications' stages: [10, 100]
     told = canary_checks(*args, "--traffic-steps", "50,100", cwd=multi.parent)
     assert told.returncode == 2 and "would set" not in told.stdout
-    assert "--traffic-steps: 50 is not among the stages [10, 100] of notifications" in " ".join(told.stderr.split())
+    assert "'--traffic-steps': 50 is not one of the stages [10, 100] of notifications" in " ".join(told.stderr.split())
 
 
 def test_config_show_checks_every_services_section_while_the_others_act_on_theirs(tmp_path: Path) -> None:
