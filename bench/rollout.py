@@ -37,7 +37,7 @@ STEP = WINDOW + 3
 def rollout(config: Path, reports: Path, image: str, *args: str) -> tuple[int, float, str]:
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "canary_checks", "--canary-config", str(config), "run", "auth", image, "--mesh",
+        [sys.executable, "-m", "canary_checks", "--canary-config", str(config), "run", "auth", image, "--router",
          "sandbox", "--reports", str(reports), *args],
         cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip

@@ -306,7 +306,7 @@ class Rollout:
 
     def command(self, image: Any = None, *flags: str) -> str:
         """The command that acts on this rollout, as messages tell people to run it (with its router)."""
-        router = f" --mesh {self.o.router_kind}" if self.o.router_kind else ""
+        router = f" --router {self.o.router_kind}" if self.o.router_kind else ""
         return " ".join((f"canary-checks run {self.o.service} {image or self.o.image}{router}", *flags))
 
     def current_stage(self) -> int:

@@ -110,7 +110,7 @@ def test_outside_the_windows_a_new_rollout_holds_before_anything_is_deployed(tmp
     said = "\n".join(lines)
     assert "deploying shop/cart:2 is outside the release windows (outside the allowed windows" in said
     assert "they open Mon 30 Nov 2026 09:00 UTC" in said and "nothing was deployed" in said
-    assert "run 'canary-checks run cart shop/cart:2 --mesh sandbox' again inside a window" in said  # as typed
+    assert "run 'canary-checks run cart shop/cart:2 --router sandbox' again inside a window" in said  # as typed
 
 
 def test_a_window_closing_mid_rollout_holds_the_weight_and_a_run_inside_one_goes_on(tmp_path: Path) -> None:
