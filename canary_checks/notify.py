@@ -24,19 +24,21 @@ from urllib.parse import urlsplit
 import requests
 
 from canary_checks.config import DECISIONS, NotificationSettings, NotificationTarget
+from canary_checks.record import Event
 
 __all__ = ["DECISIONS", "Decision", "Notifier", "payload"]
 
 log = logging.getLogger(__name__)
 
-_COLORS = {"deployed": "439FE0", "stage passed": "2EB886", "held": "DAA038", "awaiting decision": "DAA038",
-           "outside window": "DAA038", "rolled back": "A30200", "promoted": "2EB886"}  # fmt: skip
+_COLORS: dict[str, str] = {Event.DEPLOYED: "439FE0", Event.STAGE_PASSED: "2EB886", Event.HELD: "DAA038",
+                           Event.AWAITING_DECISION: "DAA038", Event.OUTSIDE_WINDOW: "DAA038",
+                           Event.ROLLED_BACK: "A30200", Event.PROMOTED: "2EB886"}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Decision:
     event: str
-    """The runner's event name (a key of DECISIONS)."""
+    """The runner's event (an :class:`~canary_checks.record.Event`, a key of DECISIONS)."""
     service: str
     namespace: str
     image: str

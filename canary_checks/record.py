@@ -23,14 +23,96 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from canary_checks.errors import CanaryError
 
-__all__ = ["IN_PROGRESS", "Lease", "RecordConflict", "holder_id", "version_of"]
+__all__ = [
+    "IN_PROGRESS",
+    "TRANSITIONS",
+    "Event",
+    "Lease",
+    "RecordConflict",
+    "Status",
+    "can_move",
+    "holder_id",
+    "version_of",
+]
 
-IN_PROGRESS = ("deploying", "progressing", "awaiting-decision", "awaiting-window", "awaiting-promotion", "rolling-back")
+
+class Status(StrEnum):
+    """Where a rollout is: the record's ``status``, as the runner, the watchdog and ``run --rollback`` read it."""
+
+    DEPLOYING = "deploying"
+    """The canary's image is being set and waited for (no weighted traffic yet)."""
+    PROGRESSING = "progressing"
+    """Moving through the stages: a weight, its step, its gate suite."""
+    AWAITING_DECISION = "awaiting-decision"
+    """A stage could not decide and the policy is to hold: a person decides (run --proceed or --rollback)."""
+    AWAITING_WINDOW = "awaiting-window"
+    """The next step falls outside the release windows and the policy is to hold."""
+    AWAITING_PROMOTION = "awaiting-promotion"
+    """Every stage passed; promotion waits for --auto-promote or a person."""
+    ROLLING_BACK = "rolling-back"
+    """Recorded before the weight goes to 0: a rollback always wins, and one stopped half-way is finished."""
+    ROLLED_BACK = "rolled-back"
+    PROMOTED = "promoted"
+
+
+IN_PROGRESS = tuple(s for s in Status if s not in (Status.ROLLED_BACK, Status.PROMOTED))
 """Statuses of a rollout that is not over: it has an owner, or needs one."""
+
+_HELD = (Status.AWAITING_DECISION, Status.AWAITING_WINDOW)
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.DEPLOYING: frozenset({Status.PROGRESSING, *_HELD}),
+    Status.PROGRESSING: frozenset({Status.AWAITING_PROMOTION, *_HELD}),
+    Status.AWAITING_DECISION: frozenset({Status.PROGRESSING}),
+    Status.AWAITING_WINDOW: frozenset({Status.PROGRESSING}),
+    Status.AWAITING_PROMOTION: frozenset({Status.PROMOTED, Status.AWAITING_WINDOW}),
+    Status.ROLLING_BACK: frozenset({Status.ROLLED_BACK}),
+    Status.ROLLED_BACK: frozenset(),
+    Status.PROMOTED: frozenset(),
+}
+"""Where a rollout may go from each status, besides rolling back (from any status that is not over) and staying."""
+
+
+class Event(StrEnum):
+    """What ``events.jsonl`` records (its ``event``), the record's latest decisions carry, notifications name (the
+    decisions among them, :data:`canary_checks.config.DECISIONS`) and the report reads."""
+
+    DEPLOYING = "deploying"
+    DEPLOYED = "deployed"
+    SMOKE = "smoke"
+    WEIGHT = "weight"
+    GATES = "gates"
+    """A stage's gate suite ran (one per attempt)."""
+    HELD = "held"
+    STAGE_PASSED = "stage passed"
+    ALL_STAGES_PASSED = "all stages passed"
+    PROCEEDED_UNDECIDED = "proceeded undecided"
+    AWAITING_DECISION = "awaiting decision"
+    OUTSIDE_WINDOW = "outside window"
+    RESUMED = "resumed"
+    TAKEN_OVER = "taken over"
+    ROLLBACK_STARTED = "rollback started"
+    ROLLED_BACK = "rolled back"
+    AWAITING_PROMOTION = "awaiting promotion"
+    PROMOTING = "promoting"
+    PROMOTED = "promoted"
+    NOTIFICATION_FAILED = "notification failed"
+    FAULT = "fault"
+    """The demo tour's injected fault."""
+
+
+def can_move(current: str | None, to: Status) -> bool:
+    """Whether a rollout in ``current`` may move to ``to`` (None: a new rollout, which starts deploying)."""
+    if current is None:
+        return to is Status.DEPLOYING
+    if to is Status.ROLLING_BACK:
+        return current in IN_PROGRESS
+    known = current in Status.__members__.values()
+    return to == current or (known and to in TRANSITIONS[Status(current)])
 
 
 def holder_id(kind: str = "runner") -> str:
