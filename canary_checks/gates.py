@@ -116,6 +116,10 @@ Decide = Callable[[_Ctx, "Gate"], GateResult]
 Needs = Callable[[MetricsSource], dict[str, str]]
 
 
+FAILS_BELOW = frozenset({"success_rate", "pods_ready", "kube_pods_ready"})
+"""The built-in gates that fail below their threshold; every other fails above it (a custom gate says its side)."""
+
+
 @dataclass(frozen=True)
 class Gate:
     name: str
@@ -137,6 +141,13 @@ class Gate:
         :class:`~canary_checks.config.Gates` says it, and so the values its threshold may take; a custom gate's
         own `unit`."""
         return self.custom.unit if self.custom is not None else Gates.unit_of(self.name)
+
+    @property
+    def fails_below(self) -> bool:
+        """The failing side of the threshold: below it (a success rate, a share of ready pods), else above it."""
+        if self.custom is not None:
+            return self.custom.fails is Fails.BELOW
+        return self.name in FAILS_BELOW
 
     def settings(self, gates: Gates) -> GateSettings:
         settings: GateSettings = getattr(gates, self.name)
@@ -274,7 +285,7 @@ def _decide_success_rate(ctx: _Ctx, gate: Gate) -> GateResult:
         return early
     rate = 100.0 * successes / requests
     limit = ctx.settings.threshold
-    verdict, sign = _judge(ctx, rate, fails_below=True)
+    verdict, sign = _judge(ctx, rate, fails_below=gate.fails_below)
     return gate.result(
         ctx,
         verdict,
@@ -509,7 +520,7 @@ def _decide_pods_ready(ctx: _Ctx, gate: Gate) -> GateResult:
     ready = sorted(p for p, v in pods.items() if v >= 1)
     not_ready = sorted(p for p, v in pods.items() if v < 1)
     percent = 100.0 * len(ready) / desired if desired else 100.0
-    verdict, _ = _judge(ctx, percent, fails_below=True)
+    verdict, _ = _judge(ctx, percent, fails_below=gate.fails_below)
     summary = f"{len(ready)} of {desired:.0f} desired canary pods ready ({_fmt(percent)} %)"
     if not_ready:
         summary += f"; not ready: {', '.join(not_ready)}"
@@ -599,7 +610,7 @@ def _decide_kube_pods_ready(ctx: _Ctx, gate: Gate) -> GateResult:
     if not health.pods:
         return gate.result(ctx, Verdict.NO_DATA, None, f"no pods of {health.deployment} (desired {health.desired})")
     percent = 100.0 * health.ready / health.desired if health.desired else 100.0
-    verdict, _ = _judge(ctx, percent, fails_below=True)
+    verdict, _ = _judge(ctx, percent, fails_below=gate.fails_below)
     not_ready = [p.name for p in health.pods if not p.ready]
     summary = f"{health.ready} of {health.desired} desired pods of {health.deployment} Ready ({_fmt(percent)} %)"
     summary += f"; not ready: {', '.join(not_ready)}" if not_ready else ""

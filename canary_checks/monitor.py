@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from canary_checks.compare import comparisons_of, evaluate_comparisons
-from canary_checks.config import CanaryConfig, Fails, Severity, ValueGate, Workloads
+from canary_checks.config import CanaryConfig, Severity, Workloads
 from canary_checks.errors import CanaryError, PrometheusError, PrometheusQueryError, PrometheusUnreachable
 from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.prometheus import MetricsSource
@@ -310,8 +310,8 @@ def _threshold(config: CanaryConfig, row: Row, stage: int | None) -> str:
     if row.gate is None:
         return ""
     thresholds = config.gates_for(stage)
-    gate = gates_of(thresholds)[row.gate].settings(thresholds)
-    below = row.gate in ("success_rate", "pods_ready") or (isinstance(gate, ValueGate) and gate.fails is Fails.BELOW)
+    found = gates_of(thresholds)[row.gate]
+    below, gate = found.fails_below, found.settings(thresholds)
     limit = f"{gate.threshold:g} {_short(row.unit)}".rstrip()
     return f"{'≥' if below else '≤'} {limit} ({gate.severity.value})"
 
