@@ -374,7 +374,7 @@ def _start_report(config: pytest.Config, items: list[pytest.Item]) -> None:
     smoke = any(_uses(item, "smoke") for item in items)
     if not gates and not smoke:
         return
-    from canary_checks.report import new_run_id, write_run
+    from canary_checks.rundir import new_run_id, write_run
 
     target = _target(config)
     kind = "gate" if gates else "smoke"
@@ -413,7 +413,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from canary_checks.errors import CanaryError
     from canary_checks.prometheus import MetricsSource
-    from canary_checks.report import GATE_RUN_SPAN, build_report, record_series, write_run
+    from canary_checks.report import build_report, record_series
+    from canary_checks.rundir import GATE_RUN_SPAN, write_run
 
     ended = time.time()
     try:

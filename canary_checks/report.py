@@ -1,6 +1,7 @@
 """What a run recorded, and the report made from it.
 
-Every gate run (``pytest suites/gate``), smoke run and rollout owns a directory ``reports/<run-id>/``:
+Every gate run (``pytest suites/gate``), smoke run and rollout owns a directory ``reports/<run-id>/``, written
+through :class:`canary_checks.rundir.RunRecord`:
 
 - ``run.json`` — what ran: kind (gate, smoke, rollout, webhook), service, namespace, image, stage, start and end;
 - ``*.xml`` — pytest's JUnit per suite run (``stage-25.xml``, ``stage-25-retry1.xml``), one test case per gate
@@ -25,7 +26,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from canary_checks.errors import CanaryError, redact_url
+from canary_checks.errors import CanaryError
+from canary_checks.record import Event
+from canary_checks.rundir import EVENTS, HTML, RUN, SERIES, SUMMARY, parse_junit
 
 if TYPE_CHECKING:
     from canary_checks.config import CanaryConfig
@@ -44,20 +46,15 @@ __all__ = [
     "build_report",
     "find_run",
     "list_runs",
-    "new_run_id",
     "outcome_of",
     "prune_runs",
     "read_junit",
     "record_series",
     "summarize",
-    "write_run",
 ]
 
-RUN, SUMMARY, HTML, SERIES, EVENTS = "run.json", "summary.json", "report.html", "series.json", "events.jsonl"
 SERIES_POINTS = 240
 """Points per plotted series at most (the range query's step grows with the run)."""
-GATE_RUN_SPAN = 900.0
-"""Seconds of history a single gate run's plots show."""
 
 
 @dataclass(frozen=True)
@@ -120,22 +117,6 @@ def read_junit(path: Path) -> list[GateRecord]:
 
 
 # ---- the run directory -------------------------------------------------------------------------------------------
-
-
-def new_run_id(kind: str) -> str:
-    """``gate-20261127-113000-1a2b3c``; a rollout's id has no prefix (the runner's record names it)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    return stamp if kind == "rollout" else f"{kind}-{stamp}"
-
-
-def write_run(run_dir: Path, **meta: Any) -> dict[str, Any]:
-    """Merge ``meta`` into the run's ``run.json`` (created with the directory); a URL's password is stored as ***."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RUN
-    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    data.update({k: redact_url(v) if isinstance(v, str) else v for k, v in meta.items() if v is not None})
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return data
 
 
 def list_runs(reports: Path) -> list[dict[str, Any]]:
@@ -294,8 +275,6 @@ def record_series(
 
 # ---- summary ----------------------------------------------------------------------------------------------------
 
-_JUNIT_NAME = re.compile(r"^stage-(\d+)(?:-retry(\d+))?$")
-
 
 def _read_events(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / EVENTS
@@ -320,10 +299,8 @@ def _suite_runs(run_dir: Path) -> list[dict[str, Any]]:
             runs.append({"name": junit.stem, "junit": junit.name, "time": junit.stat().st_mtime, "stage": None,
                          "attempt": 1, "passed": False, "error": error, "gates": []})  # fmt: skip
             continue
-        match = _JUNIT_NAME.match(junit.stem)
-        stage = int(match.group(1)) if match else None
-        attempt = int(match.group(2) or 0) + 1 if match else 1
-        name = f"stage {stage} %" + (f", attempt {attempt}" if attempt > 1 else "") if match else junit.stem
+        stage, attempt = parse_junit(junit.stem) or (None, 1)
+        name = f"stage {stage} %" + (f", attempt {attempt}" if attempt > 1 else "") if stage is not None else junit.stem
         failing = [r for r in records if r.outcome in ("failed", "error")]
         runs.append(
             {
@@ -347,7 +324,11 @@ def _record_dict(r: GateRecord) -> dict[str, Any]:
     return d
 
 
-_TERMINAL = ("rolled back", "promoted", "awaiting promotion")
+_TIMELINE = (Event.DEPLOYING, Event.DEPLOYED, Event.SMOKE, Event.WEIGHT, Event.STAGE_PASSED, Event.HELD,
+             Event.ROLLBACK_STARTED, Event.ROLLED_BACK, Event.PROMOTING, Event.PROMOTED, Event.AWAITING_PROMOTION,
+             Event.RESUMED, Event.FAULT, Event.OUTSIDE_WINDOW)  # fmt: skip
+"""The events the report's timeline shows."""
+_TERMINAL = (Event.ROLLED_BACK, Event.PROMOTED, Event.AWAITING_PROMOTION)
 """A rollout's events that end it, each its outcome."""
 
 
@@ -438,9 +419,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     timeline = [
         {k: e[k] for k in ("time", "event", "stage", "weight", "why") if k in e}
         for e in events
-        if e.get("event") in ("deploying", "deployed", "smoke", "weight", "stage passed", "held", "rollback started",
-                              "rolled back", "promoting", "promoted", "awaiting promotion", "resumed", "fault",
-                              "outside window")
+        if e.get("event") in _TIMELINE
     ]  # fmt: skip
     series_path = run_dir / SERIES
     series_meta: dict[str, Any] = {"recorded": False, "errors": []}

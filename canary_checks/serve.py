@@ -55,8 +55,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from canary_checks.report import build_report, new_run_id, outcome_of, prune_runs, record_series, write_run
-from canary_checks.suite import SuiteRun, run_suite
+from canary_checks.report import outcome_of, prune_runs
+from canary_checks.rundir import GATE_RUN_SPAN, RunRecord, new_run_id
+from canary_checks.suite import SuiteRun, failing_fields, run_suite
 
 if TYPE_CHECKING:  # the config, the gates and the Prometheus client load with the first call, not with --help
     from canary_checks.config import CanaryConfig
@@ -252,34 +253,29 @@ class WebhookServer:
             busy = self._running.get((namespace, service))
             if busy is not None:
                 busy.run_id = run_id
-        run_dir = self.options.reports / run_id
         started = time.time()
-        write_run(run_dir, kind="webhook", hook=hook, service=service, namespace=namespace, stage=stage,
-                  started=started)  # fmt: skip
+        record = RunRecord.start(self.options.reports, "webhook", run_id=run_id, hook=hook, service=service,
+                                 namespace=namespace, stage=stage, started=started)  # fmt: skip
         suite = self.options.gate_suite if suite_kind == "gate" else self.options.smoke_suite
-        junit = run_dir / (f"stage-{stage}.xml" if stage is not None else f"{suite_kind}.xml")
+        junit = record.junit(stage, name=suite_kind)
         try:
             run = run_suite(suite, stage, junit, config_path=self.options.config_path, extra_args=args,
                             timeout=self.options.suite_timeout)  # fmt: skip
         except subprocess.TimeoutExpired:
-            write_run(run_dir, ended=time.time(), exit_status="timeout")
+            record.meta(ended=time.time(), exit_status="timeout")
             return Reply(504, {"error": f"the {suite_kind} suite ran longer than {self.options.suite_timeout:g} s "
                                          "and was stopped", "run_id": run_id,
                                 "fix": "raise --suite-timeout, or see why Prometheus answers slowly"},
                          self.prune)  # fmt: skip
-        write_run(run_dir, ended=time.time(), exit_status=run.exit_code)
+        record.meta(ended=time.time(), exit_status=run.exit_code)
         body = self._body(hook, service, namespace, stage, run, run_id)
         status = 200 if run.passed else 412 if run.exit_code == 1 else 500
 
         def report() -> None:
-            from canary_checks.prometheus import MetricsSource
-
-            try:
-                if suite_kind == "gate":
-                    record_series(config, MetricsSource(config), run_dir, started - 900, time.time())
-                build_report(run_dir)
-            except Exception as e:  # after the answer: nothing to tell Flagger, so it goes to the log
-                log.warning("report of %s not written: %s: %s", run_id, e.__class__.__name__, e)
+            gate = suite_kind == "gate"
+            finished = record.finish(config if gate else None, since=started - GATE_RUN_SPAN)
+            if finished.problem:  # after the answer: nothing to tell Flagger, so it goes to the log
+                log.warning("report of %s not written: %s", run_id, finished.problem)
             self.prune()
 
         return Reply(status, body, report)
@@ -309,11 +305,7 @@ class WebhookServer:
 
     @staticmethod
     def _body(hook: str, service: str, namespace: str, stage: int | None, run: SuiteRun, run_id: str) -> dict[str, Any]:
-        failing = [
-            {"gate": r.gate or r.test.rpartition("::")[2], "verdict": r.verdict or r.outcome, "value": r.value,
-             "threshold": r.threshold, "unit": r.unit, "summary": r.summary or r.message.splitlines()[0]}
-            for r in run.failing
-        ]  # fmt: skip
+        failing = [failing_fields(r) for r in run.failing]
         outcome = outcome_of(asdict(r) for r in run.records) if run.exit_code in (0, 1) else "error"
         body: dict[str, Any] = {"outcome": outcome, "hook": hook, "service": service, "namespace": namespace,
                                 "stage": stage, "checks": len(run.records), "failing": failing,

@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canary_checks.errors import ConfigError
 from canary_checks.report import GateRecord, outcome_of, read_junit
+
+if TYPE_CHECKING:
+    from canary_checks.gates import GateResult
 
 __all__ = [
     "SUITES",
@@ -142,6 +145,18 @@ class StageDecision:
     def only_comparisons_undecided(self) -> bool:
         """Every fixed gate passed; only canary-vs-stable comparisons had too few requests to decide."""
         return bool(self.held) and all(r.gate.startswith("compare_") and r.verdict == "inconclusive" for r in self.held)
+
+
+def failing_fields(r: GateRecord | GateResult) -> dict[str, str]:
+    """A failing check as notifications, the event log and the webhooks' answers carry it — gate, verdict, value,
+    threshold, unit, summary — from a suite run's JUnit record or a poll's result."""
+    if not isinstance(r, GateRecord):
+        value = "" if r.value is None else f"{r.value:.6g}"
+        return {"gate": r.gate, "verdict": r.verdict.value, "value": value, "threshold": f"{r.threshold:g}",
+                "unit": r.unit, "summary": r.summary}  # fmt: skip
+    return {"gate": r.gate or r.test.rpartition("::")[2], "verdict": r.verdict or r.outcome, "value": r.value,
+            "threshold": r.threshold, "unit": r.unit,
+            "summary": r.summary or (r.message.splitlines() or [""])[0]}  # fmt: skip
 
 
 def needs(checks: Iterable[tuple[str, str, Mapping[str, Any]]]) -> str:

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from canary_checks.cli.common import console, echo, load, out, reports_option, suite_option
 from canary_checks.cli.types import DURATION, STAGE, check_stages, configured
-from canary_checks.errors import CanaryError, ConfigError
+from canary_checks.errors import ConfigError
 
 
 @click.command("gates")
@@ -69,36 +69,31 @@ def gates_command(
     merely inconclusive (too few requests yet) holds and looks again, instead of failing the analysis.
     Writes reports/gate-<id>/ with each attempt's JUnit, the series and the HTML report.
     """
-    from canary_checks.prometheus import MetricsSource
-    from canary_checks.report import build_report, new_run_id, record_series, write_run
+    from canary_checks.rundir import RunRecord
     from canary_checks.suite import decide_stage, locate
 
     config, path = load(ctx, service=service, namespace=namespace)
     suite = locate("gate", suite)
     check_stages(ctx, config, "stage", stage)
-    run_dir = reports / new_run_id("gate")
-    started = time.time()
-    write_run(run_dir, kind="gate", service=config.service, namespace=config.namespace, stage=stage, started=started,
-              prometheus=config.prometheus.shown_url, window=config.window)  # fmt: skip
+    record = RunRecord.start(reports, "gate", service=config.service, namespace=config.namespace, stage=stage,
+                             started=time.time(), prometheus=config.prometheus.shown_url,
+                             window=config.window)  # fmt: skip
     extra = ["--service", config.service, "--namespace", config.namespace, *(f"--threshold={t}" for t in thresholds)]
     if evidence is not None:
         extra.append(f"--canary-evidence={evidence}")
-
-    def junit(attempt: int) -> Path:
-        return run_dir / (f"stage-{stage}.xml" if attempt == 1 else f"stage-{stage}-retry{attempt - 1}.xml")
 
     def held(run: Any, why: str) -> None:
         console.print(f"stage {stage} %: holding ({why}); again in {poll_interval:g} s", markup=False, highlight=False,
                       soft_wrap=True)  # fmt: skip
 
-    decision = decide_stage(suite, stage, junit, deadline=time.monotonic() + hold_for, poll=poll_interval,
-                            config_path=path, extra_args=extra, on_hold=held)  # fmt: skip
-    write_run(run_dir, ended=time.time(), exit_status=decision.run.exit_code)
-    try:
-        record_series(config, MetricsSource(config), run_dir, time.time() - 900, time.time())
-        console.print(f"report: {build_report(run_dir)}", markup=False, highlight=False, soft_wrap=True)
-    except (CanaryError, OSError) as e:
-        console.print(f"the report could not be written: {getattr(e, 'message', e)}", highlight=False)
+    decision = decide_stage(suite, stage, lambda attempt: record.junit(stage, attempt),
+                            deadline=time.monotonic() + hold_for, poll=poll_interval, config_path=path,
+                            extra_args=extra, on_hold=held)  # fmt: skip
+    finished = record.finish(config, ended=time.time(), exit_status=decision.run.exit_code)
+    if finished.html is not None:
+        console.print(f"report: {finished.html}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(finished.problem, highlight=False)
     echo(decision.why)
     sys.exit({"passed": 0, "broken": 2, "unreadable": 2}.get(decision.outcome, 1))
 
@@ -122,7 +117,8 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
     prefix of one; nothing outside --reports is read or written.
     Every gate run (pytest suites/gate), smoke run and rollout writes reports/<run-id>/ on its own.
     """
-    from canary_checks.report import build_report, find_run, list_runs, record_series
+    from canary_checks.report import find_run, list_runs
+    from canary_checks.rundir import GATE_RUN_SPAN, RUN, RunRecord
 
     if run_id is None:
         from rich.table import Table
@@ -144,19 +140,20 @@ def report_command(ctx: click.Context, run_id: str | None, reports: Path, refres
         out.print(table)
         return
     run_dir = find_run(reports, run_id)
+    record = RunRecord(run_dir)
     if refresh_series:
         from canary_checks.prometheus import MetricsSource
 
         config, _ = load(ctx)
-        meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+        meta = json.loads((run_dir / RUN).read_text()) if (run_dir / RUN).exists() else {}
         if not meta.get("started"):
             raise ConfigError("the run recorded no start time, so its series cannot be read again", where=str(run_dir))
         end = float(meta.get("ended") or time.time())
-        start = float(meta["started"]) if meta.get("kind") == "rollout" else end - 900
-        series = record_series(config, MetricsSource(config), run_dir, start, end)
+        start = float(meta["started"]) if meta.get("kind") == "rollout" else end - GATE_RUN_SPAN
+        series = record.series(config, MetricsSource(config), start, end)
         for error in series["errors"]:
             console.print(f"[yellow]series:[/] {error}", highlight=False, soft_wrap=True)
-    html = build_report(run_dir)
+    html = record.build()
     if as_json:
         click.echo((run_dir / "summary.json").read_text(), nl=False)
     else:

@@ -8,19 +8,17 @@ JUnit files, the timeline and the HTML report go to ``reports/demo-<time>/``.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from canary_checks.config import CanaryConfig
-from canary_checks.prometheus import MetricsSource
-from canary_checks.report import build_report, record_series, write_run
+from canary_checks.record import Event
+from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox
 from canary_checks.suite import SuiteRun, run_suite
 
@@ -75,11 +73,22 @@ def _table(run: SuiteRun, title: str) -> Table:
     return table
 
 
-def _event(run_dir: Path, name: str, **details: Any) -> None:
-    """The tour's timeline (weights and faults), as a rollout's events.jsonl: the report marks them."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "events.jsonl", "a") as f:
-        f.write(json.dumps({"time": time.time(), "event": name, **details}) + "\n")
+def _healthy_stage(
+    console: Console, record: RunRecord, suite: Path, stage: int, config_path: Path | None, settle: float
+) -> SuiteRun:
+    """A healthy stage's gate suite, held (as the runner holds) while its gates only need more evidence."""
+    # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout
+    evidence = [f"--canary-evidence={record.path / 'evidence-healthy.json'}"]
+    for attempt in range(1, HOLDS + 2):
+        run = run_suite(suite, stage, record.junit(stage, attempt), config_path=config_path, extra_args=evidence)
+        held = [f"{r.gate} {r.verdict}" for r in run.failing if r.verdict in ("inconclusive", "no data")]
+        if run.passed or len(held) < len(run.failing) or attempt == HOLDS + 1:
+            break
+        # as the runner does: not enough evidence yet is a hold, not a failure
+        console.print(_table(run, f"stage {stage} %: held ({', '.join(held)})"))
+        _wait(console, settle, f"stage {stage} %: holding for one more window of evidence")
+    console.print(_table(run, f"stage {stage} %: {'PASSED' if run.passed else 'FAILED'}"))
+    return run
 
 
 def run_tour(
@@ -93,8 +102,11 @@ def run_tour(
     console: Console,
 ) -> bool:
     """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates."""
-    run_dir = reports / time.strftime("demo-%Y%m%d-%H%M%S")
     started = time.time()
+    # the tour's timeline (weights and faults) goes to events.jsonl, as a rollout's: the report marks them
+    record = RunRecord.start(reports, "demo", run_id=time.strftime("demo-%Y%m%d-%H%M%S"), service=config.service,
+                             namespace=config.namespace, started=started)  # fmt: skip
+    run_dir = record.path
     started_here = not box.is_up()
     settle = config.window + 2 * config.sandbox.scrape_interval + 1
     ok = True
@@ -110,33 +122,23 @@ def run_tour(
         console.rule("[bold]2. a healthy canary through every stage")
         for stage in config.stages:
             box.set_weight(stage)
-            _event(run_dir, "weight", weight=stage, stage=stage)
+            record.event(Event.WEIGHT, weight=stage, stage=stage)
             _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
-            # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout
-            evidence = [f"--canary-evidence={run_dir / 'evidence-healthy.json'}"]
-            for attempt in range(HOLDS + 1):
-                junit = run_dir / (f"stage-{stage}.xml" if not attempt else f"stage-{stage}-retry{attempt}.xml")
-                run = run_suite(suite, stage, junit, config_path=config_path, extra_args=evidence)
-                held = [f"{r.gate} {r.verdict}" for r in run.failing if r.verdict in ("inconclusive", "no data")]
-                if run.passed or len(held) < len(run.failing) or attempt == HOLDS:
-                    break
-                # as the runner does: not enough evidence yet is a hold, not a failure
-                console.print(_table(run, f"stage {stage} %: held ({', '.join(held)})"))
-                _wait(console, settle, f"stage {stage} %: holding for one more window of evidence")
-            console.print(_table(run, f"stage {stage} %: {'PASSED' if run.passed else 'FAILED'}"))
+            run = _healthy_stage(console, record, suite, stage, config_path, settle)
             ok &= run.passed
             if not run.passed:
                 console.print(run.output[-3000:])
         stage = next((s for s in config.stages if s > 5), config.stages[0])
         console.rule(f"[bold]3. faults in the canary, at stage {stage} %")
         box.set_weight(stage)
-        _event(run_dir, "weight", weight=stage, stage=stage)
+        record.event(Event.WEIGHT, weight=stage, stage=stage)
         for number, scenario in enumerate(SCENARIOS, 1):
             box.set_faults("canary", scenario.faults)
-            _event(run_dir, "fault", why=scenario.title, stage=stage)
+            record.event(Event.FAULT, why=scenario.title, stage=stage)
             _wait(console, settle * scenario.windows + 2, f"fault: {scenario.title}")
             evidence = [f"--canary-evidence={run_dir / f'evidence-fault-{number}.json'}"]  # each fault: a new canary
-            run = run_suite(suite, stage, run_dir / f"fault-{number}.xml", config_path=config_path, extra_args=evidence)
+            junit = record.junit(None, name=f"fault-{number}")
+            run = run_suite(suite, stage, junit, config_path=config_path, extra_args=evidence)
             # Caught: every gate that did not pass, whatever its severity; critical ones fail the run.
             caught = {r.gate: r.severity for r in run.records if r.verdict not in ("pass", "")}
             console.print(_table(run, f"fault: {scenario.title}"))
@@ -155,10 +157,10 @@ def run_tour(
         console.rule("[bold]done")
         console.print(f"JUnit files: {run_dir}/")
         why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"
-        write_run(run_dir, kind="demo", service=config.service, namespace=config.namespace, started=started,
-                  ended=time.time(), decision={"outcome": "passed" if ok else "failed", "why": why})  # fmt: skip
-        record_series(config, MetricsSource(config), run_dir, started, time.time())
-        console.print(f"report: {build_report(run_dir)}", markup=False, highlight=False, soft_wrap=True)
+        decision = {"outcome": "passed" if ok else "failed", "why": why}
+        finished = record.finish(config, since=started, ended=time.time(), decision=decision)
+        console.print(f"report: {finished.html}" if finished.html else finished.problem, markup=False, highlight=False,
+                      soft_wrap=True)  # fmt: skip
         console.print("[green]every healthy stage passed and every fault was caught[/]" if ok else "[red]see above[/]")
     finally:
         if started_here and not keep:

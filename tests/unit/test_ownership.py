@@ -99,9 +99,9 @@ def test_two_runners_started_together_one_runs_the_rollout(tmp_path: Path) -> No
 
     def go(rollout: Rollout) -> None:
         try:
-            outcomes[rollout.o.holder] = rollout.run()
+            outcomes[rollout.options.holder] = rollout.run()
         except CanaryError as e:
-            outcomes[rollout.o.holder] = e.message
+            outcomes[rollout.options.holder] = e.message
 
     threads = [threading.Thread(target=go, args=(r,)) for r in runs]
     for t in threads:

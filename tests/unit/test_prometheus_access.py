@@ -247,7 +247,7 @@ def test_init_refuses_to_write_a_password_into_canary_yaml(tmp_path: Path) -> No
 
 
 def test_run_json_stores_a_url_without_its_password(tmp_path: Path) -> None:
-    from canary_checks.report import RUN, write_run
+    from canary_checks.rundir import RUN, write_run
 
     write_run(tmp_path, kind="gate", prometheus="https://gates:s3cret@thanos.example/prometheus")
     stored = json.loads((tmp_path / RUN).read_text())

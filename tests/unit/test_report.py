@@ -18,7 +18,8 @@ import pytest
 from matplotlib import image
 
 from canary_checks.errors import CanaryError
-from canary_checks.report import CANARY_COLOR, STABLE_COLOR, build_report, find_run, list_runs, summarize, write_run
+from canary_checks.report import CANARY_COLOR, STABLE_COLOR, build_report, find_run, list_runs, summarize
+from canary_checks.rundir import write_run
 from tests.conftest import PYTESTER_ARGS, PromStub, healthy
 
 START = time.time() - 600

@@ -22,7 +22,8 @@ from click.testing import CliRunner
 
 from canary_checks.cli import cli
 from canary_checks.config import load_config
-from canary_checks.report import disk_usage, write_run
+from canary_checks.report import disk_usage
+from canary_checks.rundir import write_run
 from canary_checks.serve import MAX_BODY, ServeOptions, WebhookServer
 from tests.conftest import serving, write_config
 
