@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from canary_checks.checks import CanaryGate, GateCheck, SmokeCheck
     from canary_checks.config import CanaryConfig, Gates, GateSettings, Mesh, Severity, find_config, load_config
     from canary_checks.errors import (
         CanaryError,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
         SandboxError,
     )
     from canary_checks.gates import GATES, GateResult, Verdict, evaluate
-    from canary_checks.plugin import CanaryGate, GateCheck, SmokeCheck, compare_params, gate_params
+    from canary_checks.plugin import compare_params, gate_params
     from canary_checks.prometheus import MetricsSource
 
 __all__ = [
@@ -64,7 +65,8 @@ _HOMES = {
         "SandboxError",
     ),
     "gates": ("GATES", "GateResult", "Verdict", "evaluate"),
-    "plugin": ("CanaryGate", "GateCheck", "SmokeCheck", "compare_params", "gate_params"),
+    "checks": ("CanaryGate", "GateCheck", "SmokeCheck"),
+    "plugin": ("compare_params", "gate_params"),
     "prometheus": ("MetricsSource",),
 }
 _HOME = {name: f"canary_checks.{module}" for module, names in _HOMES.items() for name in names}
