@@ -24,7 +24,7 @@ from typing import Any
 
 from canary_checks.config import CanaryConfig, load_config
 from canary_checks.errors import CanaryError
-from canary_checks.record import Lease, holder_id
+from canary_checks.record import Lease, Status, holder_id
 from canary_checks.runner import Platform, Rollout, RolloutOptions
 from canary_checks.traffic import Router
 
@@ -32,7 +32,7 @@ __all__ = ["WATCHED", "Candidate", "Watchdog", "expired", "kube_candidates", "sa
 
 log = logging.getLogger(__name__)
 
-WATCHED = ("deploying", "progressing", "rolling-back")
+WATCHED = (Status.DEPLOYING, Status.PROGRESSING, Status.ROLLING_BACK)
 """Statuses in which a runner must be alive; a held or awaiting-promotion rollout waits for a person."""
 
 

@@ -13,6 +13,7 @@ from canary_checks.record import holder_id
 
 __all__ = [
     "HELD_EXIT",
+    "INTERRUPTED_EXIT",
     "LEASE_TTL",
     "SUPERSEDED_EXIT",
     "AwaitingDecision",
