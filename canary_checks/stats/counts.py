@@ -90,16 +90,17 @@ TAU2_PRIOR_WEIGHT = 5.0
 TAU2_UPPER_Z = 2.0
 """Pessimism of the τ² tempered by: the estimate × (1 + z·√(2 / (k + TAU2_UPPER_K0))) after k intervals — the shape of
 a one-sided upper confidence bound of a variance estimated from k draws (relative standard error √(2/k)): 3× the
-estimate before any data, 2× after 6 intervals, 1.5× after 30, 1.25× after 2 hours' worth (the moment estimates are
+estimate before any data, 2× after 6 intervals, 1.5× after 30, 1.25× after 120 (the moment estimates are
 skewed: from a few intervals they are usually below τ², now and then far above it)."""
 TAU2_UPPER_K0 = 2.0
 """Intervals' worth of data the pessimism assumes before the first (it starts finite: 1 + z)."""
 TEMPER_FULL_FROM = 3.0
 """Information per interval (ê·π(1−π)) from which the tempering is at full strength; below it the τ² tempered by is
-scaled by information / TEMPER_FULL_FROM. A misjudged τ² inflates a factor's expected value by about
-exp(½u²·(ê·π(1−π))²·η²·Δτ²): at 100 req/s to a 5 % canary (ê·π(1−π) ≈ 0.7) a 30th of what it does at 1000 req/s,
-while τ² cannot be learnt there in 20 minutes (Poisson noise dominates each interval). Measured, not proved:
-bench/decision_quality.py's independent bursts at 100 req/s."""
+scaled by information / TEMPER_FULL_FROM. There Poisson noise dominates each interval, τ² cannot be learnt within a
+canary's 20 minutes, and a misjudged τ² costs less: a factor's log-expectation grows by about
+½u²·(ê·π(1−π)·η)²·Δτ², at 100 req/s to a 5 % canary (ê·π(1−π) ≈ 0.7) a third of what it does at 1000 req/s. A
+measured trade-off, not a proof (bench/decision_quality.py: independent bursts at 100 req/s against a steady canary's
+time to detect)."""
 WEIGH_AFTER = 3
 """Intervals (with errors) after which the estimate of τ² weighs intervals by the data's own τ²."""
 ABSOLUTE_CAP = 1.5

@@ -404,7 +404,7 @@ def test_bursts_seen_in_the_data_widen_the_evidence_and_poisson_data_do_not() ->
 def test_quiet_intervals_at_high_volume_do_not_talk_the_bursts_away() -> None:
     """1000 req/s, 5 % to an identical canary, each side's error probability drawn Beta(2, 198) every interval (one
     stream of bench/decision_quality.py). Residuals taken after fitting each interval shrank by its own pull, so a few
-    quiet intervals put τ² at 0 and the sixth, a burst on the canary, failed it (e = 240). Predictive residuals keep
+    quiet intervals put τ² at 0 and the sixth, a burst on the canary, failed it (e = 137). Predictive residuals keep
     the bursts' variance, and the tempering stays pessimistic while few intervals have been seen."""
     stream = [((509, 8), (9345, 315)), ((500, 15), (9429, 59)), ((485, 4), (9646, 53)), ((529, 3), (9458, 38)),
               ((511, 5), (9624, 98)), ((501, 22), (9439, 119))]  # fmt: skip
