@@ -47,6 +47,7 @@ from canary_checks.config.loading import (
     service_sections,
 )
 from canary_checks.config.model import CanaryConfig, define_gate
+from canary_checks.config.model import nearest_stage as nearest_stage
 from canary_checks.config.notifications import DECISIONS as DECISIONS
 from canary_checks.config.notifications import NotificationSettings, NotificationTarget
 from canary_checks.config.prometheus import BasicAuth, PrometheusSettings, Secret

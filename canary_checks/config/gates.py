@@ -83,8 +83,6 @@ class RatioGate(BuiltinGate):
 
 CUSTOM_PLACEHOLDERS = ("namespace", "service", "workload", "pods", "window")
 """What a custom query template may use: the values the built-in gates' queries take, escaped the same way."""
-
-
 _CUSTOM_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 

@@ -7,6 +7,7 @@ Seam: this is where the sections meet; loading a file into it is :mod:`canary_ch
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, get_args
 
@@ -158,6 +159,14 @@ class CanaryConfig(_Model):
         if overrides:
             gates = _merge_gates(gates, overrides, where="--threshold")
         return gates
+
+
+def nearest_stage(config: CanaryConfig, share: float | None) -> int | None:
+    """The stage of ``config`` nearest to a traffic share in percent (a live split read from the metrics); none
+    without a share."""
+    if share is None or not math.isfinite(share):
+        return None
+    return min(config.stages, key=lambda s: abs(s - share))
 
 
 def define_gate(base: Gates, name: str, fields: Mapping[str, Any], *, where: str) -> Gates:

@@ -39,8 +39,6 @@ DECISIONS = {
     "promoted": "promoted",
 }
 """Runner events that are decisions people hear about, and how a message (and `notifications.events`) names them."""
-
-
 DECISION_NAMES = tuple(DECISIONS.values())
 
 

@@ -85,7 +85,6 @@ HeaderValue = Annotated[
 ]
 """A header's value: written as is, or a :class:`Secret` (one error naming the key when it is neither)."""
 
-
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 

@@ -17,29 +17,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandle
 from pydantic_core import core_schema
 
 DEFAULT_CONFIG_NAME = "canary.yaml"
-
-
 CONFIG_ENV = "CANARY_CONFIG"
-
 
 # Kubernetes name rules: a namespace is a DNS-1123 label, a Deployment name a DNS-1123 subdomain. Always used with
 # fullmatch: `$` would also match before a trailing newline.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-
-
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
-
-
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 DEFAULT_FAILURE_CODES = "5.."
 """What a failed request is unless `failure_codes` says otherwise: a 5xx answer (Linkerd: its own classification)."""
-
-
 # Prometheus regexes are RE2: no lookaround, no backreferences (Python's re would accept them).
 _NOT_RE2 = re.compile(r"\(\?(?:[=!>]|<[=!])|\\[1-9]")
 
@@ -127,27 +115,13 @@ def _number(value: float | None) -> str:
 
 
 PERCENT = Range("a percent", 0, 100)
-
-
 COUNT = Range("a count", 0)
-
-
 RATIO = Range("a ratio", 0, low_open=True)
-
-
 MILLISECONDS = Range("milliseconds", 0)
-
-
 PER_SECOND = Range("requests per second", 0)
-
-
 PORT = Range("a TCP port", 1, 65535)
-
-
 UNIT_RANGES = {"%": PERCENT, "ms": MILLISECONDS, "req/s": PER_SECOND, "count": COUNT, "ratio": RATIO}
 """What a custom gate's threshold may be in a built-in gate's unit."""
-
-
 DURATION = Range("a duration", 0, low_open=True)
 """What :data:`Duration` takes (written ``30s``, ``5m``, ``1h``, ``250ms`` or as seconds)."""
 
