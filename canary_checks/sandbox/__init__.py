@@ -70,7 +70,7 @@ class Sandbox:
 
     @property
     def state_file(self) -> Path:
-        return self.state_dir / "state.json"
+        return self.processes.state_file
 
     @property
     def router(self) -> HAProxyRouter:
