@@ -18,6 +18,9 @@ Import from here (``from canary_checks.config import CanaryConfig``); the module
 
 from canary_checks.config.environment import KubernetesSettings, SandboxSettings
 from canary_checks.config.environment import SmokeRequest as SmokeRequest
+from canary_checks.config.environment import SmokeSettings as SmokeSettings
+from canary_checks.config.environment import SmokeTarget as SmokeTarget
+from canary_checks.config.gates import CUSTOM_PLACEHOLDERS as CUSTOM_PLACEHOLDERS
 from canary_checks.config.gates import (
     BuiltinGate,
     CountGate,
@@ -32,6 +35,7 @@ from canary_checks.config.gates import (
     ValueGate,
 )
 from canary_checks.config.gates import check_custom_name as check_custom_name
+from canary_checks.config.gates import check_template as check_template
 from canary_checks.config.loading import (
     SERVICES_KEY,
     config_from,
@@ -48,9 +52,13 @@ from canary_checks.config.loading import (
 )
 from canary_checks.config.model import CanaryConfig, define_gate
 from canary_checks.config.model import nearest_stage as nearest_stage
+from canary_checks.config.notifications import DECISION_NAMES as DECISION_NAMES
 from canary_checks.config.notifications import DECISIONS as DECISIONS
+from canary_checks.config.notifications import NotificationKind as NotificationKind
 from canary_checks.config.notifications import NotificationSettings, NotificationTarget
 from canary_checks.config.prometheus import BasicAuth, PrometheusSettings, Secret
+from canary_checks.config.prometheus import CustomQueries as CustomQueries
+from canary_checks.config.prometheus import HeaderValue as HeaderValue
 from canary_checks.config.prometheus import Workloads as Workloads
 from canary_checks.config.reference import reference_markdown
 from canary_checks.config.rollout import OutsideWindow as OutsideWindow
@@ -71,6 +79,15 @@ from canary_checks.config.units import (
     parse_stage,
     range_of,
 )
+from canary_checks.config.units import COUNT as COUNT
+from canary_checks.config.units import DURATION as DURATION
+from canary_checks.config.units import MILLISECONDS as MILLISECONDS
+from canary_checks.config.units import PER_SECOND as PER_SECOND
+from canary_checks.config.units import PERCENT as PERCENT
+from canary_checks.config.units import PORT as PORT
+from canary_checks.config.units import RATIO as RATIO
+from canary_checks.config.units import UNIT_RANGES as UNIT_RANGES
+from canary_checks.config.units import Duration as Duration
 from canary_checks.config.units import check_failure_codes as check_failure_codes
 from canary_checks.config.units import check_namespace as check_namespace
 from canary_checks.config.units import check_workload as check_workload

@@ -10,7 +10,10 @@ The package's seams: ``core`` is what a gate is made of (its result, verdict and
 ``registry`` names them, adds a config's custom gates and evaluates them. Import from here.
 """
 
+from canary_checks.gates.core import Decide as Decide
 from canary_checks.gates.core import Gate, GateResult, Verdict
+from canary_checks.gates.core import Needs as Needs
+from canary_checks.gates.health import BAD_WAITING as BAD_WAITING
 from canary_checks.gates.registry import GATES, custom_gate, evaluate, gates_in_family, gates_of, judge_value
 
 __all__ = [

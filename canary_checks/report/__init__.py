@@ -20,10 +20,17 @@ the decision made from the files, ``page`` the HTML. Import from here.
 
 from canary_checks.report.page import CANARY_COLOR as CANARY_COLOR
 from canary_checks.report.page import STABLE_COLOR as STABLE_COLOR
+from canary_checks.report.page import render_html as render_html
+from canary_checks.report.runs import EVENTS as EVENTS
+from canary_checks.report.runs import HTML as HTML
 from canary_checks.report.runs import RUN as RUN
+from canary_checks.report.runs import SERIES as SERIES
+from canary_checks.report.runs import SUMMARY as SUMMARY
 from canary_checks.report.runs import GateRecord, find_run, list_runs, new_run_id, prune_runs, read_junit, write_run
 from canary_checks.report.runs import disk_usage as disk_usage
 from canary_checks.report.series import GATE_RUN_SPAN as GATE_RUN_SPAN
+from canary_checks.report.series import SERIES_POINTS as SERIES_POINTS
+from canary_checks.report.series import SERIES_QUERIES as SERIES_QUERIES
 from canary_checks.report.series import record_series
 from canary_checks.report.summary import build_report, outcome_of, summarize
 

@@ -38,6 +38,7 @@ from canary_checks.config import CanaryConfig
 from canary_checks.errors import MissingBinary, PortInUse, SandboxError
 from canary_checks.faults import FAULT_KINDS
 from canary_checks.sandbox.client import NodeClient
+from canary_checks.sandbox.files import PER_USER_RPS as PER_USER_RPS
 from canary_checks.sandbox.files import commands, pod_name, write_files
 from canary_checks.sandbox.files import sandbox_rules as sandbox_rules
 from canary_checks.sandbox.platform import SandboxPlatform

@@ -38,7 +38,10 @@ The package's seams: :mod:`~canary_checks.serve.webhooks` is the calls (tokens, 
 pruning), :mod:`~canary_checks.serve.server` carries them over HTTP within the limits above.
 """
 
+from canary_checks.serve.server import LINGER as LINGER
+from canary_checks.serve.server import LOG_EVERY as LOG_EVERY
 from canary_checks.serve.server import MAX_BODY, MAX_HEAD, WebhookHTTPServer
+from canary_checks.serve.server import WRITE_TIMEOUT as WRITE_TIMEOUT
 from canary_checks.serve.webhooks import HOOKS, Reply, ServeOptions, WebhookServer, format_size, parse_size
 
 __all__ = [
