@@ -2,8 +2,8 @@
 kept in ``state.json``, recognised by its command line (naming the state directory) before any signal is sent, and
 stopped with its whole process group.
 
-Seam: knows processes, ports and the state file, not what the components are; their command lines come from
-:mod:`canary_checks.sandbox.files` and the order and readiness checks from :class:`~canary_checks.sandbox.Sandbox`.
+Seam: knows processes, ports and the state file, not what the components do; their command lines come from
+:mod:`canary_checks.sandbox.files`, their readiness checks from :class:`~canary_checks.sandbox.Sandbox`.
 """
 
 from __future__ import annotations
