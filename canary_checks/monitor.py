@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from canary_checks.compare import comparisons_of, evaluate_comparisons
-from canary_checks.config import CanaryConfig, Severity, Workloads
+from canary_checks.config import CanaryConfig, Severity, Workloads, nearest_stage
 from canary_checks.errors import CanaryError, PrometheusError, PrometheusQueryError, PrometheusUnreachable
 from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.prometheus import MetricsSource
@@ -177,12 +177,6 @@ def as_stable(config: CanaryConfig) -> CanaryConfig:
     """The config whose "canary" is the stable Deployment: the gates then judge stable by the same rules."""
     w = config.workloads
     return config.model_copy(update={"workloads": Workloads(stable=w.canary, canary=w.stable)})
-
-
-def nearest_stage(config: CanaryConfig, share: float | None) -> int | None:
-    if share is None or not math.isfinite(share):
-        return None
-    return min(config.stages, key=lambda s: abs(s - share))
 
 
 class Monitor:

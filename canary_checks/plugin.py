@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CanaryGate", "GateCheck", "GateWarning", "SmokeCheck", "Target", "compare_params", "gate_params"]
 
-_ELSEWHERE = {"CanaryGate": "checks", "GateCheck": "checks", "GateWarning": "checks", "SmokeCheck": "checks",
-              "Target": "session"}  # fmt: skip
+_ELSEWHERE = {**dict.fromkeys(("CanaryGate", "GateCheck", "GateWarning", "SmokeCheck"), "checks"), "Target": "session"}
 
 
 def __getattr__(name: str) -> Any:

@@ -88,6 +88,53 @@ def build_app(pod: _Pod) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """The ASGI application of one pod."""
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
+    observe = _mesh_metrics(pod, registry)
+
+    async def respond(send: Send, code: int, body: bytes, content_type: bytes = b"application/json") -> None:
+        await _respond(pod, send, code, body, content_type)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path == "/metrics":
+            await respond(send, 200, generate_latest(registry), b"text/plain; version=0.0.4")
+            return
+        if path in ("/healthz", "/readyz"):
+            await respond(send, 200, b'{"status": "ok"}')
+            return
+        if path == "/-/faults":
+            if scope["method"] == "POST":
+                try:
+                    pod.faults = Faults.from_mapping(json.loads(await _read_body(receive) or b"{}"))
+                except (ValueError, TypeError) as e:
+                    await respond(send, 400, json.dumps({"error": str(e)}).encode())
+                    return
+            await respond(send, 200, json.dumps(asdict(pod.faults)).encode())
+            return
+        start = time.perf_counter()
+        faults = pod.faults
+        await asyncio.sleep((service_time_ms() + max(faults.latency_ms, 0.0)) / 1000.0)
+        if faults.errors > 0 and random.random() * 100.0 < faults.errors:
+            code, body = 500, b'{"error": "injected fault"}'
+        else:
+            code = 200
+            body = json.dumps({"service": pod.workload, "version": pod.version, "pod": pod.pod, "path": path}).encode()
+        await respond(send, code, body)
+        observe(code, (time.perf_counter() - start) * 1000.0)
+
+    return app
+
+
+def _mesh_metrics(pod: _Pod, registry: CollectorRegistry) -> Callable[[int, float], None]:
+    """The metrics Istio's and Linkerd's proxies would export for ``pod``, in ``registry``; the function that
+    observes one answered request (its code and milliseconds)."""
     istio_labels = (
         "reporter",
         "source_workload",
@@ -133,61 +180,28 @@ def build_app(pod: _Pod) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
         linkerd_total.labels("inbound", pod.namespace, pod.workload, pod.pod, status, classification).inc()
         linkerd_latency.labels("inbound", pod.namespace, pod.workload, pod.pod, status).observe(elapsed_ms)
 
-    async def respond(send: Send, code: int, body: bytes, content_type: bytes = b"application/json") -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": code,
-                "headers": [(b"content-type", content_type), (b"x-served-by", pod.pod.encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    return observe
 
-    async def read_body(receive: Receive) -> bytes:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                return b"".join(chunks)
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["type"] != "http":
-            return
-        path: str = scope["path"]
-        if path == "/metrics":
-            await respond(send, 200, generate_latest(registry), b"text/plain; version=0.0.4")
-            return
-        if path in ("/healthz", "/readyz"):
-            await respond(send, 200, b'{"status": "ok"}')
-            return
-        if path == "/-/faults":
-            if scope["method"] == "POST":
-                try:
-                    pod.faults = Faults.from_mapping(json.loads(await read_body(receive) or b"{}"))
-                except (ValueError, TypeError) as e:
-                    await respond(send, 400, json.dumps({"error": str(e)}).encode())
-                    return
-            await respond(send, 200, json.dumps(asdict(pod.faults)).encode())
-            return
-        start = time.perf_counter()
-        faults = pod.faults
-        await asyncio.sleep((service_time_ms() + max(faults.latency_ms, 0.0)) / 1000.0)
-        if faults.errors > 0 and random.random() * 100.0 < faults.errors:
-            code, body = 500, b'{"error": "injected fault"}'
-        else:
-            code = 200
-            body = json.dumps({"service": pod.workload, "version": pod.version, "pod": pod.pod, "path": path}).encode()
-        await respond(send, code, body)
-        observe(code, (time.perf_counter() - start) * 1000.0)
+async def _respond(pod: _Pod, send: Send, code: int, body: bytes, content_type: bytes) -> None:
+    """One whole answer, marked with the pod that served it."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [(b"content-type", content_type), (b"x-served-by", pod.pod.encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
-    return app
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 def _background_faults(pod: _Pod) -> None:

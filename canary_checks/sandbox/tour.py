@@ -73,24 +73,6 @@ def _table(run: SuiteRun, title: str) -> Table:
     return table
 
 
-def _healthy_stage(
-    console: Console, record: RunRecord, suite: Path, stage: int, config_path: Path | None, settle: float
-) -> SuiteRun:
-    """A healthy stage's gate suite, held (as the runner holds) while its gates only need more evidence."""
-    # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout
-    evidence = [f"--canary-evidence={record.path / 'evidence-healthy.json'}"]
-    for attempt in range(1, HOLDS + 2):
-        run = run_suite(suite, stage, record.junit(stage, attempt), config_path=config_path, extra_args=evidence)
-        held = [f"{r.gate} {r.verdict}" for r in run.failing if r.verdict in ("inconclusive", "no data")]
-        if run.passed or len(held) < len(run.failing) or attempt == HOLDS + 1:
-            break
-        # as the runner does: not enough evidence yet is a hold, not a failure
-        console.print(_table(run, f"stage {stage} %: held ({', '.join(held)})"))
-        _wait(console, settle, f"stage {stage} %: holding for one more window of evidence")
-    console.print(_table(run, f"stage {stage} %: {'PASSED' if run.passed else 'FAILED'}"))
-    return run
-
-
 def run_tour(
     box: Sandbox,
     config: CanaryConfig,
@@ -106,10 +88,7 @@ def run_tour(
     # the tour's timeline (weights and faults) goes to events.jsonl, as a rollout's: the report marks them
     record = RunRecord.start(reports, "demo", run_id=time.strftime("demo-%Y%m%d-%H%M%S"), service=config.service,
                              namespace=config.namespace, started=started)  # fmt: skip
-    run_dir = record.path
     started_here = not box.is_up()
-    settle = config.window + 2 * config.sandbox.scrape_interval + 1
-    ok = True
     try:
         if started_here:
             console.rule("[bold]1. the sandbox")
@@ -119,43 +98,10 @@ def run_tour(
             f"service {box.service_url} → HAProxy → {config.workload('stable')} / {config.workload('canary')}; "
             f"Prometheus {box.prometheus_url}; Locust at {config.sandbox.rps:g} req/s"
         )
-        console.rule("[bold]2. a healthy canary through every stage")
-        for stage in config.stages:
-            box.set_weight(stage)
-            record.event(Event.WEIGHT, weight=stage, stage=stage)
-            _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
-            run = _healthy_stage(console, record, suite, stage, config_path, settle)
-            ok &= run.passed
-            if not run.passed:
-                console.print(run.output[-3000:])
-        stage = next((s for s in config.stages if s > 5), config.stages[0])
-        console.rule(f"[bold]3. faults in the canary, at stage {stage} %")
-        box.set_weight(stage)
-        record.event(Event.WEIGHT, weight=stage, stage=stage)
-        for number, scenario in enumerate(SCENARIOS, 1):
-            box.set_faults("canary", scenario.faults)
-            record.event(Event.FAULT, why=scenario.title, stage=stage)
-            _wait(console, settle * scenario.windows + 2, f"fault: {scenario.title}")
-            evidence = [f"--canary-evidence={run_dir / f'evidence-fault-{number}.json'}"]  # each fault: a new canary
-            junit = record.junit(None, name=f"fault-{number}")
-            run = run_suite(suite, stage, junit, config_path=config_path, extra_args=evidence)
-            # Caught: every gate that did not pass, whatever its severity; critical ones fail the run.
-            caught = {r.gate: r.severity for r in run.records if r.verdict not in ("pass", "")}
-            console.print(_table(run, f"fault: {scenario.title}"))
-            missed = scenario.expect - set(caught)
-            if missed or run.passed:
-                ok = False
-                why = f"not caught by {', '.join(sorted(missed))}" if missed else "no critical gate failed"
-                console.print(f"[red]{why}[/]")
-            else:
-                names = ", ".join(f"{g} ({s})" for g, s in sorted(caught.items()))
-                console.print(f"[green]caught by {names}[/] → the runner would roll back")
-            box.set_faults("canary", {})
-            box.wait_ready(60)  # a crashed canary comes back after its back-off
-            if number < len(SCENARIOS):
-                _wait(console, settle, "clearing the fault and letting a clean window pass")
+        ok = _healthy_stages(box, config, config_path, suite, record, console)
+        ok &= _faults(box, config, config_path, suite, record, console)
         console.rule("[bold]done")
-        console.print(f"JUnit files: {run_dir}/")
+        console.print(f"JUnit files: {record.path}/")
         why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"
         decision = {"outcome": "passed" if ok else "failed", "why": why}
         finished = record.finish(config, since=started, ended=time.time(), decision=decision)
@@ -166,4 +112,72 @@ def run_tour(
         if started_here and not keep:
             box.down()
             console.print("sandbox stopped ('canary-checks demo --keep' leaves it running)")
+    return ok
+
+
+def _settle(config: CanaryConfig) -> float:
+    """Seconds for one window of traffic to reach Prometheus' instant queries (two scrapes and a second)."""
+    return config.window + 2 * config.sandbox.scrape_interval + 1
+
+
+def _healthy_stages(
+    box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, record: RunRecord, console: Console
+) -> bool:
+    """Step 2: a healthy canary through every stage, held as the runner holds; True when every stage passed."""
+    settle = _settle(config)
+    ok = True
+    console.rule("[bold]2. a healthy canary through every stage")
+    for stage in config.stages:
+        box.set_weight(stage)
+        record.event(Event.WEIGHT, weight=stage, stage=stage)
+        _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
+        # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout
+        evidence = [f"--canary-evidence={record.path / 'evidence-healthy.json'}"]
+        for attempt in range(1, HOLDS + 2):
+            run = run_suite(suite, stage, record.junit(stage, attempt), config_path=config_path, extra_args=evidence)
+            held = [f"{r.gate} {r.verdict}" for r in run.failing if r.verdict in ("inconclusive", "no data")]
+            if run.passed or len(held) < len(run.failing) or attempt == HOLDS + 1:
+                break
+            # as the runner does: not enough evidence yet is a hold, not a failure
+            console.print(_table(run, f"stage {stage} %: held ({', '.join(held)})"))
+            _wait(console, settle, f"stage {stage} %: holding for one more window of evidence")
+        console.print(_table(run, f"stage {stage} %: {'PASSED' if run.passed else 'FAILED'}"))
+        ok &= run.passed
+        if not run.passed:
+            console.print(run.output[-3000:])
+    return ok
+
+
+def _faults(
+    box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, record: RunRecord, console: Console
+) -> bool:
+    """Step 3: each fault in the canary at an early stage; True when the expected gates caught every one."""
+    settle = _settle(config)
+    ok = True
+    stage = next((s for s in config.stages if s > 5), config.stages[0])
+    console.rule(f"[bold]3. faults in the canary, at stage {stage} %")
+    box.set_weight(stage)
+    record.event(Event.WEIGHT, weight=stage, stage=stage)
+    for number, scenario in enumerate(SCENARIOS, 1):
+        box.set_faults("canary", scenario.faults)
+        record.event(Event.FAULT, why=scenario.title, stage=stage)
+        _wait(console, settle * scenario.windows + 2, f"fault: {scenario.title}")
+        evidence = [f"--canary-evidence={record.path / f'evidence-fault-{number}.json'}"]  # each fault: a new canary
+        junit = record.junit(None, name=f"fault-{number}")
+        run = run_suite(suite, stage, junit, config_path=config_path, extra_args=evidence)
+        # Caught: every gate that did not pass, whatever its severity; critical ones fail the run.
+        caught = {r.gate: r.severity for r in run.records if r.verdict not in ("pass", "")}
+        console.print(_table(run, f"fault: {scenario.title}"))
+        missed = scenario.expect - set(caught)
+        if missed or run.passed:
+            ok = False
+            why = f"not caught by {', '.join(sorted(missed))}" if missed else "no critical gate failed"
+            console.print(f"[red]{why}[/]")
+        else:
+            names = ", ".join(f"{g} ({s})" for g, s in sorted(caught.items()))
+            console.print(f"[green]caught by {names}[/] → the runner would roll back")
+        box.set_faults("canary", {})
+        box.wait_ready(60)  # a crashed canary comes back after its back-off
+        if number < len(SCENARIOS):
+            _wait(console, settle, "clearing the fault and letting a clean window pass")
     return ok

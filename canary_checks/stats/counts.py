@@ -25,15 +25,20 @@ log-likelihood enters *tempered*, multiplied by η_t = 1/φ_t with
 the variance inflation of a share whose logit varies between intervals with variance τ² (a random-effects model:
 Var(X − eπ) ≈ ê·π(1−π)·φ), where ê_t is the interval's expected errors at the rates seen before it (not its
 realised errors: a burst on the stable side raises them while lowering the canary's share, and tempering by them
-would bias the test). τ² is estimated by moments from the intervals *before* t (shrunk towards a prior guess over
-the first intervals), so η_t is predictable. Guarantee: with Poisson (or Bernoulli) errors and a constant ratio — the
-model above — every tempered factor has conditional expectation ≤ 1 (Jensen: E[L^η] ≤ E[L]^η = 1 for η ≤ 1), so the
-test keeps its exact anytime validity whatever τ² estimate is used. Under bursts whose per-interval log-ratio varies
-with variance τ² around a mean at the margin, tempering by 1/φ makes each factor's expectation ≤ 1 to second order
-(the "η-central condition" of Grünwald's safe Bayes: η ≤ Var_model / Var_true), so validity is approximate and is
-measured (bench/decision_quality.py) rather than proved. Assumed: bursts are independent between intervals (a
-burst longer than the polling interval is several correlated intervals), and the request counts carry no
-information about the ratio.
+would bias the test). τ² is estimated by moments from the *predictive* residuals of the intervals before t (each
+interval's share against the one expected from the intervals before it, less the variance of that expectation; a
+residual taken after fitting shrinks by the interval's own pull and made τ² look like 0 after a few quiet
+intervals), shrunk towards a prior guess over the first intervals. The tempering uses an upper-confidence-style
+multiple of it, 1 + z·√(2/(k + k₀)) after k intervals (3× at first, 1.5× after 30), and at low information per
+interval (ê_t·π_t(1 − π_t) below TEMPER_FULL_FROM, where Poisson noise dominates and τ² cannot be learnt in a
+canary's time) a proportionally smaller τ² — all from what was known before t, so η_t is predictable. Guarantee:
+with Poisson (or Bernoulli) errors and a constant ratio — the model above — every tempered factor has conditional
+expectation ≤ 1 (Jensen: E[L^η] ≤ E[L]^η = 1 for η ≤ 1), so the test keeps its exact anytime validity whatever τ²
+estimate is used. Under bursts whose per-interval log-ratio varies with variance τ² around a mean at the margin,
+tempering by 1/φ makes each factor's expectation ≤ 1 to second order (the "η-central condition" of Grünwald's safe
+Bayes: η ≤ Var_model / Var_true), so validity is approximate and is measured (bench/decision_quality.py) rather than
+proved. Assumed: bursts are independent between intervals (a burst longer than the polling interval is several
+correlated intervals), and the request counts carry no information about the ratio.
 
 Representation. The (tempered) log-likelihood is ``θ·A − Σ_t w_t·softplus(θ + c_t)`` with ``c_t = log(nc/ns)``,
 ``w_t = η_t·e_t`` and ``A = Σ η_t·X_t``. The c_t are grouped in bins of width 0.1 and each bin keeps the moments
@@ -82,10 +87,22 @@ TAU2_PRIOR = 0.5
 """Prior guess of the between-interval variance of the log ratio (bursts), before the data say otherwise."""
 TAU2_PRIOR_WEIGHT = 5.0
 """How many intervals (like the one being added) that guess weighs against the moments estimated from the data."""
-TAU2_SAFETY = 2.0
+TAU2_UPPER_Z = 2.0
+"""Pessimism of the τ² tempered by: the estimate × (1 + z·√(2 / (k + TAU2_UPPER_K0))) after k intervals — the shape of
+a one-sided upper confidence bound of a variance estimated from k draws (relative standard error √(2/k)): 3× the
+estimate before any data, 2× after 6 intervals, 1.5× after 30, 1.25× after 120 (the moment estimates are
+skewed: from a few intervals they are usually below τ², now and then far above it)."""
+TAU2_UPPER_K0 = 2.0
+"""Intervals' worth of data the pessimism assumes before the first (it starts finite: 1 + z)."""
+TEMPER_FULL_FROM = 3.0
+"""Information per interval (ê·π(1−π)) from which the tempering is at full strength; below it the τ² tempered by is
+scaled by information / TEMPER_FULL_FROM. There Poisson noise dominates each interval, τ² cannot be learnt within a
+canary's 20 minutes, and a misjudged τ² costs less: a factor's log-expectation grows by about
+½u²·(ê·π(1−π)·η)²·Δτ², at 100 req/s to a 5 % canary (ê·π(1−π) ≈ 0.7) a third of what it does at 1000 req/s. A
+measured trade-off, not a proof (bench/decision_quality.py: independent bursts at 100 req/s against a steady canary's
+time to detect)."""
 WEIGH_AFTER = 3
-"""Intervals (with two or more errors) after which the estimate of τ² weighs intervals by the data's own τ²."""
-"""Tempering uses this multiple of the estimated τ² (estimates from few intervals are often low)."""
+"""Intervals (with errors) after which the estimate of τ² weighs intervals by the data's own τ²."""
 ABSOLUTE_CAP = 1.5
 """The absolute margin never allows more than this ratio to stable (a tiny stable rate does not excuse 10×)."""
 STABLE_ALPHA = 0.001
@@ -497,6 +514,15 @@ class SequentialTest:
         prior = TAU2_PRIOR_WEIGHT / (1 / information + TAU2_PRIOR) ** 2
         return max(0.0, (weighted + prior * TAU2_PRIOR) / (weight + prior))
 
+    def tau2_tempering(self, information: float = math.inf) -> float:
+        """The τ² the next interval is tempered by, given its ``information`` (ê·π(1−π)): the estimate (:meth:`tau2`)
+        made pessimistic as an upper confidence bound from the intervals seen so far (TAU2_UPPER_Z), and scaled down
+        at low information per interval (TEMPER_FULL_FROM), where Poisson noise outweighs the bursts."""
+        k = self.spread[2]
+        upper = 1.0 + TAU2_UPPER_Z * math.sqrt(2.0 / (k + TAU2_UPPER_K0))
+        strength = min(1.0, information / TEMPER_FULL_FROM)
+        return strength * upper * self.tau2(information)
+
     def _tau2_for_weights(self, information: float) -> float:
         """The τ² an interval's weight in the estimate assumes: with the prior over the first WEIGH_AFTER intervals,
         then the data's own (so that at high volume, where one interval pins τ² down, the prior fades at once)."""
@@ -525,18 +551,23 @@ class SequentialTest:
             # tempering from what was known before this interval: its expected errors at the rates so far (not its
             # realised errors, which a stable-side burst would tie to the canary's share)
             expected = self._expected_errors(nc, ns)
-            v = float(special.expit(self.theta_ref + c))
-            v *= 1 - v
-            eta = 1.0 / (1.0 + expected * v * TAU2_SAFETY * self.tau2(expected * v))
+            pi = float(special.expit(self.theta_ref + c))
+            v = pi * (1 - pi)
+            eta = 1.0 / (1.0 + expected * v * self.tau2_tempering(expected * v))
+            # the moment estimate of τ² from this interval's *predictive* residual: against the share expected from
+            # the intervals before it (fitted after it, the residual shrinks by the interval's own pull — most of it
+            # in the first intervals at high volume, where that made τ² look like 0 and the test fail on bursts), its
+            # variance e·π(1−π)·(1 + e·π(1−π)·(τ² + σ²)) with σ² the variance of the reference log ratio
+            sigma2 = 1.0 / (self.lik.information(self.theta_ref) + 0.25) if not self.lik.empty else 4.0
             self.lik.add(xc, e, c, eta)
             self.tempered_errors += eta * e
             self.theta_ref = self.lik.mode(self.theta_ref, steps=2)
-            pi = float(special.expit(self.theta_ref + c))
-            v = pi * (1 - pi)
-            estimate = ((xc - e * pi) ** 2 - expected * v) / (expected * v) ** 2
-            w = 1 / (1 / (expected * v) + self._tau2_for_weights(expected * v)) ** 2
-            weighted, weight, k = self.spread
-            self.spread = (weighted + w * estimate, weight + w, k + 1)
+            iv = e * pi * (1 - pi)
+            if iv > 0:
+                estimate = ((xc - e * pi) ** 2 - iv) / iv**2 - sigma2
+                w = 1 / (1 / iv + self._tau2_for_weights(iv) + sigma2) ** 2
+                weighted, weight, k = self.spread
+                self.spread = (weighted + w * estimate, weight + w, k + 1)
         self.canary_requests += nc
         self.canary_errors += xc
         self.stable_requests += ns
@@ -596,7 +627,7 @@ class SequentialTest:
         expected = self._expected_errors(nc, ns)
         v = float(special.expit(self.theta_ref + math.log(nc) - math.log(ns)))
         v *= 1 - v
-        return 1.0 + expected * v * TAU2_SAFETY * self.tau2(expected * v)
+        return 1.0 + expected * v * self.tau2_tempering(expected * v)
 
     def evidence(self, alpha: float = 0.05, *, worse_ratio: float = 2.0, worse_delta: float = 0.01) -> ErrorEvidence:
         """The decision now. Fail: e ≥ 1/alpha. Pass: not failing, and a canary worse by ``worse_ratio`` × the margin

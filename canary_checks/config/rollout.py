@@ -1,0 +1,109 @@
+"""What `canary-checks run` does: stages' policies when the checks cannot decide, release windows and what
+happens outside them.
+
+Seam: the models only; the runner is :mod:`canary_checks.runner`, the window arithmetic :mod:`canary_checks.windows`
+(imported lazily when a window is validated)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from enum import StrEnum
+from typing import Any
+
+from pydantic import field_validator, model_validator
+
+from canary_checks.config.units import Duration, _Model
+
+
+class UndecidedPolicy(StrEnum):
+    HOLD = "hold"
+    """Keep the canary at its weight and stop (exit 3): a person decides — 'canary-checks run' again to look again,
+    with --proceed to go on, or --rollback. For services where a wrong release costs more than a slow one."""
+    ROLLBACK = "rollback"
+    """Roll back as for a failing gate: a release must prove it is no worse than stable. For strict services with
+    enough traffic that an undecided comparison is itself a warning sign."""
+    PROCEED = "proceed"
+    """Go on to the next stage (recorded and announced): the fixed gates passed, and the comparisons keep
+    accumulating evidence at the next, larger share. For low-traffic services whose early stages cannot decide."""
+
+
+class OutsideWindow(StrEnum):
+    WAIT = "wait"
+    """The runner stays at its stage until a window opens, polling the critical gates (a failure still rolls back),
+    then goes on. For a runner that lives as long as the rollout (a Kubernetes Job, a workstation)."""
+    HOLD = "hold"
+    """The runner stops (exit 3) with the canary at its weight and the rollout recorded as awaiting-window;
+    'canary-checks run' again inside a window goes on. For CI jobs, which cannot wait over a weekend."""
+
+
+class ReleaseWindows(_Model):
+    """When a rollout may move forward: deploy a canary, raise its weight, promote it. A rollback is never held."""
+
+    timezone: str = "UTC"
+    """IANA time zone the windows and blackout dates are written in (Europe/Berlin, America/New_York)."""
+    allowed: tuple[str, ...] | None = None
+    """Cron expressions (minute hour day-of-month month day-of-week); a minute that matches any of them is inside a
+    window: '* 9-16 * * mon-thu' is Monday to Thursday 09:00-16:59. Unset: every minute not blacked out."""
+    blackout: tuple[str, ...] = ()
+    """Dates (2026-12-24) or inclusive ranges of dates (2026-12-20..2027-01-03) when nothing moves forward, even
+    inside an allowed window."""
+    outside: OutsideWindow = OutsideWindow.WAIT
+    """What the runner does when the next step falls outside the windows: wait or hold."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_empty_allowed(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and value.get("allowed") is not None and not value["allowed"]:
+            raise ValueError(
+                "allowed is empty, which would read as 'every minute': leave it out to allow every minute, list "
+                "cron windows ('* 9-16 * * mon-thu'), or list dates under blackout to stop rollouts for a while"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from canary_checks.windows import zone
+
+        zone(value)
+        return value
+
+    @field_validator("allowed")
+    @classmethod
+    def _allowed(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from canary_checks.windows import check_cron
+
+        for expression in value or ():
+            check_cron(expression)
+        return value
+
+    @field_validator("blackout", mode="before")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        """YAML reads an unquoted 2026-12-24 as a date: take it as written; one date alone is a list of one."""
+        items = value if isinstance(value, list | tuple) else [value]
+        return [v.isoformat() if isinstance(v, date) else v for v in items]
+
+    @field_validator("blackout")
+    @classmethod
+    def _blackout(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from canary_checks.windows import blackout_range
+
+        for text in value:
+            blackout_range(text)
+        return value
+
+
+class RolloutSettings(_Model):
+    """What the runner (canary-checks run) does when a stage cannot decide, and when it may move forward."""
+
+    on_undecided: UndecidedPolicy = UndecidedPolicy.HOLD
+    """When every fixed gate passed but a canary-vs-stable comparison still has too few requests to decide at the
+    end of the stage's extension: hold, rollback or proceed. Missing data (no traffic, Prometheus unreadable) always
+    rolls back."""
+    max_extension: Duration | None = None
+    """How long a stage whose checks cannot decide yet may run past its step duration, looking again every poll
+    interval; unset: as long again as the step."""
+    release_windows: ReleaseWindows | None = None
+    """When the rollout may move forward (a time zone, allowed cron windows, blackout dates); unset: at any time."""

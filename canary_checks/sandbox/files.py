@@ -1,0 +1,269 @@
+"""What the sandbox writes into its state directory before it starts anything: the node agent's pods, the faults,
+Prometheus' scrape configuration and the cluster's rules made quick, Alertmanager's route, HAProxy's configuration,
+and each component's command line.
+
+Seam: pure rendering from a :class:`~canary_checks.config.CanaryConfig` to files and argument lists; starting and
+stopping the processes is :mod:`canary_checks.sandbox.processes`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from canary_checks.config import CanaryConfig, Mesh, parse_duration
+from canary_checks.manifests import render_alerts
+
+PER_USER_RPS = 1.0
+"""Each Locust user sends one request a second: many users, each mostly idle, is close to open-loop traffic, so a
+slow canary does not get fewer requests than its share."""
+
+_K8S_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def pod_name(workload: str, version: str, salt: str = "") -> str:
+    """A Deployment pod name: ``<workload>-<replicaset hash>-<suffix>``, stable for the same inputs."""
+    digest = hashlib.sha256(f"{workload}/{version}/{salt}".encode()).digest()
+    chars = [_K8S_ALPHABET[b % len(_K8S_ALPHABET)] for b in digest]
+    return f"{workload}-{''.join(chars[:10])}-{''.join(chars[10:15])}"
+
+
+def sandbox_rules(groups: list[dict[str, Any]], interval: str) -> list[dict[str, Any]]:
+    """The cluster's recording and alerting rules, made quick for the sandbox: evaluated every ``interval``, their
+    look-back windows a tenth as long (at least 30 s: [5m] becomes [30s]) and their ``for`` a tenth (at least 5 s), so a
+    fault fires its alert within a minute and the alert resolves within a minute of the rollback. Names stay (the
+    gates read canary:request_rate:5m)."""
+
+    def window(match: re.Match[str]) -> str:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+        return f"[{max(30, seconds // 10)}s]"
+
+    def tenth(duration: str) -> str:
+        seconds = parse_duration(duration)
+        return f"{max(5, round(seconds / 10))}s"
+
+    out = []
+    for group in groups:
+        rules = []
+        for rule in group["rules"]:
+            rule = {**rule, "expr": re.sub(r"\[(\d+)([smh])\]", window, rule["expr"])}
+            if "for" in rule:
+                rule["for"] = tenth(rule["for"])
+            rules.append(rule)
+        out.append({**group, "interval": interval, "rules": rules})
+    return out
+
+
+def pods(config: CanaryConfig) -> list[dict[str, Any]]:
+    """The two demo pods the node agent runs: one stable, one canary."""
+    s = config.sandbox
+    return [
+        {
+            "name": pod_name(config.workload("stable"), "v1", config.namespace),
+            "workload": config.workload("stable"),
+            "port": s.stable_port,
+            "version": "v1",
+        },
+        {
+            "name": pod_name(config.workload("canary"), "v2", config.namespace),
+            "workload": config.workload("canary"),
+            "port": s.canary_port,
+            "version": "v2",
+        },
+    ]
+
+
+def write_files(config: CanaryConfig, d: Path, weight: int, faults: Mapping[str, Mapping[str, float]]) -> None:
+    """Every file the components read, in the state directory ``d``; the canary gets ``weight`` percent."""
+    d.mkdir(parents=True, exist_ok=True)
+    _write_node(config, d)
+    (d / "faults.json").write_text(json.dumps(dict(faults), indent=2))
+    interval = f"{max(1, round(config.sandbox.scrape_interval))}s"
+    _write_alerting(config, d, interval)
+    _write_prometheus(config, d, interval)
+    _write_haproxy(config, d, weight)
+
+
+def _write_node(config: CanaryConfig, d: Path) -> None:
+    """The node agent's pods and their limits."""
+    s = config.sandbox
+    (d / "node.json").write_text(
+        json.dumps(
+            {
+                "namespace": config.namespace,
+                "cpu_limit": s.cpu_limit,
+                "memory_limit_bytes": s.memory_limit_mb * 2**20,
+                "pods": pods(config),
+            },
+            indent=2,
+        )
+    )
+
+
+def _write_alerting(config: CanaryConfig, d: Path, interval: str) -> None:
+    """The cluster's rules, made quick, and Alertmanager's route to the node agent."""
+    s = config.sandbox
+    # The same recording and alerting rules a cluster gets (manifests/monitoring), for the sandbox's mesh.
+    mesh = config.mesh if config.mesh is not Mesh.CUSTOM else Mesh.ISTIO
+    rules = sandbox_rules(render_alerts(mesh, config.gates, config.failure_codes)["spec"]["groups"], interval)
+    (d / "rules.yml").write_text(yaml.safe_dump({"groups": rules}, sort_keys=False))
+    # Alertmanager routes every alert to the node agent's receiver (what Slack or PagerDuty would get).
+    alertmanager = {
+        "route": {"receiver": "sandbox", "group_by": ["alertname", "service"], "group_wait": "1s",
+                  "group_interval": "5s", "repeat_interval": "1h"},
+        "receivers": [{"name": "sandbox", "webhook_configs": [
+            {"url": f"http://127.0.0.1:{s.node_port}/alerts", "send_resolved": True}]}],
+    }  # fmt: skip
+    (d / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager, sort_keys=False))
+
+
+def _write_prometheus(config: CanaryConfig, d: Path, interval: str) -> None:
+    """Prometheus' scrape jobs: the node agent, the pods' mesh metrics and HAProxy."""
+    s = config.sandbox
+    pod_targets = [
+        {
+            "targets": [f"127.0.0.1:{p['port']}"],
+            "labels": {"namespace": config.namespace, "pod": p["name"], "workload": p["workload"]},
+        }
+        for p in pods(config)
+    ]
+    prometheus = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "rule_files": [str(d / "rules.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{s.alertmanager_port}"]}]}]},
+        "scrape_configs": [
+            {
+                # What kube-state-metrics and the kubelet's cAdvisor endpoint would export.
+                "job_name": "kubernetes-node",
+                "honor_labels": True,
+                "static_configs": [{"targets": [f"127.0.0.1:{s.node_port}"]}],
+            },
+            {
+                # The mesh proxies' metrics, scraped per pod as Istio's and Linkerd's Prometheus jobs do.
+                "job_name": "mesh-pods",
+                "honor_labels": True,
+                "static_configs": pod_targets,
+            },
+            {
+                "job_name": "haproxy",
+                "static_configs": [{"targets": [f"127.0.0.1:{s.router_admin_port}"]}],
+            },
+        ],
+    }
+    (d / "prometheus.yml").write_text(yaml.safe_dump(prometheus, sort_keys=False))
+
+
+def _write_haproxy(config: CanaryConfig, d: Path, weight: int) -> None:
+    """HAProxy: the weighted split, the header routes and the exporter."""
+    s = config.sandbox
+    (d / "haproxy.cfg").write_text(
+        f"""# Written by canary-checks sandbox; weights change at run time through the admin socket.
+global
+    maxconn 4000
+    nbthread 1
+    stats socket {d / "haproxy.sock"} mode 600 level admin
+    stats timeout 10s
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    option http-keep-alive
+
+frontend service
+    bind 127.0.0.1:{s.router_port}
+    acl canary_header req.hdr(x-canary) -i true
+    acl stable_header req.hdr(x-canary) -i false
+    use_backend canary_only if canary_header
+    use_backend stable_only if stable_header
+    default_backend svc
+
+backend svc
+    balance roundrobin
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server stable 127.0.0.1:{s.stable_port} weight {100 - weight} check
+    server canary 127.0.0.1:{s.canary_port} weight {weight} check
+
+backend canary_only
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server canary 127.0.0.1:{s.canary_port} check
+
+backend stable_only
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server stable 127.0.0.1:{s.stable_port} check
+
+frontend admin
+    bind 127.0.0.1:{s.router_admin_port}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    stats enable
+    stats uri /stats
+"""
+    )
+
+
+def commands(config: CanaryConfig, d: Path, locustfile: Path, service_url: str) -> dict[str, list[str]]:
+    """Each component's command line (a list, never a shell string)."""
+    s = config.sandbox
+    users = max(1, math.ceil(s.rps / PER_USER_RPS))
+    return {
+        "node": [
+            sys.executable,
+            "-m",
+            "canary_checks.sandbox.node",
+            "--state-dir",
+            str(d),
+            "--port",
+            str(s.node_port),
+        ],
+        "haproxy": ["haproxy", "-db", "-f", str(d / "haproxy.cfg")],
+        "alertmanager": [
+            "prometheus-alertmanager",
+            f"--config.file={d / 'alertmanager.yml'}",
+            f"--web.listen-address=127.0.0.1:{s.alertmanager_port}",
+            f"--storage.path={d / 'alertmanager-data'}",
+            "--cluster.listen-address=",  # one instance, no gossip port
+        ],
+        "prometheus": [
+            "prometheus",
+            f"--config.file={d / 'prometheus.yml'}",
+            f"--web.listen-address=127.0.0.1:{s.prometheus_port}",
+            f"--storage.tsdb.path={d / 'prometheus-data'}",
+            "--storage.tsdb.retention.time=1d",
+            "--web.enable-lifecycle",
+        ],
+        "locust": [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile),
+            "--headless",
+            "--users",
+            str(users),
+            "--spawn-rate",
+            str(users),
+            "--host",
+            service_url,
+            "--csv",
+            str(d / "locust"),
+            "--loglevel",
+            "WARNING",
+            "ServiceUser",
+        ],
+    }
+
+
+# ---- life cycle ----

@@ -1,0 +1,97 @@
+"""The sandbox as the runner's platform: its pods are processes, the rollout's record a file in its state directory,
+its images a file beside it.
+
+Seam: the :class:`~canary_checks.runner` platform interface over a running :class:`~canary_checks.sandbox.Sandbox`;
+the Kubernetes one is :mod:`canary_checks.kube`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from canary_checks.record import RecordConflict, version_of
+
+log = logging.getLogger(__name__)
+
+
+class SandboxPlatform:
+    """The local sandbox: its pods are processes; the record is a file in its state directory.
+
+    There is no image to pull: "deploying" records the image and waits for the canary pod to be ready."""
+
+    def __init__(self, box: Any, service: str) -> None:
+        self.box = box
+        self.file = Path(box.state_dir) / f"rollout-{service}.json"
+        self.images = Path(box.state_dir) / f"images-{service}.json"
+
+    def describe(self) -> str:
+        return f"the sandbox in {self.box.state_dir}"
+
+    def validate(self) -> list[str]:
+        if not self.box.is_up():
+            return [f"the sandbox in {self.box.state_dir} is not running (canary-checks sandbox up)"]
+        state = self.box._load_state()
+        serves = (state.get("service"), state.get("namespace"))
+        wanted = (self.box.config.service, self.box.config.namespace)
+        if serves[0] is not None and serves != wanted:
+            return [
+                f"the sandbox in {self.box.state_dir} serves {serves[0]} in {serves[1]}, not {wanted[0]} in "
+                f"{wanted[1]}: roll out {serves[0]} there, or 'canary-checks sandbox down' and 'sandbox up' with "
+                f"a canary.yaml for {wanted[0]}"
+            ]
+        return []
+
+    def read_record(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.file.read_text())
+        except FileNotFoundError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_record(self, state: dict[str, Any], expected: int) -> int:
+        """Compare-and-swap on the record's version, under an exclusive lock on a file beside it (the contract of
+        the Kubernetes annotation's resourceVersion, for processes on this machine)."""
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        with self.file.with_name(self.file.name + ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.read_record()
+            if version_of(current) != expected:
+                raise RecordConflict(
+                    f"the rollout record changed (version {version_of(current)}, expected {expected})",
+                    current, where=str(self.file),
+                )  # fmt: skip
+            state["version"] = expected + 1
+            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+            tmp.replace(self.file)
+        return expected + 1
+
+    def _images(self) -> dict[str, str]:
+        return (
+            json.loads(self.images.read_text()) if self.images.exists() else {"stable": "demo:v1", "canary": "demo:v2"}
+        )
+
+    def _set_image(self, side: str, image: str) -> None:
+        self.images.write_text(json.dumps({**self._images(), side: image}))
+
+    def stable_image(self) -> str:
+        return self._images()["stable"]
+
+    def deploy_canary(self, image: str) -> None:
+        self._set_image("canary", image)
+
+    def wait_canary_ready(self, timeout: float, progress: Callable[[str], None]) -> None:
+        progress("waiting for the canary pod to be ready and UP in HAProxy")
+        self.box.wait_ready(timeout)
+
+    def scale_canary(self, replicas: int) -> None:
+        log.info("sandbox: the canary pod stays running (the sandbox does not scale); its weight is what matters")
+
+    def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
+        self._set_image("stable", image)
