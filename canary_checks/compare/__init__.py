@@ -16,6 +16,7 @@ properties, the summary table and the runner treat it the same), named ``compare
 The evidence (:class:`Evidence`) lives in a JSON file — the run's state — so checking at every poll and every stage
 keeps accumulating the same test instead of starting a new one. The stage's comparisons share the false-alarm rate
 through Holm (or Benjamini–Hochberg), stated in each result.
+
 The package, along its seams: :mod:`~canary_checks.compare.registry` the comparisons and their names;
 :mod:`~canary_checks.compare.evidence` the evidence file, its lock and its loading; :mod:`~canary_checks.compare.reads`
 the reads from Prometheus; :mod:`~canary_checks.compare.results` the sequential comparisons' results;
