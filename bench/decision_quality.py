@@ -16,7 +16,7 @@ Methods, all on the same streams:
                 increase) on per-minute error rate and p95, canary against stable, once at the 20-minute horizon.
 (c) kayenta-every-minute — the same test repeated at every new minute (the repeated-looks mistake).
 (d) fisher    — one-sided Fisher exact test on the cumulative error counts at every check (errors only).
-(e) ours      — what the runner does: canary_checks.stats.SequentialTest fed interval by interval as compare.py does,
+(e) ours      — what the runner does: canary_checks.stats.SequentialTest fed interval by interval as compare/ does,
                 with the shipped defaults (statistics.errors margin and margin_delta) at the runner's poll α (the
                 errors comparison is the only critical one, so α = 1 − confidence = 0.05), checked every 10 s.
 (f) ours-latency — the latency comparisons (warnings by default: reported, not rolled back on): the same test on the

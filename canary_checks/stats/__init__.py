@@ -2,7 +2,8 @@
 
 * :mod:`~canary_checks.stats.counts` — errors against requests: Fisher / exact rate-ratio test for one window, and an
   anytime-valid mixture test with a confidence sequence for the error-rate ratio, valid at every look, tempered for
-  bursts, exact at any count;
+  bursts, exact at any count (the model; its parts are :mod:`~canary_checks.stats.fixed`, ``margin``, ``likelihood``,
+  ``tempering``, ``sequential`` and ``power``);
 * :mod:`~canary_checks.stats.histogram` — latency from histogram buckets: Mann–Whitney on bucket ranks,
   time-uniform CDF bands and the quantile bounds they give;
 * :mod:`~canary_checks.stats.kayenta` — a Kayenta-compatible judge (Mann–Whitney + Hodges–Lehmann, scoring);
