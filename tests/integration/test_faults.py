@@ -76,7 +76,7 @@ def test_an_operators_rollback_mid_stage_wins_over_the_live_runner(live: Live, t
     runner = rollout(live, tmp_path / "runner", "demo:v8", "--auto-promote", "--step-duration", "60s")
     wait_for_weight(tmp_path / "runner", 5)
     undo = subprocess.run([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "run",
-                           "auth", "demo:v8", "--mesh", "sandbox", "--rollback", "--reports", str(tmp_path / "undo")],
+                           "auth", "demo:v8", "--router", "sandbox", "--rollback", "--reports", str(tmp_path / "undo")],
                           cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert undo.returncode == 0, undo.stdout + undo.stderr
     assert live.box.router.get_weight() == 0
@@ -168,7 +168,7 @@ def test_a_rollout_outside_its_window_holds_in_the_sandbox(live: Live, tmp_path:
     assert live.box.router.get_weight() == 5 and record(live)["status"] == "awaiting-window"
     # a rollback is never held by a window
     undo = subprocess.run([sys.executable, "-m", "canary_checks", "--canary-config", str(windowed), "run", "auth",
-                           "demo:w1", "--mesh", "sandbox", "--rollback", "--reports", str(tmp_path / "undo")],
+                           "demo:w1", "--router", "sandbox", "--rollback", "--reports", str(tmp_path / "undo")],
                           cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert undo.returncode == 0, undo.stdout + undo.stderr
     assert live.box.router.get_weight() == 0 and record(live)["status"] == "rolled-back"
@@ -180,7 +180,7 @@ def test_a_rollout_of_a_service_the_sandbox_does_not_serve_is_refused_before_any
     ready(live)
     live.box.set_weight(25)
     done = subprocess.run([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "run",
-                           "payments", "demo:v1", "--mesh", "sandbox", "--reports", str(tmp_path)],
+                           "payments", "demo:v1", "--router", "sandbox", "--reports", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     assert "serves auth in orion, not payments in orion" in done.stderr

@@ -23,6 +23,8 @@ import pytest
 from tests.conftest import free_port
 from tests.integration.conftest import REPO, WINDOW, Live
 
+pytestmark = pytest.mark.xdist_group("webhooks")  # one webhook server for the module, on one worker
+
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
 

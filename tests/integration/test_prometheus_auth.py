@@ -33,10 +33,13 @@ from canary_checks.prometheus import MetricsSource
 from canary_checks.suite import SuiteRun, packaged, run_suite
 from tests.conftest import LocalServer, free_port, serving, write_config
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("prometheus") and shutil.which("haproxy") and shutil.which("openssl")),
-    reason="needs the Debian packages prometheus, haproxy and openssl (./dev install)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (shutil.which("prometheus") and shutil.which("haproxy") and shutil.which("openssl")),
+        reason="needs the Debian packages prometheus, haproxy and openssl (./dev install)",
+    ),
+    pytest.mark.xdist_group("prometheus-auth"),  # one Prometheus and proxy for the module, on one worker
+]
 
 PASSWORD = "hunter2-Zq8#x"
 TENANT = "team-a"

@@ -362,8 +362,9 @@ def test_a_stage_load_shape_runs_and_ends_by_itself(live: Live) -> None:
 def rollout(live: Live, reports: Path, image: str, *args: str, config: Path | None = None) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "canary_checks", "--canary-config", str(config or live.config_path), "run",
                "auth", image,
-               "--mesh", "sandbox", "--step-duration", f"{WINDOW + 3}s", "--poll-interval", "2s",
-               "--reports", str(reports), *args]  # fmt: skip
+               "--router", "sandbox", "--step-duration", f"{WINDOW + 3}s", "--poll-interval", "2s",
+               # a busy machine runs a suite in 10-15 s: room for a few looks before a stage is undecided
+               "--max-extension", "90s", "--reports", str(reports), *args]  # fmt: skip
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -413,7 +413,7 @@ def test_the_readmes_four_services_are_each_what_it_says(tmp_path: Path) -> None
 
 
 def test_run_takes_the_services_own_stages_and_no_step_outside_them(multi: Path) -> None:
-    args = ("run", "notifications", "registry.example/notifications:3", "--mesh", "sandbox", "--dry-run",
+    args = ("run", "notifications", "registry.example/notifications:3", "--router", "sandbox", "--dry-run",
             "--skip-validation")  # fmt: skip
     planned = canary_checks(*args, cwd=multi.parent)
     assert planned.returncode == 0, planned.stderr
