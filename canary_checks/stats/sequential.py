@@ -105,7 +105,7 @@ class SequentialTest:
     lik: Likelihood = field(default_factory=Likelihood)
     spread: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Moments for the bursts' variance τ²: Σ w·τ̂²_t, Σ w (weights and per-interval estimates, see :meth:`tau2`),
-    and how many intervals had two or more errors."""
+    and how many intervals had an error (either side)."""
     theta_ref: float = 0.0
     """Current estimate of the log ratio (posterior mode), used for the next interval's tempering."""
     tempered_errors: float = 0.0

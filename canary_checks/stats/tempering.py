@@ -43,7 +43,7 @@ time to detect)."""
 WEIGH_AFTER = 3
 """Intervals (with errors) after which the estimate of τ² weighs intervals by the data's own τ²."""
 Spread = tuple[float, float, float]
-"""Σ w·τ̂²_t, Σ w and how many intervals had two or more errors: what τ² is estimated from."""
+"""Σ w·τ̂²_t, Σ w and how many intervals had an error (either side): what τ² is estimated from."""
 
 
 def tau2(spread: Spread, information: float = math.inf) -> float:
