@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,34 @@ class Live:
     config: CanaryConfig
     config_path: Path
     runs: Path
+    changed: float = field(default_factory=time.monotonic)
+    """When a test last changed the sandbox (a fault or the weight) through this object."""
+    settled: float = 0.0
+    """When the last `settle` ended."""
+
+    def set_faults(self, side: str, faults: Mapping[str, float]) -> None:
+        self.box.set_faults(side, faults)
+        self.changed = time.monotonic()
+
+    def set_weight(self, percent: int) -> int:
+        weight = self.box.set_weight(percent)
+        self.changed = time.monotonic()
+        return weight
+
+    def _wait_window_after(self, since: float) -> None:
+        remaining = since + WINDOW + 3 * self.config.sandbox.scrape_interval - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+
+    def settle_after_change(self) -> None:
+        """A full window of traffic since the last change (nothing to wait for when it has passed)."""
+        self._wait_window_after(self.changed)
 
     def settle(self) -> None:
-        """Let one full analysis window of traffic pass under the current state."""
-        time.sleep(WINDOW + 3 * self.config.sandbox.scrape_interval)
+        """Let one full analysis window of traffic pass under the current state: since the last change and since the
+        last settle (each call is a window of fresh data). Time the test spent in between counts."""
+        self._wait_window_after(max(self.changed, self.settled))
+        self.settled = time.monotonic()
 
     def calm(self, timeout: float = 120.0) -> None:
         """Wait until no critical canary alert fires (an earlier test's fault keeps them up for a while)."""
@@ -92,3 +116,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield Live(box, config, path, root / "runs")
     finally:
         box.down()
+
+
+@pytest.fixture(autouse=True)
+def settled(request: pytest.FixtureRequest) -> None:
+    """A test on the shared sandbox starts with a full window of its current state (waited only for what is left of
+    it since the last change); a module whose tests set the state they need says ``SETS_ITS_OWN_STATE = True``."""
+    if "live" in request.fixturenames and not getattr(request.module, "SETS_ITS_OWN_STATE", False):
+        request.getfixturevalue("live").settle_after_change()

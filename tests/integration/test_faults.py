@@ -20,16 +20,18 @@ import yaml
 from tests.integration.conftest import REPO, Live
 from tests.integration.test_sandbox_gates import rollout
 
+SETS_ITS_OWN_STATE = True  # each test starts from ready(): no window of the state before it is needed
+
 
 @pytest.fixture(autouse=True)
 def restored(live: Live) -> Iterator[None]:
-    """Each fault leaves the shared sandbox as the other tests expect it: no fault, canary at 25 %, a window of it."""
+    """Each fault leaves the shared sandbox as the other tests expect it: no fault, canary at 25 % (the next test on
+    the sandbox waits for a window of that before it starts)."""
     yield
     live.box.start_component("prometheus")
-    live.box.set_faults("canary", {})
-    live.box.set_weight(25)
+    live.set_faults("canary", {})
+    live.set_weight(25)
     live.box.wait_ready(60)
-    live.settle()
 
 
 def events(reports: Path) -> list[dict[str, Any]]:
@@ -52,8 +54,8 @@ def record(live: Live) -> dict[str, Any]:
 
 
 def ready(live: Live) -> None:
-    live.box.set_faults("canary", {})
-    live.box.set_weight(0)
+    live.set_faults("canary", {})
+    live.set_weight(0)
     live.box.wait_ready(60)
 
 
@@ -178,7 +180,7 @@ def test_a_rollout_of_a_service_the_sandbox_does_not_serve_is_refused_before_any
     live: Live, tmp_path: Path
 ) -> None:
     ready(live)
-    live.box.set_weight(25)
+    live.set_weight(25)
     done = subprocess.run([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "run",
                            "payments", "demo:v1", "--router", "sandbox", "--reports", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip

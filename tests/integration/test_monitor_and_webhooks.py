@@ -29,14 +29,15 @@ SGR = re.compile(r"\x1b\[([0-9;]*)m")
 
 
 class Pane:
-    """A tmux session of its own (private server socket) running one command in a 150x50 terminal."""
+    """A tmux session of its own (private server socket) running one command in a 150x100 terminal
+    (tall enough for the whole dashboard: a check whose message wraps must not push the recommendation off)."""
 
     def __init__(self, command: list[str], tmp: Path) -> None:
         if shutil.which("tmux") is None:
             pytest.fail("tmux is needed (./dev test installs it)", pytrace=False)
         self.socket = f"canary-checks-test-{os.getpid()}"
         shell = " ".join(f"'{c}'" for c in command) + f" 2> {tmp / 'stderr.txt'}; sleep 60"
-        subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-s", "t", "-x", "150", "-y", "50",
+        subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-s", "t", "-x", "150", "-y", "100",
                         f"cd {REPO} && {shell}"], check=True, env={**os.environ, "TERM": "xterm-256color"})  # fmt: skip
 
     def capture(self) -> str:
@@ -83,13 +84,13 @@ def cells(line: str) -> list[str]:
 def test_the_dashboard_in_a_terminal_turns_red_and_says_roll_back_for_a_failing_canary(
     live: Live, tmp_path: Path
 ) -> None:
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     live.calm()
     csv = tmp_path / "samples.csv"
     pane = Pane([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "monitor",
                  "--interval", "2", "--no-compare", "--export-metrics", str(csv)], tmp_path)  # fmt: skip
     try:
-        screen = pane.wait_for(r"RECOMMENDATION: PROMOTE", 60)
+        screen = pane.wait_for(r"RECOMMENDATION: PROMOTE", 120)
         error = row(screen, "error rate")
         stable, canary = cells(error)[1:3]
         assert re.fullmatch(r"\d+\.\d+ % OK", stable) and re.fullmatch(r"\d+\.\d+ % OK", canary), cells(error)
@@ -98,7 +99,7 @@ def test_the_dashboard_in_a_terminal_turns_red_and_says_roll_back_for_a_failing_
         assert split[0] == "traffic split" and split[3] == "stage 25 % ± 10"
         assert 15 <= float(split[2].split()[0]) <= 35  # the canary's share at weight 25
         assert "stage 25 % (nearest to the split)" in SGR.sub("", screen)
-        live.box.set_faults("canary", {"errors": 50})
+        live.set_faults("canary", {"errors": 50})
         pane.wait_for(r"RECOMMENDATION: ROLL BACK — error_rate: canary error rate", 90)
         time.sleep(WINDOW + 4)  # a whole window of the fault: the dashboard shows the injected rate
         screen = pane.wait_for(r"RECOMMENDATION: ROLL BACK", 10)
@@ -109,7 +110,7 @@ def test_the_dashboard_in_a_terminal_turns_red_and_says_roll_back_for_a_failing_
         assert "31" in colour_of(error, "CRITICAL")  # red
         assert "31" in colour_of(row(screen, "RECOMMENDATION"), "ROLL BACK")
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})
         pane.close()
     # every sample the dashboard showed is in the CSV, both sides, the fault visible in the canary's rows
     frame = pd.read_csv(csv)
@@ -193,7 +194,7 @@ def test_webhooks_refuse_a_call_without_the_token(webhooks: tuple[str, Path]) ->
 
 def test_a_healthy_canary_passes_pre_rollout_and_traffic_increase(live: Live, webhooks: tuple[str, Path]) -> None:
     url, reports = webhooks
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     live.calm()
     status, body = call(url, "pre-rollout", FLAGGER)
     assert (status, body["outcome"], body["failing"]) == (200, "passed", []), body
@@ -212,14 +213,14 @@ def test_a_healthy_canary_passes_pre_rollout_and_traffic_increase(live: Live, we
 
 def test_a_failing_canary_is_refused_with_its_failing_gates(live: Live, webhooks: tuple[str, Path]) -> None:
     url, _ = webhooks
-    live.box.set_faults("canary", {"errors": 50})
+    live.set_faults("canary", {"errors": 50})
     try:
         live.settle()
         status, body = call(url, "confirm-promotion", {**FLAGGER, "metadata": {"stage": "25"}})
-        live.box.set_faults("canary", {"errors": 100})  # every API answer fails: the smoke requests cannot pass
+        live.set_faults("canary", {"errors": 100})  # every API answer fails: the smoke requests cannot pass
         smoke_status, smoke = call(url, "pre-rollout", FLAGGER)
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})
     assert status == 412 and body["outcome"] == "failed", body
     failing = {f["gate"]: f for f in body["failing"]}
     assert failing["error_rate"]["verdict"] == "fail" and float(failing["error_rate"]["value"]) > 30
@@ -264,18 +265,18 @@ def test_the_argo_job_command_passes_a_healthy_canary_and_fails_a_faulty_one(liv
         return subprocess.run(argo_command(25, tmp_path), cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
 
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     live.calm()
     healthy = job()
     # the Job succeeds: the analysis passes (a first look with too few requests holds and looks again)
     assert healthy.returncode == 0, healthy.stdout[-3000:] + healthy.stderr[-3000:]
     assert "stage 25 %: every gate passed" in healthy.stdout
-    live.box.set_faults("canary", {"errors": 50})
+    live.set_faults("canary", {"errors": 50})
     try:
         live.settle()
         faulty = job()
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})
     assert faulty.returncode == 1, faulty.stdout[-3000:]  # the Job fails: Argo aborts the Rollout
     assert "failing gates at stage 25 %: " in " ".join(faulty.stdout.split())
     assert "error_rate (canary error rate" in " ".join(faulty.stdout.split())

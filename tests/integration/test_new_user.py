@@ -83,8 +83,8 @@ def test_init_then_smoke_then_gates_from_a_service_repository(live: Live, servic
     # the job's env: the service and the stage; the hold looks again every 2 s here instead of 15
     ci_env = {**env, "SERVICE": "auth", "STAGE": "25", "PYTEST_ADDOPTS": "--hold-interval 2s"}
 
-    live.box.set_faults("canary", {})
-    live.box.set_weight(25)  # the stage the CI job checks; earlier tests may have left it elsewhere
+    live.set_faults("canary", {})
+    live.set_weight(25)  # the stage the CI job checks; earlier tests may have left it elsewhere
     live.box.wait_ready(60)
     live.settle()
     smoke = run(["bash", "-eo", "pipefail", "-c", steps[0]], cwd=repo, env=ci_env)
@@ -106,13 +106,13 @@ def test_init_then_smoke_then_gates_from_a_service_repository(live: Live, servic
     once = run(["pytest", "suites/gate", "--stage", "25"], cwd=repo, env=env)
     assert once.returncode == 0, once.stdout[-3000:]
 
-    live.box.set_faults("canary", {"errors": 20})
+    live.set_faults("canary", {"errors": 20})
     try:
         live.settle()
         failing = run(["bash", "-eo", "pipefail", "-c", steps[1].replace("gates.xml", "failing.xml")], cwd=repo,
                       env=ci_env)  # fmt: skip
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})
     assert failing.returncode == 1, failing.stdout[-3000:]
     assert "error_rate: FAIL (critical)" in failing.stdout
     assert "canary-checks: holding" not in failing.stdout  # a decided failure does not wait

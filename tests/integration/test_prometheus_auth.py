@@ -416,7 +416,8 @@ def test_gates_holds_saying_prometheus_refuses_then_exits_2_not_1(
 ) -> None:
     monkeypatch.setenv("WRONG", "not-" + PASSWORD)
     path = config(tmp_path, url=ready.basic, basic_auth={"username": "gates", "password_env": "WRONG"})
-    done = cli("--canary-config", str(path), "gates", "--stage", "25", "--hold-for", "6s", "--poll-interval", "0.5s",
+    # 20 s: a busy machine takes up to 10 s a look, and the hold must look at least twice
+    done = cli("--canary-config", str(path), "gates", "--stage", "25", "--hold-for", "20s", "--poll-interval", "0.5s",
                "--reports", str(tmp_path / "reports"), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     held = [line for line in done.stderr.splitlines() if line.startswith("stage 25 %: holding")]  # progress

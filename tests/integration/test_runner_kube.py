@@ -183,7 +183,7 @@ def test_api_conflicts_and_errors_during_the_rollout_are_retried(env: Env) -> No
     assert "attempt 1/4 failed (409 Conflict)" in done.stderr
 
 
-def wait_for_event(env: Env, event: str, stage: int, timeout: float = 60) -> None:
+def wait_for_event(env: Env, event: str, stage: int, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready = env.reports.exists() and any(env.reports.iterdir())

@@ -67,7 +67,7 @@ def wait_for(
 
 def test_a_custom_gate_and_comparison_pass_a_healthy_canary_and_fail_a_faulty_one(live: Live) -> None:
     path, config = custom_config(live)
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     try:
         healthy = live.runs / "custom-healthy.evidence.json"
         wait_for(config, Verdict.PASS, healthy)
@@ -77,7 +77,7 @@ def test_a_custom_gate_and_comparison_pass_a_healthy_canary_and_fail_a_faulty_on
         assert gates["server_error_share"].verdict == "pass" and float(gates["server_error_share"].value) < 10
         assert gates["compare_server_errors"].verdict == "pass", gates["compare_server_errors"]
 
-        live.box.set_faults("canary", {"errors": 50})
+        live.set_faults("canary", {"errors": 50})
         faulty = live.runs / "custom-faulty.evidence.json"
         wait_for(config, Verdict.FAIL, faulty, share=40)
         run, gates = live.gates(25, "-k", "test_custom", f"--canary-evidence={faulty}", config_path=path)
@@ -92,4 +92,4 @@ def test_a_custom_gate_and_comparison_pass_a_healthy_canary_and_fail_a_faulty_on
         assert "canary 5xx rate" in comparison.message and comparison.severity == "critical"
         assert "server_error_share" in run.output and "compare_server_errors" in run.output  # the summary table
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})

@@ -40,7 +40,7 @@ def locust_failures(live: Live) -> tuple[int, int]:
 
 
 def test_healthy_canary_passes_every_gate_and_junit_has_each_value(live: Live) -> None:
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     live.settle()
     live.calm()
     run, gates = live.gates(25)
@@ -80,7 +80,7 @@ def test_linkerd_metrics_give_the_same_verdicts(live: Live) -> None:
 def test_weight_changes_lose_no_request(live: Live) -> None:
     before_requests, before_failures = locust_failures(live)
     for weight in (5, 50, 0, 100, 25, 75, 25):
-        assert live.box.set_weight(weight) == weight
+        assert live.set_weight(weight) == weight
         time.sleep(0.5)
     time.sleep(3)  # Locust writes its CSV every couple of seconds
     after_requests, after_failures = locust_failures(live)
@@ -89,7 +89,7 @@ def test_weight_changes_lose_no_request(live: Live) -> None:
 
 
 def test_header_route_always_reaches_the_canary(live: Live) -> None:
-    live.box.set_weight(0)
+    live.set_weight(0)
     try:
         served = set()
         for _ in range(20):
@@ -98,11 +98,11 @@ def test_header_route_always_reaches_the_canary(live: Live) -> None:
                 served.add(response.headers["x-served-by"])
         assert len(served) == 1 and next(iter(served)).startswith("auth-canary-")
     finally:
-        live.box.set_weight(25)
+        live.set_weight(25)
 
 
 def test_errors_fail_error_rate_and_success_rate_with_the_measured_rate(live: Live) -> None:
-    live.box.set_faults("canary", SCENARIOS[0].faults)
+    live.set_faults("canary", SCENARIOS[0].faults)
     live.settle()
     run, gates = live.gates(25)
     assert not run.passed
@@ -116,7 +116,7 @@ def test_errors_fail_error_rate_and_success_rate_with_the_measured_rate(live: Li
 
 
 def test_a_canary_slightly_worse_than_stable_fails_only_the_comparison(live: Live) -> None:
-    live.box.set_faults("canary", SCENARIOS[3].faults)  # 3 % errors: under the 5 % threshold
+    live.set_faults("canary", SCENARIOS[3].faults)  # 3 % errors: under the 5 % threshold
     live.settle()
     live.settle()  # a 5xx series that just appeared is undercounted by increase() in its first window
     evidence = f"--canary-evidence={live.runs}/slightly-worse.evidence.json"
@@ -135,7 +135,7 @@ def test_a_canary_slightly_worse_than_stable_fails_only_the_comparison(live: Liv
 
 
 def test_the_sandbox_replayed_from_an_export_gives_the_live_verdict(live: Live, tmp_path: Path) -> None:
-    live.box.set_faults("canary", SCENARIOS[0].faults)
+    live.set_faults("canary", SCENARIOS[0].faults)
     live.settle()
     _, gates = live.gates(25)
     assert gates["error_rate"].verdict == "fail"
@@ -164,8 +164,8 @@ def wait_for(what: str, check: Any, timeout: float) -> None:
 
 
 def test_a_faulty_canary_fires_its_alerts_through_alertmanager_and_they_resolve_after_rollback(live: Live) -> None:
-    live.box.set_weight(25)
-    live.box.set_faults("canary", SCENARIOS[0].faults)
+    live.set_weight(25)
+    live.set_faults("canary", SCENARIOS[0].faults)
     try:
         wait_for("CanaryHighErrorRate firing", lambda: "CanaryHighErrorRate" in alert_names(live.box.alerts()), 120)
         status = subprocess.run(
@@ -175,7 +175,7 @@ def test_a_faulty_canary_fires_its_alerts_through_alertmanager_and_they_resolve_
         assert "CanaryHighErrorRate (critical)" in status.stdout, status.stdout
         delivered = [a for n in live.box.received_alerts() for a in n["alerts"]]
         assert any(a["labels"]["alertname"] == "CanaryHighErrorRate" and a["status"] == "firing" for a in delivered)
-        live.box.set_weight(0)  # the rollback: the canary gets no more traffic
+        live.set_weight(0)  # the rollback: the canary gets no more traffic
         wait_for("CanaryHighErrorRate resolved", lambda: "CanaryHighErrorRate" not in alert_names(live.box.alerts()),
                  180)  # fmt: skip
 
@@ -186,14 +186,14 @@ def test_a_faulty_canary_fires_its_alerts_through_alertmanager_and_they_resolve_
 
         wait_for("the receiver told of the resolution", resolved_delivered, 30)
     finally:
-        live.box.set_faults("canary", {})
-        live.box.set_weight(25)
+        live.set_faults("canary", {})
+        live.set_weight(25)
 
 
 def test_every_dashboard_panel_shows_data_from_the_sandbox(live: Live) -> None:
     from canary_checks.manifests import dashboard_panels
 
-    live.box.set_weight(25)
+    live.set_weight(25)
     source = MetricsSource(live.config)
     queries = [
         (panel["title"], target["expr"].replace("$namespace", "orion").replace("$service", "auth"))
@@ -207,7 +207,7 @@ def test_every_dashboard_panel_shows_data_from_the_sandbox(live: Live) -> None:
 
 
 def test_added_latency_fails_p95_and_p99(live: Live) -> None:
-    live.box.set_faults("canary", SCENARIOS[1].faults)
+    live.set_faults("canary", SCENARIOS[1].faults)
     live.settle()
     run, gates = live.gates(25, "--strict-gates")
     assert not run.passed
@@ -219,24 +219,24 @@ def test_added_latency_fails_p95_and_p99(live: Live) -> None:
 
 
 def test_a_restarting_canary_fails_the_restart_gate(live: Live) -> None:
-    live.box.set_faults("canary", SCENARIOS[2].faults)
+    live.set_faults("canary", SCENARIOS[2].faults)
     live.settle()
     run, gates = live.gates(25)
     assert not run.passed
     assert gates["restarts"].outcome == "failed", gates["restarts"]
     assert float(gates["restarts"].value) >= 1
     assert "auth-canary-" in gates["restarts"].message
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
 
 
 def test_no_traffic_to_the_canary_passes_nothing_that_needs_traffic(live: Live) -> None:
-    live.box.set_faults("canary", {})
-    live.box.set_weight(0)
+    live.set_faults("canary", {})
+    live.set_weight(0)
     try:
         live.settle()
         run, gates = live.gates(25)
     finally:
-        live.box.set_weight(25)
+        live.set_weight(25)
     assert not run.passed
     for name in (
         "error_rate",
@@ -287,7 +287,7 @@ def test_prometheus_stopped_makes_every_gate_error_naming_the_url(live: Live) ->
 
 
 def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path: Path) -> None:
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     live.calm()
     done = subprocess.run(
         [
@@ -324,7 +324,7 @@ def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path:
 
 def locust(live: Live, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Run Locust headless against the sandbox's service; its --json statistics, judged here, not its logs."""
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     live.box.wait_ready(60)
     done = subprocess.run(
         [sys.executable, "-m", "locust", "--headless", "--host", live.box.service_url, "--json", *args],
@@ -387,7 +387,7 @@ def notified(live: Live, tmp_path: Path, receiver: Receiver) -> Path:
 
 
 def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_path: Path, receiver: Receiver) -> None:
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     live.box.wait_ready(60)
     live.calm()
     process = rollout(live, tmp_path, "demo:v3", "--auto-promote", "--smoke-suite", str(packaged("smoke")),
@@ -414,7 +414,7 @@ def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_pat
 def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_requests(
     live: Live, tmp_path: Path, receiver: Receiver
 ) -> None:
-    live.box.set_weight(0)
+    live.set_weight(0)
     receiver.delay = 3.0  # a receiver slower than the notification timeout: the rollback must not wait for it
     process = rollout(live, tmp_path, "demo:v4", "--auto-promote", config=notified(live, tmp_path, receiver))
     deadline = time.monotonic() + 120
@@ -423,11 +423,11 @@ def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_reques
         if logs and '"weight": 25' in logs[0].read_text():
             break
         time.sleep(0.2)
-    live.box.set_faults("canary", SCENARIOS[0].faults)
+    live.set_faults("canary", SCENARIOS[0].faults)
     try:
         stdout, stderr = process.communicate(timeout=300)
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})
     assert process.returncode == 1, stdout + stderr
     # 20 % errors: the error-rate gate or the error comparison, whichever poll sees it first
     caught_by = {"error_rate", "compare_errors"}
@@ -459,13 +459,13 @@ def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_reques
 
 
 def test_the_runner_rolls_back_before_any_traffic_when_smoke_fails(live: Live, tmp_path: Path) -> None:
-    live.box.set_weight(0)
-    live.box.set_faults("canary", {"errors": 100})
+    live.set_weight(0)
+    live.set_faults("canary", {"errors": 100})
     try:
         process = rollout(live, tmp_path, "demo:v5", "--auto-promote", "--smoke-suite", str(packaged("smoke")))
         stdout, stderr = process.communicate(timeout=300)
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})
     assert process.returncode == 1, stdout + stderr
     said = " ".join(stdout.split())  # the console wraps long lines
     assert "smoke checks failed before any traffic moved: test_reachable (status 500" in said

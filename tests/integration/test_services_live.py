@@ -20,9 +20,9 @@ def test_a_two_service_config_gates_the_service_the_sandbox_serves(live: Live, t
     }
     path = tmp_path / "canary.yaml"
     path.write_text(yaml.safe_dump({**shared, "services": services}))
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     if live.box.router.get_weight() != 25:  # an earlier test (a rollout) may have left the canary without traffic
-        live.box.set_weight(25)
+        live.set_weight(25)
         live.box.wait_ready(60)
         live.settle()
     live.calm()

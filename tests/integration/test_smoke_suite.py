@@ -8,7 +8,7 @@ from tests.integration.conftest import Live
 
 
 def test_healthy_canary_and_stable_pass_every_smoke_check(live: Live) -> None:
-    live.box.set_faults("canary", {})
+    live.set_faults("canary", {})
     for target, workload in (("canary", "auth-canary"), ("stable", "auth-stable")):
         run = live.smoke(f"--target={target}")
         assert run.passed, run.output
@@ -22,12 +22,12 @@ def test_healthy_canary_and_stable_pass_every_smoke_check(live: Live) -> None:
 
 
 def test_a_canary_answering_500_fails_smoke_while_stable_passes(live: Live) -> None:
-    live.box.set_faults("canary", {"errors": 100})
+    live.set_faults("canary", {"errors": 100})
     try:
         canary = live.smoke("--target=canary")
         stable = live.smoke("--target=stable")
     finally:
-        live.box.set_faults("canary", {})
+        live.set_faults("canary", {})
     assert canary.exit_code == 1
     failed = {r.test.rpartition("::")[2] for r in canary.failing}
     # health endpoints still answer (the fault is in the API), the API requests do not
