@@ -33,6 +33,25 @@ from canary_checks.config import CanaryConfig, load_config
 
 pytest_plugins = ["pytester"]
 
+SUITE_PLUGINS_ONLY = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTEST_PLUGINS": "canary_checks.plugin"}
+"""Every pytest the tests start (a suite by hand, through the runner, serve or the demo; pytester's inline runs) loads
+canary-checks' plugin alone, as in a service's repository, not this checkout's test plugins (kmock, hypothesis, xdist,
+kind: about a second of imports a process). The new-user test drops both: there the wheel's entry point must load it."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_plugins_only() -> Iterator[None]:
+    """Set in the process that runs the tests, once its own plugins are loaded (xdist's workers already started)."""
+    before = {k: os.environ.get(k) for k in SUITE_PLUGINS_ONLY}
+    os.environ.update(SUITE_PLUGINS_ONLY)
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 GATE_SUITE = (Path(__file__).parents[1] / "canary_checks" / "suites" / "gate" / "test_gates.py").read_text()
 """The packaged gate suite, for pytester runs in a fresh directory."""
 PYTESTER_ARGS = ("-p", "no:locust", "-p", "no:asyncio", "-p", "no:cacheprovider",

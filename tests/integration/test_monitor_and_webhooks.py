@@ -37,8 +37,10 @@ class Pane:
             pytest.fail("tmux is needed (./dev test installs it)", pytrace=False)
         self.socket = f"canary-checks-test-{os.getpid()}"
         shell = " ".join(f"'{c}'" for c in command) + f" 2> {tmp / 'stderr.txt'}; sleep 60"
+        # the size in the environment too: a test process may carry COLUMNS/LINES of its own (80x24 was seen)
+        size = {"TERM": "xterm-256color", "COLUMNS": "150", "LINES": "100"}
         subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-s", "t", "-x", "150", "-y", "100",
-                        f"cd {REPO} && {shell}"], check=True, env={**os.environ, "TERM": "xterm-256color"})  # fmt: skip
+                        f"cd {REPO} && {shell}"], check=True, env={**os.environ, **size})  # fmt: skip
 
     def capture(self) -> str:
         """The screen with its colours as SGR escapes (tmux capture-pane -e)."""
