@@ -274,8 +274,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def _start_report(config: pytest.Config, target: Target, items: list[pytest.Item]) -> None:
-    """A session that runs gates or smoke checks gets its own reports/<run-id>/ with pytest's JUnit in it."""
-    if config.option.no_canary_report or hasattr(config, "workerinput"):
+    """A session that runs gates or smoke checks gets its own reports/<run-id>/ with pytest's JUnit in it (one that
+    only lists them, ``--collect-only``, writes nothing)."""
+    if config.option.no_canary_report or config.option.collectonly or hasattr(config, "workerinput"):
         return
     gates = any(_runs_gates(item) for item in items)
     if gates or any(_uses(item, "smoke") for item in items):

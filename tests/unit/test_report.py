@@ -66,6 +66,8 @@ def test_a_failing_run_says_which_gate_and_keeps_the_users_junit(suite: pytest.P
 def test_no_report_when_asked_or_when_no_check_runs(suite: pytest.Pytester, prom: PromStub) -> None:
     healthy(prom)
     suite.runpytest(*PYTESTER_ARGS, "--stage", "25", "--no-canary-report").assert_outcomes(passed=15)
+    listed = suite.runpytest(*PYTESTER_ARGS, "--stage", "25", "--collect-only", "-q")  # only lists the gates
+    assert listed.ret == 0 and "16/21 tests collected" in listed.stdout.str()
     suite.makepyfile(test_other="def test_plain():\n    pass\n")
     suite.runpytest(*PYTESTER_ARGS, "test_other.py").assert_outcomes(passed=1)
     assert not (suite.path / "reports").exists()
