@@ -13,7 +13,6 @@ import numpy as np
 from numpy.polynomial import polynomial as P
 from numpy.typing import NDArray
 from scipy import special
-from scipy import stats as sps
 
 __all__ = ["ORDER", "PRIOR_CENTRE", "PRIOR_SCALE", "Likelihood"]
 
@@ -181,7 +180,7 @@ def _u_grid() -> NDArray[np.float64]:
 def _log_prior(u: NDArray[np.float64]) -> NDArray[np.float64]:
     """log density of the mixing prior on u = θ₁ − θ₀ > 0: N(PRIOR_CENTRE, PRIOR_SCALE²) truncated to u > 0."""
     z = (u - PRIOR_CENTRE) / PRIOR_SCALE
-    norm = math.log(PRIOR_SCALE * math.sqrt(2 * math.pi)) + float(sps.norm.logsf(-PRIOR_CENTRE / PRIOR_SCALE))
+    norm = math.log(PRIOR_SCALE * math.sqrt(2 * math.pi)) + float(special.log_ndtr(PRIOR_CENTRE / PRIOR_SCALE))
     return np.asarray(-0.5 * z * z - norm, dtype=np.float64)
 
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from scipy import stats as sps
 
 __all__ = ["Correction", "adjust", "describe"]
 
@@ -35,6 +34,8 @@ def adjust(p_values: Sequence[float], method: Correction = "fwer") -> list[float
     if method == "none":
         adj = q
     elif method == "fdr":
+        from scipy import stats as sps  # scipy.stats takes a second to import: only for this correction
+
         adj = sps.false_discovery_control(q, method="bh")
     elif method == "fwer":
         m = len(q)

@@ -24,7 +24,7 @@ from canary_checks.stats import (
     mann_whitney,
     quantile_bounds,
 )
-from canary_checks.stats.kayenta import MetricResult, classify, score, wilcox_test
+from canary_checks.stats.kayenta import MetricResult, _ranks, classify, score, wilcox_test
 
 LE = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, math.inf)
 
@@ -281,6 +281,12 @@ def test_wilcox_matches_rs_published_examples() -> None:
     assert (r.statistic, round(r.p_value, 4), r.exact) == (51.5, 0.5966, False)
     r = wilcox_test(x, [1233, 4356, 987, 39999, 1111, 200000])
     assert (r.statistic, round(r.p_value, 6)) == (0.0, 0.001364)
+
+
+@given(st.lists(st.integers(0, 6) | st.floats(-1e6, 1e6), min_size=1, max_size=60))
+def test_ranks_are_scipys_average_ranks(values: list[float]) -> None:
+    a = np.asarray(values, dtype=np.float64)  # few distinct integers: runs of ties anywhere
+    assert np.array_equal(_ranks(a), sps.rankdata(a))
 
 
 def test_hodges_lehmann_exact_interval_equals_brute_force_enumeration() -> None:
