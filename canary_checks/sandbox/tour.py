@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +21,7 @@ from canary_checks.config import CanaryConfig
 from canary_checks.record import Event
 from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox
-from canary_checks.suite import SuiteRun, run_suite
+from canary_checks.suite import SuiteRun, decide_stage, run_suite
 
 __all__ = ["SCENARIOS", "run_tour"]
 
@@ -120,6 +121,14 @@ def _settle(config: CanaryConfig) -> float:
     return config.window + 2 * config.sandbox.scrape_interval + 1
 
 
+def _held(console: Console, stage: int, run: SuiteRun, why: str) -> None:
+    console.print(_table(run, f"stage {stage} %: held ({why})"))
+
+
+def _holding(console: Console, stage: int, seconds: float) -> None:
+    _wait(console, seconds, f"stage {stage} %: holding for one more window of evidence")
+
+
 def _healthy_stages(
     box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, record: RunRecord, console: Console
 ) -> bool:
@@ -131,20 +140,19 @@ def _healthy_stages(
         box.set_weight(stage)
         record.event(Event.WEIGHT, weight=stage, stage=stage)
         _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
-        # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout
-        evidence = [f"--canary-evidence={record.path / 'evidence-healthy.json'}"]
-        for attempt in range(1, HOLDS + 2):
-            run = run_suite(suite, stage, record.junit(stage, attempt), config_path=config_path, extra_args=evidence)
-            held = [f"{r.gate} {r.verdict}" for r in run.failing if r.verdict in ("inconclusive", "no data")]
-            if run.passed or len(held) < len(run.failing) or attempt == HOLDS + 1:
-                break
-            # as the runner does: not enough evidence yet is a hold, not a failure
-            console.print(_table(run, f"stage {stage} %: held ({', '.join(held)})"))
-            _wait(console, settle, f"stage {stage} %: holding for one more window of evidence")
-        console.print(_table(run, f"stage {stage} %: {'PASSED' if run.passed else 'FAILED'}"))
-        ok &= run.passed
-        if not run.passed:
-            console.print(run.output[-3000:])
+        # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout; not enough evidence
+        # yet is a hold, not a failure: the runner's rule, for up to HOLDS more windows
+        decision = decide_stage(
+            suite, stage, partial(record.junit, stage), deadline=time.monotonic() + (HOLDS + 1) * settle, poll=settle,
+            config_path=config_path, extra_args=[f"--canary-evidence={record.path / 'evidence-healthy.json'}"],
+            on_hold=partial(_held, console, stage), sleep=partial(_holding, console, stage),
+        )  # fmt: skip
+        passed = decision.outcome == "passed"
+        console.print(_table(decision.run, f"stage {stage} %: {'PASSED' if passed else 'FAILED'}"))
+        ok &= passed
+        if not passed:
+            console.print(decision.why, markup=False, highlight=False)
+            console.print(decision.run.output[-3000:], markup=False, highlight=False)
     return ok
 
 
