@@ -37,8 +37,8 @@ _COLORS: dict[str, str] = {Event.DEPLOYED: "439FE0", Event.STAGE_PASSED: "2EB886
 
 @dataclass(frozen=True)
 class Decision:
-    event: str
-    """The runner's event (an :class:`~canary_checks.record.Event`, a key of DECISIONS)."""
+    event: Event
+    """The runner's event (a key of DECISIONS)."""
     service: str
     namespace: str
     image: str
@@ -135,7 +135,7 @@ class Notifier:
         s = self.settings
         return float((s.retries + 1) * s.timeout + sum(s.backoff * 2**i for i in range(s.retries)))
 
-    def wants(self, event: str) -> bool:
+    def wants(self, event: Event) -> bool:
         return bool(self.settings.targets) and event in DECISIONS and DECISIONS[event] in self.settings.events
 
     def notify(self, decision: Decision) -> None:

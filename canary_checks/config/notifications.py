@@ -14,6 +14,7 @@ from pydantic import field_validator, model_validator
 
 from canary_checks.config.units import Duration, Range, _Model
 from canary_checks.errors import ConfigError
+from canary_checks.record import Event
 
 
 class NotificationKind(StrEnum):
@@ -30,13 +31,13 @@ class NotificationKind(StrEnum):
 
 
 DECISIONS = {
-    "deployed": "canary deployed",
-    "stage passed": "stage advanced",
-    "held": "stage held",
-    "awaiting decision": "awaiting a decision",
-    "outside window": "outside the release windows",
-    "rolled back": "rolled back",
-    "promoted": "promoted",
+    Event.DEPLOYED: "canary deployed",
+    Event.STAGE_PASSED: "stage advanced",
+    Event.HELD: "stage held",
+    Event.AWAITING_DECISION: "awaiting a decision",
+    Event.OUTSIDE_WINDOW: "outside the release windows",
+    Event.ROLLED_BACK: "rolled back",
+    Event.PROMOTED: "promoted",
 }
 """Runner events that are decisions people hear about, and how a message (and `notifications.events`) names them."""
 DECISION_NAMES = tuple(DECISIONS.values())

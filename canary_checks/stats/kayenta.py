@@ -89,6 +89,11 @@ def _ranks(values: NDArray[np.float64]) -> NDArray[np.float64]:
     return ranks
 
 
+def _continuity(z: float, alternative: str) -> float:
+    """R's continuity correction of the normal approximation, towards zero for a two-sided test."""
+    return {"two.sided": math.copysign(0.5, z) if z else 0.0, "greater": 0.5, "less": -0.5}[alternative]
+
+
 def wilcox_test(
     x: ArrayLike, y: ArrayLike, *, confidence: float = 0.95, alternative: str = "two.sided", correct: bool = True
 ) -> HodgesLehmann:
@@ -132,9 +137,7 @@ def wilcox_test(
 
     z = w - nx * ny / 2
     s = sigma(ranks)
-    corr = 0.0
-    if correct:
-        corr = {"two.sided": math.copysign(0.5, z) if z else 0.0, "greater": 0.5, "less": -0.5}[alternative]
+    corr = _continuity(z, alternative) if correct else 0.0
     zs = (z - corr) / s if s > 0 else 0.0
     p = {
         "less": float(special.ndtr(zs)),
@@ -145,7 +148,7 @@ def wilcox_test(
     def wdiff(d: float, zq: float) -> float:
         r = _ranks(np.concatenate([xs - d, ys]))
         dz = float(r[:nx].sum() - nx * (nx + 1) / 2 - nx * ny / 2)
-        c = {"two.sided": math.copysign(0.5, dz) if dz else 0.0, "greater": 0.5, "less": -0.5}[alternative]
+        c = _continuity(dz, alternative)
         sd = sigma(r)
         if sd == 0:
             raise ValueError("cannot compute a confidence interval when all observations are tied")

@@ -12,10 +12,11 @@ import pytest
 from canary_checks.config import CanaryConfig, NotificationSettings
 from canary_checks.errors import ConfigError
 from canary_checks.notify import Decision, Notifier
+from canary_checks.record import Event
 from tests.conftest import Receiver
 
 ROLLED_BACK = Decision(
-    event="rolled back",
+    event=Event.ROLLED_BACK,
     service="auth",
     namespace="orion",
     image="ghcr.io/orion/auth:1.9.0",
@@ -128,7 +129,7 @@ def test_the_url_is_never_logged_and_a_missing_one_is_reported(
 
 def test_only_the_configured_decisions_are_sent(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
     n, failures = notifier("webhook", monkeypatch, receiver.url, events=["rolled back"])
-    n.notify(dataclasses.replace(ROLLED_BACK, event="stage passed", why="every gate passed"))
+    n.notify(dataclasses.replace(ROLLED_BACK, event=Event.STAGE_PASSED, why="every gate passed"))
     n.notify(ROLLED_BACK)
     n.flush()
     assert [body["event"] for _, body in receiver.received] == ["rolled back"] and not failures
