@@ -48,6 +48,10 @@ class Likelihood:
 
     a: float = 0.0
     bins: dict[int, NDArray[np.float64]] = field(default_factory=dict)
+    _arrays_kept: tuple[NDArray[np.float64], NDArray[np.float64]] | None = field(default=None, init=False, repr=False)
+    _coefs: dict[int, NDArray[np.float64]] = field(default_factory=dict, init=False, repr=False)
+    """The bins as arrays and each derivative order's coefficients in expit's powers: they depend on the bins alone
+    (not on θ), so they are kept until the next :meth:`add` (a mode's Newton steps and a bisection ask again)."""
 
     def add(self, x: float, e: float, c: float, eta: float) -> None:
         b = round(c / _BIN)
@@ -55,14 +59,20 @@ class Likelihood:
         moments = self.bins.setdefault(b, np.zeros(ORDER + 1))
         moments += eta * e * d ** np.arange(ORDER + 1)
         self.a += eta * x
+        self._arrays_kept = None
+        self._coefs.clear()
 
     @property
     def empty(self) -> bool:
         return not self.bins or all(m[0] <= 0 for m in self.bins.values())
 
     def _arrays(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        keys = sorted(self.bins)
-        return np.array([k * _BIN for k in keys]), np.array([self.bins[k] for k in keys]).reshape(len(keys), -1)
+        """The bins' centres and their moments (a row each), in order."""
+        if self._arrays_kept is None:
+            keys = sorted(self.bins)
+            moments = np.array([self.bins[k] for k in keys]).reshape(len(keys), -1)
+            self._arrays_kept = np.array([k * _BIN for k in keys]), moments
+        return self._arrays_kept
 
     def at(self, theta: NDArray[np.float64] | float, derivative: int = 0) -> NDArray[np.float64]:
         """l (or its first or second derivative) at ``theta``."""
@@ -80,18 +90,25 @@ class Likelihood:
         powers = special.expit(x)[..., None] ** np.arange(_DEGREE + 1)
         out = []
         for d in orders:
-            coef = np.zeros((len(centres), _DEGREE + 1))
-            for k in range(ORDER + 1):
-                if k + d >= 1:
-                    poly = _DPOLY[k + d - 1]
-                    coef[:, : len(poly)] += (m[:, k] / _FACT[k])[:, None] * poly[None, :]
-            f = np.einsum("gbj,bj->g", powers, coef)
+            f = np.einsum("gbj,bj->g", powers, self._coefficients(d, m))
             if d == 0:
                 f = f + (np.logaddexp(0.0, x) * m[None, :, 0]).sum(axis=1)
                 out.append(np.asarray(th * self.a - f, dtype=np.float64))
             else:
                 out.append(np.asarray((self.a if d == 1 else 0.0) - f, dtype=np.float64))
         return out
+
+    def _coefficients(self, d: int, m: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The ``d``-th derivative's coefficients in expit's powers, per bin (``m``: the bins' moments, in order)."""
+        coef = self._coefs.get(d)
+        if coef is None:
+            coef = np.zeros((len(m), _DEGREE + 1))
+            for k in range(ORDER + 1):
+                if k + d >= 1:
+                    poly = _DPOLY[k + d - 1]
+                    coef[:, : len(poly)] += (m[:, k] / _FACT[k])[:, None] * poly[None, :]
+            self._coefs[d] = coef
+        return coef
 
     def information(self, theta: float) -> float:
         return float(-self.at(theta, 2)[0])
@@ -133,7 +150,7 @@ class Likelihood:
         """log of the half-normal mixture e-value of "θ > θ₀" against "θ = θ₀"."""
         if self.empty:
             return 0.0
-        u = _u_grid()
+        u = _U_GRID
         if centre > theta0:
             u = np.concatenate((u, self.local_grid(centre, 41) - theta0))
         u = np.unique(u[(u >= 0) & (u <= PRIOR_CENTRE + 8 * PRIOR_SCALE)])
@@ -177,11 +194,18 @@ def _u_grid() -> NDArray[np.float64]:
     return np.concatenate(([0.0], np.geomspace(1e-9, top, 60), np.linspace(0.0, top, 61)[1:]))
 
 
+_U_GRID = _u_grid()
+_U_GRID.setflags(write=False)  # made once, shared by every look
+
+
 def _log_prior(u: NDArray[np.float64]) -> NDArray[np.float64]:
     """log density of the mixing prior on u = θ₁ − θ₀ > 0: N(PRIOR_CENTRE, PRIOR_SCALE²) truncated to u > 0."""
     z = (u - PRIOR_CENTRE) / PRIOR_SCALE
-    norm = math.log(PRIOR_SCALE * math.sqrt(2 * math.pi)) + float(special.log_ndtr(PRIOR_CENTRE / PRIOR_SCALE))
-    return np.asarray(-0.5 * z * z - norm, dtype=np.float64)
+    return np.asarray(-0.5 * z * z - _LOG_PRIOR_NORM, dtype=np.float64)
+
+
+_LOG_PRIOR_NORM = math.log(PRIOR_SCALE * math.sqrt(2 * math.pi)) + float(special.log_ndtr(PRIOR_CENTRE / PRIOR_SCALE))
+"""log of the truncated prior's normalisation, computed once (not at every look)."""
 
 
 def _log_trapezoid(x: NDArray[np.float64], log_y: NDArray[np.float64]) -> float:
