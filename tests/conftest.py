@@ -4,6 +4,7 @@ real sandbox for integration tests."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import canary_checks.compare
 import canary_checks.kube
 import canary_checks.smoke
 import canary_checks.suite
+from canary_checks.cli import main as cli_main  # before any test sets COLUMNS: its consoles read it at each print
 from canary_checks.config import CanaryConfig, load_config
 
 pytest_plugins = ["pytester"]
@@ -208,6 +210,25 @@ def canary_checks(*args: str, cwd: Path, env: dict[str, str] | None = None) -> s
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
+
+
+def canary_checks_here(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command in this process, through the entry point a user's process runs (``canary_checks.cli.main``: its
+    error handling and exit codes) with the same directory, environment and width as :func:`canary_checks`: what it
+    prints and its exit code, without a Python start and its imports (2 s with SciPy) a call. An unexpected
+    exception is raised here, not printed. The tests of the process itself call :func:`canary_checks`."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        patch.chdir(cwd)
+        for key, value in {**(env or {}), "COLUMNS": "200"}.items():
+            patch.setenv(key, value)
+        patch.setattr(sys, "argv", ["canary-checks", *args])
+        try:
+            cli_main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    return subprocess.CompletedProcess(["canary-checks", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 def write_config(path: Path, **settings: Any) -> Path:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from canary_checks.cli import cli
 from canary_checks.config import default_of
 from canary_checks.faults import FAULT_KINDS
-from tests.conftest import canary_checks, write_config
+from tests.conftest import canary_checks, canary_checks_here, write_config
 
 
 @pytest.mark.parametrize(
@@ -57,8 +57,8 @@ def test_a_bad_stage_or_duration_is_refused_naming_its_option(tmp_path: Path, ar
 def test_run_takes_the_router_as_router_and_mesh_as_its_deprecated_name(tmp_path: Path) -> None:
     write_config(tmp_path / "canary.yaml", service="cart", namespace="shop")
     args = ("run", "cart", "shop/cart:2", "--dry-run", "--skip-validation", "--traffic-steps", "50,100")
-    router = canary_checks(*args, "--router", "sandbox", cwd=tmp_path)
-    mesh = canary_checks(*args, "--mesh", "sandbox", cwd=tmp_path)
+    router = canary_checks_here(*args, "--router", "sandbox", cwd=tmp_path)
+    mesh = canary_checks(*args, "--mesh", "sandbox", cwd=tmp_path)  # the notice as a user's process prints it
     assert router.returncode == mesh.returncode == 0, router.stderr + mesh.stderr
     assert "would set the canary weight to 50 %" in router.stdout and "deprecated" not in router.stderr
     assert [line for line in mesh.stderr.splitlines() if "deprecated" in line] == [
@@ -67,7 +67,7 @@ def test_run_takes_the_router_as_router_and_mesh_as_its_deprecated_name(tmp_path
     assert [line for line in mesh.stdout.splitlines() if "would set" in line] == [
         line for line in router.stdout.splitlines() if "would set" in line
     ]
-    both = canary_checks(*args, "--router", "istio", "--mesh", "sandbox", cwd=tmp_path)
+    both = canary_checks_here(*args, "--router", "istio", "--mesh", "sandbox", cwd=tmp_path)
     assert both.returncode == 2 and "--mesh is the old name of --router" in both.stderr
 
 

@@ -16,7 +16,7 @@ import yaml
 from canary_checks.config import deep_merge, load_config
 from canary_checks.errors import ConfigError
 from canary_checks.serve import ServeOptions, WebhookServer
-from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, canary_checks, healthy, serving
+from tests.conftest import GATE_SUITE, PYTESTER_ARGS, PromStub, canary_checks_here, healthy, serving
 
 MULTI = """\
 namespace: orion
@@ -178,7 +178,7 @@ def test_deep_merge_merges_mappings_and_replaces_the_rest() -> None:
 
 
 def test_config_show_prints_what_is_in_force_for_a_service_and_where_it_came_from(multi: Path) -> None:
-    done = canary_checks("config", "show", "--service", "gateway", cwd=multi.parent)
+    done = canary_checks_here("config", "show", "--service", "gateway", cwd=multi.parent)
     assert done.returncode == 0, done.stderr
     header, _, body = done.stdout.partition("\nservice:")
     assert "# service gateway, one of auth, gateway, notifications (--service chooses)" in header
@@ -190,12 +190,12 @@ def test_config_show_prints_what_is_in_force_for_a_service_and_where_it_came_fro
     assert (shown["service"], shown["namespace"], shown["window"]) == ("gateway", "edge", 30.0)
     assert shown["gates"]["error_rate"] == {"threshold": 2.0, "severity": "warning", "on_no_data": "fail",
                                             "enabled": True}  # fmt: skip
-    auth = canary_checks("config", "show", "--service", "auth", cwd=multi.parent)
+    auth = canary_checks_here("config", "show", "--service", "auth", cwd=multi.parent)
     assert "# from services.auth: nothing (every setting is shared)" in auth.stdout
     # before the command, or as CANARY_SERVICE, for every command (the sandbox's, watch, replay too)
     for args, env in ((("--service", "notifications", "config", "show"), {}),
                       (("config", "show"), {"CANARY_SERVICE": "notifications"})):  # fmt: skip
-        done = canary_checks(*args, cwd=multi.parent, env=env)
+        done = canary_checks_here(*args, cwd=multi.parent, env=env)
         assert "# service notifications, one of" in done.stdout, done.stderr
 
 
@@ -214,7 +214,7 @@ def test_config_show_prints_what_is_in_force_for_a_service_and_where_it_came_fro
 def test_every_command_names_the_services_when_the_one_asked_for_is_not_there(
     multi: Path, args: tuple[str, ...], expected: str
 ) -> None:
-    done = canary_checks(*args, cwd=multi.parent)
+    done = canary_checks_here(*args, cwd=multi.parent)
     assert done.returncode == 2, done.stdout + done.stderr
     assert expected in " ".join(done.stderr.split()), done.stderr
     assert "Traceback" not in done.stderr
@@ -284,11 +284,11 @@ def test_serve_refuses_a_service_not_in_the_config_naming_those_that_are(two_ser
 
 def test_serve_needs_a_token_for_every_service_and_knows_the_services_the_tokens_name(multi: Path) -> None:
     env = {"GATEWAY_TOKEN": GATEWAY_TOKEN, "CANARY_WEBHOOK_TOKEN": ""}
-    done = canary_checks("serve", "--service-token-env", "gateway=GATEWAY_TOKEN", cwd=multi.parent, env=env)
+    done = canary_checks_here("serve", "--service-token-env", "gateway=GATEWAY_TOKEN", cwd=multi.parent, env=env)
     assert done.returncode == 2
     assert "no webhook token: every call must be authenticated (the calls for auth, notifications)" in done.stderr
     assert "--service-token-env SERVICE=VARIABLE" in done.stderr
-    done = canary_checks("serve", "--service-token-env", "billing=GATEWAY_TOKEN", cwd=multi.parent, env=env)
+    done = canary_checks_here("serve", "--service-token-env", "billing=GATEWAY_TOKEN", cwd=multi.parent, env=env)
     assert done.returncode == 2
     assert "'billing' is not a service of the config; it has auth, gateway, notifications" in done.stderr
 
@@ -338,10 +338,10 @@ def test_the_gate_suite_without_service_lists_the_services(services_suite: pytes
 
 
 def test_init_adds_services_to_the_file_it_wrote_and_never_overwrites_one(tmp_path: Path) -> None:
-    first = canary_checks("init", "--service", "auth", "--namespace", "orion", "--ci", "none", cwd=tmp_path)
+    first = canary_checks_here("init", "--service", "auth", "--namespace", "orion", "--ci", "none", cwd=tmp_path)
     assert first.returncode == 0
     before = (tmp_path / "canary.yaml").read_text()
-    added = canary_checks("init", "--service", "gateway", "--namespace", "edge", cwd=tmp_path)
+    added = canary_checks_here("init", "--service", "gateway", "--namespace", "edge", cwd=tmp_path)
     assert added.returncode == 0, added.stderr
     assert "added services.gateway to canary.yaml (namespace edge" in added.stdout
     assert "pytest suites/gate --stage 5 --service gateway" in added.stdout
@@ -354,15 +354,15 @@ def test_init_adds_services_to_the_file_it_wrote_and_never_overwrites_one(tmp_pa
     assert (gateway.namespace, gateway.smoke.url) == ("edge", "http://gateway.edge.svc.cluster.local")
     assert gateway.prometheus == auth.prometheus and gateway.gates == auth.gates
 
-    assert canary_checks("init", "--service", "user", "--mesh", "linkerd", cwd=tmp_path).returncode == 0
+    assert canary_checks_here("init", "--service", "user", "--mesh", "linkerd", cwd=tmp_path).returncode == 0
     user = load_config(path, {"service": "user"})
     assert (user.namespace, user.mesh.value) == ("orion", "linkerd")
     assert user.smoke.url == "http://user.orion.svc.cluster.local"
 
-    again = canary_checks("init", "--service", "gateway", "--namespace", "other", cwd=tmp_path)
+    again = canary_checks_here("init", "--service", "gateway", "--namespace", "other", cwd=tmp_path)
     assert again.returncode == 2 and "services.gateway already exists; nothing was written" in again.stderr
     assert "--force" in again.stderr and load_config(path, {"service": "gateway"}).namespace == "edge"
-    forced = canary_checks("init", "--service", "gateway", "--namespace", "other", "--force", cwd=tmp_path)
+    forced = canary_checks_here("init", "--service", "gateway", "--namespace", "other", "--force", cwd=tmp_path)
     assert forced.returncode == 0 and load_config(path, {"service": "gateway"}).namespace == "other"
     assert load_config(path, {"service": "user"}).mesh.value == "linkerd"  # the section after it is intact
 
@@ -377,14 +377,14 @@ def test_init_adds_services_to_the_file_it_wrote_and_never_overwrites_one(tmp_pa
 def test_init_adds_a_section_to_any_layout_of_services(tmp_path: Path, text: str) -> None:
     path = tmp_path / "canary.yaml"
     path.write_text(text)
-    done = canary_checks("init", "--service", "ship", "--url", "http://ship:8080", cwd=tmp_path)
+    done = canary_checks_here("init", "--service", "ship", "--url", "http://ship:8080", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     ship = load_config(path, {"service": "ship"})
     assert (ship.namespace, ship.smoke.url) == ("shop", "http://ship:8080")
     assert load_config(path, {"service": "cart"}).window == 45
     last = path.read_text().splitlines()[-1]
     assert last in ("# the end", "stages: [5, 100]")  # what followed services stays where it was
-    forced = canary_checks("init", "--service", "cart", "--namespace", "carts", "--force", cwd=tmp_path)
+    forced = canary_checks_here("init", "--service", "cart", "--namespace", "carts", "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     cart = load_config(path, {"service": "cart"})
     assert (cart.namespace, cart.window) == ("carts", 60)  # the section replaced, not merged
@@ -415,11 +415,11 @@ def test_the_readmes_four_services_are_each_what_it_says(tmp_path: Path) -> None
 def test_run_takes_the_services_own_stages_and_no_step_outside_them(multi: Path) -> None:
     args = ("run", "notifications", "registry.example/notifications:3", "--router", "sandbox", "--dry-run",
             "--skip-validation")  # fmt: skip
-    planned = canary_checks(*args, cwd=multi.parent)
+    planned = canary_checks_here(*args, cwd=multi.parent)
     assert planned.returncode == 0, planned.stderr
     weights = [line for line in planned.stdout.splitlines() if line.startswith("would set the canary weight")]
     assert [w.split()[6] for w in weights] == ["10", "100"]  # notifications' stages: [10, 100]
-    told = canary_checks(*args, "--traffic-steps", "50,100", cwd=multi.parent)
+    told = canary_checks_here(*args, "--traffic-steps", "50,100", cwd=multi.parent)
     assert told.returncode == 2 and "would set" not in told.stdout
     assert "'--traffic-steps': 50 is not one of the stages [10, 100] of notifications" in " ".join(told.stderr.split())
 
@@ -428,7 +428,7 @@ def test_config_show_checks_every_services_section_while_the_others_act_on_their
     path = tmp_path / "canary.yaml"
     path.write_text("services:\n  checkout: {}\n  broken:\n    gates: {error_rate: {treshold: 2}}\n")
     assert load_config(path, {"service": "checkout"}).service == "checkout"  # its release is nobody's hostage
-    shown = canary_checks("config", "show", "--service", "checkout", cwd=tmp_path)
+    shown = canary_checks_here("config", "show", "--service", "checkout", cwd=tmp_path)
     assert shown.returncode != 0 and "Traceback" not in shown.stderr
     assert "(service broken): services.broken.gates.error_rate.treshold: unknown key (did you mean threshold?)" in (
         shown.stderr
