@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import write_config
+from tests.conftest import canary_checks, canary_checks_here, write_config
 
 REPO = Path(__file__).parents[2]
 T0 = 1_790_000_000  # 2026-09-21 14:13:20 UTC
@@ -45,17 +44,16 @@ def release(path: Path, *, canary_errors_from: int | None) -> Path:
     return path
 
 
-def replay(tmp_path: Path, *args: str, **settings: Any) -> subprocess.CompletedProcess[str]:
+def replay(tmp_path: Path, *args: str, process: bool = False, **settings: Any) -> subprocess.CompletedProcess[str]:
+    """``canary-checks replay run``: in this process, or (``process``) as a user's own process runs it."""
     config = write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", window="30s", **settings)
-    return subprocess.run(
-        [sys.executable, "-m", "canary_checks", "--canary-config", str(config), "replay", "run", *args],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+    command = canary_checks if process else canary_checks_here
+    return command("--canary-config", str(config), "replay", "run", *args, cwd=tmp_path)
 
 
 def test_a_recorded_incident_would_have_been_rolled_back_minutes_in(tmp_path: Path) -> None:
     export = release(tmp_path / "incident.json", canary_errors_from=300)
-    done = replay(tmp_path, str(export), "--every", "30s")
+    done = replay(tmp_path, str(export), "--every", "30s", process=True)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     first_fail = next(i for i, line in enumerate(lines) if " FAIL " in line)
