@@ -29,18 +29,27 @@ from tests.conftest import serving, write_config
 
 TOKEN = "unit-test-token"
 SUITE = """
+import pathlib
 import time
 
 def test_gate():
-    time.sleep({sleep})
+    deadline = time.monotonic() + {hold}
+    while time.monotonic() < deadline and not pathlib.Path({release!r}).exists():
+        time.sleep(0.02)
     assert {passes}, "error_rate: canary error rate 20 % > 5 %"
 """
 
 
-def make_suite(path: Path, *, sleep: float = 0.0, passes: bool = True) -> Path:
+def make_suite(path: Path, *, hold: float = 0.0, passes: bool = True) -> Path:
+    """A stand-in suite that runs ``hold`` seconds, or until the test releases it (:func:`release`)."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "test_stand_in.py").write_text(SUITE.format(sleep=sleep, passes=passes))
+    (path / "test_stand_in.py").write_text(SUITE.format(hold=hold, release=str(path.parent / "release"), passes=passes))
     return path
+
+
+def release(tmp_path: Path) -> None:
+    """Let the stand-in suites still running finish now."""
+    (tmp_path / "release").touch()
 
 
 @pytest.fixture
@@ -51,7 +60,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str
         token=TOKEN,
         port=0,
         reports=tmp_path / "reports",
-        gate_suite=make_suite(tmp_path / "gate", sleep=settings.get("sleep", 0), passes=settings.get("passes", True)),
+        gate_suite=make_suite(tmp_path / "gate", hold=settings.get("hold", 0), passes=settings.get("passes", True)),
         smoke_suite=make_suite(tmp_path / "smoke"),
         suite_timeout=settings.get("timeout", 60),
         config_path=config_path,
@@ -133,15 +142,15 @@ def test_a_failing_suite_answers_412_naming_what_failed(server: tuple[str, Serve
     assert failing["gate"] == "test_gate" and "canary error rate 20 % > 5 %" in failing["summary"]
 
 
-@pytest.mark.parametrize("server", [{"sleep": 5, "timeout": 1}], indirect=True)
+@pytest.mark.parametrize("server", [{"hold": 5, "timeout": 1}], indirect=True)
 def test_a_suite_past_its_timeout_is_stopped_and_answers_504(server: tuple[str, ServeOptions]) -> None:
     url, _ = server
     status, body = post(f"{url}/flagger/rollout", PAYLOAD, AUTH)
     assert status == 504 and body["error"] == "the gate suite ran longer than 1 s and was stopped"
 
 
-@pytest.mark.parametrize("server", [{"sleep": 2, "max_runs": 2}], indirect=True)
-def test_one_run_at_a_time_per_service_and_a_bound_overall(server: tuple[str, ServeOptions]) -> None:
+@pytest.mark.parametrize("server", [{"hold": 60, "max_runs": 2}], indirect=True)
+def test_one_run_at_a_time_per_service_and_a_bound_overall(server: tuple[str, ServeOptions], tmp_path: Path) -> None:
     url, options = server
     answers: dict[str, int] = {}
 
@@ -160,6 +169,8 @@ def test_one_run_at_a_time_per_service_and_a_bound_overall(server: tuple[str, Se
     until(lambda: "auth-2" in answers and running() == 2, 30, "auth's second call answered, user's suite running")
     third = threading.Thread(target=call, args=("gateway", "gateway"))
     third.start()
+    until(lambda: "gateway" in answers, 30, "gateway's call answered while both suites run")
+    release(tmp_path)
     for t in (first, *others, third):
         t.join()
     assert answers == {"auth-1": 200, "auth-2": 429, "user": 200, "gateway": 429}
@@ -304,8 +315,8 @@ def test_slow_clients_are_cut_at_the_deadlines_while_healthz_answers(server: tup
             sock.close()
 
 
-@pytest.mark.parametrize("server", [{"sleep": 3, "max_runs": 2, "max_connections": 2}], indirect=True)
-def test_beyond_the_connection_cap_a_new_connection_gets_503(server: tuple[str, ServeOptions]) -> None:
+@pytest.mark.parametrize("server", [{"hold": 60, "max_runs": 2, "max_connections": 2}], indirect=True)
+def test_beyond_the_connection_cap_a_new_connection_gets_503(server: tuple[str, ServeOptions], tmp_path: Path) -> None:
     url, options = server
     calls = [threading.Thread(target=post, args=(f"{url}/flagger/rollout", {**PAYLOAD, "name": name}, AUTH))
              for name in ("auth", "user")]  # fmt: skip
@@ -320,6 +331,7 @@ def test_beyond_the_connection_cap_a_new_connection_gets_503(server: tuple[str, 
     sock.close()
     assert (status, body["error"], headers["retry-after"]) == (
         503, "2 connections are open, the most at once (--max-connections)", "1")  # fmt: skip
+    release(tmp_path)
     for call in calls:
         call.join()
     assert healthz(url) == 200
@@ -343,9 +355,9 @@ def test_at_the_cap_the_slowest_sender_makes_room_for_the_probe(server: tuple[st
             sock.close()
 
 
-@pytest.mark.parametrize("server", [{"sleep": 1}], indirect=True)
+@pytest.mark.parametrize("server", [{"hold": 60}], indirect=True)
 def test_a_client_gone_before_its_answer_is_one_log_line(
-    server: tuple[str, ServeOptions], caplog: pytest.LogCaptureFixture
+    server: tuple[str, ServeOptions], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     url, options = server
     caplog.set_level(logging.INFO, logger="canary_checks.serve")
@@ -353,6 +365,8 @@ def test_a_client_gone_before_its_answer_is_one_log_line(
     sock = connect(url)
     sock.sendall(f"{HEAD}Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
     sock.close()  # Flagger's webhook timeout, say
+    until(lambda: list(options.reports.glob("webhook-*/run.json")), 30, "the call's suite running")
+    release(tmp_path)  # the answer comes after the client is gone
     until(lambda: [r for r in caplog.records if "before the answer" in r.getMessage()], 60, "the log line")
     (line,) = [r for r in caplog.records if "before the answer" in r.getMessage()]
     assert line.levelno == logging.WARNING and line.exc_info is None
