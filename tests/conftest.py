@@ -26,7 +26,7 @@ import yaml
 
 # The plugin imports the library only when a session runs checks; pytester's inline runs forget the modules they
 # imported, and numpy's cannot load twice in a process: import what a check session needs once, here.
-import canary_checks.compare
+import canary_checks.compare.evaluate
 import canary_checks.kube
 import canary_checks.smoke
 import canary_checks.suite

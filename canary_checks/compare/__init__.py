@@ -24,9 +24,25 @@ the reads from Prometheus; :mod:`~canary_checks.compare.results` the sequential 
 things and the stage's correction.
 """
 
-from canary_checks.compare.evaluate import evaluate_comparisons
-from canary_checks.compare.evidence import Evidence, evidence_path
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from canary_checks.compare.registry import COMPARISONS, Comparison, comparisons_in_family, comparisons_of
+
+if TYPE_CHECKING:
+    from canary_checks.compare.evaluate import evaluate_comparisons
+    from canary_checks.compare.evidence import Evidence, evidence_path
+
+_ELSEWHERE = {"evaluate_comparisons": "evaluate", "Evidence": "evidence", "evidence_path": "evidence"}
+"""What needs the statistics (NumPy, SciPy: ~1.5 s to import), loaded when first used: the registry alone names the
+comparisons, as collecting a suite (``compare_params``) and a dry run need."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ELSEWHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"canary_checks.compare.{_ELSEWHERE[name]}"), name)
+
 
 __all__ = [
     "COMPARISONS",

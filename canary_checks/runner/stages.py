@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from canary_checks.compare import comparisons_of, evaluate_comparisons
+from canary_checks.compare import comparisons_of
 from canary_checks.config import OutsideWindow, Severity, UndecidedPolicy
 from canary_checks.errors import CanaryError, PrometheusError
 from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
@@ -246,6 +246,8 @@ class Stages(RolloutRecord):
         ]
         if self.source is None or not names:
             return {}
+        from canary_checks.compare import evaluate_comparisons  # the statistics: imported by the first poll
+
         try:
             return evaluate_comparisons(self.config, self.source, names, evidence_file=self.evidence_file)
         except CanaryError as e:
