@@ -94,7 +94,7 @@ def test_a_rollback_from_another_process_mid_stage_wins_and_nothing_moves_after_
 
 def test_two_runners_started_together_one_runs_the_rollout(tmp_path: Path) -> None:
     memory, lines = Memory(), []
-    runs = [runner(tmp_path, memory, f"runner {n}", lines, step_duration=0.5) for n in "AB"]
+    runs = [runner(tmp_path, memory, f"runner {n}", lines) for n in "AB"]
     outcomes: dict[str, object] = {}
 
     def go(rollout: Rollout) -> None:
