@@ -99,11 +99,11 @@ def test_a_slow_receiver_never_blocks_and_gives_up_within_the_bound(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     receiver.delay = 5.0
-    n, failures = notifier("slack", monkeypatch, receiver.url, retries=1)
+    n, failures = notifier("slack", monkeypatch, receiver.url, retries=1, timeout="0.3s")
     started = time.monotonic()
     n.notify(ROLLED_BACK)
     assert time.monotonic() - started < 0.1  # the caller goes on at once
-    assert n.bound == pytest.approx(2 * 1.0 + 0.1)
+    assert n.bound == pytest.approx(2 * 0.3 + 0.1)
     n.flush()
     assert time.monotonic() - started < n.bound + 1.5
     assert failures and "timed out" in failures[0][1]
