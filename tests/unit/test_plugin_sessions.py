@@ -3,6 +3,7 @@ config outside the sandbox, and a plugin that costs an unrelated pytest run noth
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,6 +17,35 @@ COMPARE_SUITE = (packaged("gate") / "test_compare.py").read_text()
 FEW = {"canary": (300, 3), "stable": (5700, 57)}
 """1 % errors on both sides: 300 canary requests a look cannot tell a 2 % canary from a 1 % one; seven looks can (at the
 default margin 1.1, with the first looks tempered until the data show no bursts)."""
+
+
+class Clock:
+    """The clock of the session's holding and of the looks' instants, moved on by the session's pauses instead of
+    waiting them out: ``--hold-interval 1s`` looks a (virtual) second apart, as the evidence needs, at once."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+    def sleep(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A :class:`Clock` for the inline runs' holding (``canary_checks.session``) and instants (the metrics source)."""
+    import canary_checks.prometheus.source
+    import canary_checks.session
+
+    fake = Clock()
+    for module in (canary_checks.session, canary_checks.prometheus.source):
+        monkeypatch.setattr(module, "time", fake)
+    return fake
 
 
 @pytest.fixture
@@ -51,13 +81,14 @@ def test_fail_undecided_makes_it_a_failure(compare: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*compare_errors: INCONCLUSIVE (critical)*too few requests to tell*"])
 
 
-def test_hold_for_looks_again_until_the_comparison_decides(compare: pytest.Pytester) -> None:
+def test_hold_for_looks_again_until_the_comparison_decides(compare: pytest.Pytester, clock: Clock) -> None:
     result = compare.runpytest(*PYTESTER_ARGS, "-k", "errors", "--canary-evidence", "e.json", "--hold-for", "60s",
                                "--hold-interval", "1s")  # fmt: skip
     result.assert_outcomes(passed=1)
     held = [line for line in result.outlines if line.startswith("canary-checks: holding (compare_errors inconclusive")]
     assert 2 <= len(held) <= 7, result.outlines  # each look adds an interval of 300 canary requests; seven decide
     assert "more canary requests" in held[0] and "left of --hold-for" in held[0]
+    assert clock.ahead == len(held)  # a second's pause after each look that held
 
 
 def test_a_decided_regression_fails_at_once_even_when_holding(compare: pytest.Pytester, prom: PromStub) -> None:
@@ -100,7 +131,7 @@ def test_an_unrelated_pytest_run_reads_and_imports_nothing_of_canary_checks(pyte
     assert not (Path(pytester.path) / "reports").exists()
 
 
-def test_hold_for_says_at_each_look_that_prometheus_is_unreachable(pytester: pytest.Pytester) -> None:
+def test_hold_for_says_at_each_look_that_prometheus_is_unreachable(pytester: pytest.Pytester, clock: Clock) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     pytester.makepyfile(test_canary_compare=COMPARE_SUITE)
     pytester.makefile(".yaml", canary=f"service: auth\nnamespace: orion\nprometheus: {{url: '{url}'}}\n")
