@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from matplotlib import image
 from canary_checks.errors import CanaryError
 from canary_checks.report import CANARY_COLOR, STABLE_COLOR, build_report, find_run, list_runs, summarize
 from canary_checks.rundir import write_run
-from tests.conftest import PYTESTER_ARGS, PromStub, healthy
+from tests.conftest import PYTESTER_ARGS, PromStub, canary_checks_here, healthy
 
 START = time.time() - 600
 
@@ -203,10 +202,8 @@ def test_report_command_lists_rebuilds_and_names_a_missing_run(tmp_path: Path) -
     reports = tmp_path / "reports"
     run = rolled_back_run(reports)
 
-    def report(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "canary_checks", "report", *args, "--reports", str(reports)],
-                              capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
-                              stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
+    def report(*args: str) -> subprocess.CompletedProcess[str]:  # a process of its own: the next test
+        return canary_checks_here("report", *args, "--reports", str(reports), cwd=tmp_path)
 
     rebuilt = report("20261127-1015")  # a unique prefix is enough
     assert rebuilt.returncode == 0, rebuilt.stderr
