@@ -22,6 +22,7 @@ import yaml
 from canary_checks.config import parse_duration
 from canary_checks.manifests import DEMO, SERVICES, render_all
 from canary_checks.sandbox import LOCUSTFILE
+from tests.conftest import canary_checks_here
 
 REPO = Path(__file__).parents[2]
 MANIFESTS = REPO / "manifests"
@@ -436,7 +437,10 @@ def test_bad_values_are_one_clear_error_naming_the_key(
     assert "fix: " in caught.value.message
 
 
-def render(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def render(*args: str, cwd: Path, process: bool = True) -> subprocess.CompletedProcess[str]:
+    """``canary-checks manifests render``: a process of its own, or (not ``process``) in this one."""
+    if not process:
+        return canary_checks_here("manifests", "render", *args, cwd=cwd)
     return subprocess.run(
         [sys.executable, "-m", "canary_checks", "manifests", "render", *args],
         cwd=cwd,
@@ -464,14 +468,14 @@ def test_the_command_renders_a_teams_services_from_flags_in_any_directory(tmp_pa
 
 def test_the_commands_errors_and_help(tmp_path: Path) -> None:
     (tmp_path / "values.yaml").write_text("namespace: shop\nservices: [{name: cart, image: r/cart:1, port: 0}]\n")
-    bad = render("--values", "values.yaml", cwd=tmp_path)
+    bad = render("--values", "values.yaml", cwd=tmp_path, process=False)
     assert bad.returncode == 2
     assert "error: values.yaml: services[0] (cart).port: Input should be greater than or equal to 1" in bad.stderr
     assert "fix: " in bad.stderr and "Traceback" not in bad.stderr
-    flag = render("--namespace", "shop", "--service", "cart", cwd=tmp_path)
+    flag = render("--namespace", "shop", "--service", "cart", cwd=tmp_path, process=False)
     assert flag.returncode == 2 and "expected NAME=IMAGE" in flag.stderr and "Traceback" not in flag.stderr
     assert not (tmp_path / "manifests").exists(), "nothing is written on bad input"
-    help_text = render("--help", cwd=tmp_path).stdout
+    help_text = render("--help", cwd=tmp_path, process=False).stdout
     for shown in ("--values", "--service NAME=IMAGE", "namespace: shop", "image: registry.example/cart:1.2"):
         assert shown in help_text, shown
 
