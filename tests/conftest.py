@@ -30,7 +30,6 @@ import canary_checks.compare.evaluate
 import canary_checks.kube
 import canary_checks.smoke
 import canary_checks.suite
-from canary_checks.cli import main as cli_main  # before any test sets COLUMNS: its consoles read it at each print
 from canary_checks.config import CanaryConfig, load_config
 
 pytest_plugins = ["pytester"]
@@ -53,6 +52,10 @@ def suite_plugins_only() -> Iterator[None]:
         else:
             os.environ[k] = v
 
+
+with pytest.MonkeyPatch.context() as _unset:  # xdist's workers set COLUMNS=80: the consoles would keep it for good
+    _unset.delenv("COLUMNS", raising=False)
+    from canary_checks.cli import main as cli_main  # its consoles now read COLUMNS at each print
 
 GATE_SUITE = (Path(__file__).parents[1] / "canary_checks" / "suites" / "gate" / "test_gates.py").read_text()
 """The packaged gate suite, for pytester runs in a fresh directory."""
