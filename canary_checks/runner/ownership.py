@@ -190,8 +190,10 @@ class RolloutRecord:
         if self._superseded is not None:
             raise self._superseded
         if self._stop:
+            weight = int(self.state.get("weight") or 0)
+            where = f"at stage {self.current_stage()} %" if weight else "before any traffic moved to the canary"
             raise Interrupted(
-                f"stopped by {self._stop} at stage {self.current_stage()} % with the weights as they are",
+                f"stopped by {self._stop} {where} with the weights as they are",
                 fix=f"run '{self.command()}' again to resume (its gates run again), or add --rollback to roll back",
             )
 

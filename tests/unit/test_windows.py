@@ -5,6 +5,7 @@ clock is a function the test turns."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import pytest
 
 from canary_checks.config import ReleaseWindows, load_config
 from canary_checks.errors import ConfigError
-from canary_checks.runner import HELD_EXIT, SUPERSEDED_EXIT, Rollout, RolloutOptions
+from canary_checks.runner import HELD_EXIT, INTERRUPTED_EXIT, SUPERSEDED_EXIT, Rollout, RolloutOptions
 from canary_checks.windows import check
 from tests.conftest import write_config
 from tests.unit.test_ownership import PASSING_SUITE
@@ -144,6 +145,17 @@ def test_waiting_for_a_window_goes_on_when_it_opens(tmp_path: Path) -> None:
     thread.join(timeout=30)
     assert result["code"] == 0 and memory.weights == [5, 50, 100, 0]
     assert any("stage 50 %: inside the release windows: raising the weight to 100 %" in line for line in lines)
+
+
+def test_stopped_while_waiting_to_deploy_says_no_traffic_moved(tmp_path: Path) -> None:
+    memory, lines = Memory(), []
+    waiting = runner(tmp_path, memory, lambda: SUNDAY, lines)
+    thread, result = started(waiting, lines, "outside the release windows")
+    waiting._on_signal(signal.SIGTERM, None)  # what the handler does when the signal arrives
+    thread.join(timeout=30)
+    assert result["code"] == INTERRUPTED_EXIT and memory.weights == [] and memory.replicas == 0
+    said = "\n".join(lines)
+    assert "stopped by SIGTERM before any traffic moved to the canary" in said and "at stage" not in said, said
 
 
 def test_a_rollback_is_never_held_by_a_window(tmp_path: Path) -> None:
