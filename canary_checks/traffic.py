@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from canary_checks.errors import CanaryError, RoutingError, SandboxError, WeightNotApplied
+from canary_checks.sticky import StickyState, cookie_value, next_state
 
 __all__ = ["GatewayRouter", "HAProxyRouter", "IstioRouter", "KubeRouter", "Router", "SMIRouter", "kube_router"]
 
@@ -57,11 +59,12 @@ class HAProxyRouter:
             ) from e
         return b"".join(chunks).decode(errors="replace").strip()
 
-    def server_weight(self, server: str) -> int:
-        answer = self.command(f"get weight {self.backend}/{server}")
+    def server_weight(self, server: str, backend: str | None = None) -> int:
+        backend = backend or self.backend
+        answer = self.command(f"get weight {backend}/{server}")
         match = re.match(r"^(\d+)", answer)
         if not match:
-            raise SandboxError(f"unexpected answer to 'get weight {self.backend}/{server}': {answer!r}")
+            raise SandboxError(f"unexpected answer to 'get weight {backend}/{server}': {answer!r}")
         return int(match.group(1))
 
     def servers_up(self) -> dict[str, bool]:
@@ -83,10 +86,13 @@ class HAProxyRouter:
     def set_weight(self, percent: int) -> int:
         if not 0 <= percent <= 100:
             raise RoutingError(f"a canary weight is a percent from 0 to 100; got {percent}")
-        # Both servers change in one request, so no request sees a split that sums to anything but 100.
-        answer = self.command(
-            f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
-        )
+        # Both servers change in one request, so no request sees a split that sums to anything but 100; with
+        # sticky sessions the restick split and the cookies in force change in the same request.
+        line = f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
+        sticky = self.sticky_map()
+        if sticky is not None:
+            line = f"{self._sticky_commands(sticky, percent)}; {line}"
+        answer = self.command(line)
         if answer:
             raise WeightNotApplied(f"HAProxy refused the weight change: {answer}", where=str(self.socket_path))
         confirmed = self.get_weight()
@@ -97,6 +103,35 @@ class HAProxyRouter:
             )
         log.info("canary weight %d %% (stable %d %%), confirmed by HAProxy", percent, 100 - percent)
         return confirmed
+
+    # sticky sessions (canary_checks.sticky): the cookies in force are two entries of a runtime map, the move of
+    # stable's clients to a new weight the weights of the backend `restick`
+
+    def sticky_map(self) -> str | None:
+        """The runtime map of the cookies in force, when this HAProxy was started with sticky sessions."""
+        match = re.search(r"\((/[^)]*sticky\.map)\)", self.command("show map"))
+        return match.group(1) if match else None
+
+    def sticky_state(self, path: str | None = None) -> StickyState | None:
+        """The cookies in force (none: no canary cookie reaches the canary)."""
+        path = path or self.sticky_map()
+        if path is None:
+            return None
+        entries = dict(line.split()[1:3] for line in self.command(f"show map {path}").splitlines() if line.strip())
+        canary, stable = entries.get("canary", ""), entries.get("stable", "")
+        if not (canary.startswith("canary.") and stable.startswith("stable.")):
+            return None
+        restick = self.server_weight("canary", "restick")
+        return StickyState(canary.partition(".")[2], stable.partition(".")[2], restick)
+
+    def _sticky_commands(self, path: str, percent: int) -> str:
+        state = next_state(self.sticky_state(path), self.get_weight(), percent)
+        # off: values issued to nobody (and not each other's), so no cookie reaches the canary
+        canary = cookie_value("canary", state.canary) if state else f"off.{secrets.token_hex(8)}"
+        stable = cookie_value("stable", state.stable) if state else f"off.{secrets.token_hex(8)}"
+        restick = state.restick if state else 0
+        return (f"set weight restick/stable {100 - restick}; set weight restick/canary {restick}; "
+                f"set map {path} canary {canary}; set map {path} stable {stable}")  # fmt: skip
 
 
 # ---- Kubernetes routing resources ---------------------------------------------------------------------------------

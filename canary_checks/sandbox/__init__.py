@@ -193,6 +193,7 @@ class Sandbox:
         cmd = commands(self.config, self.state_dir, self._locustfile(), self.service_url)[name]
         env = dict(os.environ)
         if name == "locust":
+            env["CANARY_SIDES_FILE"] = str(self.sides_file)
             env["CANARY_RPS"] = str(self.settings.rps)
             env["CANARY_USERS"] = cmd[cmd.index("--users") + 1]
         self.processes.start(name, cmd, env, state)
@@ -212,6 +213,7 @@ class Sandbox:
         self.preflight()
         # A new sandbox starts with no history: series of an earlier run would linger in instant queries.
         shutil.rmtree(self.state_dir / "prometheus-data", ignore_errors=True)
+        self.sides_file.unlink(missing_ok=True)
         write_files(self.config, self.state_dir, weight, faults or {})
         state: dict[str, Any] = {"components": {}, "service_url": self.service_url, "prometheus": self.prometheus_url,
                                  "service": self.config.service, "namespace": self.config.namespace}  # fmt: skip
@@ -278,6 +280,19 @@ class Sandbox:
         self._wait(name, ready)
 
     # ---- driving it ----
+
+    @property
+    def sides_file(self) -> Path:
+        return self.state_dir / "sides.json"
+
+    def sides(self) -> dict[str, Any]:
+        """Which pod answered each Locust user, as the locustfile records it every second (empty before that):
+        :func:`canary_checks.sandbox.sides.sides_between` sums it."""
+        try:
+            data: dict[str, Any] = json.loads(self.sides_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
 
     def pods(self) -> list[dict[str, Any]]:
         return self.node.pods()
