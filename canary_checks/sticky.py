@@ -16,6 +16,7 @@ module is pure: the plan (:func:`next_state`) and the routes it asks of Istio an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -26,12 +27,16 @@ from typing import Any
 __all__ = [
     "ANNOTATION",
     "StickyState",
+    "annotation_patch",
+    "annotation_value",
     "cookie_value",
     "gateway_rules",
+    "initial_state",
     "istio_routes",
     "next_state",
     "restick_share",
     "set_cookie",
+    "sticky_of",
 ]
 
 ANNOTATION = "canary-checks.io/sticky"
@@ -63,6 +68,40 @@ class StickyState:
             return cls(str(data["canary"]), str(data["stable"]), int(data["restick"]))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def sticky_of(obj: Mapping[str, Any]) -> tuple[StickyState | None, str | None]:
+    """The cookies in force on a VirtualService or HTTPRoute and the cookie's name, from its annotation (none: no
+    cookie routes)."""
+    text = (obj.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
+    try:
+        cookie = json.loads(text).get("cookie") if text else None
+    except (ValueError, AttributeError):
+        cookie = None
+    return StickyState.loads(text), cookie if isinstance(cookie, str) else None
+
+
+def annotation_value(cookie: str, state: StickyState) -> str:
+    """The annotation's value: the cookie's name and the cookies in force."""
+    return json.dumps({"cookie": cookie, **asdict(state)}, sort_keys=True)
+
+
+def initial_state(key: str, weight: int) -> StickyState:
+    """The cookies a rendered manifest starts with (the same for the same ``key``: rendering again changes
+    nothing); the runner's first weight change keeps them, a rollback ends them."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return StickyState(digest[:8], digest[8:16], weight)
+
+
+def annotation_patch(annotations: Mapping[str, str], cookie: str, state: StickyState | None) -> list[dict[str, Any]]:
+    """JSON-patch operations writing ``state`` (with the cookie's name) into the annotation, or removing it."""
+    pointer = "/metadata/annotations/" + ANNOTATION.replace("~", "~0").replace("/", "~1")
+    if state is None:
+        return [{"op": "remove", "path": pointer}] if ANNOTATION in annotations else []
+    written = annotation_value(cookie, state)
+    if not annotations:
+        return [{"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: written}}]
+    return [{"op": "add", "path": pointer, "value": written}]
 
 
 def _token() -> str:

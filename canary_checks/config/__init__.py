@@ -65,6 +65,7 @@ from canary_checks.config.rollout import OutsideWindow as OutsideWindow
 from canary_checks.config.rollout import ReleaseWindows as ReleaseWindows
 from canary_checks.config.rollout import RolloutSettings, UndecidedPolicy
 from canary_checks.config.routing import RoutingSettings, StickySessions
+from canary_checks.config.routing import check_cookie_name as check_cookie_name
 from canary_checks.config.statistics import ComparisonSettings, Correction, CustomComparison, Statistics
 from canary_checks.config.units import (
     CONFIG_ENV,

@@ -14,6 +14,15 @@ from canary_checks.config.units import _Model
 _COOKIE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
+def check_cookie_name(value: str) -> str:
+    if not _COOKIE_NAME.fullmatch(value):
+        raise ValueError(
+            "a cookie name is letters, digits, '-' and '_' (starting with a letter or digit, at most 64), "
+            "e.g. canary-checks"
+        )
+    return value
+
+
 class StickySessions(_Model):
     """A client keeps reaching the side that answered it: the router sets a cookie naming that side, and a client
     carrying it goes there again. When a stage raises the weight, clients already on the canary stay on it and just
@@ -30,12 +39,7 @@ class StickySessions(_Model):
     @field_validator("cookie")
     @classmethod
     def _cookie(cls, value: str) -> str:
-        if not _COOKIE_NAME.fullmatch(value):
-            raise ValueError(
-                "a cookie name is letters, digits, '-' and '_' (starting with a letter or digit, at most 64), "
-                "e.g. canary-checks"
-            )
-        return value
+        return check_cookie_name(value)
 
 
 class RoutingSettings(_Model):

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
 from canary_checks.config import load_config
 from canary_checks.errors import ConfigError
+from canary_checks.manifests import DEMO, load_values, render_all
 from canary_checks.sandbox.sides import sides_between
-from canary_checks.sticky import cookie_regex, next_state, restick_share
+from canary_checks.sticky import cookie_regex, next_state, restick_share, sticky_of
+from tests.unit.test_manifests import crd_schema
 
 
 def test_sticky_sessions_are_off_by_default_and_named_by_a_cookie(tmp_path: Path) -> None:
@@ -84,3 +89,57 @@ def test_sides_count_users_who_switched_and_the_canarys_shares() -> None:
     assert (sides.users, sides.both, sides.canary_users) == (5, 1, 2)
     assert sides.canary_before == {"1", "5"} and sides.moved_back == 1
     assert (sides.requests, sides.canary_requests, sides.request_share) == (8, 4, 50.0)
+
+
+# ---- the manifests with the cookie routes -------------------------------------------------------------------------
+
+
+def sticky_manifests() -> list[tuple[str, dict[str, Any]]]:
+    values = DEMO.model_copy(update={"sticky_cookie": "canary-checks"})
+    files = render_all(values)
+    return [(path, obj) for path, text in files.items() if path.endswith(("/istio.yaml", "/gateway-api.yaml"))
+            for obj in yaml.safe_load_all(text) if obj and obj["kind"] in ("VirtualService", "HTTPRoute")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("where", "obj"), sticky_manifests())
+def test_the_cookie_routes_of_the_four_services_validate_against_the_upstream_schemas(
+    where: str, obj: dict[str, Any]
+) -> None:
+    jsonschema.Draft7Validator(crd_schema(obj)).validate(obj)  # upstream's patterns are Go's, as test_manifests says
+    state, cookie = sticky_of(obj)
+    assert cookie == "canary-checks" and state is not None and state.restick == 5
+    if obj["kind"] == "VirtualService":
+        routes = obj["spec"]["http"]
+        names = [r.get("name") for r in routes]
+        assert names == ["canary-header", "sticky-canary", "sticky-stable", "sticky-restick", "primary"]
+        assert routes[1]["match"] == [
+            {"headers": {"cookie": {"regex": cookie_regex(cookie, f"canary.{state.canary}")}}}
+        ]
+        marks = {d["destination"]["subset"]: d["headers"]["response"]["add"]["Set-Cookie"] for d in routes[4]["route"]}
+        weights = {d["destination"]["subset"]: d["weight"] for d in routes[4]["route"]}
+    else:
+        rules = obj["spec"]["rules"]
+        assert [r.get("name") for r in rules] == [None, "sticky-canary", "sticky-stable", "sticky-restick", None]
+        assert rules[0]["matches"][0]["headers"][0]["name"] == "x-canary"
+        header = rules[1]["matches"][0]["headers"][0]
+        assert header == {"type": "RegularExpression", "name": "Cookie",
+                          "value": cookie_regex(cookie, f"canary.{state.canary}")}  # fmt: skip
+        refs = rules[4]["backendRefs"]
+        marks = {
+            r["name"].rpartition("-")[2]: r["filters"][0]["responseHeaderModifier"]["add"][0]["value"] for r in refs
+        }
+        weights = {r["name"].rpartition("-")[2]: r["weight"] for r in refs}
+    assert weights == {"stable": 95, "canary": 5}
+    assert marks["canary"].startswith(f"canary-checks=canary.{state.canary};")
+    assert marks["stable"].startswith(f"canary-checks=stable.{state.stable};")
+
+
+def test_without_the_cookie_the_rendered_routes_carry_no_cookie() -> None:
+    assert "cookie" not in yaml.safe_dump(render_all(DEMO)["auth/istio.yaml"]).lower()
+
+
+def test_a_bad_cookie_in_the_values_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("namespace: shop\nservices: [{name: cart, image: 'r/cart:1'}]\nsticky_cookie: 'a;b'\n")
+    with pytest.raises(ConfigError, match="sticky_cookie: a cookie name is letters"):
+        load_values(path)
