@@ -237,8 +237,8 @@ def _sticky_haproxy(d: Path, cookie: str, weight: int) -> tuple[str, str, str]:
     routes = f"""    acl sticky_canary req.cook({cookie}),strcmp(txn.sticky_canary) eq 0
     acl sticky_stable req.cook({cookie}),strcmp(txn.sticky_stable) eq 0
     acl sticky_older req.cook({cookie}) -m beg stable.
-    use_backend canary_only if sticky_canary
-    use_backend stable_only if sticky_stable
+    use_backend sticky_canary if sticky_canary
+    use_backend sticky_stable if sticky_stable
     use_backend restick if sticky_older
 """
     marks = "".join(
@@ -250,9 +250,22 @@ def _sticky_haproxy(d: Path, cookie: str, weight: int) -> tuple[str, str, str]:
 
 
 def _restick_backend(config: CanaryConfig, weight: int, marks: str) -> str:
-    """The split of clients holding an older stable cookie: its canary share moves them to a raised weight."""
+    """The split of clients holding an older stable cookie (its canary share moves them to a raised weight), and
+    the two sides of the cookie routes: each with the other as a backup, so a side that is down (a crashing canary)
+    leaves its clients to the other rather than to a 503 — unlike the header routes, which smoke checks rely on."""
     s = config.sandbox
     return f"""
+backend sticky_canary
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server canary 127.0.0.1:{s.canary_port} check
+    server stable 127.0.0.1:{s.stable_port} check backup
+
+backend sticky_stable
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server stable 127.0.0.1:{s.stable_port} check
+    server canary 127.0.0.1:{s.canary_port} check backup
 backend restick
     balance roundrobin
     option httpchk GET /readyz

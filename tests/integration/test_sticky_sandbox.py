@@ -5,13 +5,17 @@ One sandbox of its own (its HAProxy is written with routing.sticky on), taken th
 
 from __future__ import annotations
 
+import io
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from canary_checks.config import load_config
+from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox
 from canary_checks.sandbox.sides import Sides, sides_between
 from tests.conftest import write_config
@@ -127,3 +131,37 @@ def test_the_router_marks_a_new_client_with_the_side_that_answered_it(box: Sandb
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.headers["x-served-by"] != pod
         assert response.headers["set-cookie"] is None  # the header routes mark nobody
+
+
+def test_a_sticky_canary_client_falls_back_to_stable_while_the_canary_is_down(box: Sandbox) -> None:
+    weight_change(box, 50)
+    state = box.router.sticky_state()
+    assert state is not None
+    canary_cookie, pods = f"canary.{state.canary}", canary_pods(box)
+    assert served_by(box, canary_cookie) in pods
+    box.set_faults("canary", {"crash_after": 0.5})
+    try:
+        deadline = time.monotonic() + 60
+        while box.router.servers_up().get("sticky_canary/canary", True):
+            assert time.monotonic() < deadline, "HAProxy never saw the crashing canary down"
+            time.sleep(0.3)
+        assert not any(served_by(box, canary_cookie) in pods for _ in range(10)), "a 503 or the canary"
+    finally:
+        box.set_faults("canary", {})
+        box.wait_ready(90)
+    assert served_by(box, canary_cookie) in pods, "back on the canary once it is up"
+
+
+def test_the_demos_sticky_scene_shows_two_stages_and_a_rollback(box: Sandbox, tmp_path: Path) -> None:
+    from canary_checks.sandbox.tour import _sticky
+
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    record = RunRecord.start(tmp_path, "demo", run_id="demo-sticky", service="auth", namespace="orion",
+                             started=time.time())  # fmt: skip
+    ok = _sticky(box, box.config, record, console)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    print(shown)
+    assert ok, shown
+    for what in ("stage 25 %: ", "stage 50 %: ", "rolled back (weight 0): "):
+        assert f"{what}" in shown and "0 saw both sides" in shown.split(what, 1)[1].splitlines()[0], shown
+    assert box.router.get_weight() == box.config.stages[0]
