@@ -6,6 +6,8 @@ One sandbox of its own (its HAProxy is written with routing.sticky on), taken th
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -14,12 +16,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from canary_checks.config import load_config
+from canary_checks.config import RoutingSettings, StickySessions, load_config
 from canary_checks.rundir import RunRecord
-from canary_checks.sandbox import Sandbox
+from canary_checks.sandbox import Sandbox, SandboxPlatform
 from canary_checks.sandbox.sides import Sides, sides_between
 from tests.conftest import write_config
-from tests.integration.conftest import sandbox_settings
+from tests.integration.conftest import Live, sandbox_settings
 
 COOKIE = "cc-session"
 REQUESTS = 3000
@@ -165,3 +167,16 @@ def test_the_demos_sticky_scene_shows_two_stages_and_a_rollback(box: Sandbox, tm
     for what in ("stage 25 %: ", "stage 50 %: ", "rolled back (weight 0): "):
         assert f"{what}" in shown and "0 saw both sides" in shown.split(what, 1)[1].splitlines()[0], shown
     assert box.router.get_weight() == box.config.stages[0]
+
+
+def test_sticky_sessions_on_a_sandbox_started_without_them_are_refused_with_the_fix(live: Live) -> None:
+    config = live.config.model_copy(update={"routing": RoutingSettings(sticky=StickySessions(enabled=True))})
+    (problem,) = SandboxPlatform(Sandbox(config), "auth").validate()
+    assert "routing.sticky.enabled is true, but the sandbox" in problem and "'canary-checks sandbox up'" in problem
+    done = subprocess.run(
+        [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "demo", "--sticky"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--sticky: the sandbox running from" in done.stderr and "canary-checks sandbox down" in done.stderr
+    assert live.box.router.sticky_map() is None and live.box.is_up()  # the running sandbox is left as it was
