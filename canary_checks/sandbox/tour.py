@@ -204,7 +204,7 @@ def _sticky(box: Sandbox, config: CanaryConfig, record: RunRecord, console: Cons
     ok = True
     for stage in [*[s for s in config.stages if 5 < s < 100][:2], 0]:
         raised = stage >= box.router.get_weight()  # lowered: every client chooses again, at the new share
-        before = time.time()
+        before = time.time() - 1.0  # surely routed before the change: Locust's users fire in bursts a second apart
         box.set_weight(stage)
         start = time.time()
         record.event(Event.WEIGHT, weight=stage, stage=stage or None)
