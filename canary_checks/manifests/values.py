@@ -160,7 +160,9 @@ class ManifestValues(BaseModel):
     """Sticky canary sessions' cookie (canary.yaml `routing.sticky.cookie`, e.g. `canary-checks`): set, every
     VirtualService and HTTPRoute carries the cookie routes from the start; unset, the runner adds them at its first
     weight change when `routing.sticky.enabled`. Either way it keeps them in step with the weight and removes them
-    on rollback."""
+    on rollback. The rendered cookies are the same at every render: applying the file again brings them back, as
+    it brings back the initial weights (a client kept from an earlier rollout's canary would reach the canary),
+    so apply it once and let the runner own the routes."""
 
     @model_validator(mode="after")
     def _check(self) -> ManifestValues:
