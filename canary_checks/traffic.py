@@ -92,8 +92,8 @@ class HAProxyRouter:
         # sticky sessions the restick split and the cookies in force change in the same request.
         line = f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
         sticky = self.sticky_map()
-        if sticky is not None:
-            line = f"{self._sticky_commands(sticky, percent)}; {line}"
+        if sticky is not None:  # the weights first, the cookies in force last (see _sticky_commands)
+            line = f"{line}; {self._sticky_commands(sticky, percent)}"
         answer = self.command(line)
         if answer:
             raise WeightNotApplied(f"HAProxy refused the weight change: {answer}", where=str(self.socket_path))
@@ -120,20 +120,23 @@ class HAProxyRouter:
         if path is None:
             return None
         entries = dict(line.split()[1:3] for line in self.command(f"show map {path}").splitlines() if line.strip())
-        canary, stable = entries.get("canary", ""), entries.get("stable", "")
+        canary, _, stable = entries.get("tokens", "").partition("/")
         if not (canary.startswith("canary.") and stable.startswith("stable.")):
             return None
         restick = self.server_weight("canary", "restick")
         return StickyState(canary.partition(".")[2], stable.partition(".")[2], restick)
 
     def _sticky_commands(self, path: str, percent: int) -> str:
+        """The restick split, then both cookies in force in one map entry. HAProxy runs a line's commands one by
+        one, requests between them: with the weights first, a client still holding a valid cookie keeps its side
+        until the cookies change, and every client split meanwhile is split at the new weights."""
         state = next_state(self.sticky_state(path), self.get_weight(), percent)
         # off: values issued to nobody (and not each other's), so no cookie reaches the canary
         canary = cookie_value("canary", state.canary) if state else f"off.{secrets.token_hex(8)}"
         stable = cookie_value("stable", state.stable) if state else f"off.{secrets.token_hex(8)}"
         restick = state.restick if state else 0
         return (f"set weight restick/stable {100 - restick}; set weight restick/canary {restick}; "
-                f"set map {path} canary {canary}; set map {path} stable {stable}")  # fmt: skip
+                f"set map {path} tokens {canary}/{stable}")  # fmt: skip
 
 
 # ---- Kubernetes routing resources ---------------------------------------------------------------------------------

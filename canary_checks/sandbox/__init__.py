@@ -227,6 +227,8 @@ class Sandbox:
         ]
         try:
             for name, ready in steps:
+                if name == "locust":
+                    self._settle_router()
                 self.progress(f"starting {name}")
                 self._start(name, state)
                 self._wait(name, ready)
@@ -248,6 +250,18 @@ class Sandbox:
             f"the pods were not ready and UP in HAProxy within {timeout:.0f}s",
             fix="see 'canary-checks sandbox status' and the pod logs in the state directory",
         )
+
+    def _settle_router(self, timeout: float = 30.0) -> None:
+        """Traffic only once HAProxy sees both pods up (best effort: a pod started with a fault may never be): its
+        first checks ran before they listened, and a request to a pod not yet listening fails — with sticky
+        sessions such a client tries again until the side that was up first answers it, and stays there."""
+        self.progress("waiting for both pods to be ready and UP in HAProxy")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(SandboxError):
+                if self._pods_ready() and all(self.router.servers_up().values()):
+                    return
+            time.sleep(0.1)
 
     def _router_answers(self) -> bool:
         try:

@@ -229,10 +229,11 @@ def _sticky_haproxy(d: Path, cookie: str, weight: int) -> tuple[str, str, str]:
     state = next_state(None, 0, weight)
     canary = cookie_value("canary", state.canary) if state else "off.canary"  # values issued to nobody
     stable = cookie_value("stable", state.stable) if state else "off.stable"
-    (d / "sticky.map").write_text(f"canary {canary}\nstable {stable}\n")
+    # both cookies in one entry: the router changes them in one command, so no request sees one changed alone
+    (d / "sticky.map").write_text(f"tokens {canary}/{stable}\n")
     table = d / "sticky.map"
-    variables = f"""    http-request set-var(txn.sticky_canary) str(canary),map({table})
-    http-request set-var(txn.sticky_stable) str(stable),map({table})
+    variables = f"""    http-request set-var(txn.sticky_canary) str(tokens),map({table}),field(1,/)
+    http-request set-var(txn.sticky_stable) str(tokens),map({table}),field(2,/)
 """
     routes = f"""    acl sticky_canary req.cook({cookie}),strcmp(txn.sticky_canary) eq 0
     acl sticky_stable req.cook({cookie}),strcmp(txn.sticky_stable) eq 0

@@ -145,29 +145,6 @@ def test_the_router_marks_a_new_client_with_the_side_that_answered_it(box: Sandb
         assert response.headers["set-cookie"] is None  # the header routes mark nobody
 
 
-def test_a_sticky_canary_client_falls_back_to_stable_while_the_canary_is_down(box: Sandbox) -> None:
-    weight_change(box, 50)
-    state = box.router.sticky_state()
-    assert state is not None
-    canary_cookie, pods = f"canary.{state.canary}", canary_pods(box)
-    assert served_by(box, canary_cookie) in pods
-    # HAProxy takes the canary out as a failing health check does (a crash loop's restarts make that a race: one
-    # check inside the half second it lives marks it up again)
-    assert box.router.command("set server sticky_canary/canary state maint") == ""
-    try:
-        assert not any(served_by(box, canary_cookie) in pods for _ in range(10)), "answered by the canary"
-    finally:
-        box.router.command("set server sticky_canary/canary state ready")
-    assert served_by(box, canary_cookie) in pods, "back on the canary once it is up"
-    assert box.router.command("set server canary_only/canary state maint") == ""
-    try:  # the header route has no backup: a smoke check against a canary that is down must fail
-        request = urllib.request.Request(f"{box.service_url}/api/items/1", headers={"x-canary": "true"})
-        with pytest.raises(urllib.error.HTTPError, match="503"):
-            urllib.request.urlopen(request, timeout=5)
-    finally:
-        box.router.command("set server canary_only/canary state ready")
-
-
 def test_the_demos_sticky_scene_shows_two_stages_and_a_rollback(box: Sandbox, tmp_path: Path) -> None:
     from canary_checks.sandbox.tour import _sticky
 
@@ -194,3 +171,28 @@ def test_sticky_sessions_on_a_sandbox_started_without_them_are_refused_with_the_
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--sticky: the sandbox running from" in done.stderr and "canary-checks sandbox down" in done.stderr
     assert live.box.router.sticky_map() is None and live.box.is_up()  # the running sandbox is left as it was
+
+
+def test_a_sticky_canary_client_falls_back_to_stable_while_the_canary_is_down(box: Sandbox) -> None:
+    # last in the module: taking servers out and back perturbs HAProxy's round robin for a while, and the tests
+    # above count a burst of clients split by it
+    weight_change(box, 50)
+    state = box.router.sticky_state()
+    assert state is not None
+    canary_cookie, pods = f"canary.{state.canary}", canary_pods(box)
+    assert served_by(box, canary_cookie) in pods
+    # HAProxy takes the canary out as a failing health check does (a crash loop's restarts make that a race: one
+    # check inside the half second it lives marks it up again)
+    assert box.router.command("set server sticky_canary/canary state maint") == ""
+    try:
+        assert not any(served_by(box, canary_cookie) in pods for _ in range(10)), "answered by the canary"
+    finally:
+        box.router.command("set server sticky_canary/canary state ready")
+    assert served_by(box, canary_cookie) in pods, "back on the canary once it is up"
+    assert box.router.command("set server canary_only/canary state maint") == ""
+    try:  # the header route has no backup: a smoke check against a canary that is down must fail
+        request = urllib.request.Request(f"{box.service_url}/api/items/1", headers={"x-canary": "true"})
+        with pytest.raises(urllib.error.HTTPError, match="503"):
+            urllib.request.urlopen(request, timeout=5)
+    finally:
+        box.router.command("set server canary_only/canary state ready")
