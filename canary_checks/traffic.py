@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from canary_checks.errors import CanaryError, RoutingError, SandboxError, WeightNotApplied
+from canary_checks.sticky import PREFIX as STICKY_PREFIX
+from canary_checks.sticky import StickyState, annotation_patch, cookie_value, gateway_rules, istio_routes, next_state
+from canary_checks.sticky import sticky_of as _sticky_of
 
 __all__ = ["GatewayRouter", "HAProxyRouter", "IstioRouter", "KubeRouter", "Router", "SMIRouter", "kube_router"]
 
@@ -57,11 +61,12 @@ class HAProxyRouter:
             ) from e
         return b"".join(chunks).decode(errors="replace").strip()
 
-    def server_weight(self, server: str) -> int:
-        answer = self.command(f"get weight {self.backend}/{server}")
+    def server_weight(self, server: str, backend: str | None = None) -> int:
+        backend = backend or self.backend
+        answer = self.command(f"get weight {backend}/{server}")
         match = re.match(r"^(\d+)", answer)
         if not match:
-            raise SandboxError(f"unexpected answer to 'get weight {self.backend}/{server}': {answer!r}")
+            raise SandboxError(f"unexpected answer to 'get weight {backend}/{server}': {answer!r}")
         return int(match.group(1))
 
     def servers_up(self) -> dict[str, bool]:
@@ -83,10 +88,13 @@ class HAProxyRouter:
     def set_weight(self, percent: int) -> int:
         if not 0 <= percent <= 100:
             raise RoutingError(f"a canary weight is a percent from 0 to 100; got {percent}")
-        # Both servers change in one request, so no request sees a split that sums to anything but 100.
-        answer = self.command(
-            f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
-        )
+        # Both servers change in one request, so no request sees a split that sums to anything but 100; with
+        # sticky sessions the restick split and the cookies in force change in the same request.
+        line = f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
+        sticky = self.sticky_map()
+        if sticky is not None:  # the weights first, the cookies in force last (see _sticky_commands)
+            line = f"{line}; {self._sticky_commands(sticky, percent)}"
+        answer = self.command(line)
         if answer:
             raise WeightNotApplied(f"HAProxy refused the weight change: {answer}", where=str(self.socket_path))
         confirmed = self.get_weight()
@@ -97,6 +105,38 @@ class HAProxyRouter:
             )
         log.info("canary weight %d %% (stable %d %%), confirmed by HAProxy", percent, 100 - percent)
         return confirmed
+
+    # sticky sessions (canary_checks.sticky): the cookies in force are two entries of a runtime map, the move of
+    # stable's clients to a new weight the weights of the backend `restick`
+
+    def sticky_map(self) -> str | None:
+        """The runtime map of the cookies in force, when this HAProxy was started with sticky sessions."""
+        match = re.search(r"\((/[^)]*sticky\.map)\)", self.command("show map"))
+        return match.group(1) if match else None
+
+    def sticky_state(self, path: str | None = None) -> StickyState | None:
+        """The cookies in force (none: no canary cookie reaches the canary)."""
+        path = path or self.sticky_map()
+        if path is None:
+            return None
+        entries = dict(line.split()[1:3] for line in self.command(f"show map {path}").splitlines() if line.strip())
+        canary, _, stable = entries.get("tokens", "").partition("/")
+        if not (canary.startswith("canary.") and stable.startswith("stable.")):
+            return None
+        restick = self.server_weight("canary", "restick")
+        return StickyState(canary.partition(".")[2], stable.partition(".")[2], restick)
+
+    def _sticky_commands(self, path: str, percent: int) -> str:
+        """The restick split, then both cookies in force in one map entry. HAProxy runs a line's commands one by
+        one, requests between them: with the weights first, a client still holding a valid cookie keeps its side
+        until the cookies change, and every client split meanwhile is split at the new weights."""
+        state = next_state(self.sticky_state(path), self.get_weight(), percent)
+        # off: values issued to nobody (and not each other's), so no cookie reaches the canary
+        canary = cookie_value("canary", state.canary) if state else f"off.{secrets.token_hex(8)}"
+        stable = cookie_value("stable", state.stable) if state else f"off.{secrets.token_hex(8)}"
+        restick = state.restick if state else 0
+        return (f"set weight restick/stable {100 - restick}; set weight restick/canary {restick}; "
+                f"set map {path} tokens {canary}/{stable}")  # fmt: skip
 
 
 # ---- Kubernetes routing resources ---------------------------------------------------------------------------------
@@ -123,12 +163,16 @@ class KubeRouter:
     version = ""
     plural = ""
 
-    def __init__(self, api: Any, namespace: str, name: str, *, stable: str, canary: str) -> None:
+    def __init__(
+        self, api: Any, namespace: str, name: str, *, stable: str, canary: str, sticky_cookie: str | None = None
+    ) -> None:
         from kubernetes import client
 
         self.objects = client.CustomObjectsApi(api)
         self.namespace, self.name = namespace, name
         self.stable, self.canary = stable, canary
+        self.sticky_cookie = sticky_cookie
+        """Sticky sessions' cookie (routing.sticky): the cookie routes move with the weight; none: no cookie routes."""
 
     def describe(self) -> str:
         return f"{self.plural}/{self.name} in {self.namespace}"
@@ -173,14 +217,23 @@ class KubeRouter:
         def attempt() -> None:
             obj = self.read()  # fresh on every attempt: a conflict is retried against the current object
             slots = self._slots_or_explain(obj)
-            if (slots.stable_weight, slots.canary_weight) == (100 - percent, percent):
+            # the cookie routes move with the weight, also for a router not told of them (the watchdog, a rollback
+            # with another canary.yaml): the object names its cookie
+            cookie = self.sticky_cookie or _sticky_of(obj)[1]
+            if cookie is not None:
+                changes = self._sticky_patch(obj, slots, percent, cookie)
+            elif (slots.stable_weight, slots.canary_weight) != (100 - percent, percent):
+                changes = [{"op": "add", "path": slots.stable, "value": 100 - percent},
+                           {"op": "add", "path": slots.canary, "value": percent}]  # fmt: skip
+            else:
+                changes = []
+            if not changes:
                 return  # already there: setting a weight is idempotent
             version = obj.get("metadata", {}).get("resourceVersion")
             patch: list[dict[str, Any]] = []
             if version:  # the API server answers 409 if the object changed since this read
                 patch.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
-            patch.append({"op": "add", "path": slots.stable, "value": 100 - percent})
-            patch.append({"op": "add", "path": slots.canary, "value": percent})
+            patch += changes
             self.objects.patch_namespaced_custom_object(
                 self.group, self.version, self.namespace, self.plural, self.name, patch
             )
@@ -193,6 +246,32 @@ class KubeRouter:
             )
         log.info("%s: canary weight %d %%, confirmed", self.describe(), percent)
         return confirmed
+
+    def _sticky_patch(
+        self, obj: dict[str, Any], slots: _WeightSlots, percent: int, cookie: str
+    ) -> list[dict[str, Any]]:
+        """The weight with the cookie routes (canary_checks.sticky) kept consistent with it, in one patch: the
+        routes or rules whole, and the cookies in force in an annotation; empty when nothing changes."""
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        previous = _sticky_of(obj)[0]
+        total = slots.stable_weight + slots.canary_weight
+        old = round(100 * slots.canary_weight / total) if total else 0
+        state = next_state(previous, old, percent)
+        if (slots.stable_weight, slots.canary_weight) == (100 - percent, percent) and state == previous:
+            return []
+        path, value = self._sticky_spec(obj, cookie, state, percent)
+        return [{"op": "replace", "path": path, "value": value}, *annotation_patch(annotations, cookie, state)]
+
+    def _sticky_spec(self, obj: dict[str, Any], cookie: str, state: StickyState | None, percent: int) -> Any:
+        raise RoutingError(
+            f"{self.plural} cannot route by cookie", where=self.describe(),
+            fix="turn routing.sticky.enabled off for this service, or move its traffic with an Istio "
+            "VirtualService or a Gateway API HTTPRoute (run --router istio|gateway-api)",
+        )  # fmt: skip
+
+    def sticky_state(self) -> StickyState | None:
+        """The cookies in force (none: no cookie route)."""
+        return _sticky_of(self.read())[0]
 
     def header_route(self) -> bool:
         """Whether requests with ``x-canary: true`` always go to the canary."""
@@ -264,6 +343,8 @@ class IstioRouter(KubeRouter):
 
     def slots(self, obj: dict[str, Any]) -> _WeightSlots:
         for i, route in enumerate(obj["spec"]["http"]):
+            if str(route.get("name", "")).startswith(STICKY_PREFIX):
+                continue  # a cookie route's split moves stable's clients to a new weight, not the weight itself
             subsets = [d.get("destination", {}).get("subset") for d in route.get("route", [])]
             if self.stable in subsets and self.canary in subsets:
                 s, c = subsets.index(self.stable), subsets.index(self.canary)
@@ -302,6 +383,10 @@ class IstioRouter(KubeRouter):
                 return i
         return None
 
+    def _sticky_spec(self, obj: dict[str, Any], cookie: str, state: StickyState | None, percent: int) -> Any:
+        http = obj["spec"]["http"]
+        return "/spec/http", istio_routes(http, cookie, state, stable=self.stable, canary=self.canary, weight=percent)
+
     def _header_rule(self) -> tuple[str, Any]:
         host = self.read()["spec"]["hosts"][0]
         return "/spec/http/0", {
@@ -335,6 +420,8 @@ class GatewayRouter(KubeRouter):
 
     def slots(self, obj: dict[str, Any]) -> _WeightSlots:
         for i, rule in enumerate(obj["spec"]["rules"]):
+            if str(rule.get("name", "")).startswith(STICKY_PREFIX):
+                continue  # a cookie rule's split moves stable's clients to a new weight, not the weight itself
             refs = rule.get("backendRefs", [])
             names = [r.get("name") for r in refs]
             if self.stable in names and self.canary in names:
@@ -357,6 +444,11 @@ class GatewayRouter(KubeRouter):
                 return i
         return None
 
+    def _sticky_spec(self, obj: dict[str, Any], cookie: str, state: StickyState | None, percent: int) -> Any:
+        rules = gateway_rules(obj["spec"]["rules"], cookie, state, stable=self.stable, canary=self.canary,
+                              weight=percent)  # fmt: skip
+        return "/spec/rules", rules
+
     def _header_rule(self) -> tuple[str, Any]:
         return "/spec/rules/0", {
             "matches": [{"headers": [{"type": "Exact", "name": "x-canary", "value": "true"}]}],
@@ -364,12 +456,21 @@ class GatewayRouter(KubeRouter):
         }
 
 
-def kube_router(kind: str, api: Any, namespace: str, service: str) -> KubeRouter:
-    """The router for ``kind`` (istio | linkerd | gateway-api) over the objects in manifests/<service>/."""
+def kube_router(kind: str, api: Any, namespace: str, service: str, *, sticky_cookie: str | None = None) -> KubeRouter:
+    """The router for ``kind`` (istio | linkerd | gateway-api) over the objects in manifests/<service>/; with
+    ``sticky_cookie`` (routing.sticky) its cookie routes move with the weight."""
     if kind == "istio":
-        return IstioRouter(api, namespace, service, stable="stable", canary="canary")
+        return IstioRouter(api, namespace, service, stable="stable", canary="canary", sticky_cookie=sticky_cookie)
+    stable, canary = f"{service}-stable", f"{service}-canary"
+    if kind == "linkerd" and sticky_cookie is not None:
+        raise RoutingError(
+            "routing.sticky.enabled is true, but an SMI TrafficSplit cannot route by cookie",
+            where=f"trafficsplits/{service} in {namespace}",
+            fix="set routing.sticky.enabled: false for this service, or move its traffic with a Gateway API "
+            "HTTPRoute (run --router gateway-api; Linkerd 2.14+ reads it) or an Istio VirtualService",
+        )
     if kind == "linkerd":
-        return SMIRouter(api, namespace, service, stable=f"{service}-stable", canary=f"{service}-canary")
+        return SMIRouter(api, namespace, service, stable=stable, canary=canary)
     if kind == "gateway-api":
-        return GatewayRouter(api, namespace, service, stable=f"{service}-stable", canary=f"{service}-canary")
+        return GatewayRouter(api, namespace, service, stable=stable, canary=canary, sticky_cookie=sticky_cookie)
     raise RoutingError(f"unknown router {kind!r}", fix="use istio, linkerd, gateway-api or sandbox")

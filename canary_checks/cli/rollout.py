@@ -234,7 +234,9 @@ def _rollout(
 
         k = config.kubernetes
         api = api_client(k.api_url, context=k.context, verify_tls=k.verify_tls)
-        router = kube_router(options.router_kind, api, config.namespace, options.service)
+        sticky = config.routing.sticky
+        router = kube_router(options.router_kind, api, config.namespace, options.service,
+                             sticky_cookie=sticky.cookie if sticky.enabled else None)  # fmt: skip
         platform = KubePlatform(api, config.namespace, config.workload("stable"), config.workload("canary"))
         controller, problems = router.controller, router.problems
     return Rollout(config, platform, router, options, source=MetricsSource(config), echo=echo, controller=controller,

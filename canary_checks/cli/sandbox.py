@@ -190,13 +190,26 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
 @suite_option("--suite", "gate", "The gate suite")
 @reports_option()
 @click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards.")
+@click.option("--sticky", is_flag=True, help="Add a scene: sticky canary sessions (routing.sticky), two stages and "
+              "a rollback as Locust's users see them.")  # fmt: skip
 @click.pass_context
-def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool) -> None:
+def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool, sticky: bool) -> None:
     """The whole loop on the sandbox: a healthy canary through every stage, then faults and the gates that catch
     them. Starts the sandbox unless it runs, and stops it after unless --keep."""
     from canary_checks.sandbox.tour import run_tour
     from canary_checks.suite import locate
 
     config, path = load(ctx, sandbox=True)
-    ok = run_tour(sandbox_of(ctx), config, path, suite=locate("gate", suite), reports=reports, keep=keep, console=out)
+    if sticky:  # the sandbox this demo starts writes HAProxy's cookie routes
+        on = config.routing.sticky.model_copy(update={"enabled": True})
+        config = config.model_copy(update={"routing": config.routing.model_copy(update={"sticky": on})})
+    box = sandbox_of(ctx, config=config)
+    if sticky and box.is_up() and box.router.sticky_map() is None:
+        raise click.UsageError(
+            f"--sticky: the sandbox running from {box.state_dir} was started without sticky sessions; stop it with "
+            "'canary-checks sandbox down' (the demo then starts one with them), or set routing.sticky.enabled: true "
+            "in canary.yaml and start it again"
+        )
+    ok = run_tour(box, config, path, suite=locate("gate", suite), reports=reports, keep=keep, console=out,
+                  sticky=sticky)  # fmt: skip
     sys.exit(0 if ok else 1)

@@ -7,8 +7,8 @@ what is expected.
 A package along the file's sections (each module's docstring says its seam):
 
 - ``units``: severities, meshes, ranges, durations, name checks, the base model (a leaf);
-- ``gates``, ``statistics``, ``prometheus``, ``notifications``, ``rollout``, ``environment`` (Kubernetes, sandbox,
-  smoke): the sections' models;
+- ``gates``, ``statistics``, ``prometheus``, ``notifications``, ``rollout``, ``routing``, ``environment``
+  (Kubernetes, sandbox, smoke): the sections' models;
 - ``model``: :class:`CanaryConfig`, where the sections meet, and validation errors in a YAML file's words;
 - ``loading``: finding and reading the file, several services in one file, command-line overrides;
 - ``reference``: docs/configuration.md, written from the models.
@@ -64,6 +64,8 @@ from canary_checks.config.reference import reference_markdown
 from canary_checks.config.rollout import OutsideWindow as OutsideWindow
 from canary_checks.config.rollout import ReleaseWindows as ReleaseWindows
 from canary_checks.config.rollout import RolloutSettings, UndecidedPolicy
+from canary_checks.config.routing import RoutingSettings, StickySessions
+from canary_checks.config.routing import check_cookie_name as check_cookie_name
 from canary_checks.config.statistics import ComparisonSettings, Correction, CustomComparison, Statistics
 from canary_checks.config.units import (
     CONFIG_ENV,
@@ -120,10 +122,12 @@ __all__ = [
     "RateGate",
     "RatioGate",
     "RolloutSettings",
+    "RoutingSettings",
     "SandboxSettings",
     "Secret",
     "Severity",
     "Statistics",
+    "StickySessions",
     "UndecidedPolicy",
     "ValueGate",
     "check_stage_list",

@@ -18,6 +18,7 @@ from canary_checks.config.gates import Gates
 from canary_checks.config.notifications import NotificationSettings
 from canary_checks.config.prometheus import CustomQueries, PrometheusSettings, Workloads
 from canary_checks.config.rollout import RolloutSettings
+from canary_checks.config.routing import RoutingSettings
 from canary_checks.config.statistics import Statistics
 from canary_checks.config.units import (
     COUNT,
@@ -72,6 +73,8 @@ class CanaryConfig(_Model):
     """Where the runner announces its decisions."""
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     """What the runner does with a stage that cannot decide, and when it may move forward (release windows)."""
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    """What the router does besides the weights: sticky canary sessions."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     """The local sandbox (canary-checks sandbox up)."""
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from canary_checks.config import (
+    check_cookie_name,
     check_namespace,
 )
 from canary_checks.errors import ConfigError
@@ -155,6 +156,13 @@ class ManifestValues(BaseModel):
     """Service the Flagger Canary example (`flagger/canary-<service>.yaml`) is written for (default: the first)."""
     load: LoadValues = Field(default_factory=LoadValues)
     """Distributed Locust."""
+    sticky_cookie: Annotated[str, AfterValidator(check_cookie_name)] | None = None
+    """Sticky canary sessions' cookie (canary.yaml `routing.sticky.cookie`, e.g. `canary-checks`): set, every
+    VirtualService and HTTPRoute carries the cookie routes from the start; unset, the runner adds them at its first
+    weight change when `routing.sticky.enabled`. Either way it keeps them in step with the weight and removes them
+    on rollback. The rendered cookies are the same at every render: applying the file again brings them back, as
+    it brings back the initial weights (a client kept from an earlier rollout's canary would reach the canary),
+    so apply it once and let the runner own the routes."""
 
     @model_validator(mode="after")
     def _check(self) -> ManifestValues:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from canary_checks.manifests.values import CANARY_REPLICAS, INITIAL_CANARY_WEIGHT, ManifestValues, Obj, ServiceValues
+from canary_checks.sticky import ANNOTATION, StickyState, annotation_value, gateway_rules, initial_state, istio_routes
 
 
 def _meta(v: ManifestValues, name: str, labels: Mapping[str, str], **extra: Any) -> Obj:
@@ -239,7 +240,18 @@ def render_istio(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
             ],
         },
     }
+    if v.sticky_cookie is not None:
+        state = initial_state(f"{v.namespace}/{svc.name}", INITIAL_CANARY_WEIGHT)
+        spec: Any = virtual_service["spec"]
+        spec["http"] = istio_routes(spec["http"], v.sticky_cookie, state, stable="stable", canary="canary",
+                                    weight=INITIAL_CANARY_WEIGHT)  # fmt: skip
+        _annotate(virtual_service, v.sticky_cookie, state)
     return [virtual_service, destination_rule]
+
+
+def _annotate(obj: Obj, cookie: str, state: StickyState) -> None:
+    """The cookies in force, where the runner reads them (canary_checks.sticky)."""
+    obj["metadata"].setdefault("annotations", {})[ANNOTATION] = annotation_value(cookie, state)
 
 
 def render_linkerd(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
@@ -266,27 +278,32 @@ def render_gateway_api(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
             ref["weight"] = weight
         return ref
 
-    return [
-        {
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": _meta(v, svc.name, _labels(v, svc)),
-            "spec": {
-                # GAMMA: a route attached to the Service itself, as Linkerd 2.14+ and Istio read it for mesh traffic.
-                "parentRefs": [{"group": "", "kind": "Service", "name": svc.name, "port": 80}],
-                "rules": [
-                    {
-                        "matches": [{"headers": [{"type": "Exact", "name": "x-canary", "value": "true"}]}],
-                        "backendRefs": [backend("canary")],
-                    },
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [
-                            backend("stable", 100 - INITIAL_CANARY_WEIGHT),
-                            backend("canary", INITIAL_CANARY_WEIGHT),
-                        ],
-                    },
-                ],
-            },
-        }
-    ]
+    route: Obj = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": _meta(v, svc.name, _labels(v, svc)),
+        "spec": {
+            # GAMMA: a route attached to the Service itself, as Linkerd 2.14+ and Istio read it for mesh traffic.
+            "parentRefs": [{"group": "", "kind": "Service", "name": svc.name, "port": 80}],
+            "rules": [
+                {
+                    "matches": [{"headers": [{"type": "Exact", "name": "x-canary", "value": "true"}]}],
+                    "backendRefs": [backend("canary")],
+                },
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [
+                        backend("stable", 100 - INITIAL_CANARY_WEIGHT),
+                        backend("canary", INITIAL_CANARY_WEIGHT),
+                    ],
+                },
+            ],
+        },
+    }
+    if v.sticky_cookie is not None:
+        state = initial_state(f"{v.namespace}/{svc.name}", INITIAL_CANARY_WEIGHT)
+        stable, canary = f"{svc.name}-stable", f"{svc.name}-canary"
+        route["spec"]["rules"] = gateway_rules(route["spec"]["rules"], v.sticky_cookie, state, stable=stable,
+                                               canary=canary, weight=INITIAL_CANARY_WEIGHT)  # fmt: skip
+        _annotate(route, v.sticky_cookie, state)
+    return [route]

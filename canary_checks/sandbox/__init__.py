@@ -193,6 +193,7 @@ class Sandbox:
         cmd = commands(self.config, self.state_dir, self._locustfile(), self.service_url)[name]
         env = dict(os.environ)
         if name == "locust":
+            env["CANARY_SIDES_FILE"] = str(self.sides_file)
             env["CANARY_RPS"] = str(self.settings.rps)
             env["CANARY_USERS"] = cmd[cmd.index("--users") + 1]
         self.processes.start(name, cmd, env, state)
@@ -212,6 +213,7 @@ class Sandbox:
         self.preflight()
         # A new sandbox starts with no history: series of an earlier run would linger in instant queries.
         shutil.rmtree(self.state_dir / "prometheus-data", ignore_errors=True)
+        self.sides_file.unlink(missing_ok=True)
         write_files(self.config, self.state_dir, weight, faults or {})
         state: dict[str, Any] = {"components": {}, "service_url": self.service_url, "prometheus": self.prometheus_url,
                                  "service": self.config.service, "namespace": self.config.namespace}  # fmt: skip
@@ -225,6 +227,8 @@ class Sandbox:
         ]
         try:
             for name, ready in steps:
+                if name == "locust":
+                    self._settle_router()
                 self.progress(f"starting {name}")
                 self._start(name, state)
                 self._wait(name, ready)
@@ -246,6 +250,18 @@ class Sandbox:
             f"the pods were not ready and UP in HAProxy within {timeout:.0f}s",
             fix="see 'canary-checks sandbox status' and the pod logs in the state directory",
         )
+
+    def _settle_router(self, timeout: float = 30.0) -> None:
+        """Traffic only once HAProxy sees both pods up (best effort: a pod started with a fault may never be): its
+        first checks ran before they listened, and a request to a pod not yet listening fails — with sticky
+        sessions such a client tries again until the side that was up first answers it, and stays there."""
+        self.progress("waiting for both pods to be ready and UP in HAProxy")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(SandboxError):
+                if self._pods_ready() and all(self.router.servers_up().values()):
+                    return
+            time.sleep(0.1)
 
     def _router_answers(self) -> bool:
         try:
@@ -278,6 +294,19 @@ class Sandbox:
         self._wait(name, ready)
 
     # ---- driving it ----
+
+    @property
+    def sides_file(self) -> Path:
+        return self.state_dir / "sides.json"
+
+    def sides(self) -> dict[str, Any]:
+        """Which pod answered each Locust user, as the locustfile records it every second (empty before that):
+        :func:`canary_checks.sandbox.sides.sides_between` sums it."""
+        try:
+            data: dict[str, Any] = json.loads(self.sides_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
 
     def pods(self) -> list[dict[str, Any]]:
         return self.node.pods()

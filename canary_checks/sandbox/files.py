@@ -21,6 +21,7 @@ import yaml
 
 from canary_checks.config import CanaryConfig, Mesh, parse_duration
 from canary_checks.manifests import render_alerts
+from canary_checks.sticky import cookie_value, next_state
 
 PER_USER_RPS = 1.0
 """Each Locust user sends one request a second: many users, each mostly idle, is close to open-loop traffic, so a
@@ -162,8 +163,12 @@ def _write_prometheus(config: CanaryConfig, d: Path, interval: str) -> None:
 
 
 def _write_haproxy(config: CanaryConfig, d: Path, weight: int) -> None:
-    """HAProxy: the weighted split, the header routes and the exporter."""
+    """HAProxy: the weighted split, the header routes, the sticky cookie routes when enabled, and the exporter."""
     s = config.sandbox
+    sticky = config.routing.sticky
+    variables, routes, marks = "", "", ""
+    if sticky.enabled:
+        variables, routes, marks = _sticky_haproxy(d, sticky.cookie, weight)
     (d / "haproxy.cfg").write_text(
         f"""# Written by canary-checks sandbox; weights change at run time through the admin socket.
 global
@@ -182,11 +187,11 @@ defaults
 
 frontend service
     bind 127.0.0.1:{s.router_port}
-    acl canary_header req.hdr(x-canary) -i true
+{variables}    acl canary_header req.hdr(x-canary) -i true
     acl stable_header req.hdr(x-canary) -i false
     use_backend canary_only if canary_header
     use_backend stable_only if stable_header
-    default_backend svc
+{routes}    default_backend svc
 
 backend svc
     balance roundrobin
@@ -194,7 +199,7 @@ backend svc
     default-server inter 1s fall 2 rise 1
     server stable 127.0.0.1:{s.stable_port} weight {100 - weight} check
     server canary 127.0.0.1:{s.canary_port} weight {weight} check
-
+{marks}
 backend canary_only
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
@@ -204,7 +209,7 @@ backend stable_only
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
     server stable 127.0.0.1:{s.stable_port} check
-
+{_restick_backend(config, weight, marks) if sticky.enabled else ""}
 frontend admin
     bind 127.0.0.1:{s.router_admin_port}
     http-request use-service prometheus-exporter if {{ path /metrics }}
@@ -212,6 +217,63 @@ frontend admin
     stats uri /stats
 """
     )
+
+
+def _sticky_haproxy(d: Path, cookie: str, weight: int) -> tuple[str, str, str]:
+    """Sticky sessions (:mod:`canary_checks.sticky`): the frontend's cookies in force and cookie routes (after the
+    header routes: a header wins), and the Set-Cookie lines of a splitting backend. The cookies in force are the
+    runtime map ``sticky.map`` (the router changes them with the weights); a client carrying neither goes to the
+    weighted split, one with an older stable cookie to ``restick``. Not HAProxy's own ``cookie`` persistence: it
+    pins every client to its first server for good (raising the weight would move nobody), and a cookie still
+    reaches a server at weight 0 unless that server is put in maintenance."""
+    state = next_state(None, 0, weight)
+    canary = cookie_value("canary", state.canary) if state else "off.canary"  # values issued to nobody
+    stable = cookie_value("stable", state.stable) if state else "off.stable"
+    # both cookies in one entry: the router changes them in one command, so no request sees one changed alone
+    (d / "sticky.map").write_text(f"tokens {canary}/{stable}\n")
+    table = d / "sticky.map"
+    variables = f"""    http-request set-var(txn.sticky_canary) str(tokens),map({table}),field(1,/)
+    http-request set-var(txn.sticky_stable) str(tokens),map({table}),field(2,/)
+"""
+    routes = f"""    acl sticky_canary req.cook({cookie}),strcmp(txn.sticky_canary) eq 0
+    acl sticky_stable req.cook({cookie}),strcmp(txn.sticky_stable) eq 0
+    acl sticky_older req.cook({cookie}) -m beg stable.
+    use_backend sticky_canary if sticky_canary
+    use_backend sticky_stable if sticky_stable
+    use_backend restick if sticky_older
+"""
+    marks = "".join(
+        f'    http-response add-header Set-Cookie "{cookie}=%[var(txn.sticky_{side})]; Path=/; HttpOnly; '
+        f'SameSite=Lax" if {{ srv_name {side} }}\n'
+        for side in ("stable", "canary")
+    )
+    return variables, routes, marks
+
+
+def _restick_backend(config: CanaryConfig, weight: int, marks: str) -> str:
+    """The split of clients holding an older stable cookie (its canary share moves them to a raised weight), and
+    the two sides of the cookie routes: each with the other as a backup, so a side that is down (a crashing canary)
+    leaves its clients to the other rather than to a 503 — unlike the header routes, which smoke checks rely on."""
+    s = config.sandbox
+    return f"""
+backend sticky_canary
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server canary 127.0.0.1:{s.canary_port} check
+    server stable 127.0.0.1:{s.stable_port} check backup
+
+backend sticky_stable
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server stable 127.0.0.1:{s.stable_port} check
+    server canary 127.0.0.1:{s.canary_port} check backup
+backend restick
+    balance roundrobin
+    option httpchk GET /readyz
+    default-server inter 1s fall 2 rise 1
+    server stable 127.0.0.1:{s.stable_port} weight {100 - weight} check
+    server canary 127.0.0.1:{s.canary_port} weight {weight} check
+{marks}"""
 
 
 def commands(config: CanaryConfig, d: Path, locustfile: Path, service_url: str) -> dict[str, list[str]]:

@@ -45,6 +45,11 @@ class SandboxPlatform:
                 f"{wanted[1]}: roll out {serves[0]} there, or 'canary-checks sandbox down' and 'sandbox up' with "
                 f"a canary.yaml for {wanted[0]}"
             ]
+        if self.box.config.routing.sticky.enabled and self.box.router.sticky_map() is None:
+            return [
+                f"routing.sticky.enabled is true, but the sandbox in {self.box.state_dir} was started without "
+                "sticky sessions: 'canary-checks sandbox down', then 'canary-checks sandbox up' with this canary.yaml"
+            ]
         return []
 
     def read_record(self) -> dict[str, Any] | None:

@@ -2,7 +2,9 @@
 
 1. bring the sandbox up (or use the one running);
 2. a healthy canary through every stage: set the weight, let a full window of traffic pass, run the gate suite;
-3. at the first stage past 5 %, inject each fault in turn and show which gates catch it.
+3. at the first stage past 5 %, inject each fault in turn and show which gates catch it;
+4. with ``--sticky``: sticky canary sessions — two stages and a rollback as Locust's users see them (which side
+   answered each), on a sandbox started with ``routing.sticky``.
 JUnit files, the timeline and the HTML report go to ``reports/demo-<time>/``.
 """
 
@@ -83,8 +85,10 @@ def run_tour(
     reports: Path,
     keep: bool,
     console: Console,
+    sticky: bool = False,
 ) -> bool:
-    """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates."""
+    """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates (and,
+    with ``sticky``, no user saw both sides within a stage and the split held)."""
     started = time.time()
     # the tour's timeline (weights and faults) goes to events.jsonl, as a rollout's: the report marks them
     record = RunRecord.start(reports, "demo", run_id=time.strftime("demo-%Y%m%d-%H%M%S"), service=config.service,
@@ -101,6 +105,8 @@ def run_tour(
         )
         ok = _healthy_stages(box, config, config_path, suite, record, console)
         ok &= _faults(box, config, config_path, suite, record, console)
+        if sticky:
+            ok &= _sticky(box, config, record, console)
         console.rule("[bold]done")
         console.print(f"JUnit files: {record.path}/")
         why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"
@@ -188,4 +194,40 @@ def _faults(
         box.wait_ready(60)  # a crashed canary comes back after its back-off
         if number < len(SCENARIOS):
             _wait(console, settle, "clearing the fault and letting a clean window pass")
+    return ok
+
+
+STICKY_SECONDS = 15.0
+"""How long scene 4 lets each stage's traffic run before it counts who saw what."""
+
+
+def _sticky(box: Sandbox, config: CanaryConfig, record: RunRecord, console: Console) -> bool:
+    """Step 4: two stages and a rollback with sticky sessions, as Locust's users saw them; True when nobody saw
+    both sides within a stage, the canary's users stayed on it, the split by users held within 2 points, and no
+    user reached the canary after the rollback (when the weight was raised; lowering it chooses afresh)."""
+    from canary_checks.sandbox.sides import sides_between
+
+    console.rule(f"[bold]4. sticky canary sessions (cookie {config.routing.sticky.cookie!r})")
+    canary = {p["pod"] for p in box.pods() if p["workload"] == config.workload("canary")}
+    ok = True
+    for stage in [*[s for s in config.stages if 5 < s < 100][:2], 0]:
+        raised = stage >= box.router.get_weight()  # lowered: every client chooses again, at the new share
+        before = time.time() - 1.0  # surely routed before the change: Locust's users fire in bursts a second apart
+        box.set_weight(stage)
+        start = time.time()
+        record.event(Event.WEIGHT, weight=stage, stage=stage or None)
+        what = f"stage {stage} %" if stage else "rolled back (weight 0)"
+        _wait(console, STICKY_SECONDS, f"{what}: each Locust user carries its cookie")
+        sides = sides_between(box.sides(), start, time.time(), canary, before=before)
+        fine = sides.users > 0 and sides.both == 0
+        if stage:
+            fine &= sides.moved_back == 0 or not raised
+        else:
+            fine &= sides.canary_users == 0 and sides.canary_requests == 0
+        fine &= abs(sides.user_share - stage) <= 2
+        ok &= fine
+        console.print(f"[{'green' if fine else 'red'}]{what}:[/] {sides.describe()}", highlight=False)
+    box.set_weight(config.stages[0])
+    record.event(Event.WEIGHT, weight=config.stages[0], stage=config.stages[0])
+    console.print("the split is by users, not requests; the gates and comparisons judge the same windows as before")
     return ok
