@@ -193,7 +193,8 @@ class Sandbox:
         cmd = commands(self.config, self.state_dir, self._locustfile(), self.service_url)[name]
         env = dict(os.environ)
         if name == "locust":
-            env["CANARY_SIDES_FILE"] = str(self.sides_file)
+            if self.config.routing.sticky.enabled:  # without stickiness every user's answers alternate: no record
+                env["CANARY_SIDES_FILE"] = str(self.sides_file)
             env["CANARY_RPS"] = str(self.settings.rps)
             env["CANARY_USERS"] = cmd[cmd.index("--users") + 1]
         self.processes.start(name, cmd, env, state)

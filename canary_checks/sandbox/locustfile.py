@@ -10,7 +10,8 @@ Each user is one client with its own cookies (Locust's FastHttpUser keeps a cook
 sessions on (routing.sticky) the router keeps it on one side. With CANARY_SIDES_FILE set, which pod answered each
 user (the demo pods' x-served-by header) is written there every second as JSON: per user, runs of answers from
 the same pod ``[pod, first, last, count]`` (Unix seconds at each request's start), and per second the answers of
-each pod. The sandbox sets it (its state directory's sides.json); ``Sandbox.sides()`` reads it.
+each pod (the last 15 minutes). The sandbox sets it, to its state directory's sides.json, when sticky sessions are
+on (without them every user's answers alternate: a run a request); ``Sandbox.sides()`` reads it.
 """
 
 import itertools
@@ -45,8 +46,11 @@ def _served(user: int, started: float, pod: str) -> None:
 
 
 def _write_sides() -> None:
-    """The record, whole, every second at most (replaced at once: a reader never sees half of it)."""
+    """The record, whole, every second at most (replaced at once: a reader never sees half of it); answers per
+    second are kept for the last 15 minutes."""
     _written[0] = time.time()
+    for second in [s for s in _seconds if s < _written[0] - 900]:
+        del _seconds[second]
     data = {"users": {str(k): v for k, v in _runs.items()},
             "seconds": {str(k): dict(v) for k, v in _seconds.items()}}  # fmt: skip
     tmp = f"{SIDES_FILE}.tmp"
