@@ -112,7 +112,9 @@ def test_with_sticky_sessions_no_user_sees_both_sides_in_a_stage_and_the_split_h
 
 
 def test_a_rollback_ends_stickiness_even_for_a_client_holding_the_canary_cookie(box: Sandbox) -> None:
-    weight_change(box, 25)
+    _, at_25 = weight_change(box, 25)
+    # Locust's users on their sides at 25 % before the rollback (taken at once, no user had reached the canary yet)
+    assert stretch(box, at_25, requests=400).canary_users > 0
     state = box.router.sticky_state()
     assert state is not None
     canary_cookie = f"canary.{state.canary}"
