@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import select
 import socket
 import threading
@@ -395,6 +396,7 @@ def webhook_run(reports: Path, age: float, size: int) -> Path:
 def test_webhook_reports_are_pruned_by_count_and_bytes(server: tuple[str, ServeOptions]) -> None:
     url, options = server
     olds = [webhook_run(options.reports, age, 200 * 1024) for age in (500, 400, 300, 200, 100)]  # oldest first
+    os.sync()  # blocks on disk (what disk_usage counts, as du does) are allocated on flush: a file just written has 0
     sizes = {run.name: disk_usage(run) for run in olds}
     gate_run = options.reports / "gate-20261127-101500-abcdef"
     write_run(gate_run, kind="gate", started=time.time() - 1000)
