@@ -257,8 +257,12 @@ class Sandbox:
         first checks ran before they listened, and a request to a pod not yet listening fails — with sticky
         sessions such a client tries again until the side that was up first answers it, and stays there."""
         self.progress("waiting for both pods to be ready and UP in HAProxy")
-        with contextlib.suppress(SandboxError):
-            self.wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(SandboxError):
+                if self._pods_ready() and all(self.router.servers_up().values()):
+                    return
+            time.sleep(0.1)
 
     def _router_answers(self) -> bool:
         try:
