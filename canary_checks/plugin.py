@@ -114,6 +114,9 @@ def _target_options(group: Any) -> None:
     group.addoption(
         "--mesh", default=None, help="which metric names to read: istio, linkerd or custom (default: mesh)."
     )
+    group.addoption("--baseline", action="store_true", default=None,
+                    help="compare the canary with the baseline Deployment (a fresh copy of stable), not stable "
+                    "(default: baseline.enabled; canary-checks run --baseline passes it).")  # fmt: skip
     group.addoption(
         "--canary-config",
         default=None,
@@ -136,12 +139,9 @@ def _target_options(group: Any) -> None:
         help="file where the canary-vs-stable comparisons accumulate their evidence across checks and stages "
         "(default: statistics.evidence_file).",
     )
-    group.addoption(
-        "--fresh-evidence",
-        action="store_true",
-        default=False,
-        help="start the comparisons' evidence afresh (a new canary); otherwise it continues from the last check.",
-    )
+    group.addoption("--fresh-evidence", action="store_true", default=False,
+                    help="start the comparisons' evidence afresh (a new canary); otherwise it continues from the "
+                    "last check.")  # fmt: skip
 
 
 def _run_options(group: Any) -> None:
@@ -165,12 +165,8 @@ def _run_options(group: Any) -> None:
         default=False,
         help="write no report directory (the runner and the webhook server pass it: they own the run's directory).",
     )
-    group.addoption(
-        "--strict-gates",
-        action="store_true",
-        default=False,
-        help="warning gates fail the run too (info gates never do).",
-    )
+    group.addoption("--strict-gates", action="store_true", default=False,
+                    help="warning gates fail the run too (info gates never do).")  # fmt: skip
     group.addoption(
         "--hold-for",
         type=_duration("--hold-for"),

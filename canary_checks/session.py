@@ -70,6 +70,7 @@ def resolve(config: pytest.Config) -> Target:
         service=opt.service,
         namespace=opt.namespace,
         mesh=opt.mesh,
+        baseline=opt.baseline,
         prometheus_url=opt.prometheus_url,
         window=opt.window,
     )
@@ -103,7 +104,7 @@ def header(target: Target) -> list[str]:
         else "kube_* gates off (no Kubernetes credentials; see kubernetes: in the config)"
     )
     return [
-        f"canary-checks: {c.workload('canary')} vs {c.workload('stable')} in namespace {c.namespace}, "
+        f"canary-checks: {c.workload('canary')} vs {c.workload(c.reference)} in namespace {c.namespace}, "
         f"mesh {c.mesh.value}, {stage}{', strict' if target.strict else ''}",
         f"canary-checks: Prometheus {c.prometheus.shown_url}, window {c.window:g}s, config {source}",
         f"canary-checks: {kube}",

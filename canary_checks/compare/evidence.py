@@ -53,7 +53,7 @@ class Evidence:
         return {
             "namespace": config.namespace,
             "canary": config.workload("canary"),
-            "stable": config.workload("stable"),
+            "stable": config.workload(config.reference),  # what the canary is judged against: stable or baseline
             "mesh": config.mesh.value,
             "prometheus": config.prometheus.shown_url,
         }

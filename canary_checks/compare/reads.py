@@ -55,21 +55,21 @@ def plan_of(source: MetricsSource, c: Comparison, *, interval: float, since: flo
     """The queries of one comparison: each side's counts over the interval (latency: its buckets over the interval
     and since the evidence started)."""
     q: dict[str, str] = {}
-    for side in ("canary", "stable"):
+    for arm, side in source.config.arms:  # stable's arm reads the baseline when there is one
         if c.family == "errors":
-            q[f"{side}_requests"] = source.render("requests", side=side, window=interval)
-            q[f"{side}_errors"] = source.render("errors", side=side, window=interval)
+            q[f"{arm}_requests"] = source.render("requests", side=side, window=interval)
+            q[f"{arm}_errors"] = source.render("errors", side=side, window=interval)
         elif c.custom is not None:  # the same counts from the team's own templates
             where = f"statistics.{c.key}"
-            q[f"{side}_requests"] = source.render_template(
+            q[f"{arm}_requests"] = source.render_template(
                 c.custom.denominator, side=side, window=interval, where=f"{where}.denominator"
             )
-            q[f"{side}_errors"] = source.render_template(
+            q[f"{arm}_errors"] = source.render_template(
                 c.custom.numerator, side=side, window=interval, where=f"{where}.numerator"
             )
         elif c.family == "latency" and source.render("buckets", side=side):
-            q[f"{side}_step"] = source.render("buckets", side=side, window=interval)
-            q[f"{side}_since"] = source.render("buckets", side=side, window=since)
+            q[f"{arm}_step"] = source.render("buckets", side=side, window=interval)
+            q[f"{arm}_since"] = source.render("buckets", side=side, window=since)
     return Plan(c, q)
 
 
@@ -81,6 +81,6 @@ def read_before(
     need_bound = [p for p in plans if p.comparison.family == "latency" and p.comparison.key not in evidence.bounds]
     earlier: dict[str, list[Sample] | PrometheusError] = {}
     if need_bound and any(p.queries for p in need_bound):
-        earlier_q = source.render("buckets", side="stable")
+        earlier_q = source.render("buckets", side=source.config.reference)
         earlier = source.query_many([earlier_q], at=before)
     return earlier

@@ -22,7 +22,7 @@ def resources_result(ctx: Ctx, source: MetricsSource, now: float) -> tuple[GateR
     window = min(max(now - ctx.evidence.started, ctx.config.window), 3600.0)
     samples: dict[str, list[float]] = {}
     queries = []
-    for side in ("canary", "stable"):
+    for arm, side in ctx.config.arms:  # stable's arm reads the baseline when there is one
         if c.key == "cpu":
             q = (
                 f"({source.render('cpu_seconds', side=side, window=step)}) / "
@@ -32,7 +32,7 @@ def resources_result(ctx: Ctx, source: MetricsSource, now: float) -> tuple[GateR
             q = source.render("memory_usage", side=side)
         queries.append(q)
         series = source.query_range(q, now - window, now, step)
-        samples[side] = [v for s in series for v in s.values if math.isfinite(v)]
+        samples[arm] = [v for s in series for v in s.values if math.isfinite(v)]
     ctx = Ctx(ctx.config, c, ctx.settings, ctx.results, tuple(queries), ctx.alpha_each, window, ctx.evidence)
     if c.key == "cpu" and (uneven := _uneven_load(source, window, now)):
         return ctx.result(Verdict.INCONCLUSIVE, None, f"inconclusive: {uneven}", "ratio"), math.nan
@@ -79,13 +79,13 @@ def _uneven_load(source: MetricsSource, window: float, now: float) -> str | None
     fewer requests uses more CPU per request: comparable only at comparable load per pod (e.g. the 50 % stage with
     equal replicas)."""
     per_pod = {}
-    for side in ("canary", "stable"):
+    for arm, side in source.config.arms:
         queries = [source.render("requests", side=side, window=window), source.render("cpu_usage", side=side)]
         got = source.query_many(queries, at=now)
         requests, pods = (_raise(got[q]) for q in queries)
         if not requests or not pods:
             return f"no requests or no pods of the {side} in the window"
-        per_pod[side] = sum(s.value for s in requests) / window / len(pods)
+        per_pod[arm] = sum(s.value for s in requests) / window / len(pods)
     c, s = per_pod["canary"], per_pod["stable"]
     if c <= 0 or s <= 0 or max(c, s) / min(c, s) > LOAD_SPREAD:
         return (

@@ -7,6 +7,7 @@ correction :mod:`canary_checks.compare.evaluate`."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from canary_checks.gates import GateResult, Verdict
 from canary_checks.prometheus import Sample
 from canary_checks.stats import Counts, ErrorEvidence, Outcome, SequentialTest, compare_quantile
 
-__all__ = ["Ctx", "errors_result", "latency_result", "ratio_text"]
+__all__ = ["Ctx", "as_reference", "errors_result", "latency_result", "ratio_text"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Ctx:
     evidence: Evidence
 
     def result(self, verdict: Verdict, value: float | None, summary: str, unit: str, **details: Any) -> GateResult:
+        """The comparison's result; its summary names the reference it judged against (stable, or the baseline)."""
         return GateResult(
             gate=self.comparison.name,
             verdict=verdict,
@@ -44,7 +46,7 @@ class Ctx:
             on_no_data=self.settings.on_no_data,
             window=self.interval,
             queries=self.queries,
-            summary=summary,
+            summary=as_reference(summary, self.config.reference),
             details=details,
         )
 
@@ -68,6 +70,11 @@ _VERDICT = {
 
 def _pct(x: float) -> str:
     return "∞" if math.isinf(x) else f"{100 * x:.3g} %"
+
+
+def as_reference(text: str, reference: str) -> str:
+    """A comparison's words for its stable arm (``stable``, ``stable's``) naming the reference it read instead."""
+    return text if reference == "stable" else re.sub(r"\bstable\b", reference, text)
 
 
 def ratio_text(x: float) -> str:

@@ -61,9 +61,11 @@ from canary_checks.config.prometheus import CustomQueries as CustomQueries
 from canary_checks.config.prometheus import HeaderValue as HeaderValue
 from canary_checks.config.prometheus import Workloads as Workloads
 from canary_checks.config.reference import reference_markdown
+from canary_checks.config.rollout import Baseline as Baseline
 from canary_checks.config.rollout import OutsideWindow as OutsideWindow
 from canary_checks.config.rollout import ReleaseWindows as ReleaseWindows
 from canary_checks.config.rollout import RolloutSettings, UndecidedPolicy
+from canary_checks.config.rollout import baseline_share as baseline_share
 from canary_checks.config.routing import RoutingSettings, StickySessions
 from canary_checks.config.routing import check_cookie_name as check_cookie_name
 from canary_checks.config.statistics import ComparisonSettings, Correction, CustomComparison, Statistics

@@ -273,7 +273,7 @@ def default_of(key: str) -> Any:
 
 def flag_overrides(**values: Any) -> dict[str, Any]:
     """Map keyword flag values (service=..., prometheus_url=...) to the dotted keys :func:`load_config` takes."""
-    keys = {"prometheus_url": "prometheus.url"}
+    keys = {"prometheus_url": "prometheus.url", "baseline": "baseline.enabled"}
     return {keys.get(name, name): value for name, value in values.items() if value is not None}
 
 

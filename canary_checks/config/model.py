@@ -17,7 +17,7 @@ from canary_checks.config.environment import KubernetesSettings, SandboxSettings
 from canary_checks.config.gates import Gates
 from canary_checks.config.notifications import NotificationSettings
 from canary_checks.config.prometheus import CustomQueries, PrometheusSettings, Workloads
-from canary_checks.config.rollout import RolloutSettings
+from canary_checks.config.rollout import Baseline, RolloutSettings
 from canary_checks.config.routing import RoutingSettings
 from canary_checks.config.statistics import Statistics
 from canary_checks.config.units import (
@@ -40,7 +40,7 @@ class CanaryConfig(_Model):
     namespace: str = "orion"
     """Its namespace."""
     workloads: Workloads = Field(default_factory=Workloads)
-    """How stable and canary are told apart in the metrics."""
+    """How stable, canary and baseline are told apart in the metrics."""
     mesh: Mesh = Mesh.ISTIO
     """Which metric names to read: istio, linkerd, or custom (then set `queries`)."""
     queries: CustomQueries | None = None
@@ -73,6 +73,8 @@ class CanaryConfig(_Model):
     """Where the runner announces its decisions."""
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     """What the runner does with a stage that cannot decide, and when it may move forward (release windows)."""
+    baseline: Baseline = Field(default_factory=Baseline)
+    """A fresh copy of stable the canary is compared with, instead of stable's long-running pods."""
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     """What the router does besides the weights: sticky canary sessions."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
@@ -119,7 +121,7 @@ class CanaryConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> CanaryConfig:
-        for side in ("stable", "canary"):
+        for side in ("stable", "canary", "baseline"):
             try:
                 check_workload(self.workload(side))
             except ValueError as e:
@@ -131,6 +133,13 @@ class CanaryConfig(_Model):
                 f"failure_codes ({self.failure_codes!r}) applies to mesh istio and linkerd; with mesh: custom, "
                 "write which answers fail into queries.errors and queries.successes, and remove failure_codes"
             )
+        if self.baseline.enabled and self.routing.sticky.enabled:
+            raise ValueError(
+                "baseline.enabled and routing.sticky.enabled are both true: a sticky client's cookie names canary or "
+                "stable, and a baseline would take clients of neither; turn one of them off"
+            )
+        if len({self.workload(side) for side in ("stable", "canary", "baseline")}) < 3:
+            raise ValueError("workloads: stable, canary and baseline must name three different Deployments")
         for stage, overrides in self.stage_gates.items():
             if stage not in self.stages:
                 raise ValueError(f"stage_gates names stage {stage}, which is not one of the stages {list(self.stages)}")
@@ -149,8 +158,19 @@ class CanaryConfig(_Model):
                 f"{', '.join(map(str, unknown))} are not among the stages {list(self.stages)} of {self.service}"
             )
 
+    @property
+    def reference(self) -> str:
+        """The side the canary is compared with: ``baseline`` when baseline.enabled, else ``stable``."""
+        return "baseline" if self.baseline.enabled else "stable"
+
+    @property
+    def arms(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """A comparison's two arms as (key, side): ``canary``, and ``stable`` reading the reference's series (the
+        baseline's when baseline.enabled). Comparisons keep the key ``stable`` for the arm they judge against."""
+        return ("canary", "canary"), ("stable", self.reference)
+
     def workload(self, side: str) -> str:
-        """The Deployment name of ``stable`` or ``canary``."""
+        """The Deployment name of ``stable``, ``canary`` or ``baseline``."""
         template: str = getattr(self.workloads, side)
         return template.replace("{service}", self.service)
 

@@ -22,6 +22,8 @@ class Workloads(_Model):
     """Name of the stable Deployment (Istio destination_workload, Linkerd deployment); {service} is replaced."""
     canary: str = "{service}-canary"
     """Name of the canary Deployment; {service} is replaced."""
+    baseline: str = "{service}-baseline"
+    """Name of the baseline Deployment (baseline.enabled: a fresh copy of stable); {service} is replaced."""
 
 
 class CustomQueries(_Model):

@@ -1,5 +1,5 @@
 """What `canary-checks run` does: stages' policies when the checks cannot decide, release windows and what
-happens outside them.
+happens outside them, and the baseline it compares the canary with.
 
 Seam: the models only; the runner is :mod:`canary_checks.runner`, the window arithmetic :mod:`canary_checks.windows`
 (imported lazily when a window is validated)."""
@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import field_validator, model_validator
 
-from canary_checks.config.units import Duration, _Model
+from canary_checks.config.units import PODS, Duration, _Model
 
 
 class UndecidedPolicy(StrEnum):
@@ -107,3 +107,24 @@ class RolloutSettings(_Model):
     interval; unset: as long again as the step."""
     release_windows: ReleaseWindows | None = None
     """When the rollout may move forward (a time zone, allowed cron windows, blackout dates); unset: at any time."""
+
+
+class Baseline(_Model):
+    """A fresh copy of stable, started with the canary and judged beside it (Kayenta's practice): the canary is
+    compared with pods as new as itself, not with stable's long-running ones, whose age — warm caches, JIT, filled
+    connection pools — would otherwise count against the release. The runner starts a Deployment of stable's image
+    and spec (workloads.baseline), routes it the canary's share of traffic (at most what stable keeps), points every
+    comparison at it, and removes it on promotion and on rollback."""
+
+    enabled: bool = False
+    """Compare the canary with a baseline Deployment instead of stable (`canary-checks run --baseline` turns it on
+    for one rollout). Routers: sandbox, istio (a `baseline` subset), linkerd and gateway-api (a
+    {service}-baseline Service); not with routing.sticky."""
+    replicas: Annotated[int, PODS] = 1
+    """Pods of the baseline: as many as the canary has, so both run at the same load per pod."""
+
+
+def baseline_share(weight: int) -> int:
+    """The baseline's share of traffic when the canary has ``weight`` percent: the same share, as long as stable
+    keeps as much (at 50 % stable then carries nothing; at 100 % the baseline is gone)."""
+    return min(weight, 100 - weight)

@@ -116,6 +116,7 @@ def _number(value: float | None) -> str:
 
 PERCENT = Range("a percent", 0, 100)
 COUNT = Range("a count", 0)
+PODS = Range("a number of pods", 1)
 RATIO = Range("a ratio", 0, low_open=True)
 MILLISECONDS = Range("milliseconds", 0)
 PER_SECOND = Range("requests per second", 0)

@@ -41,8 +41,10 @@ from canary_checks.gates.requests import (
     _decide_traffic_received,
     _decide_traffic_split,
     _latency_gate,
+    _needs_error_rate_vs_stable,
     _needs_latency_vs_stable,
     _needs_memory_vs_stable,
+    _needs_traffic_split,
 )
 
 # ---- custom gates (any other key under `gates:`) --------------------------------------------------------------
@@ -150,7 +152,7 @@ def _registry() -> dict[str, Gate]:
             "traffic_split",
             "traffic",
             "split",
-            requests_only(("canary", "stable")),
+            _needs_traffic_split,
             _decide_traffic_split,
         ),
         Gate("pods_ready", "pods", "ready", _needs_pods, _decide_pods_ready),
@@ -162,7 +164,7 @@ def _registry() -> dict[str, Gate]:
             "error_rate_vs_stable",
             "vs_stable",
             "error_rate",
-            traffic(("canary", "stable")),
+            _needs_error_rate_vs_stable,
             _decide_error_rate_vs_stable,
         ),
         Gate(

@@ -21,6 +21,7 @@ from canary_checks.gates.core import (
     _judge,
     _no_traffic,
     _too_few,
+    _traffic_queries,
 )
 from canary_checks.prometheus import MetricsSource
 
@@ -111,27 +112,34 @@ def _ratio(canary: float, stable: float) -> float:
 
 
 def _decide_ratio(ctx: _Ctx, gate: Gate, canary: float, stable: float, what: str, unit: str) -> GateResult:
+    """The canary's value against the reference's (stable, or the baseline when baseline.enabled)."""
     ratio = _ratio(canary, stable)
     limit = ctx.settings.threshold
     verdict, sign = _judge(ctx, ratio)
+    ref = ctx.config.reference
     return gate.result(
         ctx,
         verdict,
         ratio,
-        f"canary {what} is {_fmt(ratio)}x stable's {sign} {_fmt(limit)}x "
-        f"(canary {_fmt(canary)}{unit}, stable {_fmt(stable)}{unit})",
+        f"canary {what} is {_fmt(ratio)}x {ref}'s {sign} {_fmt(limit)}x "
+        f"(canary {_fmt(canary)}{unit}, {ref} {_fmt(stable)}{unit})",
         canary=canary,
-        stable=stable,
+        **{ref: stable},
     )
 
 
+def _needs_error_rate_vs_stable(source: MetricsSource) -> dict[str, str]:
+    return _traffic_queries(source, ("canary", source.config.reference))
+
+
 def _decide_error_rate_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
-    canary, stable = _counts(ctx, "canary"), _counts(ctx, "stable")
+    ref = ctx.config.reference
+    canary, stable = _counts(ctx, "canary"), _counts(ctx, ref)
     if canary is None:
         return _no_traffic(ctx, gate)
     if stable is None:
-        return _no_traffic(ctx, gate, "stable")
-    for side, counts in (("canary", canary), ("stable", stable)):
+        return _no_traffic(ctx, gate, ref)
+    for side, counts in (("canary", canary), (ref, stable)):
         if early := _too_few(ctx, gate, counts[0], side):
             return early
     return _decide_ratio(ctx, gate, 100.0 * canary[1] / canary[0], 100.0 * stable[1] / stable[0], "error rate", " %")
@@ -139,15 +147,15 @@ def _decide_error_rate_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
 
 def _needs_latency_vs_stable(source: MetricsSource) -> dict[str, str]:
     q = {}
-    for side in ("canary", "stable"):
+    for side in ("canary", source.config.reference):
         q[f"{side}_requests"] = source.render("requests", side=side)
         q[f"{side}_latency"] = source.render("latency", side=side, quantile=0.95)
     return q
 
 
 def _decide_latency_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
-    values = {}
-    for side in ("canary", "stable"):
+    values = []
+    for side in ("canary", ctx.config.reference):
         requests = ctx.total(f"{side}_requests")
         if not requests:
             return _no_traffic(ctx, gate, side)
@@ -156,22 +164,22 @@ def _decide_latency_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
         samples = ctx.samples(f"{side}_latency")
         if not samples:
             return gate.result(ctx, Verdict.NO_DATA, None, f"no p95 latency histogram for the {side}")
-        values[side] = max(s.value for s in samples)
-    return _decide_ratio(ctx, gate, values["canary"], values["stable"], "p95 latency", " ms")
+        values.append(max(s.value for s in samples))
+    return _decide_ratio(ctx, gate, values[0], values[1], "p95 latency", " ms")
 
 
 def _needs_memory_vs_stable(source: MetricsSource) -> dict[str, str]:
-    return {f"{side}_memory": source.render("memory_usage", side=side) for side in ("canary", "stable")}
+    return {f"{side}_memory": source.render("memory_usage", side=side) for side in ("canary", source.config.reference)}
 
 
 def _decide_memory_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
-    per_pod = {}
-    for side in ("canary", "stable"):
+    per_pod = []
+    for side in ("canary", ctx.config.reference):
         samples = ctx.samples(f"{side}_memory")
         if not samples:
             return gate.result(ctx, Verdict.NO_DATA, None, f"no working-set series for {side} pods")
-        per_pod[side] = sum(s.value for s in samples) / len(samples) / 2**20
-    return _decide_ratio(ctx, gate, per_pod["canary"], per_pod["stable"], "working set per pod", " MiB")
+        per_pod.append(sum(s.value for s in samples) / len(samples) / 2**20)
+    return _decide_ratio(ctx, gate, per_pod[0], per_pod[1], "working set per pod", " MiB")
 
 
 # ---- traffic -------------------------------------------------------------------------------------------------
@@ -193,12 +201,19 @@ def _decide_traffic_received(ctx: _Ctx, gate: Gate) -> GateResult:
     return gate.result(ctx, Verdict.PASS, rate, f"canary receives {_fmt(rate)} req/s > {_fmt(limit)} req/s")
 
 
+def _needs_traffic_split(source: MetricsSource) -> dict[str, str]:
+    sides = ("canary", "stable", "baseline") if source.config.baseline.enabled else ("canary", "stable")
+    return {f"{side}_requests": source.render("requests", side=side) for side in sides}
+
+
 def _decide_traffic_split(ctx: _Ctx, gate: Gate) -> GateResult:
+    """The canary's share of every request to the service (the baseline's too, when there is one)."""
     canary = ctx.total("canary_requests") or 0.0
     stable = ctx.total("stable_requests") or 0.0
-    if canary + stable == 0:
+    baseline = (ctx.total("baseline_requests") or 0.0) if ctx.config.baseline.enabled else 0.0
+    if canary + stable + baseline == 0:
         return gate.result(ctx, Verdict.NO_DATA, None, "neither stable nor canary received traffic")
-    share = 100.0 * canary / (canary + stable)
+    share = 100.0 * canary / (canary + stable + baseline)
     stage = ctx.stage
     tolerance = ctx.settings.threshold
     if stage is None:
@@ -216,7 +231,9 @@ def _decide_traffic_split(ctx: _Ctx, gate: Gate) -> GateResult:
         ctx,
         verdict,
         share,
-        f"canary share {_fmt(share)} % at stage {stage} % — {why} (canary {canary:.0f}, stable {stable:.0f} requests)",
+        f"canary share {_fmt(share)} % at stage {stage} % — {why} (canary {canary:.0f}, stable {stable:.0f}"
+        f"{f', baseline {baseline:.0f}' if ctx.config.baseline.enabled else ''} requests)",
         canary=canary,
         stable=stable,
+        **({"baseline": baseline} if ctx.config.baseline.enabled else {}),
     )

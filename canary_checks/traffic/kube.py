@@ -1,145 +1,22 @@
-"""Traffic routers behind one interface: read and set the canary's share of traffic.
-
-This module has the sandbox's HAProxy router (runtime API over its admin socket: weights change with no reload and
-no lost request). The Kubernetes routers (Istio VirtualService, SMI TrafficSplit, Gateway API HTTPRoute) implement the
-same :class:`Router` protocol.
-"""
+"""The Kubernetes routing resources: an Istio VirtualService, an SMI TrafficSplit, a Gateway API HTTPRoute — the
+weights of their stable, canary and (when present) baseline backends, the header route, sticky sessions' cookie
+routes, and whether another controller manages them."""
 
 from __future__ import annotations
 
 import logging
-import re
-import secrets
-import socket
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from canary_checks.errors import CanaryError, RoutingError, SandboxError, WeightNotApplied
+from canary_checks.errors import CanaryError, RoutingError, WeightNotApplied
 from canary_checks.sticky import PREFIX as STICKY_PREFIX
-from canary_checks.sticky import StickyState, annotation_patch, cookie_value, gateway_rules, istio_routes, next_state
+from canary_checks.sticky import StickyState, annotation_patch, gateway_rules, istio_routes, next_state
 from canary_checks.sticky import sticky_of as _sticky_of
+from canary_checks.traffic.router import check_shares, no_baseline
 
-__all__ = ["GatewayRouter", "HAProxyRouter", "IstioRouter", "KubeRouter", "Router", "SMIRouter", "kube_router"]
+__all__ = ["GatewayRouter", "IstioRouter", "KubeRouter", "SMIRouter", "kube_router"]
 
 log = logging.getLogger(__name__)
-
-
-class Router(Protocol):
-    def get_weight(self) -> int:
-        """The canary's share of traffic, percent."""
-        ...
-
-    def set_weight(self, percent: int) -> int:
-        """Give the canary ``percent`` of traffic (stable the rest); returns the weight read back."""
-        ...
-
-
-@dataclass(frozen=True)
-class HAProxyRouter:
-    """The sandbox router: HAProxy backend ``backend`` with servers ``stable`` and ``canary``."""
-
-    socket_path: Path
-    backend: str = "svc"
-    timeout: float = 2.0
-
-    def command(self, line: str) -> str:
-        """Send one runtime-API command line and return HAProxy's answer."""
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(str(self.socket_path))
-                sock.sendall(line.encode() + b"\n")
-                chunks = []
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-        except OSError as e:
-            raise SandboxError(
-                f"HAProxy's runtime API did not answer ({e.strerror or e})",
-                where=str(self.socket_path),
-                fix="is the sandbox up? Run 'canary-checks sandbox status', or 'canary-checks sandbox up'",
-            ) from e
-        return b"".join(chunks).decode(errors="replace").strip()
-
-    def server_weight(self, server: str, backend: str | None = None) -> int:
-        backend = backend or self.backend
-        answer = self.command(f"get weight {backend}/{server}")
-        match = re.match(r"^(\d+)", answer)
-        if not match:
-            raise SandboxError(f"unexpected answer to 'get weight {backend}/{server}': {answer!r}")
-        return int(match.group(1))
-
-    def servers_up(self) -> dict[str, bool]:
-        """``backend/server`` → whether HAProxy's health checks have it UP."""
-        rows = self.command("show stat").lstrip("# ").splitlines()
-        header = rows[0].split(",") if rows else []
-        out = {}
-        for row in rows[1:]:
-            fields = dict(zip(header, row.split(","), strict=False))
-            if fields.get("svname") not in ("FRONTEND", "BACKEND", None):
-                out[f"{fields['pxname']}/{fields['svname']}"] = fields.get("status", "").startswith("UP")
-        return out
-
-    def get_weight(self) -> int:
-        canary, stable = self.server_weight("canary"), self.server_weight("stable")
-        total = canary + stable
-        return round(100 * canary / total) if total else 0
-
-    def set_weight(self, percent: int) -> int:
-        if not 0 <= percent <= 100:
-            raise RoutingError(f"a canary weight is a percent from 0 to 100; got {percent}")
-        # Both servers change in one request, so no request sees a split that sums to anything but 100; with
-        # sticky sessions the restick split and the cookies in force change in the same request.
-        line = f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
-        sticky = self.sticky_map()
-        if sticky is not None:  # the weights first, the cookies in force last (see _sticky_commands)
-            line = f"{line}; {self._sticky_commands(sticky, percent)}"
-        answer = self.command(line)
-        if answer:
-            raise WeightNotApplied(f"HAProxy refused the weight change: {answer}", where=str(self.socket_path))
-        confirmed = self.get_weight()
-        if confirmed != percent:
-            raise WeightNotApplied(
-                f"set the canary weight to {percent} % but HAProxy reports {confirmed} %",
-                where=str(self.socket_path),
-            )
-        log.info("canary weight %d %% (stable %d %%), confirmed by HAProxy", percent, 100 - percent)
-        return confirmed
-
-    # sticky sessions (canary_checks.sticky): the cookies in force are two entries of a runtime map, the move of
-    # stable's clients to a new weight the weights of the backend `restick`
-
-    def sticky_map(self) -> str | None:
-        """The runtime map of the cookies in force, when this HAProxy was started with sticky sessions."""
-        match = re.search(r"\((/[^)]*sticky\.map)\)", self.command("show map"))
-        return match.group(1) if match else None
-
-    def sticky_state(self, path: str | None = None) -> StickyState | None:
-        """The cookies in force (none: no canary cookie reaches the canary)."""
-        path = path or self.sticky_map()
-        if path is None:
-            return None
-        entries = dict(line.split()[1:3] for line in self.command(f"show map {path}").splitlines() if line.strip())
-        canary, _, stable = entries.get("tokens", "").partition("/")
-        if not (canary.startswith("canary.") and stable.startswith("stable.")):
-            return None
-        restick = self.server_weight("canary", "restick")
-        return StickyState(canary.partition(".")[2], stable.partition(".")[2], restick)
-
-    def _sticky_commands(self, path: str, percent: int) -> str:
-        """The restick split, then both cookies in force in one map entry. HAProxy runs a line's commands one by
-        one, requests between them: with the weights first, a client still holding a valid cookie keeps its side
-        until the cookies change, and every client split meanwhile is split at the new weights."""
-        state = next_state(self.sticky_state(path), self.get_weight(), percent)
-        # off: values issued to nobody (and not each other's), so no cookie reaches the canary
-        canary = cookie_value("canary", state.canary) if state else f"off.{secrets.token_hex(8)}"
-        stable = cookie_value("stable", state.stable) if state else f"off.{secrets.token_hex(8)}"
-        restick = state.restick if state else 0
-        return (f"set weight restick/stable {100 - restick}; set weight restick/canary {restick}; "
-                f"set map {path} tokens {canary}/{stable}")  # fmt: skip
-
-
-# ---- Kubernetes routing resources ---------------------------------------------------------------------------------
 
 _FOREIGN_CONTROLLERS = {
     "flagger.app": "Flagger",
@@ -154,6 +31,17 @@ class _WeightSlots:
     canary: str
     stable_weight: int
     canary_weight: int
+    baseline: str | None = None
+    """JSON pointer to the baseline backend's weight, when the weighted route has one."""
+    baseline_weight: int = 0
+
+    @property
+    def canary_share(self) -> int:
+        total = self.stable_weight + self.canary_weight + self.baseline_weight
+        return round(100 * self.canary_weight / total) if total else 0
+
+    def shares(self) -> tuple[int, int, int]:
+        return self.stable_weight, self.canary_weight, self.baseline_weight
 
 
 class KubeRouter:
@@ -164,13 +52,16 @@ class KubeRouter:
     plural = ""
 
     def __init__(
-        self, api: Any, namespace: str, name: str, *, stable: str, canary: str, sticky_cookie: str | None = None
-    ) -> None:
+        self, api: Any, namespace: str, name: str, *, stable: str, canary: str, sticky_cookie: str | None = None,
+        baseline: str | None = None,
+    ) -> None:  # fmt: skip
         from kubernetes import client
 
         self.objects = client.CustomObjectsApi(api)
         self.namespace, self.name = namespace, name
         self.stable, self.canary = stable, canary
+        self.baseline = baseline
+        """The baseline's subset or Service (baseline.enabled), routed beside the two when the route has it."""
         self.sticky_cookie = sticky_cookie
         """Sticky sessions' cookie (routing.sticky): the cookie routes move with the weight; none: no cookie routes."""
 
@@ -193,6 +84,14 @@ class KubeRouter:
     def slots(self, obj: dict[str, Any]) -> _WeightSlots:
         raise NotImplementedError
 
+    def _slots(self, path: str, backends: list[dict[str, Any]], names: list[Any], default: int) -> _WeightSlots:
+        """The weights of the backends named ``names`` (stable, canary, maybe the baseline) at ``path``/<i>."""
+        s, c = names.index(self.stable), names.index(self.canary)
+        b = names.index(self.baseline) if self.baseline is not None and self.baseline in names else None
+        weight = [int(backend.get("weight", default)) for backend in backends]
+        return _WeightSlots(f"{path}/{s}/weight", f"{path}/{c}/weight", weight[s], weight[c],
+                            None if b is None else f"{path}/{b}/weight", 0 if b is None else weight[b])  # fmt: skip
+
     def _slots_or_explain(self, obj: dict[str, Any]) -> _WeightSlots:
         try:
             return self.slots(obj)
@@ -204,27 +103,37 @@ class KubeRouter:
             ) from None
 
     def get_weight(self) -> int:
-        slots = self._slots_or_explain(self.read())
-        total = slots.stable_weight + slots.canary_weight
-        return round(100 * slots.canary_weight / total) if total else 0
+        return self._slots_or_explain(self.read()).canary_share
 
-    def set_weight(self, percent: int) -> int:
+    def weights(self) -> dict[str, int]:
+        """Each backend's weight in the weighted route: stable, canary and (when it has one) baseline."""
+        slots = self._slots_or_explain(self.read())
+        return {"stable": slots.stable_weight, "canary": slots.canary_weight,
+                **({"baseline": slots.baseline_weight} if slots.baseline is not None else {})}  # fmt: skip
+
+    def set_weight(self, percent: int, baseline: int = 0) -> int:
         from canary_checks.kube import call
 
-        if not 0 <= percent <= 100:
-            raise RoutingError(f"a canary weight is a percent from 0 to 100; got {percent}")
+        check_shares(percent, baseline)
 
         def attempt() -> None:
             obj = self.read()  # fresh on every attempt: a conflict is retried against the current object
             slots = self._slots_or_explain(obj)
+            if baseline and slots.baseline is None:
+                raise no_baseline(self.describe(), f"add a weight-0 route to the baseline ({self.baseline}) beside "
+                                   "stable and canary: apply the routing manifest rendered with `baseline: true` "
+                                   "(canary-checks manifests render)")  # fmt: skip
             # the cookie routes move with the weight, also for a router not told of them (the watchdog, a rollback
             # with another canary.yaml): the object names its cookie
             cookie = self.sticky_cookie or _sticky_of(obj)[1]
+            wanted = (100 - percent - baseline, percent, baseline)
             if cookie is not None:
                 changes = self._sticky_patch(obj, slots, percent, cookie)
-            elif (slots.stable_weight, slots.canary_weight) != (100 - percent, percent):
-                changes = [{"op": "add", "path": slots.stable, "value": 100 - percent},
+            elif slots.shares() != wanted:
+                changes = [{"op": "add", "path": slots.stable, "value": wanted[0]},
                            {"op": "add", "path": slots.canary, "value": percent}]  # fmt: skip
+                if slots.baseline is not None:
+                    changes.append({"op": "add", "path": slots.baseline, "value": baseline})
             else:
                 changes = []
             if not changes:
@@ -239,19 +148,27 @@ class KubeRouter:
             )
 
         call(f"PATCH {self.plural}/{self.name}", attempt)
-        confirmed = self.get_weight()
-        if confirmed != percent:
+        slots = self._slots_or_explain(self.read())
+        if (slots.canary_share, slots.baseline_weight) != (percent, baseline):
             raise WeightNotApplied(
-                f"set the canary weight to {percent} % but it reads back as {confirmed} %", where=self.describe()
+                f"set the canary weight to {percent} %{f' and the baseline to {baseline} %' if baseline else ''} but "
+                f"it reads back as {slots.canary_share} %{f' and {slots.baseline_weight} %' if baseline else ''}",
+                where=self.describe(),
             )
-        log.info("%s: canary weight %d %%, confirmed", self.describe(), percent)
-        return confirmed
+        log.info("%s: canary weight %d %%, baseline %d %%, confirmed", self.describe(), percent, baseline)
+        return slots.canary_share
 
     def _sticky_patch(
         self, obj: dict[str, Any], slots: _WeightSlots, percent: int, cookie: str
     ) -> list[dict[str, Any]]:
         """The weight with the cookie routes (canary_checks.sticky) kept consistent with it, in one patch: the
         routes or rules whole, and the cookies in force in an annotation; empty when nothing changes."""
+        if slots.baseline is not None:
+            raise RoutingError(
+                f"the weighted route has a baseline backend ({self.baseline}) and sticky sessions are on: a sticky "
+                "client's cookie names canary or stable", where=self.describe(),
+                fix="turn routing.sticky.enabled off for a rollout with a baseline, or remove the baseline's backend",
+            )  # fmt: skip
         annotations = obj.get("metadata", {}).get("annotations") or {}
         previous = _sticky_of(obj)[0]
         total = slots.stable_weight + slots.canary_weight
@@ -347,13 +264,7 @@ class IstioRouter(KubeRouter):
                 continue  # a cookie route's split moves stable's clients to a new weight, not the weight itself
             subsets = [d.get("destination", {}).get("subset") for d in route.get("route", [])]
             if self.stable in subsets and self.canary in subsets:
-                s, c = subsets.index(self.stable), subsets.index(self.canary)
-                return _WeightSlots(
-                    f"/spec/http/{i}/route/{s}/weight",
-                    f"/spec/http/{i}/route/{c}/weight",
-                    int(route["route"][s].get("weight", 0)),
-                    int(route["route"][c].get("weight", 0)),
-                )
+                return self._slots(f"/spec/http/{i}/route", route["route"], subsets, 0)
         raise KeyError("no weighted route")
 
     def problems(self) -> list[str]:
@@ -403,14 +314,9 @@ class SMIRouter(KubeRouter):
 
     def slots(self, obj: dict[str, Any]) -> _WeightSlots:
         services = [b["service"] for b in obj["spec"]["backends"]]
-        s, c = services.index(self.stable), services.index(self.canary)
-        backends = obj["spec"]["backends"]
-        return _WeightSlots(
-            f"/spec/backends/{s}/weight",
-            f"/spec/backends/{c}/weight",
-            int(backends[s].get("weight", 0)),
-            int(backends[c].get("weight", 0)),
-        )
+        if self.stable not in services or self.canary not in services:
+            raise KeyError("no stable and canary backends")
+        return self._slots("/spec/backends", obj["spec"]["backends"], services, 0)
 
 
 class GatewayRouter(KubeRouter):
@@ -425,14 +331,7 @@ class GatewayRouter(KubeRouter):
             refs = rule.get("backendRefs", [])
             names = [r.get("name") for r in refs]
             if self.stable in names and self.canary in names:
-                s, c = names.index(self.stable), names.index(self.canary)
-                # Gateway API's default weight is 1.
-                return _WeightSlots(
-                    f"/spec/rules/{i}/backendRefs/{s}/weight",
-                    f"/spec/rules/{i}/backendRefs/{c}/weight",
-                    int(refs[s].get("weight", 1)),
-                    int(refs[c].get("weight", 1)),
-                )
+                return self._slots(f"/spec/rules/{i}/backendRefs", refs, names, 1)  # Gateway API's default weight: 1
         raise KeyError("no weighted rule")
 
     def _header_index(self, obj: dict[str, Any]) -> int | None:
@@ -458,10 +357,12 @@ class GatewayRouter(KubeRouter):
 
 def kube_router(kind: str, api: Any, namespace: str, service: str, *, sticky_cookie: str | None = None) -> KubeRouter:
     """The router for ``kind`` (istio | linkerd | gateway-api) over the objects in manifests/<service>/; with
-    ``sticky_cookie`` (routing.sticky) its cookie routes move with the weight."""
+    ``sticky_cookie`` (routing.sticky) its cookie routes move with the weight. A route with a baseline backend (the
+    ``baseline`` subset, the ``<service>-baseline`` Service) gets its share too."""
     if kind == "istio":
-        return IstioRouter(api, namespace, service, stable="stable", canary="canary", sticky_cookie=sticky_cookie)
-    stable, canary = f"{service}-stable", f"{service}-canary"
+        return IstioRouter(api, namespace, service, stable="stable", canary="canary", sticky_cookie=sticky_cookie,
+                           baseline="baseline")  # fmt: skip
+    stable, canary, baseline = f"{service}-stable", f"{service}-canary", f"{service}-baseline"
     if kind == "linkerd" and sticky_cookie is not None:
         raise RoutingError(
             "routing.sticky.enabled is true, but an SMI TrafficSplit cannot route by cookie",
@@ -470,7 +371,8 @@ def kube_router(kind: str, api: Any, namespace: str, service: str, *, sticky_coo
             "HTTPRoute (run --router gateway-api; Linkerd 2.14+ reads it) or an Istio VirtualService",
         )
     if kind == "linkerd":
-        return SMIRouter(api, namespace, service, stable=stable, canary=canary)
+        return SMIRouter(api, namespace, service, stable=stable, canary=canary, baseline=baseline)
     if kind == "gateway-api":
-        return GatewayRouter(api, namespace, service, stable=stable, canary=canary, sticky_cookie=sticky_cookie)
+        return GatewayRouter(api, namespace, service, stable=stable, canary=canary, sticky_cookie=sticky_cookie,
+                             baseline=baseline)  # fmt: skip
     raise RoutingError(f"unknown router {kind!r}", fix="use istio, linkerd, gateway-api or sandbox")
