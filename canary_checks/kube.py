@@ -8,6 +8,7 @@ tree and retries conflicts and server errors, saying so::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -215,12 +216,24 @@ def _record_of(deployment: Any) -> dict[str, Any] | None:
 
 
 class KubePlatform:
-    """Deployments ``<service>-stable`` and ``<service>-canary`` (names from the config) in one namespace."""
+    """Deployments ``<service>-stable`` and ``<service>-canary`` (names from the config) in one namespace, and the
+    baseline ``<service>-baseline`` a rollout with baseline.enabled starts as a copy of stable."""
 
-    def __init__(self, api: Any, namespace: str, stable: str, canary: str, *, canary_replicas: int = 1) -> None:
+    def __init__(
+        self,
+        api: Any,
+        namespace: str,
+        stable: str,
+        canary: str,
+        *,
+        canary_replicas: int = 1,
+        baseline: str | None = None,
+    ) -> None:
         self.apps = client.AppsV1Api(api)
         self.namespace, self.stable, self.canary = namespace, stable, canary
         self.canary_replicas = canary_replicas
+        self.baseline = baseline
+        """The baseline Deployment's name (workloads.baseline); None: this platform has none to start or stop."""
 
     def describe(self) -> str:
         return f"Deployments {self.stable} and {self.canary} in {self.namespace}"
@@ -313,6 +326,50 @@ class KubePlatform:
 
     def scale_canary(self, replicas: int) -> None:
         self._patch(self.canary, [{"op": "replace", "path": "/spec/replicas", "value": replicas}])
+
+    def start_baseline(self, replicas: int, timeout: float, progress: Callable[[str], None]) -> None:
+        """The baseline Deployment as a fresh copy of stable — its pod template (image, env, resources, probes)
+        with the labels that tell stable's pods from the canary's set to ``baseline`` — at ``replicas``, ready.
+        Created when missing (manifests rendered with `baseline: true` have it at 0 replicas), else its template
+        replaced by stable's current one."""
+        if self.baseline is None:
+            raise CanaryError("no baseline Deployment is named for this rollout", where=self.describe())
+        baseline = self.baseline
+        stable, canary = self._read(self.stable), self._read(self.canary)
+        template = self.apps.api_client.sanitize_for_serialization(stable.spec.template)
+        labels = template.get("metadata", {}).get("labels") or {}
+        canary_labels = canary.spec.template.metadata.labels or {}
+        sides = sorted(k for k, v in labels.items() if canary_labels.get(k) != v)
+        if not sides:
+            raise CanaryError(
+                f"no pod label tells {self.stable}'s pods from {self.canary}'s, so none can tell the baseline's apart",
+                where=f"Deployments {self.stable} and {self.canary} in {self.namespace}",
+                fix="label each side's pods (e.g. version: stable / version: canary), as manifests/<service>/base.yaml "
+                "does; the baseline gets version: baseline",
+            )
+        apart = {**labels, **dict.fromkeys(sides, "baseline")}
+        template["metadata"]["labels"] = apart
+        selector = {k: apart.get(k, v) for k, v in (stable.spec.selector.match_labels or {}).items()}
+        meta = {k: ("baseline" if k in sides else v) for k, v in (stable.metadata.labels or {}).items()}
+        try:
+            self._read(baseline)
+            self._patch(baseline, [{"op": "replace", "path": "/spec/template", "value": template},
+                                        {"op": "replace", "path": "/spec/replicas", "value": replicas}])  # fmt: skip
+        except KubeNotFound:
+            spec = {"replicas": replicas, "selector": {"matchLabels": selector}, "template": template}
+            body: Any = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec,
+                         "metadata": {"name": baseline, "namespace": self.namespace, "labels": meta}}  # fmt: skip
+            call(f"POST deployments/{baseline}",
+                 lambda: self.apps.create_namespaced_deployment(self.namespace, body))  # fmt: skip
+        image = str(stable.spec.template.spec.containers[0].image)
+        self._wait_rolled_out(baseline, image, timeout, progress)
+
+    def stop_baseline(self) -> None:
+        """The baseline at 0 replicas (kept, so the next rollout's RBAC needs no delete); nothing when absent."""
+        if self.baseline is None:
+            return
+        with contextlib.suppress(KubeNotFound):
+            self._patch(self.baseline, [{"op": "replace", "path": "/spec/replicas", "value": 0}])
 
     def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
         self._set_image_and_replicas(self.stable, image, None)

@@ -149,7 +149,8 @@ def kube_candidates(api: Any, config: CanaryConfig, config_path: Path | None) ->
                 continue
             service = str(state["service"])
             own = config if service == config.service else load_config(config_path, {"service": service})
-            platform = KubePlatform(api, namespace, own.workload("stable"), own.workload("canary"))
+            platform = KubePlatform(api, namespace, own.workload("stable"), own.workload("canary"),
+                                    baseline=own.workload("baseline"))  # fmt: skip
             router = functools.partial(kube_router, str(state.get("router") or "istio"), api, namespace, service)
             found.append(Candidate(service, state, platform, router))
         return found

@@ -94,6 +94,9 @@ def _decisions(f: FC) -> FC:
         click.option("--lease-ttl", type=DURATION, default="60s", show_default=True,
                      help="How long this runner may go unheard before another 'run' may take over and 'canary-checks "
                      "watch' rolls the rollout back (the runner renews it every third of that)."),
+        click.option("--baseline", "baseline", is_flag=True,
+                     help="Start a baseline beside the canary (a fresh copy of stable, workloads.baseline) and "
+                     "compare the canary with it instead of stable; as baseline.enabled in canary.yaml."),
         click.option("--proceed", is_flag=True,
                      help="A person's decision for a rollout held on undecided comparisons: count its stage as "
                      "passed and go on."),
@@ -128,6 +131,8 @@ def run(ctx: click.Context, /, service: str, image: str, namespace: str | None, 
     \b
     1. validate: Deployments, routing resource (not managed by Flagger/Argo), Prometheus;
     2. deploy the canary with IMAGE and wait until it is ready (then --smoke-suite, through the header route);
+       with --baseline, a fresh copy of stable beside it, given the canary's share: the comparisons judge
+       the canary against it, not stable's long-running pods;
     3. each step: set the weight, wait --step-duration polling critical gates, run pytest suites/gate --stage N;
        outside rollout.release_windows nothing moves forward (--outside-window: wait there, or hold);
     4. a failing gate: weight 0 first, then the canary scaled down, exit 1 naming the gates;
@@ -139,6 +144,11 @@ def run(ctx: click.Context, /, service: str, image: str, namespace: str | None, 
     """
     router = _router_given(router, mesh)
     config, path = load(ctx, sandbox=router == "sandbox", service=service, namespace=namespace)
+    if given.pop("baseline"):
+        try:
+            config = config.with_baseline()
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--baseline") from None
     steps = traffic_steps if traffic_steps is not None else config.stages
     check_stages(ctx, config, "traffic_steps", *steps,  # each step's gate suite judges that stage's thresholds
                  fix="leave --traffic-steps out to take them all, or add the steps to `stages`")  # fmt: skip
@@ -237,7 +247,8 @@ def _rollout(
         sticky = config.routing.sticky
         router = kube_router(options.router_kind, api, config.namespace, options.service,
                              sticky_cookie=sticky.cookie if sticky.enabled else None)  # fmt: skip
-        platform = KubePlatform(api, config.namespace, config.workload("stable"), config.workload("canary"))
+        platform = KubePlatform(api, config.namespace, config.workload("stable"), config.workload("canary"),
+                                baseline=config.workload("baseline"))  # fmt: skip
         controller, problems = router.controller, router.problems
     return Rollout(config, platform, router, options, source=MetricsSource(config), echo=echo, controller=controller,
                    router_problems=problems, on_wait=on_wait)  # fmt: skip

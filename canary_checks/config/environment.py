@@ -48,6 +48,8 @@ class SandboxSettings(_Model):
     """Stable demo instance on 127.0.0.1."""
     canary_port: Annotated[int, PORT] = 18082
     """Canary demo instance on 127.0.0.1."""
+    baseline_port: Annotated[int, PORT] = 18083
+    """Baseline demo instance on 127.0.0.1 (started with the sandbox when baseline.enabled)."""
     node_port: Annotated[int, PORT] = 18100
     """The node agent (kube-state-metrics and cAdvisor series, and the alert receiver) on 127.0.0.1."""
     alertmanager_port: Annotated[int, PORT] = 19093

@@ -169,6 +169,16 @@ class CanaryConfig(_Model):
         baseline's when baseline.enabled). Comparisons keep the key ``stable`` for the arm they judge against."""
         return ("canary", "canary"), ("stable", self.reference)
 
+    def with_baseline(self, enabled: bool = True) -> CanaryConfig:
+        """This config with baseline.enabled set (run --baseline, a resumed rollout's record); refused, as in the
+        file, with sticky sessions on."""
+        if enabled and self.routing.sticky.enabled:
+            raise ValueError(
+                "a baseline was asked for, but routing.sticky.enabled is true: a sticky client's cookie names canary "
+                "or stable, and a baseline would take clients of neither; turn one of them off"
+            )
+        return self.model_copy(update={"baseline": self.baseline.model_copy(update={"enabled": enabled})})
+
     def workload(self, side: str) -> str:
         """The Deployment name of ``stable``, ``canary`` or ``baseline``."""
         template: str = getattr(self.workloads, side)

@@ -202,6 +202,17 @@ class RolloutRecord:
         router = f" --router {self.options.router_kind}" if self.options.router_kind else ""
         return " ".join((f"canary-checks run {self.options.service} {image or self.options.image}{router}", *flags))
 
+    @property
+    def with_baseline(self) -> bool:
+        """Whether this rollout compares the canary with a baseline (recorded when it started)."""
+        return bool(self.state.get("baseline"))
+
+    def follow_record_baseline(self) -> None:
+        """A resumed rollout keeps the baseline it started with, whatever this run's config says: its polls and
+        suites judge the canary against what the record says it runs beside."""
+        if self.with_baseline != self.config.baseline.enabled:
+            self.config = self.config.with_baseline(self.with_baseline)
+
     def current_stage(self) -> int:
         steps = self.state.get("steps") or list(self.options.steps)
         index = min(int(self.state.get("step_index", 0)), len(steps) - 1)
@@ -222,6 +233,7 @@ class RolloutRecord:
         self.state["weight"] = confirmed
         self.event(Event.WEIGHT, weight=0, rollback_seconds=round(weight_zero_at - verdict_at, 3))
         self.platform.scale_canary(0)
+        self.platform.stop_baseline()  # whether or not this runner knew of one: a rollback leaves none running
         self.move(Status.ROLLED_BACK)
         self.event(
             Event.ROLLED_BACK,

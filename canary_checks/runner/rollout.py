@@ -128,6 +128,7 @@ class Rollout(Stages):
                 "status": Status.DEPLOYING.value,
                 "started": time.time(),
                 "router": self.options.router_kind,
+                "baseline": self.config.baseline.enabled,
             }
             if not self.options.skip_validation:
                 self.validate()
@@ -172,6 +173,7 @@ class Rollout(Stages):
                 fix="leave out --proceed to resume it",
             )
         self.state = existing
+        self.follow_record_baseline()
         self.run_record = RunRecord(self.options.reports / existing["run_id"], dry_run=self.options.dry_run)
         self.check_suites()
         self._acquire(None)
@@ -245,14 +247,33 @@ class Rollout(Stages):
         self.state["previous_image"] = self.platform.stable_image()
         if self.options.dry_run:
             self.echo(f"would set the canary's image to {self.options.image}, scale it up and wait until it is ready")
+            self.start_baseline()
             self.move(Status.PROGRESSING)
             return
         self.event(Event.DEPLOYING, image=self.options.image, stable_image=self.state["previous_image"])
         self.platform.deploy_canary(self.options.image)
         self.platform.wait_canary_ready(self.options.ready_timeout, self.echo)
-        self.event(Event.DEPLOYED, image=self.options.image)
+        self.event(Event.DEPLOYED, image=self.options.image, **self.start_baseline())
         self.smoke()
         self.move(Status.PROGRESSING)
+
+    def start_baseline(self) -> dict[str, Any]:
+        """With a baseline: a fresh copy of stable beside the canary, ready — what every comparison judges the
+        canary against. Returns what the deployed event says of it."""
+        if not self.with_baseline:
+            return {}
+        name, replicas, image = (
+            self.config.workload("baseline"),
+            self.config.baseline.replicas,
+            self.state["previous_image"],
+        )
+        what = f"the baseline {name}: {replicas} pod(s) of {image}"
+        if self.options.dry_run:
+            self.echo(f"would start {what}, and compare the canary with it")
+            return {}
+        self.echo(f"starting {what}")
+        self.platform.start_baseline(replicas, self.options.ready_timeout, self.echo)
+        return {"baseline": name, "baseline_replicas": replicas}
 
     def finish(self) -> int:
         status = self.state["status"]
@@ -279,6 +300,7 @@ class Rollout(Stages):
         self.platform.promote(self.options.image, self.options.ready_timeout, self.echo)
         self.router.set_weight(0)
         self.platform.scale_canary(0)
+        self.platform.stop_baseline()
         self.move(Status.PROMOTED)
         self.state["weight"] = 0
         self.event(Event.PROMOTED, image=self.options.image)

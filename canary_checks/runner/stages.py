@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from canary_checks.compare import comparisons_of
-from canary_checks.config import OutsideWindow, Severity, UndecidedPolicy
+from canary_checks.config import OutsideWindow, Severity, UndecidedPolicy, baseline_share
 from canary_checks.errors import CanaryError, PrometheusError
 from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.record import Event, Status
@@ -29,13 +29,17 @@ class Stages(RolloutRecord):
     """The steps of a rollout that has its canary: each stage's weight, wait, polls and gate suite."""
 
     def set_weight(self, percent: int) -> None:
+        """The canary's weight for a stage, and the baseline's share beside it when the rollout has one."""
+        baseline = baseline_share(percent) if self.with_baseline else 0
         if self.options.dry_run:
-            self.echo(f"would set the canary weight to {percent} % (stable {100 - percent} %)")
+            beside = f", the baseline {baseline} %" if self.with_baseline else ""
+            self.echo(f"would set the canary weight to {percent} %{beside} (stable {100 - percent - baseline} %)")
             return
         self.confirm_owner()
-        confirmed = self.router.set_weight(percent)
+        confirmed = self.router.set_weight(percent, baseline)
         self.state["weight"] = confirmed
-        self.event(Event.WEIGHT, weight=confirmed, stage=self.current_stage())
+        more = {"baseline_weight": baseline} if self.with_baseline else {}
+        self.event(Event.WEIGHT, weight=confirmed, stage=self.current_stage(), **more)
 
     def smoke(self) -> None:
         """The smoke suite through the header route, while the canary has no weighted traffic."""
@@ -73,6 +77,8 @@ class Stages(RolloutRecord):
     def stage(self, stage: int) -> None:
         extra = [f"--threshold={g}.{f}={v}" for g, fields in self.options.thresholds.items() for f, v in fields.items()]
         extra += [f"--canary-evidence={self.evidence_file}", *self.options.suite_args]
+        if self.with_baseline:  # the suite judges the canary against the baseline, as the polls do
+            extra.append("--baseline")
         if self.options.dry_run:
             o = self.options
             self.echo(f"would wait {o.step_duration:g} s, polling the critical gates every {o.poll_interval:g} s")

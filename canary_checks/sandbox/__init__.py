@@ -139,6 +139,7 @@ class Sandbox:
             "HAProxy exporter": (s.router_admin_port, "router_admin_port"),
             "stable pod": (s.stable_port, "stable_port"),
             "canary pod": (s.canary_port, "canary_port"),
+            **({"baseline pod": (s.baseline_port, "baseline_port")} if self.config.baseline.enabled else {}),
             "node agent": (s.node_port, "node_port"),
             "Alertmanager": (s.alertmanager_port, "alertmanager_port"),
         }

@@ -64,8 +64,15 @@ def sandbox_rules(groups: list[dict[str, Any]], interval: str) -> list[dict[str,
 
 
 def pods(config: CanaryConfig) -> list[dict[str, Any]]:
-    """The two demo pods the node agent runs: one stable, one canary."""
+    """The demo pods the node agent runs: one stable, one canary, and a baseline (stable's version) when
+    baseline.enabled."""
     s = config.sandbox
+    baseline = {
+        "name": pod_name(config.workload("baseline"), "v1", config.namespace),
+        "workload": config.workload("baseline"),
+        "port": s.baseline_port,
+        "version": "v1",
+    }
     return [
         {
             "name": pod_name(config.workload("stable"), "v1", config.namespace),
@@ -79,6 +86,7 @@ def pods(config: CanaryConfig) -> list[dict[str, Any]]:
             "port": s.canary_port,
             "version": "v2",
         },
+        *([baseline] if config.baseline.enabled else []),
     ]
 
 
@@ -169,6 +177,8 @@ def _write_haproxy(config: CanaryConfig, d: Path, weight: int) -> None:
     variables, routes, marks = "", "", ""
     if sticky.enabled:
         variables, routes, marks = _sticky_haproxy(d, sticky.cookie, weight)
+    # the baseline's server starts at weight 0: the runner gives it the canary's share (config.baseline_share)
+    baseline = f"    server baseline 127.0.0.1:{s.baseline_port} weight 0 check\n" if config.baseline.enabled else ""
     (d / "haproxy.cfg").write_text(
         f"""# Written by canary-checks sandbox; weights change at run time through the admin socket.
 global
@@ -199,7 +209,7 @@ backend svc
     default-server inter 1s fall 2 rise 1
     server stable 127.0.0.1:{s.stable_port} weight {100 - weight} check
     server canary 127.0.0.1:{s.canary_port} weight {weight} check
-{marks}
+{baseline}{marks}
 backend canary_only
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1

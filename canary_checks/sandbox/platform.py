@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from canary_checks.errors import SandboxError
 from canary_checks.record import RecordConflict, version_of
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ class SandboxPlatform:
                 f"the sandbox in {self.box.state_dir} serves {serves[0]} in {serves[1]}, not {wanted[0]} in "
                 f"{wanted[1]}: roll out {serves[0]} there, or 'canary-checks sandbox down' and 'sandbox up' with "
                 f"a canary.yaml for {wanted[0]}"
+            ]
+        if self.box.config.baseline.enabled and not self.box.router.has_baseline():
+            return [
+                f"baseline.enabled is true (or run --baseline), but the sandbox in {self.box.state_dir} was started "
+                "without a baseline pod: 'canary-checks sandbox down', then 'canary-checks sandbox up' with "
+                "baseline: {enabled: true} in canary.yaml"
             ]
         if self.box.config.routing.sticky.enabled and self.box.router.sticky_map() is None:
             return [
@@ -97,6 +104,21 @@ class SandboxPlatform:
 
     def scale_canary(self, replicas: int) -> None:
         log.info("sandbox: the canary pod stays running (the sandbox does not scale); its weight is what matters")
+
+    def start_baseline(self, replicas: int, timeout: float, progress: Callable[[str], None]) -> None:
+        """The sandbox's baseline pod runs from 'sandbox up' (stable's version, on its own port): wait until it
+        is ready and UP in HAProxy. One pod whatever ``replicas`` says: the sandbox does not scale."""
+        if not self.box.router.has_baseline():
+            raise SandboxError(
+                f"the sandbox in {self.box.state_dir} has no baseline pod",
+                fix="'canary-checks sandbox down', then 'canary-checks sandbox up' with baseline: {enabled: true} "
+                "in canary.yaml",
+            )
+        progress("waiting for the baseline pod to be ready and UP in HAProxy")
+        self.box.wait_ready(timeout)
+
+    def stop_baseline(self) -> None:
+        log.info("sandbox: the baseline pod stays running at weight 0 (the sandbox does not scale)")
 
     def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
         self._set_image("stable", image)

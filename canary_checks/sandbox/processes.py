@@ -32,8 +32,8 @@ def free_port_settings(state_dir: Path, **settings: Any) -> dict[str, Any]:
     """A ``sandbox:`` section on ports the OS says are free now, for a second sandbox beside the default one
     (tests, benchmarks)."""
     ports: set[int] = set()
-    names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "node_port",
-             "alertmanager_port")  # fmt: skip
+    names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "baseline_port",
+             "node_port", "alertmanager_port")  # fmt: skip
     while len(ports) < len(names):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
