@@ -1,4 +1,4 @@
-"""``canary-checks monitor SERVICE``: stable and canary side by side, judged by the gates themselves.
+"""``canary-checks monitor SERVICE``: stable and canary (and a baseline) side by side, judged by the gates themselves.
 
 Every sample evaluates the suite's gates (:func:`canary_checks.gates.evaluate`) twice at one instant: once for the
 canary, and once for stable — the same gates on a copy of the config whose "canary" is the stable Deployment — so a
@@ -136,11 +136,13 @@ class Snapshot:
     prometheus_error: str = ""
     rows: tuple[Row, ...] = ROWS
     """The rows of this sample: :data:`ROWS` and the config's custom gates."""
+    sides: tuple[str, ...] = SIDES
+    """The columns: stable and canary, with the baseline between them when there is one."""
 
     def csv_rows(self) -> list[dict[str, Any]]:
         when = datetime.fromtimestamp(self.time, tz=UTC).isoformat(timespec="seconds")
         rows = []
-        for side in SIDES:
+        for side in self.sides:
             row: dict[str, Any] = {"time": when, "sample": self.number, "side": side, "stage": self.stage}
             for r in self.rows:
                 reading = self.readings.get(side, {}).get(r.column)
@@ -173,10 +175,25 @@ def recommend(results: Mapping[str, GateResult | CanaryError]) -> Recommendation
     )
 
 
-def as_stable(config: CanaryConfig) -> CanaryConfig:
-    """The config whose "canary" is the stable Deployment: the gates then judge stable by the same rules."""
+def as_side(config: CanaryConfig, side: str) -> CanaryConfig:
+    """The config whose "canary" is ``side``'s Deployment (stable, baseline): the gates then judge it by the same
+    rules."""
     w = config.workloads
-    return config.model_copy(update={"workloads": Workloads(stable=w.canary, canary=w.stable)})
+    return config.model_copy(update={"workloads": Workloads(stable=w.canary, canary=getattr(w, side))})
+
+
+def sides_of(config: CanaryConfig) -> tuple[str, ...]:
+    """The monitor's columns: stable and canary, and the baseline between them when there is one."""
+    return ("stable", "baseline", "canary") if config.baseline.enabled else SIDES
+
+
+def _shares(split: GateResult | CanaryError) -> dict[str, float]:
+    """Each side's share of the requests, percent, from the traffic split's counts."""
+    if not isinstance(split, GateResult):
+        return {}
+    counts = {side: float(split.details[side]) for side in ("stable", "baseline", "canary") if side in split.details}
+    total = sum(counts.values())
+    return {side: 100.0 * n / total for side, n in counts.items()} if total else {}
 
 
 class Monitor:
@@ -191,7 +208,9 @@ class Monitor:
         self.config = config
         self.stage = stage
         self.evidence = evidence
-        self.sources = {"canary": source or MetricsSource(config), "stable": MetricsSource(as_stable(config))}
+        self.sides = sides_of(config)
+        self.sources = {"canary": source or MetricsSource(config)}
+        self.sources.update({side: MetricsSource(as_side(config, side)) for side in self.sides if side != "canary"})
         self.number = 0
         self.last_good: float | None = None
         self.rows = rows_for(config)
@@ -201,30 +220,33 @@ class Monitor:
     def sample(self) -> Snapshot:
         self.number += 1
         now = self.sources["canary"].now()
-        canary_cfg, stable_cfg = self.config, as_stable(self.config)
+        canary_cfg = self.config
         source = self.sources["canary"]
         stage = self.stage
         if stage is None:  # the split first: it says which stage's thresholds apply
             split = evaluate(canary_cfg, source, ["traffic_split"], at=now)["traffic_split"]
             stage = nearest_stage(self.config, split.value if isinstance(split, GateResult) else None)
-        snap = Snapshot(now, self.number, stage, self.stage is None, rows=self.rows)
+        snap = Snapshot(now, self.number, stage, self.stage is None, rows=self.rows, sides=self.sides)
         canary = evaluate(canary_cfg, source, (*self.side_gates, *CANARY_GATES), stage=stage, at=now)
         judged = canary["traffic_split"]
-        share = judged.value if isinstance(judged, GateResult) else None
-        stable = evaluate(stable_cfg, self.sources["stable"], self.side_gates, stage=stage, at=now)
+        shares = _shares(judged)
+        by_side = {side: canary if side == "canary" else evaluate(
+            as_side(self.config, side), self.sources[side], self.side_gates, stage=stage, at=now
+        ) for side in self.sides}  # fmt: skip
         raw = self._plain_readings(now)
         unreachable = [
-            r for r in (*canary.values(), *stable.values()) if isinstance(r, PrometheusError) and _unreadable(r)
-        ]
+            r for results in by_side.values() for r in results.values()
+            if isinstance(r, PrometheusError) and _unreadable(r)
+        ]  # fmt: skip
         if unreachable:
             snap.prometheus_error = unreachable[0].headline
             snap.recommendation = Recommendation("unknown", f"Prometheus cannot be read: {snap.prometheus_error}")
-            for side in SIDES:
+            for side in self.sides:
                 snap.readings[side] = {r.column: Reading(None, Status.ERROR) for r in self.rows}
             return snap
         self.last_good = now
         comparisons = self._compare(now)
-        for side, results in (("canary", canary), ("stable", stable)):
+        for side, results in by_side.items():
             readings = {}
             for row in self.rows:
                 if row.gate is not None:
@@ -232,7 +254,7 @@ class Monitor:
                     value = outcome.value if isinstance(outcome, GateResult) else None
                     readings[row.column] = Reading(value, status_of(outcome), _detail(outcome))
                 elif row.column == "traffic_share_pct":
-                    value = None if share is None else (share if side == "canary" else 100.0 - share)
+                    value = shares.get(side)
                     readings[row.column] = Reading(
                         value, status_of(judged) if side == "canary" else "", _detail(judged)
                     )
@@ -250,7 +272,7 @@ class Monitor:
         source = self.sources["canary"]
         window = self.config.window
         queries = {}
-        for side in SIDES:
+        for side in self.sides:
             queries[side, "request_rate_rps"] = source.render("requests", side=side)
             queries[side, "latency_p50_ms"] = source.render("latency", side=side, quantile=0.5)
         answers = source.query_many(queries.values(), at=now)
@@ -317,7 +339,7 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
     """The rich renderable of one sample (and the countdown to the next)."""
     head = Text.assemble(
         ("canary-checks monitor", "bold"),
-        f" — {config.workload('canary')} vs {config.workload('stable')} in {config.namespace}",
+        f" — {config.workload('canary')} vs {config.workload(config.reference)} in {config.namespace}",
     )
     if snap is None:
         return Group(head, Text(f"taking the first sample from {config.prometheus.shown_url} …", style="dim"))
@@ -335,12 +357,12 @@ def dashboard(config: CanaryConfig, snap: Snapshot | None, *, interval: float, n
         parts.append(Text(banner, style="bold white on red"))
     table = Table(expand=False, pad_edge=False)
     table.add_column("metric")
-    table.add_column("stable", justify="right")
-    table.add_column("canary", justify="right")
+    for side in snap.sides:
+        table.add_column(side, justify="right")
     table.add_column("threshold", style="dim")
     for row in snap.rows:
         cells = []
-        for side in SIDES:
+        for side in snap.sides:
             reading = snap.readings.get(side, {}).get(row.column, Reading(None, Status.NONE))
             text = Text(_number(reading.value, row.unit))
             if reading.status:
@@ -383,14 +405,14 @@ def plain_line(snap: Snapshot) -> str:
     cells = []
     for row in snap.rows:
         values = []
-        for side in SIDES:
+        for side in snap.sides:
             reading = snap.readings[side][row.column]
             values.append(
                 _number(reading.value, row.unit).replace(" ", "") + (f" {reading.status}" if reading.status else "")
             )
-        cells.append(f"{row.label} {values[0]} / {values[1]}")
+        cells.append(f"{row.label} {' / '.join(values)}")
     rec = snap.recommendation
-    return (f"{clock} sample {snap.number} stage {snap.stage} (stable / canary): " + "; ".join(cells)
+    return (f"{clock} sample {snap.number} stage {snap.stage} ({' / '.join(snap.sides)}): " + "; ".join(cells)
             + f" | {rec.action.upper()}: {rec.reason}")  # fmt: skip
 
 

@@ -171,10 +171,12 @@ def prom() -> Iterator[PromStub]:
         yield stub
 
 
-def healthy(prom: PromStub) -> None:
-    """Answers of a healthy canary at stage 25: 1000 canary and 3000 stable requests, no errors."""
+def healthy(prom: PromStub, *, baseline: int = 0) -> None:
+    """Answers of a healthy canary at stage 25: 1000 canary and 3000 stable requests, no errors (and ``baseline``
+    requests of a baseline as healthy, when given)."""
     prom.answer(r'canary:request_rate:5m\{namespace="orion", service="auth"\}', 33)  # the canary rules are loaded
-    for side, requests in (("canary", 1000), ("stable", 3000)):
+    sides = (("canary", 1000), ("stable", 3000), *((("baseline", baseline),) if baseline else ()))
+    for side, requests in sides:
         # latency histogram buckets (the comparisons): 90 % under 100 ms, 99.5 % under 250 ms
         prom.answer(
             rf'^sum by \(le\) \(increase\(istio_request_duration_milliseconds_bucket\{{[^}}]*"auth-{side}"',

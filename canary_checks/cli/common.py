@@ -27,21 +27,28 @@ def echo(message: str) -> None:
 
 
 def load(
-    ctx: click.Context, *, sandbox: bool = False, service: str | None = None, namespace: str | None = None
+    ctx: click.Context,
+    *,
+    sandbox: bool = False,
+    service: str | None = None,
+    namespace: str | None = None,
+    baseline: bool = False,
 ) -> tuple[CanaryConfig, Path | None]:
     """The config of this command. Only the sandbox's commands run without a file (on the sandbox's defaults);
     everything else judges a real service, so no canary.yaml is an error that says to run 'canary-checks init'.
     ``service`` chooses a section of a file with ``services:`` (else it renames the service, as ``namespace``
-    overrides the namespace)."""
+    overrides the namespace); ``baseline`` turns baseline.enabled on (--baseline)."""
     from canary_checks.config import flag_overrides, load_config
 
     path = config_path(ctx, sandbox=sandbox)
     obj: dict[str, Any] = ctx.ensure_object(dict)
     service = service or obj.get("service")
-    configs: dict[tuple[str | None, str | None], CanaryConfig] = obj.setdefault("configs", {})
-    if (service, namespace) not in configs:
-        configs[service, namespace] = load_config(path, flag_overrides(service=service, namespace=namespace))
-    return configs[service, namespace], path
+    configs: dict[tuple[str | None, str | None, bool], CanaryConfig] = obj.setdefault("configs", {})
+    key = (service, namespace, baseline)
+    if key not in configs:
+        overrides = flag_overrides(service=service, namespace=namespace, baseline=baseline or None)
+        configs[key] = load_config(path, overrides)
+    return configs[key], path
 
 
 def config_path(ctx: click.Context, *, sandbox: bool = False) -> Path | None:

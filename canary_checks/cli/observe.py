@@ -134,6 +134,11 @@ def replay_run(
     "--no-compare", is_flag=True, help="Leave out the sequential canary-vs-stable comparisons (and their evidence)."
 )
 @click.option("--plain", is_flag=True, help="One line per sample even on a terminal.")
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Show the baseline between stable and canary, and compare the canary with it (default: baseline.enabled).",
+)
 @click.pass_context
 def monitor_command(
     ctx: click.Context,
@@ -145,10 +150,11 @@ def monitor_command(
     stage: int | None,
     no_compare: bool,
     plain: bool,
+    baseline: bool,
 ) -> None:
-    """Watch stable and canary side by side: error rate, request rate, p50/p95/p99, success rate, CPU, memory,
-    pods ready, traffic split — each coloured OK / WARNING / CRITICAL by the gate suite's own thresholds — and a
-    recommendation: promote, hold or roll back, with the reason.
+    """Watch stable and canary (and a baseline) side by side: error rate, request rate, p50/p95/p99, success
+    rate, CPU, memory, pods ready, traffic split — each coloured OK / WARNING / CRITICAL by the gate suite's own
+    thresholds — and a recommendation: promote, hold or roll back, with the reason.
 
     \b
     SERVICE defaults to `service` in the config; with `services:` in it, SERVICE chooses one of them. On a
@@ -159,7 +165,7 @@ def monitor_command(
     from canary_checks.compare import evidence_path
     from canary_checks.monitor import CsvExport, Monitor, run
 
-    config, path = load(ctx, service=service, namespace=namespace)
+    config, path = load(ctx, service=service, namespace=namespace, baseline=baseline)
     if stage is not None:
         check_stages(ctx, config, "stage", stage)
     evidence = None if no_compare else evidence_path(config, path.parent if path else Path.cwd())

@@ -143,12 +143,8 @@ def run(ctx: click.Context, /, service: str, image: str, namespace: str | None, 
     stage, or with --rollback to undo.
     """
     router = _router_given(router, mesh)
-    config, path = load(ctx, sandbox=router == "sandbox", service=service, namespace=namespace)
-    if given.pop("baseline"):
-        try:
-            config = config.with_baseline()
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--baseline") from None
+    config, path = load(ctx, sandbox=router == "sandbox", service=service, namespace=namespace,
+                        baseline=given.pop("baseline"))  # fmt: skip
     steps = traffic_steps if traffic_steps is not None else config.stages
     check_stages(ctx, config, "traffic_steps", *steps,  # each step's gate suite judges that stage's thresholds
                  fix="leave --traffic-steps out to take them all, or add the steps to `stages`")  # fmt: skip

@@ -13,8 +13,8 @@ from typing import Any
 
 # ---- HTML --------------------------------------------------------------------------------------------------------
 
-CANARY_COLOR, STABLE_COLOR = "#d62728", "#1f77b4"
-"""Canary red, stable blue in every plot (and the legend says which is which)."""
+CANARY_COLOR, STABLE_COLOR, BASELINE_COLOR = "#d62728", "#1f77b4", "#7f7f7f"
+"""Canary red, stable blue, a baseline grey in every plot (and the legend says which is which)."""
 _DECISION_COLOR = {"promoted": "#2ca02c", "passed": "#2ca02c", "awaiting promotion": "#2ca02c",
                    "rolled back": "#d62728", "failed": "#d62728", "error": "#d62728"}  # fmt: skip
 
@@ -76,7 +76,7 @@ def _plots(summary: Mapping[str, Any], series: Mapping[str, Any]) -> list[dict[s
             continue
         fig, ax = plt.subplots(figsize=(10, 3.2))
         for name, style in lines:
-            for side, color in (("canary", CANARY_COLOR), ("stable", STABLE_COLOR)):
+            for side, color in (("canary", CANARY_COLOR), ("stable", STABLE_COLOR), ("baseline", BASELINE_COLOR)):
                 points = (data.get(name) or {}).get(side) or []
                 if points:
                     xs = [(t - t0) / 60 for t, _ in points]

@@ -38,14 +38,15 @@ SERIES_QUERIES: dict[str, tuple[str, float]] = {
 def record_series(
     config: CanaryConfig, source: MetricsSource, run_dir: Path, start: float, end: float
 ) -> dict[str, Any]:
-    """Read error rate (%) and latency p50/p95/p99 (ms) of canary and stable from ``start`` to ``end`` (range
+    """Read error rate (%) and latency p50/p95/p99 (ms) of canary and stable (and the baseline, when the config
+    has one) from ``start`` to ``end`` (range
     queries over the gates' window), and write them to ``series.json``. Prometheus failing is recorded, not raised:
     a report without plots still has its decision and gates."""
     start = min(start, end - config.window)
     step = max(1.0, math.ceil((end - start) / SERIES_POINTS))
     queries: dict[tuple[str, str], str] = {}
     for name, (kind, quantile) in SERIES_QUERIES.items():
-        for side in ("canary", "stable"):
+        for side in ("canary", "stable", "baseline") if config.baseline.enabled else ("canary", "stable"):
             if kind == "errors":
                 errors, requests = (source.render(q, side=side) for q in ("errors", "requests"))
                 # no 5xx series at all is a 0 % error rate when there were requests

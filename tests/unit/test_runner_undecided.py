@@ -55,6 +55,9 @@ class Memory:
         self.weight = 0
         self.replicas = 0
         self.stable = "shop/cart:1"
+        self.baseline_weight = self.baseline_replicas = 0
+        self.steps: list[str] = []
+        """Weight changes and the baseline's starts and stops, in order."""
 
     def describe(self) -> str:
         return "memory"
@@ -85,15 +88,24 @@ class Memory:
     def scale_canary(self, replicas: int) -> None:
         self.replicas = replicas
 
+    def start_baseline(self, replicas: int, timeout: float, progress: Any) -> None:
+        self.baseline_replicas = replicas
+        self.steps.append(f"baseline {replicas}")
+
+    def stop_baseline(self) -> None:
+        self.baseline_replicas = 0
+        self.steps.append("baseline 0")
+
     def promote(self, image: str, timeout: float, progress: Any) -> None:
         self.stable = image
 
     def get_weight(self) -> int:
         return self.weight
 
-    def set_weight(self, percent: int) -> int:
-        self.weight = percent
+    def set_weight(self, percent: int, baseline: int = 0) -> int:
+        self.weight, self.baseline_weight = percent, baseline
         self.weights.append(percent)
+        self.steps.append(f"weight {percent}/{baseline}")
         return percent
 
 
