@@ -164,8 +164,19 @@ class ManifestValues(BaseModel):
     it brings back the initial weights (a client kept from an earlier rollout's canary would reach the canary),
     so apply it once and let the runner own the routes."""
 
+    baseline: bool = False
+    """Render each service's baseline (canary.yaml `baseline.enabled`, `canary-checks run --baseline`): a
+    `<service>-baseline` Deployment at 0 replicas — stable's image and spec, labelled `version: baseline` — its
+    Service and ServiceMonitor, a `baseline` subset, and a weight-0 backend beside stable and canary in every route.
+    The runner scales it up with a fresh copy of stable's pod template beside the canary, gives it the canary's
+    share, and scales it back to 0 on promotion and rollback (so its Role needs no `create`). Not with
+    `sticky_cookie`."""
+
     @model_validator(mode="after")
     def _check(self) -> ManifestValues:
+        if self.baseline and self.sticky_cookie is not None:
+            raise ValueError("baseline and sticky_cookie are both set: a sticky client's cookie names canary or "
+                             "stable, and a baseline would take clients of neither; leave one of them out")  # fmt: skip
         names = [s.name for s in self.services]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:

@@ -107,6 +107,19 @@ def _deployment(v: ManifestValues, svc: ServiceValues, version: str) -> Obj:
     }
 
 
+def _baseline(v: ManifestValues, svc: ServiceValues) -> Obj:
+    """Stable's Deployment as the baseline: its name, labels and selector say baseline, at 0 replicas (the runner
+    scales it up with stable's current pod template when a rollout has a baseline)."""
+    deployment = _deployment(v, svc, "stable")
+    labels = _labels(v, svc, "baseline")
+    deployment["metadata"] = _meta(v, f"{svc.name}-baseline", labels)
+    spec = deployment["spec"]
+    spec["replicas"] = 0
+    spec["selector"]["matchLabels"]["version"] = "baseline"
+    spec["template"]["metadata"]["labels"] = labels
+    return deployment
+
+
 def _service(v: ManifestValues, svc: ServiceValues, version: str | None) -> Obj:
     name = svc.name if version is None else f"{svc.name}-{version}"
     selector = {"app": svc.name, **({"version": version} if version else {})}
@@ -189,6 +202,11 @@ def render_base(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
         _network_policy(v, svc),
         _pdb(v, svc, "stable"),
         _pdb(v, svc, "canary"),
+        *(
+            (_baseline(v, svc), _service(v, svc, "baseline"), _service_monitor(v, svc, "baseline"))
+            if v.baseline
+            else ()
+        ),
     ]
 
 
@@ -211,6 +229,7 @@ def render_istio(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
                     "route": [
                         {"destination": {"host": host, "subset": "stable"}, "weight": 100 - INITIAL_CANARY_WEIGHT},
                         {"destination": {"host": host, "subset": "canary"}, "weight": INITIAL_CANARY_WEIGHT},
+                        *([{"destination": {"host": host, "subset": "baseline"}, "weight": 0}] if v.baseline else []),
                     ],
                 },
             ],
@@ -237,6 +256,7 @@ def render_istio(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
             "subsets": [
                 {"name": "stable", "labels": {"version": "stable"}},
                 {"name": "canary", "labels": {"version": "canary"}},
+                *([{"name": "baseline", "labels": {"version": "baseline"}}] if v.baseline else []),
             ],
         },
     }
@@ -265,6 +285,7 @@ def render_linkerd(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
                 "backends": [
                     {"service": f"{svc.name}-stable", "weight": 100 - INITIAL_CANARY_WEIGHT},
                     {"service": f"{svc.name}-canary", "weight": INITIAL_CANARY_WEIGHT},
+                    *([{"service": f"{svc.name}-baseline", "weight": 0}] if v.baseline else []),
                 ],
             },
         }
@@ -295,6 +316,7 @@ def render_gateway_api(v: ManifestValues, svc: ServiceValues) -> list[Obj]:
                     "backendRefs": [
                         backend("stable", 100 - INITIAL_CANARY_WEIGHT),
                         backend("canary", INITIAL_CANARY_WEIGHT),
+                        *([backend("baseline", 0)] if v.baseline else []),
                     ],
                 },
             ],

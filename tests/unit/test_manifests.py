@@ -45,6 +45,7 @@ def objects() -> list[tuple[str, dict[str, Any]]]:
 TEAM_VALUES = """\
 namespace: shop
 checks_image: registry.example/canary-checks:0.1.0
+baseline: true
 services:
   - name: cart
     image: registry.example/cart:1.2
@@ -58,7 +59,7 @@ services:
     memory_limit: 1Gi
     env: {CART_TTL: "60"}
 """
-"""A team's values file: its namespace, service and images, nothing of the demo."""
+"""A team's values file: its namespace, service and images, nothing of the demo; with a baseline."""
 
 
 def team_values(tmp: Path | None = None) -> Any:
@@ -229,6 +230,38 @@ def test_routing_splits_95_5_and_sends_the_canary_header_to_the_canary(svc: Any)
         f"{svc.name}-stable": 95,
         f"{svc.name}-canary": 5,
     }
+
+
+@pytest.mark.parametrize("svc", SERVICES, ids=lambda s: s.name)
+def test_with_a_baseline_every_service_has_a_scaled_down_copy_of_stable_and_a_weight_0_backend(svc: Any) -> None:
+    files = render_all(DEMO.model_copy(update={"baseline": True}))
+    base = {o["kind"] + "/" + o["metadata"]["name"]: o for o in yaml.safe_load_all(files[f"{svc.name}/base.yaml"])}
+    stable, baseline = base[f"Deployment/{svc.name}-stable"], base[f"Deployment/{svc.name}-baseline"]
+    assert baseline["spec"]["replicas"] == 0  # the runner scales it up beside a canary
+    assert baseline["spec"]["selector"]["matchLabels"] == {"app": svc.name, "version": "baseline"}
+    assert baseline["spec"]["template"]["metadata"]["labels"]["version"] == "baseline"
+    assert baseline["spec"]["template"]["spec"] == stable["spec"]["template"]["spec"]  # stable's image and spec
+    assert base[f"Service/{svc.name}-baseline"]["spec"]["selector"] == {"app": svc.name, "version": "baseline"}
+    assert f"ServiceMonitor/{svc.name}-baseline" in base
+    vs, dr = yaml.safe_load_all(files[f"{svc.name}/istio.yaml"])
+    assert {r["destination"]["subset"]: r["weight"] for r in vs["spec"]["http"][1]["route"]} == {
+        "stable": 95, "canary": 5, "baseline": 0}  # fmt: skip
+    assert {"name": "baseline", "labels": {"version": "baseline"}} in dr["spec"]["subsets"]
+    (split,) = yaml.safe_load_all(files[f"{svc.name}/linkerd.yaml"])
+    assert {"service": f"{svc.name}-baseline", "weight": 0} in split["spec"]["backends"]
+    (route,) = yaml.safe_load_all(files[f"{svc.name}/gateway-api.yaml"])
+    assert {b["name"]: b["weight"] for b in route["spec"]["rules"][1]["backendRefs"]}[f"{svc.name}-baseline"] == 0
+    # the files without a baseline are what they were
+    assert "baseline" not in "".join(rendered()[f"{svc.name}/{f}.yaml"] for f in ("base", "istio", "linkerd"))
+
+
+def test_a_baseline_with_sticky_sessions_is_refused_when_rendering(tmp_path: Path) -> None:
+    from canary_checks.errors import ConfigError
+    from canary_checks.manifests import load_values
+
+    (tmp_path / "values.yaml").write_text(TEAM_VALUES + "sticky_cookie: canary-checks\n")
+    with pytest.raises(ConfigError, match="baseline and sticky_cookie are both set"):
+        load_values(tmp_path / "values.yaml")
 
 
 def test_runner_rbac_is_least_privilege_in_its_namespace() -> None:
