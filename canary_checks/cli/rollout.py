@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -245,6 +246,7 @@ def _rollout(
                              sticky_cookie=sticky.cookie if sticky.enabled else None)  # fmt: skip
         platform = KubePlatform(api, config.namespace, config.workload("stable"), config.workload("canary"),
                                 baseline=config.workload("baseline"))  # fmt: skip
-        controller, problems = router.controller, router.problems
+        controller = router.controller
+        problems = functools.partial(router.problems, baseline=config.baseline.enabled)
     return Rollout(config, platform, router, options, source=MetricsSource(config), echo=echo, controller=controller,
                    router_problems=problems, on_wait=on_wait)  # fmt: skip

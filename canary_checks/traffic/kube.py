@@ -230,12 +230,18 @@ class KubeRouter:
     def _header_rule(self) -> tuple[str, Any]:
         raise RoutingError(f"{self.plural} cannot route by header", where=self.describe())
 
-    def problems(self) -> list[str]:
-        """What would stop this router from moving traffic (checked before a rollout); empty when none."""
+    def problems(self, *, baseline: bool = False) -> list[str]:
+        """What would stop this router from moving traffic (checked before a rollout), and with ``baseline`` from
+        giving the baseline its share; empty when none."""
         try:
-            self._slots_or_explain(self.read())
+            slots = self._slots_or_explain(self.read())
         except CanaryError as e:
             return [e.message]
+        if baseline and slots.baseline is None:
+            return [
+                f"{self.describe()} has no backend for the baseline ({self.baseline}) beside stable and canary: "
+                "apply the routing manifest rendered with `baseline: true` (canary-checks manifests render)"
+            ]
         return []
 
     def controller(self) -> str | None:
@@ -267,10 +273,10 @@ class IstioRouter(KubeRouter):
                 return self._slots(f"/spec/http/{i}/route", route["route"], subsets, 0)
         raise KeyError("no weighted route")
 
-    def problems(self) -> list[str]:
+    def problems(self, *, baseline: bool = False) -> list[str]:
         from canary_checks.kube import call
 
-        found = super().problems()
+        found = super().problems(baseline=baseline)
         try:
             rule: Any = call(
                 f"GET destinationrules/{self.name}",
@@ -281,7 +287,7 @@ class IstioRouter(KubeRouter):
         except CanaryError as e:
             return [*found, f"DestinationRule {self.name}: {e.what}"]
         subsets = {s.get("name") for s in rule.get("spec", {}).get("subsets", [])}
-        missing = sorted({self.stable, self.canary} - subsets)
+        missing = sorted({self.stable, self.canary, *([self.baseline] if baseline and self.baseline else [])} - subsets)
         if missing:
             found.append(f"DestinationRule {self.name} has no subset {', '.join(missing)} (it has {sorted(subsets)})")
         return found
