@@ -117,6 +117,8 @@ def _target_options(group: Any) -> None:
     group.addoption("--baseline", action="store_true", default=None,
                     help="compare the canary with the baseline Deployment (a fresh copy of stable), not stable "
                     "(default: baseline.enabled; canary-checks run --baseline passes it).")  # fmt: skip
+    group.addoption("--no-baseline", dest="baseline", action="store_false",
+                    help="compare the canary with stable even when baseline.enabled.")  # fmt: skip
     group.addoption(
         "--canary-config",
         default=None,

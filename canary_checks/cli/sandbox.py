@@ -152,7 +152,8 @@ _FAULT_HELP = "\n".join(
 @sandbox.command("fault", help=_FAULT_HELP)
 @click.argument("kind", type=click.Choice([*FAULT_KINDS, "clear"]))
 @click.argument("value", type=float, required=False)
-@click.option("--target", type=click.Choice(["canary", "stable"]), default="canary", show_default=True)
+@click.option("--target", type=click.Choice(["canary", "stable", "baseline"]), default="canary", show_default=True,
+              help="Whose pod: the canary's, stable's, or the baseline's (baseline.enabled).")  # fmt: skip
 @click.pass_context
 def sandbox_fault(ctx: click.Context, kind: str, value: float | None, target: str) -> None:
     if kind != "clear" and value is not None:
@@ -179,11 +180,17 @@ def sandbox_fault(ctx: click.Context, kind: str, value: float | None, target: st
 
 @sandbox.command("weight")
 @click.argument("percent", type=click.IntRange(0, 100))
+@click.option("--baseline", "baseline", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="Percent of traffic to the baseline pod (baseline.enabled), beside the canary's.")  # fmt: skip
 @click.pass_context
-def sandbox_weight(ctx: click.Context, percent: int) -> None:
+def sandbox_weight(ctx: click.Context, percent: int, baseline: int) -> None:
     """Send PERCENT of traffic to the canary (HAProxy runtime API; no reload, no lost request)."""
-    confirmed = sandbox_of(ctx).set_weight(percent)
-    out.print(f"canary weight {confirmed} % (stable {100 - confirmed} %), confirmed by HAProxy")
+    if baseline > 100 - percent:
+        raise click.BadParameter(f"{baseline} beside a canary at {percent} % is more than the {100 - percent} % left",
+                                 param_hint="--baseline")  # fmt: skip
+    confirmed = sandbox_of(ctx).set_weight(percent, baseline)
+    beside = f", baseline {baseline} %" if baseline else ""
+    out.print(f"canary weight {confirmed} %{beside} (stable {100 - confirmed - baseline} %), confirmed by HAProxy")
 
 
 @click.command()
@@ -192,14 +199,19 @@ def sandbox_weight(ctx: click.Context, percent: int) -> None:
 @click.option("--keep", is_flag=True, help="Leave the sandbox running afterwards.")
 @click.option("--sticky", is_flag=True, help="Add a scene: sticky canary sessions (routing.sticky), two stages and "
               "a rollback as Locust's users see them.")  # fmt: skip
+@click.option("--baseline", is_flag=True, help="Add a scene: a fresh baseline (baseline.enabled) — new pods that err "
+              "more than stable's old ones, judged against stable and against the baseline.")  # fmt: skip
 @click.pass_context
-def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool, sticky: bool) -> None:
+def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool, sticky: bool, baseline: bool) -> None:
     """The whole loop on the sandbox: a healthy canary through every stage, then faults and the gates that catch
     them. Starts the sandbox unless it runs, and stops it after unless --keep."""
     from canary_checks.sandbox.tour import run_tour
     from canary_checks.suite import locate
 
-    config, path = load(ctx, sandbox=True)
+    if sticky and baseline:
+        raise click.UsageError("--sticky and --baseline: a sticky client's cookie names canary or stable, and a "
+                               "baseline would take clients of neither; run the demo once with each")  # fmt: skip
+    config, path = load(ctx, sandbox=True, baseline=baseline)  # the sandbox this demo starts runs a baseline pod
     if sticky:  # the sandbox this demo starts writes HAProxy's cookie routes
         on = config.routing.sticky.model_copy(update={"enabled": True})
         config = config.model_copy(update={"routing": config.routing.model_copy(update={"sticky": on})})
@@ -210,6 +222,12 @@ def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool, stic
             "'canary-checks sandbox down' (the demo then starts one with them), or set routing.sticky.enabled: true "
             "in canary.yaml and start it again"
         )
+    if config.baseline.enabled and box.is_up() and not box.router.has_baseline():
+        raise click.UsageError(
+            f"--baseline: the sandbox running from {box.state_dir} was started without a baseline pod; stop it with "
+            "'canary-checks sandbox down' (the demo then starts one with it), or set baseline.enabled: true in "
+            "canary.yaml and start it again"
+        )
     ok = run_tour(box, config, path, suite=locate("gate", suite), reports=reports, keep=keep, console=out,
-                  sticky=sticky)  # fmt: skip
+                  sticky=sticky, baseline=config.baseline.enabled)  # fmt: skip
     sys.exit(0 if ok else 1)

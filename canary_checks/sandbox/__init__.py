@@ -314,14 +314,14 @@ class Sandbox:
         return self.node.pods()
 
     def set_faults(self, side: str, faults: Mapping[str, float]) -> dict[str, Any]:
-        """Replace the injected faults of ``side`` (canary|stable); keys are fields of ``demo.Faults``."""
+        """Replace the injected faults of ``side`` (canary|stable|baseline); keys are fields of ``demo.Faults``."""
         return self.node.set_faults(self.config.workload(side), faults)
 
     def faults(self) -> dict[str, dict[str, float]]:
         return self.node.faults()
 
-    def set_weight(self, percent: int) -> int:
-        return self.router.set_weight(percent)
+    def set_weight(self, percent: int, baseline: int = 0) -> int:
+        return self.router.set_weight(percent, baseline)
 
     def status(self) -> dict[str, Any]:
         """What runs where: components, pods, weights, faults."""
@@ -347,6 +347,8 @@ class Sandbox:
         }
         with contextlib.suppress(SandboxError):
             out["canary_weight"] = self.router.get_weight()
+            if self.config.baseline.enabled:
+                out["weights"] = self.router.weights()
         with contextlib.suppress(SandboxError):
             out["pods"] = self.pods()
         with contextlib.suppress(SandboxError):

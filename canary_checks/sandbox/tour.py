@@ -4,7 +4,9 @@
 2. a healthy canary through every stage: set the weight, let a full window of traffic pass, run the gate suite;
 3. at the first stage past 5 %, inject each fault in turn and show which gates catch it;
 4. with ``--sticky``: sticky canary sessions — two stages and a rollback as Locust's users see them (which side
-   answered each), on a sandbox started with ``routing.sticky``.
+   answered each), on a sandbox started with ``routing.sticky``;
+   with ``--baseline``: the same canary judged against old stable and against a fresh baseline, when new pods
+   (the canary and the baseline alike) err more than stable's long-running ones.
 JUnit files, the timeline and the HTML report go to ``reports/demo-<time>/``.
 """
 
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from canary_checks.config import CanaryConfig
+from canary_checks.config import CanaryConfig, baseline_share
 from canary_checks.record import Event
 from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox
@@ -46,6 +48,9 @@ SCENARIOS = (
     Scenario("canary answers 3 % of requests with 500", {"errors": 3.0}, frozenset({"compare_errors"}), windows=2),
 )
 
+
+STABLE = "--no-baseline"
+"""Scenes 2 and 3 judge the canary against stable, whatever canary.yaml says of a baseline (scene 4 shows it)."""
 
 HOLDS = 3
 """How many more windows a healthy stage may hold for (inconclusive, as the runner would) before it counts as failed."""
@@ -86,9 +91,11 @@ def run_tour(
     keep: bool,
     console: Console,
     sticky: bool = False,
+    baseline: bool = False,
 ) -> bool:
     """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates (and,
-    with ``sticky``, no user saw both sides within a stage and the split held)."""
+    with ``sticky``, no user saw both sides within a stage and the split held; with ``baseline``, the comparison
+    with stable raised the false alarm the one with the baseline did not)."""
     started = time.time()
     # the tour's timeline (weights and faults) goes to events.jsonl, as a rollout's: the report marks them
     record = RunRecord.start(reports, "demo", run_id=time.strftime("demo-%Y%m%d-%H%M%S"), service=config.service,
@@ -107,6 +114,8 @@ def run_tour(
         ok &= _faults(box, config, config_path, suite, record, console)
         if sticky:
             ok &= _sticky(box, config, record, console)
+        if baseline:
+            ok &= _baseline(box, config, config_path, suite, record, console)
         console.rule("[bold]done")
         console.print(f"JUnit files: {record.path}/")
         why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"
@@ -127,6 +136,12 @@ def _settle(config: CanaryConfig) -> float:
     return config.window + 2 * config.sandbox.scrape_interval + 1
 
 
+def _weight(box: Sandbox, record: RunRecord, stage: int, share: int = 0) -> None:
+    """The canary at ``stage`` % (and the baseline at ``share`` %, in scene 4), recorded for the report."""
+    box.set_weight(stage, share)
+    record.event(Event.WEIGHT, weight=stage, stage=stage, **({"baseline_weight": share} if share else {}))
+
+
 def _held(console: Console, stage: int, run: SuiteRun, why: str) -> None:
     console.print(_table(run, f"stage {stage} %: held ({why})"))
 
@@ -143,14 +158,13 @@ def _healthy_stages(
     ok = True
     console.rule("[bold]2. a healthy canary through every stage")
     for stage in config.stages:
-        box.set_weight(stage)
-        record.event(Event.WEIGHT, weight=stage, stage=stage)
+        _weight(box, record, stage)
         _wait(console, settle, f"stage {stage} %: one {config.window:g}s window of traffic at the new split")
         # the comparisons' evidence accumulates over the healthy canary's stages, as in a rollout; not enough evidence
         # yet is a hold, not a failure: the runner's rule, for up to HOLDS more windows
         decision = decide_stage(
             suite, stage, partial(record.junit, stage), deadline=time.monotonic() + (HOLDS + 1) * settle, poll=settle,
-            config_path=config_path, extra_args=[f"--canary-evidence={record.path / 'evidence-healthy.json'}"],
+            config_path=config_path, extra_args=[f"--canary-evidence={record.path / 'evidence-healthy.json'}", STABLE],
             on_hold=partial(_held, console, stage), sleep=partial(_holding, console, stage),
         )  # fmt: skip
         passed = decision.outcome == "passed"
@@ -170,13 +184,12 @@ def _faults(
     ok = True
     stage = next((s for s in config.stages if s > 5), config.stages[0])
     console.rule(f"[bold]3. faults in the canary, at stage {stage} %")
-    box.set_weight(stage)
-    record.event(Event.WEIGHT, weight=stage, stage=stage)
+    _weight(box, record, stage)
     for number, scenario in enumerate(SCENARIOS, 1):
         box.set_faults("canary", scenario.faults)
         record.event(Event.FAULT, why=scenario.title, stage=stage)
         _wait(console, settle * scenario.windows + 2, f"fault: {scenario.title}")
-        evidence = [f"--canary-evidence={record.path / f'evidence-fault-{number}.json'}"]  # each fault: a new canary
+        evidence = [f"--canary-evidence={record.path / f'evidence-fault-{number}.json'}", STABLE]  # a new canary
         junit = record.junit(None, name=f"fault-{number}")
         run = run_suite(suite, stage, junit, config_path=config_path, extra_args=evidence)
         # Caught: every gate that did not pass, whatever its severity; critical ones fail the run.
@@ -227,7 +240,46 @@ def _sticky(box: Sandbox, config: CanaryConfig, record: RunRecord, console: Cons
         fine &= abs(sides.user_share - stage) <= 2
         ok &= fine
         console.print(f"[{'green' if fine else 'red'}]{what}:[/] {sides.describe()}", highlight=False)
-    box.set_weight(config.stages[0])
-    record.event(Event.WEIGHT, weight=config.stages[0], stage=config.stages[0])
+    _weight(box, record, config.stages[0])
     console.print("the split is by users, not requests; the gates and comparisons judge the same windows as before")
+    return ok
+
+
+NEW_PODS = {"errors": 1.5}
+"""What scene 4 (--baseline) gives the new pods, the canary and the baseline alike: 1.5 % of requests answered 500
+(cold caches, connection pools still filling); stable's long-running pods answer none."""
+
+
+def _baseline(
+    box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, record: RunRecord, console: Console
+) -> bool:
+    """Step 4 with --baseline: the canary — the same build as stable, but new pods — judged against stable and
+    against a baseline as new as itself, on the same windows; True when only the comparison with stable failed."""
+    stage = next((s for s in config.stages if s > 5), config.stages[0])
+    share = baseline_share(stage)
+    console.rule(f"[bold]4. a fresh baseline beside the canary, at stage {stage} % (baseline {share} %)")
+    for side in ("canary", "baseline"):
+        box.set_faults(side, NEW_PODS)
+    _weight(box, record, stage, share)
+    record.event(
+        Event.FAULT, why=f"new pods (canary and baseline) answer {NEW_PODS['errors']:g} % with 500", stage=stage
+    )
+    _wait(console, 2 * _settle(config), f"canary {stage} %, baseline {share} %: two windows of traffic")
+    failed = {}
+    for reference, flag in (("stable", "--no-baseline"), ("baseline", "--baseline")):
+        evidence = f"--canary-evidence={record.path / f'evidence-vs-{reference}.json'}"
+        run = run_suite(suite, stage, record.junit(None, name=f"vs-{reference}"), config_path=config_path,
+                        extra_args=[flag, evidence])  # fmt: skip
+        console.print(_table(run, f"the canary against {reference}"))
+        failed[reference] = sorted(r.gate for r in run.failing if r.verdict == "fail")
+    box.set_faults("canary", {})
+    box.set_faults("baseline", {})
+    _weight(box, record, config.stages[0])
+    ok = bool(failed["stable"]) and not failed["baseline"]
+    console.print(
+        f"[{'green' if ok else 'red'}]against stable: {', '.join(failed['stable']) or 'nothing'} failed — a false "
+        f"alarm, the canary runs stable's build; against the baseline: {', '.join(failed['baseline']) or 'nothing'} "
+        "failed[/] — new pods are compared with new pods (baseline.enabled, canary-checks run --baseline)",
+        highlight=False,
+    )
     return ok
