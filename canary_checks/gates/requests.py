@@ -202,15 +202,15 @@ def _decide_traffic_received(ctx: _Ctx, gate: Gate) -> GateResult:
 
 
 def _needs_traffic_split(source: MetricsSource) -> dict[str, str]:
-    sides = ("canary", "stable", "baseline") if source.config.baseline.enabled else ("canary", "stable")
-    return {f"{side}_requests": source.render("requests", side=side) for side in sides}
+    return {f"{side}_requests": source.render("requests", side=side) for side in ("canary", "stable", "baseline")}
 
 
 def _decide_traffic_split(ctx: _Ctx, gate: Gate) -> GateResult:
-    """The canary's share of every request to the service (the baseline's too, when there is one)."""
+    """The canary's share of every request to the service: a baseline's count too, whether or not the canary is
+    compared with it (a baseline Deployment that does not run has no series)."""
     canary = ctx.total("canary_requests") or 0.0
     stable = ctx.total("stable_requests") or 0.0
-    baseline = (ctx.total("baseline_requests") or 0.0) if ctx.config.baseline.enabled else 0.0
+    baseline = ctx.total("baseline_requests") or 0.0
     if canary + stable + baseline == 0:
         return gate.result(ctx, Verdict.NO_DATA, None, "neither stable nor canary received traffic")
     share = 100.0 * canary / (canary + stable + baseline)
@@ -232,8 +232,8 @@ def _decide_traffic_split(ctx: _Ctx, gate: Gate) -> GateResult:
         verdict,
         share,
         f"canary share {_fmt(share)} % at stage {stage} % — {why} (canary {canary:.0f}, stable {stable:.0f}"
-        f"{f', baseline {baseline:.0f}' if ctx.config.baseline.enabled else ''} requests)",
+        f"{f', baseline {baseline:.0f}' if baseline else ''} requests)",
         canary=canary,
         stable=stable,
-        **({"baseline": baseline} if ctx.config.baseline.enabled else {}),
+        **({"baseline": baseline} if baseline else {}),
     )
