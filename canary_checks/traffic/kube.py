@@ -5,6 +5,7 @@ routes, and whether another controller manages them."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,20 @@ class KubeRouter:
 
     def slots(self, obj: dict[str, Any]) -> _WeightSlots:
         raise NotImplementedError
+
+    def _first_weighted(
+        self, routes: list[dict[str, Any]], path: str, key: str, name_of: Callable[[dict[str, Any]], Any], default: int
+    ) -> _WeightSlots:
+        """The weights of the first route (of ``routes`` at ``path``) whose backends (its ``key``) include stable
+        and canary — not a sticky cookie route: its split moves stable's clients to a new weight, not the weight."""
+        for i, route in enumerate(routes):
+            if str(route.get("name", "")).startswith(STICKY_PREFIX):
+                continue
+            backends = route.get(key, [])
+            names = [name_of(b) for b in backends]
+            if self.stable in names and self.canary in names:
+                return self._slots(f"{path}/{i}/{key}", backends, names, default)
+        raise KeyError("no weighted route")
 
     def _slots(self, path: str, backends: list[dict[str, Any]], names: list[Any], default: int) -> _WeightSlots:
         """The weights of the backends named ``names`` (stable, canary, maybe the baseline) at ``path``/<i>."""
@@ -265,13 +280,8 @@ class IstioRouter(KubeRouter):
     group, version, plural = "networking.istio.io", "v1", "virtualservices"
 
     def slots(self, obj: dict[str, Any]) -> _WeightSlots:
-        for i, route in enumerate(obj["spec"]["http"]):
-            if str(route.get("name", "")).startswith(STICKY_PREFIX):
-                continue  # a cookie route's split moves stable's clients to a new weight, not the weight itself
-            subsets = [d.get("destination", {}).get("subset") for d in route.get("route", [])]
-            if self.stable in subsets and self.canary in subsets:
-                return self._slots(f"/spec/http/{i}/route", route["route"], subsets, 0)
-        raise KeyError("no weighted route")
+        subset = lambda d: d.get("destination", {}).get("subset")  # noqa: E731
+        return self._first_weighted(obj["spec"]["http"], "/spec/http", "route", subset, 0)
 
     def problems(self, *, baseline: bool = False) -> list[str]:
         from canary_checks.kube import call
@@ -331,14 +341,8 @@ class GatewayRouter(KubeRouter):
     group, version, plural = "gateway.networking.k8s.io", "v1", "httproutes"
 
     def slots(self, obj: dict[str, Any]) -> _WeightSlots:
-        for i, rule in enumerate(obj["spec"]["rules"]):
-            if str(rule.get("name", "")).startswith(STICKY_PREFIX):
-                continue  # a cookie rule's split moves stable's clients to a new weight, not the weight itself
-            refs = rule.get("backendRefs", [])
-            names = [r.get("name") for r in refs]
-            if self.stable in names and self.canary in names:
-                return self._slots(f"/spec/rules/{i}/backendRefs", refs, names, 1)  # Gateway API's default weight: 1
-        raise KeyError("no weighted rule")
+        # Gateway API's default weight is 1
+        return self._first_weighted(obj["spec"]["rules"], "/spec/rules", "backendRefs", lambda r: r.get("name"), 1)
 
     def _header_index(self, obj: dict[str, Any]) -> int | None:
         for i, rule in enumerate(obj["spec"].get("rules", [])):

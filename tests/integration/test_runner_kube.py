@@ -66,6 +66,17 @@ class Env:
         return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
 
 
+def add_canary_pod(api: client.ApiClient) -> None:
+    """The canary's one pod, running NEW and ready (the kube_* gates read it)."""
+    labels = {"app": "auth", "version": "canary"}
+    pod = {"metadata": {"name": "auth-canary-7c9d-bbbbb", "namespace": "orion", "labels": labels},
+           "spec": {"containers": [{"name": "app", "image": NEW}]},
+           "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                      "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0, "image": NEW,
+                                             "imageID": "", "state": {"running": {}}}]}}  # fmt: skip
+    client.CoreV1Api(api).create_namespaced_pod("orion", pod)
+
+
 @pytest.fixture
 def env(prom: PromStub, tmp_path: Path) -> Iterator[Env]:
     healthy(prom)
@@ -80,13 +91,7 @@ def env(prom: PromStub, tmp_path: Path) -> Iterator[Env]:
             client.CustomObjectsApi(api).create_namespaced_custom_object(
                 "networking.istio.io", "v1", "orion", plural, obj
             )
-        labels = {"app": "auth", "version": "canary"}
-        pod = {"metadata": {"name": "auth-canary-7c9d-bbbbb", "namespace": "orion", "labels": labels},
-               "spec": {"containers": [{"name": "app", "image": NEW}]},
-               "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                          "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0, "image": NEW,
-                                                 "imageID": "", "state": {"running": {}}}]}}  # fmt: skip
-        client.CoreV1Api(api).create_namespaced_pod("orion", pod)
+        add_canary_pod(api)
         config = write_config(
             tmp_path / "canary.yaml",
             service="auth",
