@@ -1,6 +1,6 @@
 """False alarms of canary-vs-stable and canary-vs-baseline when stable's pods are old and new pods err more.
 
-    .venv/bin/python bench/baseline.py [--trials 12] [--trial-seconds 40] [--stable-errors 0.5] [--new-errors 1.0]
+    .venv/bin/python bench/baseline.py [--trials 12] [--trial-seconds 40] [--stable-errors 0.5] [--new-errors 2.0]
 
 Starts its own sandbox on free ports (real Prometheus, HAProxy, demo pods and Locust at 200 req/s) with a baseline
 pod (baseline.enabled). The canary runs stable's own build: the only difference is that its pod is new, and new
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--trial-seconds", type=float, default=40.0)
     parser.add_argument("--poll", type=float, default=5.0)
     parser.add_argument("--stable-errors", type=float, default=0.5, help="percent of stable's requests answered 500")
-    parser.add_argument("--new-errors", type=float, default=1.0, help="percent of the new pods' requests answered 500")
+    parser.add_argument("--new-errors", type=float, default=2.0, help="percent of the new pods' requests answered 500")
     args = parser.parse_args()
     outcomes: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:

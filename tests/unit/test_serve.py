@@ -387,17 +387,26 @@ def webhook_run(reports: Path, age: float, size: int) -> Path:
     return run
 
 
+@pytest.fixture
+def old_runs(tmp_path: Path) -> tuple[list[Path], dict[str, int]]:
+    """Five webhook runs of 200 KiB left by an earlier server, oldest first, and their sizes on disk — written
+    before the server starts (its first prune, in the background, would race with writing them)."""
+    olds = [webhook_run(tmp_path / "reports", age, 200 * 1024) for age in (500, 400, 300, 200, 100)]
+    os.sync()  # blocks on disk (what disk_usage counts, as du does) are allocated on flush: a file just written has 0
+    return olds, {run.name: disk_usage(run) for run in olds}
+
+
 @pytest.mark.parametrize(
     "server",
     [{"keep_reports": 3}, {"reports_max_bytes": 450 * 1024}],
     ids=["by count", "by bytes"],
     indirect=True,
 )
-def test_webhook_reports_are_pruned_by_count_and_bytes(server: tuple[str, ServeOptions]) -> None:
+def test_webhook_reports_are_pruned_by_count_and_bytes(
+    old_runs: tuple[list[Path], dict[str, int]], server: tuple[str, ServeOptions]
+) -> None:
     url, options = server
-    olds = [webhook_run(options.reports, age, 200 * 1024) for age in (500, 400, 300, 200, 100)]  # oldest first
-    os.sync()  # blocks on disk (what disk_usage counts, as du does) are allocated on flush: a file just written has 0
-    sizes = {run.name: disk_usage(run) for run in olds}
+    olds, sizes = old_runs
     gate_run = options.reports / "gate-20261127-101500-abcdef"
     write_run(gate_run, kind="gate", started=time.time() - 1000)
     evidence = options.reports / "evidence-orion-auth.json"  # the gate suite's, kept across calls
