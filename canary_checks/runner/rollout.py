@@ -282,7 +282,8 @@ class Rollout(Stages):
             return 0
         if self.options.dry_run:
             self.echo(f"would promote: set the stable image to {self.options.image}, wait until ready, "
-                      "send 100 % to stable, scale the canary to 0")  # fmt: skip
+                      f"send 100 % to stable, scale the canary{' and the baseline' if self.with_baseline else ''} "
+                      "to 0")  # fmt: skip
             return 0
         promote = self.options.auto_promote
         if not promote and self.options.confirm is not None:

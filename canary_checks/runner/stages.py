@@ -82,9 +82,9 @@ class Stages(RolloutRecord):
         if self.options.dry_run:
             o = self.options
             self.echo(f"would wait {o.step_duration:g} s, polling the critical gates every {o.poll_interval:g} s")
-            self.echo(
-                f"would run: pytest {self.options.suite} --stage {stage} --junitxml {self.run_record.junit(stage)}"
-            )
+            against = " --baseline" if self.with_baseline else ""
+            self.echo(f"would run: pytest {self.options.suite} --stage {stage}{against} --junitxml "
+                      f"{self.run_record.junit(stage)}")  # fmt: skip
             return
         if self.options.step_duration < self.config.window:
             log.warning(
