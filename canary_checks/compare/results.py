@@ -216,9 +216,11 @@ def latency_result(ctx: Ctx, update: bool, earlier: list[Sample] | None) -> tupl
         f"{ratio_text(ev.ratio)} (confidence sequence {ratio_text(ev.interval[0])}–{ratio_text(ev.interval[1])}), "
         f"e-value {ev.e_value:.3g} against margin {test.margin:g}"
     )
+    # the statistics speak of an error rate; here it is the share of requests slower than the bound
+    reason = ev.reason.replace("error rate", f"share of requests slower than {bound:g} ms")
     if ev.outcome is Outcome.NO_DATA:
-        return ctx.result(Verdict.NO_DATA, None, f"{ev.reason}; {band_text}", "ratio", **details), math.nan
+        return ctx.result(Verdict.NO_DATA, None, f"{reason}; {band_text}", "ratio", **details), math.nan
     summary = f"{slower}; {band_text}"
     if ev.outcome is Outcome.INCONCLUSIVE:
-        summary = f"inconclusive: {ev.reason}; {summary}"
+        summary = f"inconclusive: {reason}; {summary}"
     return ctx.result(_VERDICT[ev.outcome], ev.ratio, summary + _rejected(ev), "ratio", **details), ev.p_value

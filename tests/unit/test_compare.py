@@ -122,6 +122,16 @@ def test_a_slower_canary_fails_the_latency_comparison_with_bucket_bounds(tmp_pat
     assert any(t == f"{T0 - 30:.3f}" for t in prom.times)
 
 
+def test_an_undecided_latency_comparison_speaks_of_slow_requests_not_errors(tmp_path: Path, prom: PromStub) -> None:
+    traffic(prom, canary=(40, 0), stable=(38000, 0))
+    buckets(prom, "stable", [0, 100, 2000, 17000, 17000, 1500, 300, 100, 0])
+    buckets(prom, "canary", [0, 0, 2, 18, 15, 4, 1, 0, 0])  # 40 requests: too few to tell
+    p95 = run(config(tmp_path, prom), ["compare_latency_p95"], tmp_path / "evidence.json", T0)["compare_latency_p95"]
+    assert p95.verdict is Verdict.INCONCLUSIVE, p95.summary
+    assert "only a canary share of requests slower than 100 ms of" in p95.summary
+    assert "canary error rate" not in p95.summary
+
+
 def test_custom_mesh_without_buckets_has_no_latency_data_and_says_why(tmp_path: Path, prom: PromStub) -> None:
     queries = {"requests": "sum(r)", "errors": "sum(e)", "successes": "sum(s)", "latency": "sum(l)"}
     cfg = config(tmp_path, prom, mesh="custom", queries=queries)
