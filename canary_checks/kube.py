@@ -354,7 +354,7 @@ class KubePlatform:
         try:
             self._read(baseline)
             self._patch(baseline, [{"op": "replace", "path": "/spec/template", "value": template},
-                                        {"op": "replace", "path": "/spec/replicas", "value": replicas}])  # fmt: skip
+                                   {"op": "replace", "path": "/spec/replicas", "value": replicas}])  # fmt: skip
         except KubeNotFound:
             spec = {"replicas": replicas, "selector": {"matchLabels": selector}, "template": template}
             body: Any = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec,
