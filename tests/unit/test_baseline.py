@@ -121,7 +121,7 @@ def baseline_rollout(tmp_path: Path, memory: Memory, suite_text: str, **options:
     suite.mkdir(exist_ok=True)
     (suite / "test_stage.py").write_text(suite_text)
     config = config_at(tmp_path, **options.pop("settings", {"baseline": {"enabled": True, "replicas": 2}}))
-    opts = RolloutOptions(service="auth", image="shop/auth:2", steps=(5, 25, 50, 100), step_duration=0.1,
+    opts = RolloutOptions(service="auth", image="shop/auth:2", steps=(25, 100), step_duration=0.1,
                           poll_interval=0.1, suite=suite, reports=tmp_path / "reports", auto_promote=True,
                           max_extension=0.1, **options)  # fmt: skip
     return Rollout(config, memory, memory, opts, echo=lambda _: None, on_wait=lambda *a: None).run()
@@ -132,35 +132,34 @@ def test_the_baseline_starts_before_any_weight_moves_takes_each_stages_share_and
 ) -> None:
     memory, log = Memory(), tmp_path / "suite.log"
     assert baseline_rollout(tmp_path, memory, SUITE.format(log=log)) == 0
-    assert memory.steps == ["baseline 2", "weight 5/5", "weight 25/25", "weight 50/50", "weight 100/0", "weight 0/0",
-                            "baseline 0"]  # fmt: skip
+    assert memory.steps == ["baseline 2", "weight 25/25", "weight 100/0", "weight 0/0", "baseline 0"]
     assert memory.stable == "shop/auth:2"
-    assert log.read_text().splitlines() == ["baseline=True"] * 4  # every stage's suite judged against it
+    assert log.read_text().splitlines() == ["baseline=True"] * 2  # every stage's suite judged against it
 
 
 def test_a_rollback_takes_the_baseline_share_away_with_the_canarys_then_stops_it(tmp_path: Path) -> None:
     memory = Memory()
     failing = "def test_error_rate(record_property):\n    record_property('verdict', 'fail')\n    assert False\n"
     assert baseline_rollout(tmp_path, memory, failing) == 1
-    assert memory.steps == ["baseline 2", "weight 5/5", "weight 0/0", "baseline 0"]
+    assert memory.steps == ["baseline 2", "weight 25/25", "weight 0/0", "baseline 0"]
     assert memory.replicas == 0 and memory.baseline_replicas == 0
 
 
 def test_a_resumed_rollout_keeps_the_baseline_it_started_with(tmp_path: Path) -> None:
     memory, log = Memory(), tmp_path / "suite.log"
-    assert baseline_rollout(tmp_path, memory, UNDECIDED_SUITE) == 3  # held at 5 %, the baseline beside it
-    assert memory.steps == ["baseline 2", "weight 5/5"]
+    assert baseline_rollout(tmp_path, memory, UNDECIDED_SUITE) == 3  # held at 25 %, the baseline beside it
+    assert memory.steps == ["baseline 2", "weight 25/25"]
     # run again with a canary.yaml that says nothing of a baseline: the record does
     code = baseline_rollout(tmp_path, memory, SUITE.format(log=log), settings={}, proceed=True)
     assert code == 0
-    assert memory.steps[2:] == ["weight 25/25", "weight 50/50", "weight 100/0", "weight 0/0", "baseline 0"]
+    assert memory.steps[2:] == ["weight 100/0", "weight 0/0", "baseline 0"]
     assert set(log.read_text().splitlines()) == {"baseline=True"}
 
 
 def test_without_a_baseline_none_gets_traffic_and_the_suites_read_the_config(tmp_path: Path) -> None:
     memory, log = Memory(), tmp_path / "suite.log"
     assert baseline_rollout(tmp_path, memory, SUITE.format(log=log), settings={}) == 0
-    assert memory.steps == ["weight 5/0", "weight 25/0", "weight 50/0", "weight 100/0", "weight 0/0", "baseline 0"]
+    assert memory.steps == ["weight 25/0", "weight 100/0", "weight 0/0", "baseline 0"]
     assert set(log.read_text().splitlines()) == {"baseline=None"}  # no --baseline: canary.yaml decides
 
 
