@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from canary_checks.errors import CanaryError, RoutingError, SandboxError, Weight
 from canary_checks.sticky import PREFIX as STICKY_PREFIX
 from canary_checks.sticky import StickyState, annotation_patch, cookie_value, gateway_rules, istio_routes, next_state
 from canary_checks.sticky import sticky_of as _sticky_of
+from canary_checks.weights import Server, servers_of, share, spread
 
 __all__ = ["GatewayRouter", "HAProxyRouter", "IstioRouter", "KubeRouter", "Router", "SMIRouter", "kube_router"]
 
@@ -69,31 +71,36 @@ class HAProxyRouter:
             raise SandboxError(f"unexpected answer to 'get weight {backend}/{server}': {answer!r}")
         return int(match.group(1))
 
+    def servers(self) -> list[Server]:
+        """Every server of every backend, as ``show stat`` reports it."""
+        return servers_of(self.command("show stat"))
+
+    def in_service(self, backend: str | None = None) -> dict[str, int]:
+        """Server → weight of ``backend``'s servers in service (not in maintenance: a pod scaled away)."""
+        backend = backend or self.backend
+        return {s.name: s.weight for s in self.servers() if s.backend == backend and s.in_service}
+
     def servers_up(self) -> dict[str, bool]:
-        """``backend/server`` → whether HAProxy's health checks have it UP."""
-        rows = self.command("show stat").lstrip("# ").splitlines()
-        header = rows[0].split(",") if rows else []
-        out = {}
-        for row in rows[1:]:
-            fields = dict(zip(header, row.split(","), strict=False))
-            if fields.get("svname") not in ("FRONTEND", "BACKEND", None):
-                out[f"{fields['pxname']}/{fields['svname']}"] = fields.get("status", "").startswith("UP")
-        return out
+        """``backend/server`` → whether HAProxy's health checks have it UP (servers in service only)."""
+        return {f"{s.backend}/{s.name}": s.up for s in self.servers() if s.in_service}
 
     def get_weight(self) -> int:
-        canary, stable = self.server_weight("canary"), self.server_weight("stable")
-        total = canary + stable
-        return round(100 * canary / total) if total else 0
+        return share(self.in_service())
 
-    def set_weight(self, percent: int) -> int:
+    def set_weight(self, percent: int, *, retiring: Sequence[str] = ()) -> int:
+        """The canary's share, spread over each side's servers in service (``retiring`` ones are taken out of
+        service in the same request, their share spread over the others)."""
         if not 0 <= percent <= 100:
             raise RoutingError(f"a canary weight is a percent from 0 to 100; got {percent}")
-        # Both servers change in one request, so no request sees a split that sums to anything but 100; with
+        # Every server changes in one request, so no request sees a split that sums to anything but 100; with
         # sticky sessions the restick split and the cookies in force change in the same request.
-        line = f"set weight {self.backend}/stable {100 - percent}; set weight {self.backend}/canary {percent}"
+        line = "; ".join(
+            [*(f"set server {s.backend}/{s.name} state maint" for s in self.servers() if s.name in retiring),
+             *self._weights(self.backend, percent, retiring)]
+        )  # fmt: skip
         sticky = self.sticky_map()
         if sticky is not None:  # the weights first, the cookies in force last (see _sticky_commands)
-            line = f"{line}; {self._sticky_commands(sticky, percent)}"
+            line = f"{line}; {self._sticky_commands(sticky, percent, retiring)}"
         answer = self.command(line)
         if answer:
             raise WeightNotApplied(f"HAProxy refused the weight change: {answer}", where=str(self.socket_path))
@@ -105,6 +112,22 @@ class HAProxyRouter:
             )
         log.info("canary weight %d %% (stable %d %%), confirmed by HAProxy", percent, 100 - percent)
         return confirmed
+
+    def _weights(self, backend: str, percent: int, retiring: Sequence[str] = ()) -> list[str]:
+        """The commands that give ``backend``'s canary servers in service ``percent`` together (stable's first)."""
+        servers = [s for s in self.in_service(backend) if s not in retiring]
+        return [f"set weight {backend}/{server} {weight}" for server, weight in spread(percent, servers).items()]
+
+    def enter_service(self, servers: Sequence[str]) -> None:
+        """Put ``servers`` (new pods) in service in every backend that has them, at weight 0 and down until a health
+        check passes (HAProxy would call them UP at once): given a share by the next :meth:`set_weight`."""
+        line = "; ".join(
+            f"set weight {s.backend}/{s.name} 0; set server {s.backend}/{s.name} state ready; "
+            f"set server {s.backend}/{s.name} health down"
+            for s in self.servers() if s.name in servers and not s.in_service
+        )  # fmt: skip
+        if line and (answer := self.command(line)):
+            raise SandboxError(f"HAProxy refused to put {', '.join(servers)} in service: {answer}")
 
     # sticky sessions (canary_checks.sticky): the cookies in force are two entries of a runtime map, the move of
     # stable's clients to a new weight the weights of the backend `restick`
@@ -123,10 +146,10 @@ class HAProxyRouter:
         canary, _, stable = entries.get("tokens", "").partition("/")
         if not (canary.startswith("canary.") and stable.startswith("stable.")):
             return None
-        restick = self.server_weight("canary", "restick")
+        restick = share(self.in_service("restick"))
         return StickyState(canary.partition(".")[2], stable.partition(".")[2], restick)
 
-    def _sticky_commands(self, path: str, percent: int) -> str:
+    def _sticky_commands(self, path: str, percent: int, retiring: Sequence[str] = ()) -> str:
         """The restick split, then both cookies in force in one map entry. HAProxy runs a line's commands one by
         one, requests between them: with the weights first, a client still holding a valid cookie keeps its side
         until the cookies change, and every client split meanwhile is split at the new weights."""
@@ -135,8 +158,7 @@ class HAProxyRouter:
         canary = cookie_value("canary", state.canary) if state else f"off.{secrets.token_hex(8)}"
         stable = cookie_value("stable", state.stable) if state else f"off.{secrets.token_hex(8)}"
         restick = state.restick if state else 0
-        return (f"set weight restick/stable {100 - restick}; set weight restick/canary {restick}; "
-                f"set map {path} tokens {canary}/{stable}")  # fmt: skip
+        return "; ".join([*self._weights("restick", restick, retiring), f"set map {path} tokens {canary}/{stable}"])
 
 
 # ---- Kubernetes routing resources ---------------------------------------------------------------------------------

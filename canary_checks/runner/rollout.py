@@ -243,6 +243,8 @@ class Rollout(Stages):
 
     def deploy(self) -> None:
         self.state["previous_image"] = self.platform.stable_image()
+        if self.config.rollout.scaling.proportional:
+            self.stable_size()  # before anything changes: what the canary follows and promotion restores
         if self.options.dry_run:
             self.echo(f"would set the canary's image to {self.options.image}, scale it up and wait until it is ready")
             self.move(Status.PROGRESSING)
@@ -276,7 +278,8 @@ class Rollout(Stages):
         self.await_window(f"promoting {self.options.image}", int(self.state["steps"][-1]))
         self.confirm_owner()
         self.event(Event.PROMOTING, image=self.options.image)
-        self.platform.promote(self.options.image, self.options.ready_timeout, self.echo)
+        size = self.stable_size() if self.config.rollout.scaling.proportional else None
+        self.platform.promote(self.options.image, self.options.ready_timeout, self.echo, replicas=size)
         self.router.set_weight(0)
         self.platform.scale_canary(0)
         self.move(Status.PROMOTED)

@@ -11,10 +11,12 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from canary_checks.errors import SandboxError
 from canary_checks.record import RecordConflict, version_of
 
 log = logging.getLogger(__name__)
@@ -90,13 +92,70 @@ class SandboxPlatform:
 
     def deploy_canary(self, image: str) -> None:
         self._set_image("canary", image)
+        if self.scales:  # as a Deployment is applied: one replica to start with (a rollback left none)
+            self.scale_canary(1)
 
     def wait_canary_ready(self, timeout: float, progress: Callable[[str], None]) -> None:
-        progress("waiting for the canary pod to be ready and UP in HAProxy")
-        self.box.wait_ready(timeout)
+        if not self.scales:
+            progress("waiting for the canary pod to be ready and UP in HAProxy")
+            self.box.wait_ready(timeout)
+            return
+        deadline, said, told = time.monotonic() + timeout, "", 0.0
+        while (state := self._canary_state())[0] is None:
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"the canary was not ready within {timeout:g} s: {state[1]}", where=self.describe(),
+                    fix="see 'canary-checks sandbox status' and the canary pods' logs in the state directory",
+                )  # fmt: skip
+            if state[1] != said or time.monotonic() - told >= 1:
+                said, told = state[1], time.monotonic()
+                progress(said)
+            time.sleep(0.2)
+        router = self.box.router
+        router.set_weight(router.get_weight())  # the canary's share, as it was, over every pod now ready
+
+    def _canary_state(self) -> tuple[int | None, str]:
+        """The canary's pods when every one is ready and UP in HAProxy (else None), and what is still missing."""
+        workload = self.box.config.workload("canary")
+        pods = [p for p in self.box.pods() if p["workload"] == workload]
+        up = [ok for server, ok in self.box.router.servers_up().items() if server.startswith("svc/canary")]
+        ready = sum(bool(p["ready"]) for p in pods)
+        said = f"canary: {ready}/{len(pods)} pods ready, {sum(up)}/{len(up)} UP in HAProxy"
+        return (len(pods) if ready == len(pods) == len(up) == sum(up) else None), said
+
+    @property
+    def scales(self) -> bool:
+        """Whether the canary's pods follow its weight (rollout.scaling proportional); else the one canary pod
+        stays running, as before scaling existed, and only its weight matters."""
+        return bool(self.box.config.rollout.scaling.proportional)
 
     def scale_canary(self, replicas: int) -> None:
-        log.info("sandbox: the canary pod stays running (the sandbox does not scale); its weight is what matters")
+        """The canary's first ``replicas`` pods run. Pods that go have their share spread over the others first
+        (one HAProxy request); pods that come are put in service at weight 0 — :meth:`wait_canary_ready` waits for
+        them and spreads the share over them, so the canary's share stays its weight however many pods it has."""
+        if not self.scales:
+            log.info("sandbox: the canary pod stays running (rollout.scaling is fixed); its weight is what matters")
+            return
+        spec = json.loads((Path(self.box.state_dir) / "node.json").read_text())
+        workload = self.box.config.workload("canary")
+        servers = [str(p["server"]) for p in spec["pods"] if p["workload"] == workload]
+        if not 0 <= replicas <= len(servers):
+            raise SandboxError(
+                f"the sandbox runs 0 to {len(servers)} canary pods; asked for {replicas}", where=self.describe(),
+                fix="raise sandbox.stable_replicas (or rollout.scaling.max) and start the sandbox again",
+            )  # fmt: skip
+        router = self.box.router
+        serving = router.in_service()
+        if leaving := [s for s in servers[replicas:] if s in serving]:
+            router.set_weight(router.get_weight(), retiring=leaving)
+        self.box.node.scale(workload, replicas)
+        router.enter_service([s for s in servers[:replicas] if s not in serving])
 
-    def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
+    def stable_replicas(self) -> int:
+        return sum(p["workload"] == self.box.config.workload("stable") for p in self.box.pods())
+
+    def promote(
+        self, image: str, timeout: float, progress: Callable[[str], None], *, replicas: int | None = None
+    ) -> None:
+        """Stable runs ``image``; its pods were never scaled, so it has its size (``replicas``) already."""
         self._set_image("stable", image)
