@@ -278,8 +278,11 @@ class Rollout(Stages):
         self.await_window(f"promoting {self.options.image}", int(self.state["steps"][-1]))
         self.confirm_owner()
         self.event(Event.PROMOTING, image=self.options.image)
-        size = self.stable_size() if self.config.rollout.scaling.proportional else None
-        self.platform.promote(self.options.image, self.options.ready_timeout, self.echo, replicas=size)
+        if self.config.rollout.scaling.proportional:  # stable at its size before the traffic goes back to it
+            self.platform.promote(self.options.image, self.options.ready_timeout, self.echo,
+                                  replicas=self.stable_size())  # fmt: skip
+        else:
+            self.platform.promote(self.options.image, self.options.ready_timeout, self.echo)
         self.router.set_weight(0)
         self.platform.scale_canary(0)
         self.move(Status.PROMOTED)
