@@ -56,9 +56,10 @@ def test_scaling_is_fixed_unless_asked_and_the_load_gate_follows_it(tmp_path: Pa
     assert fixed.sandbox.stable_replicas == 1 and extra_ports(fixed) == 0
     proportional = config_of(tmp_path, "rollout: {scaling: {mode: proportional}}\n")
     assert proportional.gates.load_per_pod.enabled and proportional.gates.load_per_pod.threshold == 1.5
-    said_off = config_of(tmp_path, "rollout: {scaling: {mode: proportional}}\ngates: {load_per_pod: {enabled: false}}\n")
+    scaled = "rollout: {scaling: {mode: proportional}}\n"
+    said_off = config_of(tmp_path, scaled + "gates: {load_per_pod: {enabled: false}}\n")
     assert not said_off.gates.load_per_pod.enabled
-    tighter = config_of(tmp_path, "rollout: {scaling: {mode: proportional}}\ngates: {load_per_pod: {threshold: 1.2}}\n")
+    tighter = config_of(tmp_path, scaled + "gates: {load_per_pod: {threshold: 1.2}}\n")
     assert tighter.gates.load_per_pod.enabled and tighter.gates.load_per_pod.threshold == 1.2
 
 
