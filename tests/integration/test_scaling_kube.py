@@ -76,12 +76,12 @@ def scaled(env: Env) -> Iterator[tuple[Env, Recording]]:
     config["rollout"] = {"scaling": {"mode": "proportional"}}
     env.config.write_text(yaml.safe_dump(config))
     core = client.CoreV1Api(env.api)
+    labels = core.read_namespaced_pod("auth-canary-7c9d-bbbbb", "orion").metadata.labels
     for i in range(2, STABLE + 1):  # no controller makes pods: the canary's pods for the kube_* gates, all Ready
-        pod = core.read_namespaced_pod("auth-canary-7c9d-bbbbb", "orion").to_dict()
-        core.create_namespaced_pod("orion", {"metadata": {"name": f"auth-canary-7c9d-bbbb{i}", "namespace": "orion",
-                                                          "labels": pod["metadata"]["labels"]},
-                                             "spec": {"containers": [{"name": "app", "image": NEW}]},
-                                             "status": {"conditions": [{"type": "Ready", "status": "True"}]}})  # fmt: skip
+        meta = {"name": f"auth-canary-7c9d-bbbb{i}", "namespace": "orion", "labels": labels}
+        status = {"conditions": [{"type": "Ready", "status": "True"}]}
+        spec = {"containers": [{"name": "app", "image": NEW}]}
+        core.create_namespaced_pod("orion", {"metadata": meta, "spec": spec, "status": status})
     recording = Recording(env.cluster)
     env.cluster.writes = recording
     yield env, recording
