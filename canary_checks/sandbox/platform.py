@@ -136,9 +136,7 @@ class SandboxPlatform:
         if not self.scales:
             log.info("sandbox: the canary pod stays running (rollout.scaling is fixed); its weight is what matters")
             return
-        spec = json.loads((Path(self.box.state_dir) / "node.json").read_text())
-        workload = self.box.config.workload("canary")
-        servers = [str(p["server"]) for p in spec["pods"] if p["workload"] == workload]
+        servers = self._canary_servers()
         if not 0 <= replicas <= len(servers):
             raise SandboxError(
                 f"the sandbox runs 0 to {len(servers)} canary pods; asked for {replicas}", where=self.describe(),
@@ -148,8 +146,18 @@ class SandboxPlatform:
         serving = router.in_service()
         if leaving := [s for s in servers[replicas:] if s in serving]:
             router.set_weight(router.get_weight(), retiring=leaving)
-        self.box.node.scale(workload, replicas)
+        self.box.node.scale(self.box.config.workload("canary"), replicas)
         router.enter_service([s for s in servers[:replicas] if s not in serving])
+
+    def _canary_servers(self) -> list[str]:
+        """The canary's pods this sandbox can run, by their HAProxy servers (node.json, written at 'sandbox up')."""
+        spec = json.loads((Path(self.box.state_dir) / "node.json").read_text())
+        workload = self.box.config.workload("canary")
+        return [str(p["server"]) for p in spec["pods"] if p["workload"] == workload]
+
+    def canary_slots(self) -> int:
+        """How many canary pods this sandbox can run."""
+        return len(self._canary_servers())
 
     def stable_replicas(self) -> int:
         return sum(p["workload"] == self.box.config.workload("stable") for p in self.box.pods())

@@ -4,7 +4,9 @@
 2. a healthy canary through every stage: set the weight, let a full window of traffic pass, run the gate suite;
 3. at the first stage past 5 %, inject each fault in turn and show which gates catch it;
 4. with ``--sticky``: sticky canary sessions — two stages and a rollback as Locust's users see them (which side
-   answered each), on a sandbox started with ``routing.sticky``.
+   answered each), on a sandbox started with ``routing.sticky``;
+5. with ``--scaling``: capacity follows weight — the canary's pods follow each stage, ready before the weight moves,
+   the split holding, one pod at 50 % overloaded, a rollback emptying it (:mod:`canary_checks.sandbox.capacity`).
 JUnit files, the timeline and the HTML report go to ``reports/demo-<time>/``.
 """
 
@@ -86,6 +88,7 @@ def run_tour(
     keep: bool,
     console: Console,
     sticky: bool = False,
+    scaling: bool = False,
 ) -> bool:
     """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates (and,
     with ``sticky``, no user saw both sides within a stage and the split held)."""
@@ -107,6 +110,10 @@ def run_tour(
         ok &= _faults(box, config, config_path, suite, record, console)
         if sticky:
             ok &= _sticky(box, config, record, console)
+        if scaling:
+            from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene
+
+            ok &= capacity_scene(box, record, console, partial(_wait, console, SCENE_SECONDS))
         console.rule("[bold]done")
         console.print(f"JUnit files: {record.path}/")
         why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"

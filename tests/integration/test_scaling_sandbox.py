@@ -6,6 +6,7 @@ One sandbox of its own (rollout.scaling proportional, sandbox.stable_replicas 4)
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import subprocess
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from canary_checks.config import CanaryConfig, load_config
 from canary_checks.gates import GateResult, Verdict, evaluate
 from canary_checks.prometheus import MetricsSource
+from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox, SandboxPlatform
+from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene, requests_between
 from tests.conftest import write_config
 from tests.integration.conftest import sandbox_settings
 from tests.integration.test_faults import events
@@ -60,17 +64,6 @@ def config_path(box: Sandbox) -> Path:
 
 def canary_pods(box: Sandbox) -> list[dict[str, Any]]:
     return [p for p in box.pods() if p["workload"] == "auth-canary"]
-
-
-def requests_between(box: Sandbox, start: float, end: float) -> dict[str, dict[str, float]]:
-    """Requests each pod answered from ``start`` to ``end`` (epoch seconds), by workload, as Prometheus counted them
-    from the pods' own counters."""
-    query = (f'sum by (destination_workload, pod) (increase(istio_requests_total{{reporter="destination", '
-             f'destination_workload_namespace="orion"}}[{round(end - start)}s]))')  # fmt: skip
-    found: dict[str, dict[str, float]] = {}
-    for sample in MetricsSource(box.config).query(query, at=end):
-        found.setdefault(sample.labels["destination_workload"], {})[sample.labels["pod"]] = sample.value
-    return found
 
 
 def wait_until(what: str, done: Any, timeout: float = 60) -> None:
@@ -156,3 +149,20 @@ def test_the_load_gate_fails_an_overloaded_canary_and_passes_one_scaled_for_its_
     print(f"2 canary pods at 50 %: {sized.summary}")
     assert sized.verdict is Verdict.PASS and sized.value is not None and 0.8 < sized.value < 1.2, sized.summary
     assert json.loads(json.dumps(sized.details))["canary_pods"] == 2
+
+
+def test_the_demos_capacity_scene_shows_each_stage_an_overloaded_pod_and_a_rollback(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    console = Console(file=io.StringIO(), width=300, force_terminal=False)
+    record = RunRecord.start(tmp_path, "demo", run_id="demo-scaling", service="auth", namespace="orion",
+                             started=time.time())  # fmt: skip
+    ok = capacity_scene(box, record, console, lambda what: time.sleep(SCENE_SECONDS))
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    print(shown)
+    assert ok, shown
+    for weight, pods in ((5, 1), (25, 1), (50, 2), (75, 3), (100, 4)):
+        assert f"ok: stage {weight} %: {pods} canary pods (stable {STABLE}) ready before the weight moved" in shown
+    assert "one canary pod at 50 %: load_per_pod fail: overloaded" in shown
+    assert "rolled back: weight 0 %, then 0 canary pods" in shown
+    assert box.router.get_weight() == box.config.stages[0] and len(canary_pods(box)) == 1
