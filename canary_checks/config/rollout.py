@@ -159,4 +159,5 @@ class RolloutSettings(_Model):
     release_windows: ReleaseWindows | None = None
     """When the rollout may move forward (a time zone, allowed cron windows, blackout dates); unset: at any time."""
     scaling: Scaling = Field(default_factory=Scaling)
-    """The canary's replicas at each stage: fixed, or proportional to its weight (docs/runner.md#capacity-follows-weight)."""
+    """The canary's replicas at each stage: fixed, or proportional to its weight
+    (docs/runner.md#capacity-follows-weight)."""

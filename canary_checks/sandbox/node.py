@@ -181,14 +181,9 @@ class Node:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _remove(self, pod: PodState) -> None:
-        process = pod.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if pod.process is not None and pod.process.poll() is None:
+            pod.process.terminate()
+            _reap(pod.process)
         with pod.lock:
             pod.process, pod.ready, pod.restarts = None, False, 0
             pod.waiting_reason = pod.last_terminated_reason = ""
@@ -251,10 +246,16 @@ class Node:
                 pod.process.terminate()
         for pod in self.pods:
             if pod.process:
-                try:
-                    pod.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pod.process.kill()
+                _reap(pod.process)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a terminated process (5 s), then kill it."""
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class _Metrics(Collector):
