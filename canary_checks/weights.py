@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["MAX_WEIGHT", "Server", "servers_of", "share", "side_of", "spread"]
+__all__ = ["MAX_WEIGHT", "Server", "servers_of", "share", "side_of", "spread", "spread_shares"]
 
 MAX_WEIGHT = 256
 """HAProxy's largest server weight."""
@@ -24,22 +24,27 @@ def side_of(server: str) -> str:
 
 def spread(percent: int, servers: Iterable[str]) -> dict[str, int]:
     """Server weights (0 to 256) that send ``percent`` of a backend's requests to its canary servers together and
-    the rest to its stable servers, evenly within a side. One server a side keeps the weights as a percent (95 and
-    5); more are weighed so that the sides' sums stand as percent to 100 − percent — exactly where that fits in
-    256, else within half a weight unit."""
+    the rest to its stable servers, evenly within a side (:func:`spread_shares` of the two)."""
+    return spread_shares({"stable": 100 - percent, "canary": percent}, servers)
+
+
+def spread_shares(shares: Mapping[str, int], servers: Iterable[str]) -> dict[str, int]:
+    """Server weights (0 to 256) that give each side (``stable``, ``canary``, any other a server is named after) its
+    share, percent, of a backend's requests, evenly over that side's servers. One server a side keeps the weights as
+    the percents (95 and 5); more are weighed so that the sides' sums stand as their shares — exactly where that
+    fits in 256, else within half a weight unit. A side with no server in service gets nothing (its share cannot be
+    given: the confirmation that reads the weights back says so)."""
     names = list(servers)
-    canary = [s for s in names if side_of(s) == "canary"]
-    stable = [s for s in names if side_of(s) != "canary"]
-    if not canary or not stable:  # one side has no server in service: it cannot be given a share
-        return dict.fromkeys(names, 0 if not stable else 100 - percent) | dict.fromkeys(canary, percent)
-    each_canary, each_stable = percent * len(stable), (100 - percent) * len(canary)
-    if max(each_canary, each_stable) > 100:  # beyond a percent: the smallest whole weights in that proportion
-        divisor = math.gcd(each_canary, each_stable) or 1
-        each_canary, each_stable = each_canary // divisor, each_stable // divisor
-    if (largest := max(each_canary, each_stable)) > MAX_WEIGHT:
-        each_canary = _scaled(each_canary, largest)
-        each_stable = _scaled(each_stable, largest)
-    return {**dict.fromkeys(stable, each_stable), **dict.fromkeys(canary, each_canary)}
+    count = {side: sum(side_of(s) == side for s in names) for side in {side_of(s) for s in names}}
+    # each server of a side: its share times the other sides' server counts, so that the sides' sums are in proportion
+    each = {side: shares.get(side, 0) * math.prod(n for other, n in count.items() if other != side) for side in count}
+    if max(each.values(), default=0) > 100:  # beyond a percent: the smallest whole weights in that proportion
+        divisor = math.gcd(*each.values()) or 1
+        each = {side: w // divisor for side, w in each.items()}
+    if (largest := max(each.values(), default=0)) > MAX_WEIGHT:
+        each = {side: _scaled(w, largest) for side, w in each.items()}
+    order = sorted(names, key=lambda s: (side_of(s) != "stable", side_of(s) != "canary"))  # stable's first
+    return {s: each[side_of(s)] for s in order}
 
 
 def _scaled(weight: int, largest: int) -> int:
@@ -48,11 +53,11 @@ def _scaled(weight: int, largest: int) -> int:
     return max(1, round(weight * MAX_WEIGHT / largest)) if weight else 0
 
 
-def share(weights: Mapping[str, int]) -> int:
-    """The canary's share, percent, of a backend whose servers in service have ``weights``."""
+def share(weights: Mapping[str, int], side: str = "canary") -> int:
+    """``side``'s share, percent, of a backend whose servers in service have ``weights``."""
     total = sum(weights.values())
-    canary = sum(w for s, w in weights.items() if side_of(s) == "canary")
-    return round(100 * canary / total) if total else 0
+    mine = sum(w for s, w in weights.items() if side_of(s) == side)
+    return round(100 * mine / total) if total else 0
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,14 @@ class SandboxPlatform:
                 f"{wanted[1]}: roll out {serves[0]} there, or 'canary-checks sandbox down' and 'sandbox up' with "
                 f"a canary.yaml for {wanted[0]}"
             ]
+        scaling = self.box.config.rollout.scaling
+        largest = scaling.canary_replicas(self.stable_replicas(), 100) if scaling.proportional else 0
+        if largest > self.canary_slots():
+            return [
+                f"rollout.scaling asks for up to {largest} canary pods, but the sandbox in {self.box.state_dir} "
+                f"was started with {self.canary_slots()}: 'canary-checks sandbox down', then 'canary-checks "
+                "sandbox up' with this canary.yaml"
+            ]
         if self.box.config.routing.sticky.enabled and self.box.router.sticky_map() is None:
             return [
                 f"routing.sticky.enabled is true, but the sandbox in {self.box.state_dir} was started without "

@@ -166,3 +166,12 @@ def test_the_demos_capacity_scene_shows_each_stage_an_overloaded_pod_and_a_rollb
     assert "one canary pod at 50 %: load_per_pod fail: overloaded" in shown
     assert "rolled back: weight 0 %, then 0 canary pods" in shown
     assert box.router.get_weight() == box.config.stages[0] and len(canary_pods(box)) == 1
+
+
+def test_a_rollout_asking_for_more_canary_pods_than_the_sandbox_runs_is_refused_before_it_starts(box: Sandbox) -> None:
+    more = box.config.rollout.scaling.model_copy(update={"min": STABLE + 2})
+    config = box.config.model_copy(update={"rollout": box.config.rollout.model_copy(update={"scaling": more})})
+    (problem,) = SandboxPlatform(Sandbox(config), "auth").validate()
+    assert f"rollout.scaling asks for up to {STABLE + 2} canary pods" in problem
+    assert f"was started with {STABLE}" in problem and "'canary-checks sandbox up'" in problem
+    assert SandboxPlatform(box, "auth").validate() == []

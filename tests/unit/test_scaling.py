@@ -17,7 +17,7 @@ from canary_checks.gates import GateResult, Verdict, evaluate
 from canary_checks.prometheus import MetricsSource
 from canary_checks.runner import Rollout, RolloutOptions
 from canary_checks.sandbox.files import extra_ports, pods, write_files
-from canary_checks.weights import MAX_WEIGHT, servers_of, share, spread
+from canary_checks.weights import MAX_WEIGHT, servers_of, share, spread, spread_shares
 from tests.conftest import PromStub, healthy, write_config
 from tests.unit.test_runner_undecided import Memory
 
@@ -284,3 +284,16 @@ def test_fixed_scaling_leaves_the_canary_as_deployed(tmp_path: Path) -> None:
     # deployed and ready (one replica, as before), never scaled, and gone after promotion
     assert [c for c in memory.calls if c[0] in ("scale", "ready")] == [("ready", 1), ("scale", 0)]
     assert memory.promoted_with is None and math.isclose(memory.weight, 0)
+
+
+@pytest.mark.parametrize(("canary", "baseline"), [(5, 5), (25, 25), (33, 33), (0, 0), (50, 0)])
+@pytest.mark.parametrize("pods", [(1, 1, 1), (4, 1, 1), (4, 2, 2), (3, 3, 1)])
+def test_the_weights_give_any_number_of_sides_their_shares(canary: int, baseline: int, pods: tuple[int, ...]) -> None:
+    shares = {"stable": 100 - canary - baseline, "canary": canary, "baseline": baseline}
+    servers = [f"{side}-{i}" for side, n in zip(shares, pods, strict=True) for i in range(n)]
+    weights = spread_shares(shares, servers)
+    assert all(0 <= w <= MAX_WEIGHT for w in weights.values()) and list(weights)[0].startswith("stable")
+    for side, wanted in shares.items():
+        assert share(weights, side) == wanted, (side, weights)
+    if pods == (1, 1, 1):
+        assert list(weights.values()) == list(shares.values())  # one server a side: the percents themselves
