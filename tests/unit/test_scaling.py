@@ -292,7 +292,7 @@ def test_the_weights_give_any_number_of_sides_their_shares(canary: int, baseline
     shares = {"stable": 100 - canary - baseline, "canary": canary, "baseline": baseline}
     servers = [f"{side}-{i}" for side, n in zip(shares, pods, strict=True) for i in range(n)]
     weights = spread_shares(shares, servers)
-    assert all(0 <= w <= MAX_WEIGHT for w in weights.values()) and list(weights)[0].startswith("stable")
+    assert all(0 <= w <= MAX_WEIGHT for w in weights.values()) and next(iter(weights)).startswith("stable")
     for side, wanted in shares.items():
         assert share(weights, side) == wanted, (side, weights)
     if pods == (1, 1, 1):
