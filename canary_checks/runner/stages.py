@@ -59,8 +59,9 @@ class Stages(RolloutRecord):
             self.rollback(f"stage {stage} %: the canary was not ready at {replicas} replicas ({e.what}); the weight "
                           f"stayed at {weight} % and never moved to {stage} %")  # fmt: skip
         self.state["canary_replicas"] = replicas
-        self.event(Event.SCALED, stage=stage, replicas=replicas, stable_replicas=stable)
-        self.echo(f"stage {stage} %: the canary is ready at {replicas} replicas (stable {stable})")
+        said = f"the canary is ready at {replicas} replicas (stable {stable})"
+        self.event(Event.SCALED, stage=stage, replicas=replicas, stable_replicas=stable, why=said)
+        self.echo(f"stage {stage} %: {said}")
 
     def _polling(self, weight: int) -> Callable[[str], None]:
         """Progress while the canary scales: said, and every poll interval the record read again and (while the

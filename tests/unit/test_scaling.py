@@ -264,6 +264,13 @@ def test_the_canary_is_ready_at_its_size_before_each_weight_and_stable_keeps_its
     assert memory.calls[-3:] == [("promote", 4), ("weight", 0), ("scale", 0)] and memory.promoted_with == 4
     assert "stage 50 %: the canary is ready at 2 replicas (stable 4)" in lines
     assert memory.state is not None and memory.state["stable_replicas"] == 4
+    from canary_checks.report import summarize
+
+    (run,) = (tmp_path / "reports").iterdir()
+    timeline = [(e["event"], e.get("stage"), e.get("why", "")) for e in summarize(run)["timeline"]]
+    scaled = [(stage, why) for event, stage, why in timeline if event == "scaled"]
+    assert scaled[2] == (50, "the canary is ready at 2 replicas (stable 4)")  # the report shows each size
+    assert timeline.index(("scaled", 50, scaled[2][1])) < [t[:2] for t in timeline].index(("weight", 50))
 
 
 def test_a_canary_not_ready_at_its_new_size_rolls_back_without_moving_the_weight(tmp_path: Path) -> None:
