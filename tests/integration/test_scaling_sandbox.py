@@ -26,7 +26,7 @@ from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox, SandboxPlatform
 from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene, requests_between
 from tests.conftest import write_config
-from tests.integration.conftest import sandbox_settings
+from tests.integration.conftest import Live, sandbox_settings
 from tests.integration.test_faults import events
 
 pytestmark = pytest.mark.xdist_group("scaling-sandbox")
@@ -175,3 +175,15 @@ def test_a_rollout_asking_for_more_canary_pods_than_the_sandbox_runs_is_refused_
     assert f"rollout.scaling asks for up to {STABLE + 2} canary pods" in problem
     assert f"was started with {STABLE}" in problem and "'canary-checks sandbox up'" in problem
     assert SandboxPlatform(box, "auth").validate() == []
+
+
+def test_the_scaling_scene_on_a_sandbox_started_without_canary_pods_to_scale_is_refused_with_the_fix(
+    live: Live,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "demo", "--scaling"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--scaling: the sandbox running from" in done.stderr and "canary-checks sandbox down" in done.stderr
+    assert live.box.is_up() and len(live.box.pods()) == 2  # the running sandbox is left as it was
