@@ -173,3 +173,12 @@ def test_an_operators_rollback_while_the_canary_scales_wins(scaled: tuple[Env, R
     assert "rolled back by runner" in out
     assert [w.weight for w in recording.seen if w.weight is not None] == [25, 0]
     assert env.record()["status"] == "rolled-back" and env.deployment("auth-canary").spec.replicas == 0
+
+
+def test_a_dry_run_with_scaling_says_each_size_and_writes_nothing(scaled: tuple[Env, Recording]) -> None:
+    env, recording = scaled
+    done = env.run("--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert recording == [], recording.seen
+    for stage, replicas in ((5, 1), (25, 1), (50, 2), (100, 3)):
+        assert f"would scale the canary to {replicas} replicas (stable {STABLE}) and wait" in done.stdout, stage
