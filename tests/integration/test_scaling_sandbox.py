@@ -180,10 +180,7 @@ def test_a_rollout_asking_for_more_canary_pods_than_the_sandbox_runs_is_refused_
 def test_the_scaling_scene_on_a_sandbox_started_without_canary_pods_to_scale_is_refused_with_the_fix(
     live: Live,
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "demo", "--scaling"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    done = live.demo("--scaling")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--scaling: the sandbox running from" in done.stderr and "canary-checks sandbox down" in done.stderr
     assert live.box.is_up() and len(live.box.pods()) == 2  # the running sandbox is left as it was
