@@ -371,6 +371,13 @@ class KubePlatform:
         with contextlib.suppress(KubeNotFound):
             self._patch(self.baseline, [{"op": "replace", "path": "/spec/replicas", "value": 0}])
 
-    def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
-        self._set_image_and_replicas(self.stable, image, None)
+    def stable_replicas(self) -> int:
+        return int(self._read(self.stable).spec.replicas or 0)
+
+    def promote(
+        self, image: str, timeout: float, progress: Callable[[str], None], *, replicas: int | None = None
+    ) -> None:
+        """Stable gets ``image`` (and back to ``replicas``, its size before the rollout) and is rolled out at that
+        size before the caller moves the traffic back to it."""
+        self._set_image_and_replicas(self.stable, image, replicas)
         self._wait_rolled_out(self.stable, image, timeout, progress)

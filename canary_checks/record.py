@@ -85,6 +85,8 @@ class Event(StrEnum):
     DEPLOYED = "deployed"
     SMOKE = "smoke"
     WEIGHT = "weight"
+    SCALED = "scaled"
+    """The canary is ready at its size for a stage (rollout.scaling proportional), before the weight moves."""
     GATES = "gates"
     """A stage's gate suite ran (one per attempt)."""
     HELD = "held"

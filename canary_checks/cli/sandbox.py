@@ -201,10 +201,15 @@ def sandbox_weight(ctx: click.Context, percent: int, baseline: int) -> None:
               "a rollback as Locust's users see them.")  # fmt: skip
 @click.option("--baseline", is_flag=True, help="Add a scene: a fresh baseline (baseline.enabled) — new pods that err "
               "more than stable's old ones, judged against stable and against the baseline.")  # fmt: skip
+@click.option("--scaling", is_flag=True, help="Add a scene: capacity follows weight (rollout.scaling proportional, "
+              "4 stable pods), the canary's pods at each stage, an overloaded one, a rollback.")  # fmt: skip
 @click.pass_context
-def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool, sticky: bool, baseline: bool) -> None:
+def demo(
+    ctx: click.Context, suite: Path | None, reports: Path, keep: bool, sticky: bool, baseline: bool, scaling: bool
+) -> None:
     """The whole loop on the sandbox: a healthy canary through every stage, then faults and the gates that catch
     them. Starts the sandbox unless it runs, and stops it after unless --keep."""
+    from canary_checks.sandbox import SandboxPlatform
     from canary_checks.sandbox.tour import run_tour
     from canary_checks.suite import locate
 
@@ -215,7 +220,17 @@ def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool, stic
     if sticky:  # the sandbox this demo starts writes HAProxy's cookie routes
         on = config.routing.sticky.model_copy(update={"enabled": True})
         config = config.model_copy(update={"routing": config.routing.model_copy(update={"sticky": on})})
+    if scaling:  # the sandbox this demo starts runs several stable pods and a canary slot for each
+        from canary_checks.sandbox.capacity import scaling_config
+
+        config = scaling_config(config)
     box = sandbox_of(ctx, config=config)
+    if scaling and box.is_up() and SandboxPlatform(box, config.service).canary_slots() < 2:
+        raise click.UsageError(
+            f"--scaling: the sandbox running from {box.state_dir} was started without several pods for the canary; "
+            "stop it with 'canary-checks sandbox down' (the demo then starts one with them), or set "
+            "rollout.scaling.mode: proportional and sandbox.stable_replicas: 4 in canary.yaml and start it again"
+        )
     if sticky and box.is_up() and box.router.sticky_map() is None:
         raise click.UsageError(
             f"--sticky: the sandbox running from {box.state_dir} was started without sticky sessions; stop it with "
@@ -229,5 +244,5 @@ def demo(ctx: click.Context, suite: Path | None, reports: Path, keep: bool, stic
             "canary.yaml and start it again"
         )
     ok = run_tour(box, config, path, suite=locate("gate", suite), reports=reports, keep=keep, console=out,
-                  sticky=sticky, baseline=config.baseline.enabled)  # fmt: skip
+                  sticky=sticky, baseline=config.baseline.enabled, scaling=scaling)  # fmt: skip
     sys.exit(0 if ok else 1)

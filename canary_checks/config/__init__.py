@@ -65,6 +65,8 @@ from canary_checks.config.rollout import Baseline as Baseline
 from canary_checks.config.rollout import OutsideWindow as OutsideWindow
 from canary_checks.config.rollout import ReleaseWindows as ReleaseWindows
 from canary_checks.config.rollout import RolloutSettings, UndecidedPolicy
+from canary_checks.config.rollout import Scaling as Scaling
+from canary_checks.config.rollout import ScalingMode as ScalingMode
 from canary_checks.config.rollout import baseline_share as baseline_share
 from canary_checks.config.routing import RoutingSettings, StickySessions
 from canary_checks.config.routing import check_cookie_name as check_cookie_name

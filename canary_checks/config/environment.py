@@ -47,9 +47,13 @@ class SandboxSettings(_Model):
     stable_port: Annotated[int, PORT] = 18081
     """Stable demo instance on 127.0.0.1."""
     canary_port: Annotated[int, PORT] = 18082
-    """Canary demo instance on 127.0.0.1."""
+    """Canary demo instance on 127.0.0.1 (its first pod; more pods, with rollout.scaling, take ports free when the
+    sandbox starts)."""
     baseline_port: Annotated[int, PORT] = 18083
     """Baseline demo instance on 127.0.0.1 (started with the sandbox when baseline.enabled)."""
+    stable_replicas: Annotated[int, Range("a count of pods", 1, 16)] = 1
+    """Stable's pods (the first on stable_port, more on ports free when the sandbox starts): with
+    rollout.scaling.mode proportional the canary's pods follow its weight against this many."""
     node_port: Annotated[int, PORT] = 18100
     """The node agent (kube-state-metrics and cAdvisor series, and the alert receiver) on 127.0.0.1."""
     alertmanager_port: Annotated[int, PORT] = 19093

@@ -215,6 +215,11 @@ class Gates(_Model):
     """Canary p95 latency divided by stable's (a ratio); fails above."""
     memory_vs_stable: RatioGate = _gate(1.5, Severity.INFO)
     """Canary working set per pod divided by stable's (a ratio); fails above."""
+    load_per_pod: RatioGate = _gate(1.5, Severity.CRITICAL, enabled=False)
+    """Requests per ready canary pod divided by what a ready stable pod serves with all the traffic (every request
+    over stable's ready pods), a ratio; fails above: an overloaded canary's latency and errors are no evidence about
+    the release. Off by default, on by default with rollout.scaling.mode: proportional (a fixed canary of one pod
+    beside several stable ones is overloaded by design at the higher stages)."""
     traffic_received: RateGate = _gate(0.0, Severity.WARNING)
     """Canary request rate, requests per second; fails at or below."""
     traffic_split: PercentGate = _gate(10.0, Severity.WARNING)

@@ -82,6 +82,19 @@ class CanaryConfig(_Model):
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     """The smoke suite (suites/smoke): requests to the canary (or stable) before any traffic moves."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _load_gate_follows_scaling(cls, value: Any) -> Any:
+        """gates.load_per_pod is on by default when the canary's replicas follow its weight (unless the file says
+        whether it is enabled)."""
+        if not isinstance(value, Mapping) or not _proportional(value.get("rollout")):
+            return value
+        gates = value.get("gates") or {}
+        gate = gates.get("load_per_pod") or {} if isinstance(gates, Mapping) else None
+        if not isinstance(gate, Mapping) or "enabled" in gate:
+            return value
+        return {**value, "gates": {**gates, "load_per_pod": {**gate, "enabled": True}}}
+
     @field_validator("service")
     @classmethod
     def _service(cls, value: str) -> str:
@@ -192,6 +205,13 @@ class CanaryConfig(_Model):
         if overrides:
             gates = _merge_gates(gates, overrides, where="--threshold")
         return gates
+
+
+def _proportional(rollout: Any) -> bool:
+    """Whether a `rollout:` section, as written or as a model, asks for proportional scaling."""
+    scaling = rollout.get("scaling") if isinstance(rollout, Mapping) else getattr(rollout, "scaling", None)
+    mode = scaling.get("mode") if isinstance(scaling, Mapping) else getattr(scaling, "mode", None)
+    return str(mode) == "proportional"
 
 
 def nearest_stage(config: CanaryConfig, share: float | None) -> int | None:

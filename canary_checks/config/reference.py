@@ -21,7 +21,7 @@ from canary_checks.config.gates import CustomGate, Gates, GateSettings
 from canary_checks.config.model import CanaryConfig
 from canary_checks.config.notifications import NotificationSettings, NotificationTarget
 from canary_checks.config.prometheus import BasicAuth, CustomQueries, PrometheusSettings, Secret, Workloads
-from canary_checks.config.rollout import Baseline, ReleaseWindows, RolloutSettings
+from canary_checks.config.rollout import Baseline, ReleaseWindows, RolloutSettings, Scaling
 from canary_checks.config.routing import RoutingSettings, StickySessions
 from canary_checks.config.statistics import ComparisonSettings, CustomComparison, Statistics
 from canary_checks.config.units import DURATION, parse_duration, range_of
@@ -217,6 +217,8 @@ def _the_rest() -> list[str]:
     lines += [*_table(RolloutSettings, "rollout.")]
     lines += ["", "### `rollout.release_windows`", "", ReleaseWindows.__doc__ or "", ""]
     lines += [*_table(ReleaseWindows, "rollout.release_windows.")]
+    lines += ["", "### `rollout.scaling`", "", " ".join((Scaling.__doc__ or "").split()), ""]
+    lines += [*_table(Scaling, "rollout.scaling.")]
     lines += ["", "## `baseline`", "", " ".join((Baseline.__doc__ or "").split()), ""]
     lines += [*_table(Baseline, "baseline.")]
     lines += ["", "## `routing`", "", RoutingSettings.__doc__ or "", ""]

@@ -1,5 +1,5 @@
 """What `canary-checks run` does: stages' policies when the checks cannot decide, release windows and what
-happens outside them, and the baseline it compares the canary with.
+happens outside them, the canary's size at each stage (scaling), and the baseline it compares the canary with.
 
 Seam: the models only; the runner is :mod:`canary_checks.runner`, the window arithmetic :mod:`canary_checks.windows`
 (imported lazily when a window is validated)."""
@@ -11,7 +11,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from canary_checks.config.units import PODS, Duration, _Model
 
@@ -95,6 +95,57 @@ class ReleaseWindows(_Model):
         return value
 
 
+class ScalingMode(StrEnum):
+    FIXED = "fixed"
+    """The canary keeps the replicas it is deployed with (1) at every stage, as before scaling existed."""
+    PROPORTIONAL = "proportional"
+    """At each stage the canary gets ceil(stable's replicas x the stage's weight), within min and max, and is ready
+    at that size before the weight moves (Argo Rollouts' setCanaryScale with matchTrafficWeight)."""
+
+
+class Scaling(_Model):
+    """The canary's size at each stage: a canary of one pod at 50 % of the traffic is overloaded, and its latency
+    then says nothing about the release."""
+
+    mode: ScalingMode = ScalingMode.FIXED
+    """fixed (the canary keeps its replicas) or proportional (its replicas follow its weight)."""
+    min: int | None = None
+    """Fewest canary replicas at any stage with traffic (proportional; unset: 1)."""
+    max: int | None = None
+    """Most canary replicas at any stage (proportional; unset: as many as stable has)."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        for key in ("min", "max"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if self.mode is ScalingMode.FIXED:
+                raise ValueError(
+                    f"{key} applies to mode: proportional (with mode: fixed the canary keeps its replicas); set "
+                    f"mode: proportional or remove {key}"
+                )
+            if value < 1:
+                raise ValueError(f"{key}: expected a count of replicas ≥ 1 (a canary with traffic needs a pod); "
+                                 f"got {value}")  # fmt: skip
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is more than max ({self.max}): no canary size is within both")
+        return self
+
+    @property
+    def proportional(self) -> bool:
+        return self.mode is ScalingMode.PROPORTIONAL
+
+    def canary_replicas(self, stable: int, weight: int) -> int:
+        """The canary's replicas at ``weight`` percent beside ``stable`` replicas: ceil(stable x weight / 100)
+        within min and max (never fewer than one pod for any traffic); 0 at weight 0."""
+        if weight <= 0:
+            return 0
+        wanted = -(-max(0, stable) * min(weight, 100) // 100)  # ceil in whole numbers: no float rounding
+        wanted = max(wanted, self.min or 1)
+        return min(wanted, self.max) if self.max is not None else wanted
+
+
 class RolloutSettings(_Model):
     """What the runner (canary-checks run) does when a stage cannot decide, and when it may move forward."""
 
@@ -107,6 +158,9 @@ class RolloutSettings(_Model):
     interval; unset: as long again as the step."""
     release_windows: ReleaseWindows | None = None
     """When the rollout may move forward (a time zone, allowed cron windows, blackout dates); unset: at any time."""
+    scaling: Scaling = Field(default_factory=Scaling)
+    """The canary's replicas at each stage: fixed, or proportional to its weight
+    (docs/runner.md#capacity-follows-weight)."""
 
 
 class Baseline(_Model):
@@ -121,7 +175,8 @@ class Baseline(_Model):
     for one rollout). Routers: sandbox, istio (a `baseline` subset), linkerd and gateway-api (a
     {service}-baseline Service); not with routing.sticky."""
     replicas: Annotated[int, PODS] = 1
-    """Pods of the baseline: as many as the canary has, so both run at the same load per pod."""
+    """Pods of the baseline: as many as the canary has, so both run at the same load per pod (with
+    rollout.scaling.mode proportional it follows the canary's size at each stage)."""
 
 
 def baseline_share(weight: int) -> int:

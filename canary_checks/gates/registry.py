@@ -36,6 +36,7 @@ from canary_checks.gates.requests import (
     _decide_error_rate,
     _decide_error_rate_vs_stable,
     _decide_latency_vs_stable,
+    _decide_load_per_pod,
     _decide_memory_vs_stable,
     _decide_success_rate,
     _decide_traffic_received,
@@ -43,6 +44,7 @@ from canary_checks.gates.requests import (
     _latency_gate,
     _needs_error_rate_vs_stable,
     _needs_latency_vs_stable,
+    _needs_load_per_pod,
     _needs_memory_vs_stable,
     _needs_traffic_split,
 )
@@ -181,6 +183,7 @@ def _registry() -> dict[str, Gate]:
             _needs_memory_vs_stable,
             _decide_memory_vs_stable,
         ),
+        Gate("load_per_pod", "vs_stable", "load", _needs_load_per_pod, _decide_load_per_pod),
     ]
     gates.append(Gate("firing_alerts", "alerts", "firing", _needs_alerts, _decide_firing_alerts))
     kube: list[tuple[str, str, Decide]] = [

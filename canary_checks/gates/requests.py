@@ -182,6 +182,47 @@ def _decide_memory_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
     return _decide_ratio(ctx, gate, per_pod[0], per_pod[1], "working set per pod", " MiB")
 
 
+def _needs_load_per_pod(source: MetricsSource) -> dict[str, str]:
+    q = {}
+    for side in ("canary", "stable"):
+        q[f"{side}_requests"] = source.render("requests", side=side)
+        q[f"{side}_ready"] = source.render("pods_ready", side=side)
+    return q
+
+
+def _decide_load_per_pod(ctx: _Ctx, gate: Gate) -> GateResult:
+    """Requests per ready canary pod against what a ready stable pod serves with all the traffic: stable keeps its
+    size through the rollout (and serves nothing at 100 %), so its pods' normal load is the total over them."""
+    canary = ctx.total("canary_requests")
+    if not canary:
+        return _no_traffic(ctx, gate)
+    ready = {side: sum(1 for s in ctx.samples(f"{side}_ready") if s.value >= 1) for side in ("canary", "stable")}
+    for side, count in ready.items():
+        if not count:
+            workload = f"{ctx.config.workload(side)} in {ctx.config.namespace}"
+            return gate.result(ctx, Verdict.NO_DATA, None, f"no ready {side} pods of {workload} in kube-state-metrics")
+    if early := _too_few(ctx, gate, canary):
+        return early
+    window = ctx.config.window
+    total = canary + (ctx.total("stable_requests") or 0.0)
+    per_canary, per_stable = canary / window / ready["canary"], total / window / ready["stable"]
+    ratio = per_canary / per_stable
+    verdict, sign = _judge(ctx, ratio)
+    state = "overloaded: " if verdict is Verdict.FAIL else ""
+    return gate.result(
+        ctx,
+        verdict,
+        ratio,
+        f"{state}a ready canary pod serves {_fmt(per_canary)} req/s, {_fmt(ratio)}x the {_fmt(per_stable)} req/s a "
+        f"ready stable pod serves with all the traffic {sign} {_fmt(ctx.settings.threshold)}x ({ready['canary']} "
+        f"ready canary pods, {ready['stable']} stable)",
+        canary_pods=ready["canary"],
+        stable_pods=ready["stable"],
+        canary_per_pod=per_canary,
+        stable_per_pod=per_stable,
+    )
+
+
 # ---- traffic -------------------------------------------------------------------------------------------------
 
 

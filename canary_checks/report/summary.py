@@ -72,7 +72,7 @@ def _record_dict(r: GateRecord) -> dict[str, Any]:
 
 _TIMELINE = (Event.DEPLOYING, Event.DEPLOYED, Event.SMOKE, Event.WEIGHT, Event.STAGE_PASSED, Event.HELD,
              Event.ROLLBACK_STARTED, Event.ROLLED_BACK, Event.PROMOTING, Event.PROMOTED, Event.AWAITING_PROMOTION,
-             Event.RESUMED, Event.FAULT, Event.OUTSIDE_WINDOW)  # fmt: skip
+             Event.RESUMED, Event.FAULT, Event.OUTSIDE_WINDOW, Event.SCALED)  # fmt: skip
 """The events the report's timeline shows."""
 _TERMINAL = (Event.ROLLED_BACK, Event.PROMOTED, Event.AWAITING_PROMOTION)
 """A rollout's events that end it, each its outcome."""

@@ -245,6 +245,8 @@ class Rollout(Stages):
 
     def deploy(self) -> None:
         self.state["previous_image"] = self.platform.stable_image()
+        if self.config.rollout.scaling.proportional:
+            self.stable_size()  # before anything changes: what the canary follows and promotion restores
         if self.options.dry_run:
             self.echo(f"would set the canary's image to {self.options.image}, scale it up and wait until it is ready")
             self.start_baseline()
@@ -298,7 +300,11 @@ class Rollout(Stages):
         self.await_window(f"promoting {self.options.image}", int(self.state["steps"][-1]))
         self.confirm_owner()
         self.event(Event.PROMOTING, image=self.options.image)
-        self.platform.promote(self.options.image, self.options.ready_timeout, self.echo)
+        if self.config.rollout.scaling.proportional:  # stable at its size before the traffic goes back to it
+            self.platform.promote(self.options.image, self.options.ready_timeout, self.echo,
+                                  replicas=self.stable_size())  # fmt: skip
+        else:
+            self.platform.promote(self.options.image, self.options.ready_timeout, self.echo)
         self.router.set_weight(0)
         self.platform.scale_canary(0)
         self.platform.stop_baseline()

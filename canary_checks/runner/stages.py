@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from canary_checks.errors import CanaryError, PrometheusError
 from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
 from canary_checks.record import Event, Status
 from canary_checks.report import GateRecord
-from canary_checks.runner.options import AwaitingDecision, AwaitingWindow
+from canary_checks.runner.options import AwaitingDecision, AwaitingWindow, Interrupted, RolledBack, Superseded
 from canary_checks.runner.ownership import RolloutRecord
 from canary_checks.suite import SuiteRun, decide_stage, failing_fields, record_needs, run_suite
 from canary_checks.windows import check as check_window
@@ -41,6 +41,60 @@ class Stages(RolloutRecord):
         more = {"baseline_weight": baseline} if self.with_baseline else {}
         self.event(Event.WEIGHT, weight=confirmed, stage=self.current_stage(), **more)
 
+    def scale_for(self, stage: int) -> None:
+        """With proportional scaling, the canary (and a baseline, at the same size) at its size for ``stage`` and
+        ready before the weight moves there; a canary that does not get there in time rolls back with the weight
+        where it was (never half-moved)."""
+        scaling = self.config.rollout.scaling
+        if not scaling.proportional:
+            return
+        stable = self.stable_size()
+        replicas = scaling.canary_replicas(stable, stage)
+        if self.options.dry_run:
+            self.echo(f"would scale the canary to {replicas} replicas (stable {stable}) and wait until they are ready")
+            return
+        self.confirm_owner()  # someone else's rollback wins: no pod is started for a rollout that is over
+        weight = int(self.state.get("weight") or 0)
+        try:
+            self.platform.scale_canary(replicas)
+            self.platform.wait_canary_ready(self.options.ready_timeout, self._polling(weight))
+            if self.with_baseline:  # the baseline is the canary's size: the same load per pod
+                self.platform.start_baseline(replicas, self.options.ready_timeout, self._polling(weight))
+        except (RolledBack, Superseded, Interrupted):
+            raise
+        except CanaryError as e:
+            self.rollback(f"stage {stage} %: the canary was not ready at {replicas} replicas ({e.what}); the weight "
+                          f"stayed at {weight} % and never moved to {stage} %")  # fmt: skip
+        self.state["canary_replicas"] = replicas
+        said = f"the canary is ready at {replicas} replicas (stable {stable})"
+        self.event(Event.SCALED, stage=stage, replicas=replicas, stable_replicas=stable, why=said)
+        self.echo(f"stage {stage} %: {said}")
+
+    def _polling(self, weight: int) -> Callable[[str], None]:
+        """Progress while the canary scales: said, and every poll interval the record read again and (while the
+        canary has traffic) the critical gates polled, so a failure or someone's rollback acts at once."""
+        next_poll = time.monotonic() + self.options.poll_interval
+
+        def progress(message: str) -> None:
+            nonlocal next_poll
+            self.echo(message)
+            self._check_stop()
+            if time.monotonic() < next_poll:
+                return
+            next_poll = time.monotonic() + self.options.poll_interval
+            if weight:
+                self.poll_critical(weight)
+            else:
+                self.confirm_owner()
+
+        return progress
+
+    def stable_size(self) -> int:
+        """Stable's replicas when the rollout started (recorded: a resumed rollout scales against the same size)."""
+        if self.state.get("stable_replicas") is None:
+            self.state["stable_replicas"] = self.platform.stable_replicas()
+        return int(self.state["stable_replicas"])
+
     def smoke(self) -> None:
         """The smoke suite through the header route, while the canary has no weighted traffic."""
         if self.options.smoke_suite is None:
@@ -65,6 +119,7 @@ class Stages(RolloutRecord):
             stage = steps[index]
             if stage > int(self.state.get("weight") or 0):
                 self.await_window(f"raising the weight to {stage} %", steps[index - 1] if index else None)
+            self.scale_for(stage)
             self.set_weight(stage)
             self.stage(stage)
             self.state["step_index"] = int(self.state["step_index"]) + 1

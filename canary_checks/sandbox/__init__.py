@@ -39,10 +39,17 @@ from canary_checks.errors import MissingBinary, PortInUse, SandboxError
 from canary_checks.faults import FAULT_KINDS
 from canary_checks.sandbox.client import NodeClient
 from canary_checks.sandbox.files import PER_USER_RPS as PER_USER_RPS
-from canary_checks.sandbox.files import commands, pod_name, write_files
+from canary_checks.sandbox.files import commands, extra_ports, pod_name, write_files
 from canary_checks.sandbox.files import sandbox_rules as sandbox_rules
 from canary_checks.sandbox.platform import SandboxPlatform
-from canary_checks.sandbox.processes import COMPONENTS, Supervisor, free_port_settings, http_ok, port_free
+from canary_checks.sandbox.processes import (
+    COMPONENTS,
+    Supervisor,
+    free_port_settings,
+    free_ports,
+    http_ok,
+    port_free,
+)
 from canary_checks.traffic import HAProxyRouter
 
 __all__ = ["FAULT_KINDS", "LOCUSTFILE", "SHAPES", "Sandbox", "SandboxPlatform", "free_port_settings", "pod_name"]
@@ -216,7 +223,8 @@ class Sandbox:
         # A new sandbox starts with no history: series of an earlier run would linger in instant queries.
         shutil.rmtree(self.state_dir / "prometheus-data", ignore_errors=True)
         self.sides_file.unlink(missing_ok=True)
-        write_files(self.config, self.state_dir, weight, faults or {})
+        taken = [port for port, _ in self._ports().values()]  # more pods (stable_replicas, scaling): free ports
+        write_files(self.config, self.state_dir, weight, faults or {}, free_ports(extra_ports(self.config), taken))
         state: dict[str, Any] = {"components": {}, "service_url": self.service_url, "prometheus": self.prometheus_url,
                                  "service": self.config.service, "namespace": self.config.namespace}  # fmt: skip
         self.processes.save_state(state)

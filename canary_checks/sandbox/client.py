@@ -1,4 +1,4 @@
-"""The node agent's HTTP API as the sandbox drives it: its pods, their injected faults, and the alerts
+"""The node agent's HTTP API as the sandbox drives it: its pods and their number, their injected faults, and the alerts
 Alertmanager delivered to its receiver.
 
 Seam: the client only; the agent itself is :mod:`canary_checks.sandbox.node` (run as a process of its own).
@@ -49,6 +49,11 @@ class NodeClient:
     def set_faults(self, workload: str, faults: Mapping[str, float]) -> dict[str, Any]:
         """Replace the injected faults of ``workload``; keys are fields of ``demo.Faults``."""
         result: dict[str, Any] = self.request("/faults", {"workload": workload, "faults": dict(faults)})
+        return result
+
+    def scale(self, workload: str, replicas: int) -> list[dict[str, Any]]:
+        """Run the first ``replicas`` pods of ``workload`` (the others stop); the pods that exist then."""
+        result: list[dict[str, Any]] = self.request("/scale", {"workload": workload, "replicas": replicas})
         return result
 
     def faults(self) -> dict[str, dict[str, float]]:

@@ -13,7 +13,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import yaml
 from canary_checks.config import CanaryConfig, Mesh, parse_duration
 from canary_checks.manifests import render_alerts
 from canary_checks.sticky import cookie_value, next_state
+from canary_checks.weights import side_of, spread
 
 PER_USER_RPS = 1.0
 """Each Locust user sends one request a second: many users, each mostly idle, is close to open-loop traffic, so a
@@ -63,45 +64,69 @@ def sandbox_rules(groups: list[dict[str, Any]], interval: str) -> list[dict[str,
     return out
 
 
-def pods(config: CanaryConfig) -> list[dict[str, Any]]:
-    """The demo pods the node agent runs: one stable, one canary, and a baseline (stable's version) when
-    baseline.enabled."""
+def canary_slots(config: CanaryConfig) -> int:
+    """How many canary pods the sandbox can run: one, or with proportional scaling its size at 100 %."""
+    scaling = config.rollout.scaling
+    return scaling.canary_replicas(config.sandbox.stable_replicas, 100) if scaling.proportional else 1
+
+
+def extra_ports(config: CanaryConfig) -> int:
+    """How many pods beyond each side's first (on stable_port and canary_port) need a port of their own."""
+    return config.sandbox.stable_replicas - 1 + canary_slots(config) - 1
+
+
+def pods(config: CanaryConfig, ports: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """The demo pods the node agent can run, each with its HAProxy server (``stable``, ``stable-2``, ...,
+    ``canary``, ``canary-2``, ...): stable's `sandbox.stable_replicas`, all running, and the canary's slots, the
+    first running (more start when it is scaled up). Pods beyond each side's first take ``ports`` in turn."""
     s = config.sandbox
-    baseline = {
-        "name": pod_name(config.workload("baseline"), "v1", config.namespace),
-        "workload": config.workload("baseline"),
-        "port": s.baseline_port,
-        "version": "v1",
-    }
-    return [
-        {
-            "name": pod_name(config.workload("stable"), "v1", config.namespace),
-            "workload": config.workload("stable"),
-            "port": s.stable_port,
-            "version": "v1",
-        },
-        {
-            "name": pod_name(config.workload("canary"), "v2", config.namespace),
-            "workload": config.workload("canary"),
-            "port": s.canary_port,
-            "version": "v2",
-        },
-        *([baseline] if config.baseline.enabled else []),
-    ]
+    more = iter(ports)
+    found = []
+    for side, version, count, first in (("stable", "v1", s.stable_replicas, s.stable_port),
+                                        ("canary", "v2", canary_slots(config), s.canary_port)):  # fmt: skip
+        workload = config.workload(side)
+        for i in range(count):
+            found.append({
+                "name": pod_name(workload, version, config.namespace if i == 0 else f"{config.namespace}/{i + 1}"),
+                "workload": workload, "port": first if i == 0 else next(more), "version": version,
+                "server": side if i == 0 else f"{side}-{i + 1}", "running": side == "stable" or i == 0,
+            })  # fmt: skip
+    if config.baseline.enabled:
+        found.append({"name": pod_name(config.workload("baseline"), "v1", config.namespace),
+                      "workload": config.workload("baseline"), "port": s.baseline_port, "version": "v1",
+                      "server": "baseline", "running": True})  # fmt: skip
+    return found
 
 
-def write_files(config: CanaryConfig, d: Path, weight: int, faults: Mapping[str, Mapping[str, float]]) -> None:
-    """Every file the components read, in the state directory ``d``; the canary gets ``weight`` percent."""
+def _servers(pods: Sequence[Mapping[str, Any]], side: str, weight: int | None = None, backup: bool = False) -> str:
+    """A backend's server lines for ``side``'s pods; in a weighted split (the canary's ``weight``, percent) each side's
+    share is spread over its running pods (:func:`~canary_checks.weights.spread`); pods not running are in
+    maintenance."""
+    weights = spread(weight, [p["server"] for p in pods if p["running"]]) if weight is not None else {}
+    lines = []
+    for pod in (p for p in pods if side_of(p["server"]) == side):
+        share = "" if weight is None else f" weight {weights.get(pod['server'], 0)}"
+        more = (" backup" if backup else "") + ("" if pod["running"] else " disabled")
+        lines.append(f"    server {pod['server']} 127.0.0.1:{pod['port']}{share} check{more}\n")
+    return "".join(lines)
+
+
+def write_files(
+    config: CanaryConfig, d: Path, weight: int, faults: Mapping[str, Mapping[str, float]], ports: Sequence[int] = ()
+) -> None:
+    """Every file the components read, in the state directory ``d``; the canary gets ``weight`` percent; pods
+    beyond each side's first listen on ``ports`` (:func:`extra_ports` of them)."""
     d.mkdir(parents=True, exist_ok=True)
-    _write_node(config, d)
+    every = pods(config, ports)
+    _write_node(config, d, every)
     (d / "faults.json").write_text(json.dumps(dict(faults), indent=2))
     interval = f"{max(1, round(config.sandbox.scrape_interval))}s"
     _write_alerting(config, d, interval)
-    _write_prometheus(config, d, interval)
-    _write_haproxy(config, d, weight)
+    _write_prometheus(config, d, interval, every)
+    _write_haproxy(config, d, weight, every)
 
 
-def _write_node(config: CanaryConfig, d: Path) -> None:
+def _write_node(config: CanaryConfig, d: Path, pods: list[dict[str, Any]]) -> None:
     """The node agent's pods and their limits."""
     s = config.sandbox
     (d / "node.json").write_text(
@@ -110,7 +135,7 @@ def _write_node(config: CanaryConfig, d: Path) -> None:
                 "namespace": config.namespace,
                 "cpu_limit": s.cpu_limit,
                 "memory_limit_bytes": s.memory_limit_mb * 2**20,
-                "pods": pods(config),
+                "pods": pods,
             },
             indent=2,
         )
@@ -134,7 +159,7 @@ def _write_alerting(config: CanaryConfig, d: Path, interval: str) -> None:
     (d / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager, sort_keys=False))
 
 
-def _write_prometheus(config: CanaryConfig, d: Path, interval: str) -> None:
+def _write_prometheus(config: CanaryConfig, d: Path, interval: str, pods: list[dict[str, Any]]) -> None:
     """Prometheus' scrape jobs: the node agent, the pods' mesh metrics and HAProxy."""
     s = config.sandbox
     pod_targets = [
@@ -142,7 +167,7 @@ def _write_prometheus(config: CanaryConfig, d: Path, interval: str) -> None:
             "targets": [f"127.0.0.1:{p['port']}"],
             "labels": {"namespace": config.namespace, "pod": p["name"], "workload": p["workload"]},
         }
-        for p in pods(config)
+        for p in pods
     ]
     prometheus = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
@@ -170,15 +195,13 @@ def _write_prometheus(config: CanaryConfig, d: Path, interval: str) -> None:
     (d / "prometheus.yml").write_text(yaml.safe_dump(prometheus, sort_keys=False))
 
 
-def _write_haproxy(config: CanaryConfig, d: Path, weight: int) -> None:
+def _write_haproxy(config: CanaryConfig, d: Path, weight: int, pods: list[dict[str, Any]]) -> None:
     """HAProxy: the weighted split, the header routes, the sticky cookie routes when enabled, and the exporter."""
     s = config.sandbox
     sticky = config.routing.sticky
     variables, routes, marks = "", "", ""
     if sticky.enabled:
         variables, routes, marks = _sticky_haproxy(d, sticky.cookie, weight)
-    # the baseline's server starts at weight 0: the runner gives it the canary's share (config.baseline_share)
-    baseline = f"    server baseline 127.0.0.1:{s.baseline_port} weight 0 check\n" if config.baseline.enabled else ""
     (d / "haproxy.cfg").write_text(
         f"""# Written by canary-checks sandbox; weights change at run time through the admin socket.
 global
@@ -207,19 +230,15 @@ backend svc
     balance roundrobin
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
-    server stable 127.0.0.1:{s.stable_port} weight {100 - weight} check
-    server canary 127.0.0.1:{s.canary_port} weight {weight} check
-{baseline}{marks}
+{_servers(pods, "stable", weight)}{_servers(pods, "canary", weight)}{_servers(pods, "baseline", weight)}{marks}
 backend canary_only
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
-    server canary 127.0.0.1:{s.canary_port} check
-
+{_servers(pods, "canary")}
 backend stable_only
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
-    server stable 127.0.0.1:{s.stable_port} check
-{_restick_backend(config, weight, marks) if sticky.enabled else ""}
+{_servers(pods, "stable")}{_restick_backend(pods, weight, marks) if sticky.enabled else ""}
 frontend admin
     bind 127.0.0.1:{s.router_admin_port}
     http-request use-service prometheus-exporter if {{ path /metrics }}
@@ -254,36 +273,29 @@ def _sticky_haproxy(d: Path, cookie: str, weight: int) -> tuple[str, str, str]:
 """
     marks = "".join(
         f'    http-response add-header Set-Cookie "{cookie}=%[var(txn.sticky_{side})]; Path=/; HttpOnly; '
-        f'SameSite=Lax" if {{ srv_name {side} }}\n'
+        f'SameSite=Lax" if {{ srv_name -m beg {side} }}\n'
         for side in ("stable", "canary")
     )
     return variables, routes, marks
 
 
-def _restick_backend(config: CanaryConfig, weight: int, marks: str) -> str:
+def _restick_backend(pods: list[dict[str, Any]], weight: int, marks: str) -> str:
     """The split of clients holding an older stable cookie (its canary share moves them to a raised weight), and
     the two sides of the cookie routes: each with the other as a backup, so a side that is down (a crashing canary)
     leaves its clients to the other rather than to a 503 — unlike the header routes, which smoke checks rely on."""
-    s = config.sandbox
     return f"""
 backend sticky_canary
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
-    server canary 127.0.0.1:{s.canary_port} check
-    server stable 127.0.0.1:{s.stable_port} check backup
-
+{_servers(pods, "canary")}{_servers(pods, "stable", backup=True)}
 backend sticky_stable
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
-    server stable 127.0.0.1:{s.stable_port} check
-    server canary 127.0.0.1:{s.canary_port} check backup
-backend restick
+{_servers(pods, "stable")}{_servers(pods, "canary", backup=True)}backend restick
     balance roundrobin
     option httpchk GET /readyz
     default-server inter 1s fall 2 rise 1
-    server stable 127.0.0.1:{s.stable_port} weight {100 - weight} check
-    server canary 127.0.0.1:{s.canary_port} weight {weight} check
-{marks}"""
+{_servers(pods, "stable", weight)}{_servers(pods, "canary", weight)}{marks}"""
 
 
 def commands(config: CanaryConfig, d: Path, locustfile: Path, service_url: str) -> dict[str, list[str]]:

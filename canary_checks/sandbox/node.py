@@ -7,7 +7,9 @@
 - measures each pod from outside, as cAdvisor does (CPU seconds and resident memory from ``/proc``);
 - serves on ``/metrics`` the kube-state-metrics and cAdvisor series the gates read, with their real names and labels;
 - takes injected faults on ``POST /faults`` ({"workload": ..., "faults": {...}}), keeps them in ``DIR/faults.json`` so
-  a restarted pod keeps its fault, and hands them to the running pod.
+  a restarted pod keeps its fault, and hands them to the running pod;
+- scales a workload on ``POST /scale`` ({"workload": ..., "replicas": N}): its first N pods run, the others are
+  stopped and gone (from ``/pods`` and the series, as a deleted pod is; a pod started again is a new pod).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class PodState:
     cpu_limit: float
     memory_limit: int
     container: str = "app"
+    running: bool = True
+    """The pod exists: its Deployment's replicas include it (``POST /scale``); otherwise it is stopped."""
+    changed: threading.Event = field(default_factory=threading.Event)
+    """Set when ``running`` changes, to wake its supervisor."""
     process: subprocess.Popen[bytes] | None = None
     ready: bool = False
     restarts: int = 0
@@ -91,6 +97,7 @@ class Node:
                 version=p["version"],
                 cpu_limit=spec["cpu_limit"],
                 memory_limit=spec["memory_limit_bytes"],
+                running=p.get("running", True),
             )
             for p in spec["pods"]
         ]
@@ -139,10 +146,14 @@ class Node:
     def supervise(self, pod: PodState) -> None:
         backoff = BACKOFF_START
         while not self.stop.is_set():
+            if not pod.running:  # scaled away: nothing runs until the pod is created again
+                pod.changed.wait(0.5)
+                pod.changed.clear()
+                continue
             self._spawn(pod)
             assert pod.process is not None
             reason = "Error"
-            while not self.stop.is_set() and pod.process.poll() is None:
+            while not self.stop.is_set() and pod.process.poll() is None and pod.running:
                 pod.ready = self._probe(pod)
                 usage = pod.usage()
                 if usage and usage[1] > pod.memory_limit:
@@ -154,6 +165,10 @@ class Node:
                 self.stop.wait(0.5)
             if self.stop.is_set():
                 return
+            if not pod.running:  # deleted by a scale-down: stopped on purpose, and a new pod if it comes back
+                self._remove(pod)
+                backoff = BACKOFF_START
+                continue
             ran = time.monotonic() - pod.started_at
             with pod.lock:
                 pod.ready = False
@@ -164,6 +179,25 @@ class Node:
             log.warning("%s exited (%s) after %.1fs; restarting in %.0fs", pod.name, reason, ran, backoff)
             self.stop.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _remove(self, pod: PodState) -> None:
+        if pod.process is not None and pod.process.poll() is None:
+            pod.process.terminate()
+            _reap(pod.process)
+        with pod.lock:
+            pod.process, pod.ready, pod.restarts = None, False, 0
+            pod.waiting_reason = pod.last_terminated_reason = ""
+
+    def scale(self, workload: str, replicas: int) -> None:
+        """The first ``replicas`` pods of ``workload`` run; the others are stopped."""
+        for i, pod in enumerate(p for p in self.pods if p.workload == workload):
+            if pod.running != (i < replicas):
+                pod.running = i < replicas
+                pod.changed.set()
+
+    def existing(self) -> list[PodState]:
+        """The pods that exist now (not scaled away)."""
+        return [p for p in self.pods if p.running]
 
     def set_faults(self, workload: str, faults: dict[str, float]) -> None:
         self.faults[workload] = faults
@@ -186,7 +220,7 @@ class Node:
 
     def status(self) -> list[dict[str, Any]]:
         out = []
-        for pod in self.pods:
+        for pod in self.existing():
             usage = pod.usage()
             out.append(
                 {
@@ -212,10 +246,16 @@ class Node:
                 pod.process.terminate()
         for pod in self.pods:
             if pod.process:
-                try:
-                    pod.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pod.process.kill()
+                _reap(pod.process)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a terminated process (5 s), then kill it."""
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class _Metrics(Collector):
@@ -263,8 +303,8 @@ class _Metrics(Collector):
             "Current working set.",
             labels=["namespace", "pod", "container", "image"],
         )
-        by_workload: dict[str, list[PodState]] = {}
-        for pod in self.node.pods:
+        by_workload: dict[str, list[PodState]] = {p.workload: [] for p in self.node.pods}
+        for pod in self.node.existing():
             by_workload.setdefault(pod.workload, []).append(pod)
             with pod.lock:
                 is_ready, count, reason, last = pod.ready, pod.restarts, pod.waiting_reason, pod.last_terminated_reason
@@ -319,6 +359,9 @@ def _handler(node: Node, registry: CollectorRegistry) -> type[BaseHTTPRequestHan
                 node.alerts = [*node.alerts[-199:], payload]
                 self._send(200, b"{}")
                 return
+            if self.path == "/scale":
+                self._scale()
+                return
             if self.path != "/faults":
                 self._send(404, b'{"error": "not found"}')
                 return
@@ -334,6 +377,21 @@ def _handler(node: Node, registry: CollectorRegistry) -> type[BaseHTTPRequestHan
                 return
             node.set_faults(workload, faults)
             self._send(200, json.dumps(node.faults).encode())
+
+        def _scale(self) -> None:
+            try:
+                data = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
+                workload, replicas = str(data["workload"]), int(data["replicas"])
+            except (ValueError, KeyError, TypeError) as e:
+                self._send(400, json.dumps({"error": f"expected {{workload, replicas}}: {e}"}).encode())
+                return
+            slots = sum(p.workload == workload for p in node.pods)
+            if not 0 <= replicas <= slots:
+                why = f"{workload} has {slots} pods in this sandbox" if slots else f"no workload {workload!r}"
+                self._send(400 if slots else 404, json.dumps({"error": f"cannot run {replicas}: {why}"}).encode())
+                return
+            node.scale(workload, replicas)
+            self._send(200, json.dumps(node.status()).encode())
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ class SandboxPlatform:
                 f"baseline.enabled is true (or run --baseline), but the sandbox in {self.box.state_dir} was started "
                 "without a baseline pod: 'canary-checks sandbox down', then 'canary-checks sandbox up' with "
                 "baseline: {enabled: true} in canary.yaml"
+            ]
+        scaling = self.box.config.rollout.scaling
+        largest = scaling.canary_replicas(self.stable_replicas(), 100) if scaling.proportional else 0
+        if largest > self.canary_slots():
+            return [
+                f"rollout.scaling asks for up to {largest} canary pods, but the sandbox in {self.box.state_dir} "
+                f"was started with {self.canary_slots()}: 'canary-checks sandbox down', then 'canary-checks "
+                "sandbox up' with this canary.yaml"
             ]
         if self.box.config.routing.sticky.enabled and self.box.router.sticky_map() is None:
             return [
@@ -97,13 +106,61 @@ class SandboxPlatform:
 
     def deploy_canary(self, image: str) -> None:
         self._set_image("canary", image)
+        if self.scales:  # as a Deployment is applied: one replica to start with (a rollback left none)
+            self.scale_canary(1)
 
     def wait_canary_ready(self, timeout: float, progress: Callable[[str], None]) -> None:
-        progress("waiting for the canary pod to be ready and UP in HAProxy")
-        self.box.wait_ready(timeout)
+        if not self.scales:
+            progress("waiting for the canary pod to be ready and UP in HAProxy")
+            self.box.wait_ready(timeout)
+            return
+        deadline, said, told = time.monotonic() + timeout, "", 0.0
+        while (state := self._canary_state())[0] is None:
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"the canary was not ready within {timeout:g} s: {state[1]}", where=self.describe(),
+                    fix="see 'canary-checks sandbox status' and the canary pods' logs in the state directory",
+                )  # fmt: skip
+            if state[1] != said or time.monotonic() - told >= 1:
+                said, told = state[1], time.monotonic()
+                progress(said)
+            time.sleep(0.2)
+        self.box.router.respread()  # the shares as they were, over every pod now ready
+
+    def _canary_state(self) -> tuple[int | None, str]:
+        """The canary's pods when every one is ready and UP in HAProxy (else None), and what is still missing."""
+        workload = self.box.config.workload("canary")
+        pods = [p for p in self.box.pods() if p["workload"] == workload]
+        up = [ok for server, ok in self.box.router.servers_up().items() if server.startswith("svc/canary")]
+        ready = sum(bool(p["ready"]) for p in pods)
+        said = f"canary: {ready}/{len(pods)} pods ready, {sum(up)}/{len(up)} UP in HAProxy"
+        return (len(pods) if ready == len(pods) == len(up) == sum(up) else None), said
+
+    @property
+    def scales(self) -> bool:
+        """Whether the canary's pods follow its weight (rollout.scaling proportional); else the one canary pod
+        stays running, as before scaling existed, and only its weight matters."""
+        return bool(self.box.config.rollout.scaling.proportional)
 
     def scale_canary(self, replicas: int) -> None:
-        log.info("sandbox: the canary pod stays running (the sandbox does not scale); its weight is what matters")
+        """The canary's first ``replicas`` pods run. Pods that go have their share spread over the others first
+        (one HAProxy request); pods that come are put in service at weight 0 — :meth:`wait_canary_ready` waits for
+        them and spreads the share over them, so the canary's share stays its weight however many pods it has."""
+        if not self.scales:
+            log.info("sandbox: the canary pod stays running (rollout.scaling is fixed); its weight is what matters")
+            return
+        servers = self._canary_servers()
+        if not 0 <= replicas <= len(servers):
+            raise SandboxError(
+                f"the sandbox runs 0 to {len(servers)} canary pods; asked for {replicas}", where=self.describe(),
+                fix="raise sandbox.stable_replicas (or rollout.scaling.max) and start the sandbox again",
+            )  # fmt: skip
+        router = self.box.router
+        serving = router.in_service()
+        if leaving := [s for s in servers[replicas:] if s in serving]:
+            router.respread(retiring=leaving)
+        self.box.node.scale(self.box.config.workload("canary"), replicas)
+        router.enter_service([s for s in servers[:replicas] if s not in serving])
 
     def start_baseline(self, replicas: int, timeout: float, progress: Callable[[str], None]) -> None:
         """The sandbox's baseline pod runs from 'sandbox up' (stable's version, on its own port): wait until it
@@ -120,5 +177,21 @@ class SandboxPlatform:
     def stop_baseline(self) -> None:
         log.info("sandbox: the baseline pod stays running at weight 0 (the sandbox does not scale)")
 
-    def promote(self, image: str, timeout: float, progress: Callable[[str], None]) -> None:
+    def _canary_servers(self) -> list[str]:
+        """The canary's pods this sandbox can run, by their HAProxy servers (node.json, written at 'sandbox up')."""
+        spec = json.loads((Path(self.box.state_dir) / "node.json").read_text())
+        workload = self.box.config.workload("canary")
+        return [str(p["server"]) for p in spec["pods"] if p["workload"] == workload]
+
+    def canary_slots(self) -> int:
+        """How many canary pods this sandbox can run."""
+        return len(self._canary_servers())
+
+    def stable_replicas(self) -> int:
+        return sum(p["workload"] == self.box.config.workload("stable") for p in self.box.pods())
+
+    def promote(
+        self, image: str, timeout: float, progress: Callable[[str], None], *, replicas: int | None = None
+    ) -> None:
+        """Stable runs ``image``; its pods were never scaled, so it has its size (``replicas``) already."""
         self._set_image("stable", image)

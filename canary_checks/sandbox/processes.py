@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,22 @@ COMPONENTS = ("node", "haproxy", "alertmanager", "prometheus", "locust")
 def free_port_settings(state_dir: Path, **settings: Any) -> dict[str, Any]:
     """A ``sandbox:`` section on ports the OS says are free now, for a second sandbox beside the default one
     (tests, benchmarks)."""
-    ports: set[int] = set()
     names = ("prometheus_port", "router_port", "router_admin_port", "stable_port", "canary_port", "baseline_port",
              "node_port", "alertmanager_port")  # fmt: skip
-    while len(ports) < len(names):
+    return {"state_dir": str(state_dir), **dict(zip(names, free_ports(len(names)), strict=True)), **settings}
+
+
+def free_ports(count: int, taken: Iterable[int] = ()) -> list[int]:
+    """``count`` ports on 127.0.0.1 the OS says are free now (none of ``taken``), ascending."""
+    ports: set[int] = set()
+    avoid = set(taken)
+    while len(ports) < count:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            ports.add(int(sock.getsockname()[1]))
-    return {"state_dir": str(state_dir), **dict(zip(names, sorted(ports), strict=True)), **settings}
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            ports.add(port)
+    return sorted(ports)
 
 
 def port_free(port: int) -> bool:

@@ -7,6 +7,8 @@
    answered each), on a sandbox started with ``routing.sticky``;
    with ``--baseline``: the same canary judged against old stable and against a fresh baseline, when new pods
    (the canary and the baseline alike) err more than stable's long-running ones.
+5. with ``--scaling``: capacity follows weight — the canary's pods follow each stage, ready before the weight moves,
+   the split holding, one pod at 50 % overloaded, a rollback emptying it (:mod:`canary_checks.sandbox.capacity`).
 JUnit files, the timeline and the HTML report go to ``reports/demo-<time>/``.
 """
 
@@ -92,6 +94,7 @@ def run_tour(
     console: Console,
     sticky: bool = False,
     baseline: bool = False,
+    scaling: bool = False,
 ) -> bool:
     """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates (and,
     with ``sticky``, no user saw both sides within a stage and the split held; with ``baseline``, the comparison
@@ -116,6 +119,10 @@ def run_tour(
             ok &= _sticky(box, config, record, console)
         if baseline:
             ok &= _baseline(box, config, config_path, suite, record, console)
+        if scaling:
+            from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene
+
+            ok &= capacity_scene(box, record, console, partial(_wait, console, SCENE_SECONDS))
         console.rule("[bold]done")
         console.print(f"JUnit files: {record.path}/")
         why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"

@@ -1,5 +1,6 @@
 """The sandbox's router: HAProxy's runtime API over its admin socket (weights change with no reload and no lost
-request), the baseline's server when it has one, and sticky sessions' runtime map."""
+request), a server per pod (:mod:`canary_checks.weights` spreads each side's share over them), the baseline's
+server when it has one, and sticky sessions' runtime map."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import logging
 import re
 import secrets
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from canary_checks.errors import SandboxError, WeightNotApplied
 from canary_checks.sticky import StickyState, cookie_value, next_state
 from canary_checks.traffic.router import check_shares, no_baseline
+from canary_checks.weights import Server, servers_of, share, side_of, spread_shares
 
 __all__ = ["HAProxyRouter"]
 
@@ -21,7 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HAProxyRouter:
-    """The sandbox router: HAProxy backend ``backend`` with servers ``stable`` and ``canary``."""
+    """The sandbox router: HAProxy backend ``backend`` with a server per pod, named after its side (``stable``,
+    ``canary``, ``canary-2``, ``baseline``, …); a side's share is spread over its servers in service."""
 
     socket_path: Path
     backend: str = "svc"
@@ -53,46 +57,48 @@ class HAProxyRouter:
             raise SandboxError(f"unexpected answer to 'get weight {backend}/{server}': {answer!r}")
         return int(match.group(1))
 
+    def servers(self) -> list[Server]:
+        """Every server of every backend, as ``show stat`` reports it."""
+        return servers_of(self.command("show stat"))
+
+    def in_service(self, backend: str | None = None) -> dict[str, int]:
+        """Server → weight of ``backend``'s servers in service (not in maintenance: a pod scaled away)."""
+        backend = backend or self.backend
+        return {s.name: s.weight for s in self.servers() if s.backend == backend and s.in_service}
+
     def servers_up(self) -> dict[str, bool]:
-        """``backend/server`` → whether HAProxy's health checks have it UP."""
-        rows = self.command("show stat").lstrip("# ").splitlines()
-        header = rows[0].split(",") if rows else []
-        out = {}
-        for row in rows[1:]:
-            fields = dict(zip(header, row.split(","), strict=False))
-            if fields.get("svname") not in ("FRONTEND", "BACKEND", None):
-                out[f"{fields['pxname']}/{fields['svname']}"] = fields.get("status", "").startswith("UP")
-        return out
+        """``backend/server`` → whether HAProxy's health checks have it UP (servers in service only)."""
+        return {f"{s.backend}/{s.name}": s.up for s in self.servers() if s.in_service}
 
     def has_baseline(self) -> bool:
         """Whether this HAProxy was started with a baseline server (baseline.enabled)."""
-        return f"{self.backend}/baseline" in self.servers_up()
+        return any(side_of(s) == "baseline" for s in self.in_service())
 
     def weights(self) -> dict[str, int]:
-        """Each server's share of the split, percent: stable, canary and (when there is one) baseline."""
-        servers = ("stable", "canary", "baseline") if self.has_baseline() else ("stable", "canary")
-        raw = {server: self.server_weight(server) for server in servers}
-        total = sum(raw.values())
-        return {server: round(100 * w / total) if total else 0 for server, w in raw.items()}
+        """Each side's share of the split, percent: stable, canary and (when there is one) baseline."""
+        weights = self.in_service()
+        sides = ("stable", "canary", "baseline") if self.has_baseline() else ("stable", "canary")
+        return {side: share(weights, side) for side in sides}
 
     def get_weight(self) -> int:
-        return self.weights()["canary"]
+        return share(self.in_service())
 
-    def set_weight(self, percent: int, baseline: int = 0) -> int:
+    def set_weight(self, percent: int, baseline: int = 0, *, retiring: Sequence[str] = ()) -> int:
+        """The canary's share and the baseline's, each spread over its side's servers in service (``retiring``
+        ones are taken out of service in the same request, their share spread over the others)."""
         check_shares(percent, baseline)
-        has_baseline = self.has_baseline()
-        if baseline and not has_baseline:
+        if baseline and not self.has_baseline():
             raise no_baseline(str(self.socket_path), "'canary-checks sandbox down', then 'canary-checks sandbox up' "
-                               "with baseline.enabled: true in canary.yaml (it starts the baseline pod)")  # fmt: skip
-        # The servers change in one request; with sticky sessions the restick split and the cookies in force too.
-        line = (
-            f"set weight {self.backend}/stable {100 - percent - baseline}; set weight {self.backend}/canary {percent}"
-        )
-        if has_baseline:
-            line += f"; set weight {self.backend}/baseline {baseline}"
+                              "with baseline.enabled: true in canary.yaml (it starts the baseline pod)")  # fmt: skip
+        # Every server changes in one request; with sticky sessions the restick split and the cookies in force too.
+        shares = {"stable": 100 - percent - baseline, "canary": percent, "baseline": baseline}
+        line = "; ".join(
+            [*(f"set server {s.backend}/{s.name} state maint" for s in self.servers() if s.name in retiring),
+             *self._weights(self.backend, shares, retiring)]
+        )  # fmt: skip
         sticky = self.sticky_map()
         if sticky is not None:  # the weights first, the cookies in force last (see _sticky_commands)
-            line = f"{line}; {self._sticky_commands(sticky, percent)}"
+            line = f"{line}; {self._sticky_commands(sticky, percent, retiring)}"
         answer = self.command(line)
         if answer:
             raise WeightNotApplied(f"HAProxy refused the weight change: {answer}", where=str(self.socket_path))
@@ -105,6 +111,28 @@ class HAProxyRouter:
             )
         log.info("weights %s, confirmed by HAProxy", weights)
         return weights["canary"]
+
+    def respread(self, *, retiring: Sequence[str] = ()) -> int:
+        """Each side's share as it is (the canary's, the baseline's), spread again over the servers in service —
+        a pod came into service, or ``retiring`` ones leave it in the same request."""
+        weights = self.weights()
+        return self.set_weight(weights["canary"], weights.get("baseline", 0), retiring=retiring)
+
+    def _weights(self, backend: str, shares: Mapping[str, int], retiring: Sequence[str] = ()) -> list[str]:
+        """The commands that give ``backend``'s sides their ``shares``, each over its servers in service."""
+        servers = [s for s in self.in_service(backend) if s not in retiring]
+        return [f"set weight {backend}/{server} {w}" for server, w in spread_shares(shares, servers).items()]
+
+    def enter_service(self, servers: Sequence[str]) -> None:
+        """Put ``servers`` (new pods) in service in every backend that has them, at weight 0 and down until a health
+        check passes (HAProxy would call them UP at once): given a share by the next :meth:`set_weight`."""
+        line = "; ".join(
+            f"set weight {s.backend}/{s.name} 0; set server {s.backend}/{s.name} state ready; "
+            f"set server {s.backend}/{s.name} health down"
+            for s in self.servers() if s.name in servers and not s.in_service
+        )  # fmt: skip
+        if line and (answer := self.command(line)):
+            raise SandboxError(f"HAProxy refused to put {', '.join(servers)} in service: {answer}")
 
     # sticky sessions (canary_checks.sticky): the cookies in force are two entries of a runtime map, the move of
     # stable's clients to a new weight the weights of the backend `restick`
@@ -123,10 +151,10 @@ class HAProxyRouter:
         canary, _, stable = entries.get("tokens", "").partition("/")
         if not (canary.startswith("canary.") and stable.startswith("stable.")):
             return None
-        restick = self.server_weight("canary", "restick")
+        restick = share(self.in_service("restick"))
         return StickyState(canary.partition(".")[2], stable.partition(".")[2], restick)
 
-    def _sticky_commands(self, path: str, percent: int) -> str:
+    def _sticky_commands(self, path: str, percent: int, retiring: Sequence[str] = ()) -> str:
         """The restick split, then both cookies in force in one map entry. HAProxy runs a line's commands one by
         one, requests between them: with the weights first, a client still holding a valid cookie keeps its side
         until the cookies change, and every client split meanwhile is split at the new weights."""
@@ -135,5 +163,5 @@ class HAProxyRouter:
         canary = cookie_value("canary", state.canary) if state else f"off.{secrets.token_hex(8)}"
         stable = cookie_value("stable", state.stable) if state else f"off.{secrets.token_hex(8)}"
         restick = state.restick if state else 0
-        return (f"set weight restick/stable {100 - restick}; set weight restick/canary {restick}; "
-                f"set map {path} tokens {canary}/{stable}")  # fmt: skip
+        shares = {"stable": 100 - restick, "canary": restick}
+        return "; ".join([*self._weights("restick", shares, retiring), f"set map {path} tokens {canary}/{stable}"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +78,11 @@ class Live:
             extra_args=extra,
         )  # fmt: skip
         return run, {r.gate: r for r in run.records}
+
+    def demo(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        """``canary-checks demo FLAGS`` against this sandbox, as a user runs it (a scene's refusal returns at once)."""
+        command = [sys.executable, "-m", "canary_checks", "--canary-config", str(self.config_path), "demo", *flags]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
     def smoke(self, *extra: str, config_path: Path | None = None) -> SuiteRun:
         """``pytest suites/smoke`` against the sandbox, as CI runs it before any traffic moves."""

@@ -6,8 +6,6 @@ One sandbox of its own (its HAProxy is written with routing.sticky on), taken th
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -166,10 +164,7 @@ def test_sticky_sessions_on_a_sandbox_started_without_them_are_refused_with_the_
     config = live.config.model_copy(update={"routing": RoutingSettings(sticky=StickySessions(enabled=True))})
     (problem,) = SandboxPlatform(Sandbox(config), "auth").validate()
     assert "routing.sticky.enabled is true, but the sandbox" in problem and "'canary-checks sandbox up'" in problem
-    done = subprocess.run(
-        [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "demo", "--sticky"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    done = live.demo("--sticky")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--sticky: the sandbox running from" in done.stderr and "canary-checks sandbox down" in done.stderr
     assert live.box.router.sticky_map() is None and live.box.is_up()  # the running sandbox is left as it was

@@ -81,7 +81,7 @@ def test_a_custom_gate_fails_the_suite_with_its_value_and_junit_carries_it(
     prom.answer(r"checkout_failed_total", 0.8)
     result = packaged.runpytest(*PYTESTER_ARGS, "--stage", "25", "--junitxml", "out.xml")
     # the custom comparison cannot read checkouts here: no data, which fails too
-    result.assert_outcomes(failed=2, passed=21, deselected=5)
+    result.assert_outcomes(failed=2, passed=21, deselected=6)  # the 5 kube_* gates and load_per_pod (off)
     result.stdout.fnmatch_lines(
         [
             "*checkout_failures: FAIL (critical) — canary checkout_failures 0.8 /s > 0.5 /s*",
@@ -124,7 +124,7 @@ def test_without_custom_gates_the_suite_has_no_custom_test(pytester: pytest.Pyte
                                                                "kubernetes": {"enabled": False}}))  # fmt: skip
     healthy(prom)
     result = pytester.runpytest(*PYTESTER_ARGS, "--stage", "25", "-v")
-    result.assert_outcomes(passed=15, deselected=5)  # the 5 kube_* gates; no test_custom at all
+    result.assert_outcomes(passed=15, deselected=6)  # the 5 kube_* gates, load_per_pod (off); no test_custom
     run = [line for line in result.stdout.lines if "::" in line]
     assert len(run) == 15 and not any("::test_custom" in line for line in run)
 

@@ -116,4 +116,4 @@ def test_threshold_overrides_and_disabled_and_skipped_gates(suite: pytest.Pytest
     )
     prom.answer(r"histogram_quantile\(0.99.*auth-canary", "NaN")
     result = suite.runpytest(*ARGS, "--stage", "25")
-    result.assert_outcomes(passed=13, skipped=1, deselected=6)  # cpu, and the 5 kube_* gates
+    result.assert_outcomes(passed=13, skipped=1, deselected=7)  # cpu, the 5 kube_* gates, load_per_pod (off)
