@@ -183,7 +183,7 @@ def _decide_memory_vs_stable(ctx: _Ctx, gate: Gate) -> GateResult:
 
 
 def _needs_load_per_pod(source: MetricsSource) -> dict[str, str]:
-    q = {}
+    q = {"baseline_requests": source.render("requests", side="baseline")}  # a baseline's share is traffic too
     for side in ("canary", "stable"):
         q[f"{side}_requests"] = source.render("requests", side=side)
         q[f"{side}_ready"] = source.render("pods_ready", side=side)
@@ -204,7 +204,7 @@ def _decide_load_per_pod(ctx: _Ctx, gate: Gate) -> GateResult:
     if early := _too_few(ctx, gate, canary):
         return early
     window = ctx.config.window
-    total = canary + (ctx.total("stable_requests") or 0.0)
+    total = canary + (ctx.total("stable_requests") or 0.0) + (ctx.total("baseline_requests") or 0.0)
     per_canary, per_stable = canary / window / ready["canary"], total / window / ready["stable"]
     ratio = per_canary / per_stable
     verdict, sign = _judge(ctx, ratio)

@@ -189,6 +189,14 @@ def test_the_load_gate_passes_a_canary_sized_for_its_share_and_fails_an_overload
     assert over.summary.startswith("overloaded: ") and "2x the" in over.summary and "> 1.5x" in over.summary
 
 
+def test_the_load_gate_counts_a_baselines_share_as_traffic(prom: PromStub, stub_config: CanaryConfig) -> None:
+    healthy(prom, baseline=1000)  # canary 1000, baseline 1000, stable 3000: a 20 % stage with a baseline beside it
+    ready(prom, "stable", 4)
+    ready(prom, "canary", 1)
+    sized = load_gate(stub_config)  # a stable pod's normal load is all 5000 requests over 4 pods: 1250
+    assert sized.verdict is Verdict.PASS and sized.value == pytest.approx(1000 / 1250)
+
+
 def test_the_load_gate_without_ready_pods_or_traffic_is_no_data_never_a_pass(
     prom: PromStub, stub_config: CanaryConfig
 ) -> None:
