@@ -203,10 +203,13 @@ def sandbox_weight(ctx: click.Context, percent: int, baseline: int) -> None:
               "more than stable's old ones, judged against stable and against the baseline.")  # fmt: skip
 @click.option("--scaling", is_flag=True, help="Add a scene: capacity follows weight (rollout.scaling proportional, "
               "4 stable pods), the canary's pods at each stage, an overloaded one, a rollback.")  # fmt: skip
+@click.option("--windows", is_flag=True, help="Add a scene: release windows (rollout.release_windows) on a demo "
+              "clock — held from Thursday 17:00 to Monday 09:00, and a rollback never held.")  # fmt: skip
 @click.pass_context
 def demo(
-    ctx: click.Context, suite: Path | None, reports: Path, keep: bool, sticky: bool, baseline: bool, scaling: bool
-) -> None:
+    ctx: click.Context, suite: Path | None, reports: Path, keep: bool, sticky: bool, baseline: bool, scaling: bool,
+    windows: bool,
+) -> None:  # fmt: skip
     """The whole loop on the sandbox: a healthy canary through every stage, then faults and the gates that catch
     them. Starts the sandbox unless it runs, and stops it after unless --keep."""
     from canary_checks.sandbox import SandboxPlatform
@@ -244,5 +247,5 @@ def demo(
             "canary.yaml and start it again"
         )
     ok = run_tour(box, config, path, suite=locate("gate", suite), reports=reports, keep=keep, console=out,
-                  sticky=sticky, baseline=config.baseline.enabled, scaling=scaling)  # fmt: skip
+                  sticky=sticky, baseline=config.baseline.enabled, scaling=scaling, windows=windows)  # fmt: skip
     sys.exit(0 if ok else 1)

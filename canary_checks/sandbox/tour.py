@@ -9,6 +9,8 @@
    (the canary and the baseline alike) err more than stable's long-running ones.
 5. with ``--scaling``: capacity follows weight — the canary's pods follow each stage, ready before the weight moves,
    the split holding, one pod at 50 % overloaded, a rollback emptying it (:mod:`canary_checks.sandbox.capacity`).
+6. with ``--windows``: release windows — on a demo clock, a rollout held at 5 % from Thursday 17:00 until Monday
+   09:00, and one held on a Thursday evening rolled back at once when its canary fails (:mod:`.weekend`).
 JUnit files, the timeline and the HTML report go to ``reports/demo-<time>/``.
 """
 
@@ -95,6 +97,7 @@ def run_tour(
     sticky: bool = False,
     baseline: bool = False,
     scaling: bool = False,
+    windows: bool = False,
 ) -> bool:
     """Run the tour; True when every healthy stage passed and every fault was caught by the expected gates (and,
     with ``sticky``, no user saw both sides within a stage and the split held; with ``baseline``, the comparison
@@ -123,6 +126,10 @@ def run_tour(
             from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene
 
             ok &= capacity_scene(box, record, console, partial(_wait, console, SCENE_SECONDS))
+        if windows:
+            from canary_checks.sandbox.weekend import windows_scene
+
+            ok &= windows_scene(box, config, config_path, suite, record, console)
         console.rule("[bold]done")
         console.print(f"JUnit files: {record.path}/")
         why = "every healthy stage passed and every fault was caught" if ok else "see the tables: not as expected"
