@@ -118,10 +118,7 @@ def test_a_rollout_with_a_baseline_gives_it_the_first_stage_and_rolls_back_with_
 def test_a_baseline_on_a_sandbox_started_without_one_is_refused_with_the_fix(live: Live) -> None:
     (problem,) = SandboxPlatform(Sandbox(live.config.with_baseline()), "auth").validate()
     assert "started without a baseline pod" in problem and "'canary-checks sandbox up'" in problem
-    done = subprocess.run(
-        [sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "demo", "--baseline"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    done = live.demo("--baseline")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--baseline: the sandbox running from" in done.stderr and "canary-checks sandbox down" in done.stderr
     assert not live.box.router.has_baseline() and live.box.is_up()
