@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -228,24 +229,23 @@ def demo(
 
         config = scaling_config(config)
     box = sandbox_of(ctx, config=config)
-    if scaling and box.is_up() and SandboxPlatform(box, config.service).canary_slots() < 2:
-        raise click.UsageError(
-            f"--scaling: the sandbox running from {box.state_dir} was started without several pods for the canary; "
-            "stop it with 'canary-checks sandbox down' (the demo then starts one with them), or set "
-            "rollout.scaling.mode: proportional and sandbox.stable_replicas: 4 in canary.yaml and start it again"
-        )
-    if sticky and box.is_up() and box.router.sticky_map() is None:
-        raise click.UsageError(
-            f"--sticky: the sandbox running from {box.state_dir} was started without sticky sessions; stop it with "
-            "'canary-checks sandbox down' (the demo then starts one with them), or set routing.sticky.enabled: true "
-            "in canary.yaml and start it again"
-        )
-    if config.baseline.enabled and box.is_up() and not box.router.has_baseline():
-        raise click.UsageError(
-            f"--baseline: the sandbox running from {box.state_dir} was started without a baseline pod; stop it with "
-            "'canary-checks sandbox down' (the demo then starts one with it), or set baseline.enabled: true in "
-            "canary.yaml and start it again"
-        )
+    if box.is_up():  # a running sandbox must have what the scenes asked for
+        running: dict[str, tuple[bool, Callable[[], bool], str, str]] = {
+            "--scaling": (scaling, lambda: SandboxPlatform(box, config.service).canary_slots() >= 2,
+                          "several pods for the canary",
+                          "rollout.scaling.mode: proportional and sandbox.stable_replicas: 4"),
+            "--sticky": (sticky, lambda: box.router.sticky_map() is not None, "sticky sessions",
+                         "routing.sticky.enabled: true"),
+            "--baseline": (config.baseline.enabled, box.router.has_baseline, "a baseline pod",
+                           "baseline.enabled: true"),
+        }  # fmt: skip
+        for flag, (asked, has, what, setting) in running.items():
+            if asked and not has():
+                raise click.UsageError(
+                    f"{flag}: the sandbox running from {box.state_dir} was started without {what}; stop it with "
+                    f"'canary-checks sandbox down' (the demo then starts one with them), or set {setting} in "
+                    "canary.yaml and start it again"
+                )
     ok = run_tour(box, config, path, suite=locate("gate", suite), reports=reports, keep=keep, console=out,
                   sticky=sticky, baseline=config.baseline.enabled, scaling=scaling, windows=windows)  # fmt: skip
     sys.exit(0 if ok else 1)
