@@ -230,13 +230,13 @@ def demo(
         config = scaling_config(config)
     box = sandbox_of(ctx, config=config)
     if box.is_up():  # a running sandbox must have what the scenes asked for
+        platform = SandboxPlatform(box, config.service)
         running: dict[str, tuple[bool, Callable[[], bool], str, str]] = {
-            "--scaling": (scaling, lambda: SandboxPlatform(box, config.service).canary_slots() >= 2,
-                          "several pods for the canary",
+            "--scaling": (scaling, lambda: platform.canary_slots() >= 2, "several pods for the canary",
                           "rollout.scaling.mode: proportional and sandbox.stable_replicas: 4"),
             "--sticky": (sticky, lambda: box.router.sticky_map() is not None, "sticky sessions",
                          "routing.sticky.enabled: true"),
-            "--baseline": (config.baseline.enabled, box.router.has_baseline, "a baseline pod",
+            "--baseline": (config.baseline.enabled, platform.has_baseline_pod, "a baseline pod",
                            "baseline.enabled: true"),
         }  # fmt: skip
         for flag, (asked, has, what, setting) in running.items():

@@ -47,7 +47,7 @@ class SandboxPlatform:
                 f"{wanted[1]}: roll out {serves[0]} there, or 'canary-checks sandbox down' and 'sandbox up' with "
                 f"a canary.yaml for {wanted[0]}"
             ]
-        if self.box.config.baseline.enabled and not self.box.router.has_baseline():
+        if self.box.config.baseline.enabled and not self.has_baseline_pod():
             return [
                 f"baseline.enabled is true (or run --baseline), but the sandbox in {self.box.state_dir} was started "
                 "without a baseline pod: 'canary-checks sandbox down', then 'canary-checks sandbox up' with "
@@ -162,20 +162,33 @@ class SandboxPlatform:
         self.box.node.scale(self.box.config.workload("canary"), replicas)
         router.enter_service([s for s in servers[:replicas] if s not in serving])
 
+    def has_baseline_pod(self) -> bool:
+        """Whether this sandbox was started with a baseline pod (node.json, written at 'sandbox up')."""
+        spec = json.loads((Path(self.box.state_dir) / "node.json").read_text())
+        return any(p["workload"] == self.box.config.workload("baseline") for p in spec["pods"])
+
     def start_baseline(self, replicas: int, timeout: float, progress: Callable[[str], None]) -> None:
-        """The sandbox's baseline pod runs from 'sandbox up' (stable's version, on its own port): wait until it
-        is ready and UP in HAProxy. One pod whatever ``replicas`` says: the sandbox does not scale."""
-        if not self.box.router.has_baseline():
+        """The sandbox's baseline pod (stable's version, on its own port) running, in service in HAProxy at weight
+        0, ready and UP. One pod whatever ``replicas`` says."""
+        if not self.has_baseline_pod():
             raise SandboxError(
                 f"the sandbox in {self.box.state_dir} has no baseline pod",
                 fix="'canary-checks sandbox down', then 'canary-checks sandbox up' with baseline: {enabled: true} "
                 "in canary.yaml",
             )
+        self.box.node.scale(self.box.config.workload("baseline"), 1)
+        self.box.router.enter_service(["baseline"])
         progress("waiting for the baseline pod to be ready and UP in HAProxy")
         self.box.wait_ready(timeout)
 
     def stop_baseline(self) -> None:
-        log.info("sandbox: the baseline pod stays running at weight 0 (the sandbox does not scale)")
+        """The baseline pod gone, as a Deployment scaled to 0: its server out of service first (its share, 0 once
+        the weight went to 0, spread over the others in the same request), then the pod stopped."""
+        if not self.has_baseline_pod():
+            return
+        if self.box.router.has_baseline():
+            self.box.router.respread(retiring=["baseline"])
+        self.box.node.scale(self.box.config.workload("baseline"), 0)
 
     def _canary_servers(self) -> list[str]:
         """The canary's pods this sandbox can run, by their HAProxy servers (node.json, written at 'sandbox up')."""

@@ -28,7 +28,7 @@ from rich.table import Table
 from canary_checks.config import CanaryConfig, baseline_share
 from canary_checks.record import Event
 from canary_checks.rundir import RunRecord
-from canary_checks.sandbox import Sandbox
+from canary_checks.sandbox import Sandbox, SandboxPlatform
 from canary_checks.suite import SuiteRun, decide_stage, run_suite
 
 __all__ = ["SCENARIOS", "run_tour"]
@@ -274,6 +274,7 @@ def _baseline(
     stage = next((s for s in config.stages if s > 5), config.stages[0])
     share, settle = baseline_share(stage), _settle(config)
     console.rule(f"[bold]4. a fresh baseline beside the canary, at stage {stage} % (baseline {share} %)")
+    SandboxPlatform(box, config.service).start_baseline(1, 60, console.print)  # a rollout's rollback stops it
     for side in ("canary", "baseline"):
         box.set_faults(side, NEW_PODS)
     _weight(box, record, stage, share)
