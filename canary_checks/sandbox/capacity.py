@@ -80,7 +80,7 @@ def capacity_scene(box: Sandbox, record: RunRecord, console: Console, wait: Call
     config = box.config
     platform = SandboxPlatform(box, config.service)
     stable = platform.stable_replicas()
-    console.rule(f"[bold]capacity follows weight (rollout.scaling: proportional, {stable} stable pods)")
+    console.rule(f"[bold]5. capacity follows weight (rollout.scaling: proportional, {stable} stable pods)")
     ok = True
     for weight in config.stages:
         replicas = config.rollout.scaling.canary_replicas(stable, weight)
