@@ -54,8 +54,8 @@ def box(config_path: Path) -> Iterator[Sandbox]:
 
 
 def split_after_a_window(box: Sandbox, stage: int) -> GateResult:
-    """The traffic split over a window of traffic that all ran at the current weights (polled: a busy machine's
-    Prometheus may be a scrape behind)."""
+    """The traffic split over a window of traffic that all ran at the current weights (a window and three scrapes
+    after the change: the split needs that window's data, not a condition to poll for)."""
     time.sleep(WINDOW + 3 * box.config.sandbox.scrape_interval)
     result = evaluate(box.config, MetricsSource(box.config), ["traffic_split"], stage=stage)["traffic_split"]
     assert isinstance(result, GateResult), result
