@@ -121,6 +121,11 @@ def windows_scene(
     config = config.with_baseline(False).model_copy(update={"rollout": rollout})
     console.rule("[bold]6. release windows: Monday to Thursday, 09:00-16:59 UTC (a demo clock)")
     reports = record.path / "windows"
+    box.set_faults("canary", {})  # a healthy canary, and a window of its traffic before the rollout looks back
+    box.wait_ready(60)
+    settle = config.window + 2 * config.sandbox.scrape_interval + 1
+    console.print(f"a clean {config.window:g}s window of traffic first ({settle:g} s)")
+    time.sleep(settle)
     clock = DemoClock(THURSDAY)
     console.print(f"demo clock: {THURSDAY:%A %H:%M} UTC")
     first = _start(box, config, config_path, suite, reports, clock)

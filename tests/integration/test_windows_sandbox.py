@@ -22,6 +22,8 @@ SETS_ITS_OWN_STATE = True  # the scene moves the weight and injects its fault it
 def test_the_demos_windows_scene_holds_outside_goes_on_inside_and_never_holds_a_rollback(
     live: Live, tmp_path: Path
 ) -> None:
+    live.set_faults("stable", {})  # the scene's rollouts start from a healthy canary (it clears the canary's
+    live.calm()  # faults and lets a window pass): no earlier test's alert still firing
     console = Console(file=io.StringIO(), width=200, force_terminal=False)
     record = RunRecord.start(tmp_path, "demo", run_id="demo-windows", service="auth", namespace="orion",
                              started=time.time())  # fmt: skip
@@ -29,8 +31,8 @@ def test_the_demos_windows_scene_holds_outside_goes_on_inside_and_never_holds_a_
         ok = windows_scene(live.box, live.config, live.config_path, packaged("gate"), record, console)
     finally:
         live.changed = time.monotonic()  # a fault and weights the next test must not inherit a window of
-    shown = console.file.getvalue()  # type: ignore[attr-defined]
-    print(shown)
+        shown = console.file.getvalue()  # type: ignore[attr-defined]
+        print(shown)
     assert ok, shown
     assert "stage 5 %: raising the weight to 25 % is outside the release windows" in shown
     assert "they open Mon 30 Nov 2026 09:00 UTC" in shown
