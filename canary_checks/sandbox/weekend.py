@@ -112,6 +112,21 @@ def _start(box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: 
     return Run(rollout, lines, thread, code)
 
 
+def _held_at_5(
+    box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, reports: Path, clock: DemoClock,
+    evening: datetime, console: Console,
+) -> Run:  # fmt: skip
+    """A rollout started at the clock's afternoon, at 5 %, then the clock moved to ``evening``: the runner says
+    raising the weight is outside the windows and waits."""
+    console.print(f"demo clock: {datetime.fromtimestamp(clock(), UTC):%A %d %b %H:%M} UTC, a rollout")
+    run = _start(box, config, config_path, suite, reports, clock)
+    run.reached(5)
+    clock.jump(evening)
+    console.print(f"[bold]demo clock: {evening:%A %H:%M:%S}[/] (the canary at 5 %)")
+    run.said("raising the weight to 25 % is outside the release windows", console)
+    return run
+
+
 def windows_scene(
     box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, record: RunRecord, console: Console
 ) -> bool:
@@ -127,12 +142,7 @@ def windows_scene(
     console.print(f"a clean {config.window:g}s window of traffic first ({settle:g} s)")
     time.sleep(settle)
     clock = DemoClock(THURSDAY)
-    console.print(f"demo clock: {THURSDAY:%A %H:%M} UTC")
-    first = _start(box, config, config_path, suite, reports, clock)
-    first.reached(5)
-    clock.jump(THURSDAY_EVENING)
-    console.print(f"[bold]demo clock: {THURSDAY_EVENING:%A %H:%M:%S}[/] (the canary at 5 %)")
-    first.said("raising the weight to 25 % is outside the release windows", console)
+    first = _held_at_5(box, config, config_path, suite, reports, clock, THURSDAY_EVENING, console)
     waited = box.router.get_weight() == 5
     clock.jump(MONDAY)
     console.print(f"[bold]demo clock: {MONDAY:%A %H:%M:%S}[/] (the weekend passes)")
@@ -142,12 +152,7 @@ def windows_scene(
     console.print(f"[{'green' if waited and went_on else 'red'}]held at 5 % while the windows were closed, went on "
                   "when they opened[/]")  # fmt: skip
     clock = DemoClock(AGAIN)
-    console.print(f"demo clock: {AGAIN:%A %d %b %H:%M} UTC, another rollout")
-    second = _start(box, config, config_path, suite, reports, clock)
-    second.reached(5)
-    clock.jump(AGAIN_EVENING)
-    console.print(f"[bold]demo clock: {AGAIN_EVENING:%A %H:%M:%S}[/] (the canary at 5 %)")
-    second.said("raising the weight to 25 % is outside the release windows", console)
+    second = _held_at_5(box, config, config_path, suite, reports, clock, AGAIN_EVENING, console)
     box.set_faults("canary", {"errors": 30.0})
     record.event(Event.FAULT, why="canary answers 30 % with 500 while held outside the release windows", stage=5)
     try:

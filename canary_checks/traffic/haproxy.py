@@ -76,8 +76,10 @@ class HAProxyRouter:
 
     def weights(self) -> dict[str, int]:
         """Each side's share of the split, percent: stable, canary and (when there is one) baseline."""
-        weights = self.in_service()
-        sides = ("stable", "canary", "baseline") if self.has_baseline() else ("stable", "canary")
+        weights = self.in_service()  # one read of the stats: whether a baseline serves is in it too
+        sides = (
+            ("stable", "canary", "baseline") if any(side_of(s) == "baseline" for s in weights) else ("stable", "canary")
+        )
         return {side: share(weights, side) for side in sides}
 
     def get_weight(self) -> int:
