@@ -273,6 +273,7 @@ class Rollout(Stages):
         if self.options.dry_run:
             self.echo(f"would start {what}, and compare the canary with it")
             return {}
+        self.confirm_owner()  # the canary took a while to be ready: a rollback since then wins, and starts nothing
         self.echo(f"starting {what}")
         self.platform.start_baseline(replicas, self.options.ready_timeout, self.echo)
         return {"baseline": name, "baseline_replicas": replicas}

@@ -20,7 +20,7 @@ from canary_checks.errors import ConfigError
 from canary_checks.gates import GateResult, Verdict, evaluate
 from canary_checks.monitor import Monitor, plain_line
 from canary_checks.prometheus import MetricsSource
-from canary_checks.runner import Rollout, RolloutOptions
+from canary_checks.runner import SUPERSEDED_EXIT, Rollout, RolloutOptions
 from canary_checks.sandbox.files import pods, write_files
 from canary_checks.sandbox.processes import free_port_settings
 from tests.conftest import PromStub, healthy, write_config
@@ -154,6 +154,21 @@ def test_a_resumed_rollout_keeps_the_baseline_it_started_with(tmp_path: Path) ->
     assert code == 0
     assert memory.steps[2:] == ["weight 100/0", "weight 0/0", "baseline 0"]
     assert set(log.read_text().splitlines()) == {"baseline=True"}
+
+
+def test_a_rollback_while_the_canary_gets_ready_wins_and_no_baseline_is_started(tmp_path: Path) -> None:
+    class RolledBackMeanwhile(Memory):
+        def wait_canary_ready(self, timeout: float, progress: Any) -> None:  # an operator's --rollback meanwhile
+            (tmp_path / "operator").mkdir()
+            config = config_at(tmp_path / "operator")
+            opts = RolloutOptions(service="auth", image="shop/auth:2", reports=tmp_path / "ops", rollback=True)
+            assert Rollout(config, self, self, opts, echo=lambda _: None).run() == 0
+
+    memory = RolledBackMeanwhile()
+    assert baseline_rollout(tmp_path, memory, SUITE.format(log=tmp_path / "suite.log")) == SUPERSEDED_EXIT
+    assert "baseline 2" not in memory.steps and memory.baseline_replicas == 0
+    assert memory.weight == 0 and memory.replicas == 0
+    assert memory.state is not None and memory.state["status"] == "rolled-back"
 
 
 def test_without_a_baseline_none_gets_traffic_and_the_suites_read_the_config(tmp_path: Path) -> None:
