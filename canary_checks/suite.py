@@ -3,7 +3,7 @@ server and ``pytest --hold-for`` share (the demo's tour still holds by its own l
 
 A suite is a directory of pytest files over the plugin (``suites/gate``, ``suites/smoke``): the team's own copy
 written by ``canary-checks init`` when there is one in the working directory, else the one shipped in this package
-(:func:`locate`). :func:`run_suite` runs it in a subprocess and reads its JUnit back; :func:`decide_stage` runs it
+(:func:`locate`). :func:`run_suite` runs it in a new process and reads its JUnit back; :func:`decide_stage` runs it
 again while it cannot decide. What a run's records mean — passed, failed, held, error — is
 :func:`canary_checks.report.outcome_of`.
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from canary_checks.errors import ConfigError
+from canary_checks.forks import run_pytest
 from canary_checks.report import GateRecord, outcome_of, read_junit
 
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ class SuiteRun:
 
 
 def _pytest(suite: Path, stage: int | None, config_path: Path | None, extra_args: Sequence[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "pytest", str(suite)]
+    cmd = [str(suite)]
     cmd += ["--stage", str(stage)] if stage is not None else []
     # the caller owns the run's directory, its report and the holding: the suite writes no report of its own, and
     # a check that cannot decide yet fails the run (with its verdict) instead of being reported apart
@@ -105,26 +104,25 @@ def run_suite(
     extra_args: Sequence[str] = (),
     timeout: float = 300.0,
 ) -> SuiteRun:
-    """``pytest SUITE [--stage N] --junitxml JUNIT --fail-undecided`` in a subprocess; the JUnit file is read back."""
+    """``pytest SUITE [--stage N] --junitxml JUNIT --fail-undecided`` in a new process (:mod:`canary_checks.forks`);
+    the JUnit file is read back."""
     junit.parent.mkdir(parents=True, exist_ok=True)
-    cmd = _pytest(suite, stage, config_path, [*extra_args, "--junitxml", str(junit)])
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    code, output = run_pytest(_pytest(suite, stage, config_path, [*extra_args, "--junitxml", str(junit)]), timeout)
     records = read_junit(junit) if junit.exists() else []
-    return SuiteRun(stage, done.returncode, junit, records, done.stdout + done.stderr)
+    return SuiteRun(stage, code, junit, records, output)
 
 
 def validate(suite: Path, stage: int | None, *, config_path: Path | None = None, extra_args: Sequence[str] = ()) -> str:
     """Collect the suite without running it (``--collect-only``): ``""`` when it would run, else why not. The runner
     asks before it deploys anything."""
-    cmd = [*_pytest(suite, stage, config_path, extra_args), "--collect-only"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    if done.returncode == 0:
+    code, output = run_pytest([*_pytest(suite, stage, config_path, extra_args), "--collect-only"], 120)
+    if code == 0:
         return ""
-    output = (done.stdout + done.stderr).strip()
-    if done.returncode == 5:
+    if code == 5:
         return f"the suite {suite} has no tests (pytest collected none)"
+    output = output.strip()
     lines = [line for line in output.splitlines() if line.startswith(("ERROR", "E "))] or output.splitlines()[-5:]
-    return f"the suite {suite} cannot run (pytest exit {done.returncode}): " + " | ".join(lines[-5:])
+    return f"the suite {suite} cannot run (pytest exit {code}): " + " | ".join(lines[-5:])
 
 
 @dataclass(frozen=True)

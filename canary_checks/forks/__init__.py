@@ -1,0 +1,67 @@
+"""Running pytest in a fresh process without paying for its imports each time.
+
+A stage's suite runs in its own process, so that nothing one run imports or changes is seen by the next, and a hung
+check can be killed. Starting ``python -m pytest`` costs about 2 s of CPU before the first check runs — pytest, its
+plugins, SciPy, pydantic — and the runner starts one every poll. So the first run starts a fork server
+(:mod:`multiprocessing`'s ``forkserver``: a single-threaded process started afresh, never forked from the caller and
+its threads) that imports all that once; every run is a fork of it, as fresh as a new process to the suite, in about
+0.3 s. The caller's working directory, environment and ``sys.path[0]`` are the child's, as with ``python -m pytest``.
+
+Set ``CANARY_CHECKS_FORK=0`` to run ``python -m pytest`` in a new process each time instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+
+__all__ = ["run_pytest"]
+
+
+def _child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path.insert(0, cwd)  # as `python -m pytest` puts the working directory first
+    sys.argv = ["pytest", *args]
+    fd = os.open(output, os.O_WRONLY | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    import pytest
+
+    code = pytest.main(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(int(code))
+
+
+def _forks() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    assert isinstance(context, multiprocessing.context.ForkServerContext)
+    context.set_forkserver_preload(["canary_checks.forks.warm"])
+    return context
+
+
+def run_pytest(args: Sequence[str], timeout: float) -> tuple[int, str]:
+    """``python -m pytest ARGS`` in a new process: its exit code and its output (stdout and stderr, as one).
+    Raises :class:`subprocess.TimeoutExpired` (the process killed) when it runs longer than ``timeout`` seconds."""
+    if os.environ.get("CANARY_CHECKS_FORK", "1") == "0":
+        done = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+        return done.returncode, done.stdout + done.stderr
+    with tempfile.NamedTemporaryFile(prefix="canary-suite-", suffix=".out") as output:
+        process = _forks().Process(target=_child, args=(list(args), os.getcwd(), dict(os.environ), output.name))
+        process.start()
+        process.join(timeout)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired(["pytest", *args], timeout)
+        code = process.exitcode
+        process.close()
+        return code, output.read().decode(errors="replace")
