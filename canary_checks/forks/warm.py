@@ -2,11 +2,17 @@
 pytest, the installed pytest plugins, the checks and SciPy. A module that fails to import is left to the run, which
 reports it as ``python -m pytest`` would."""
 
+import gc
 from importlib import import_module
 from importlib.metadata import entry_points
 
-WARM = ("pytest", "canary_checks.plugin", "canary_checks.gates", "canary_checks.compare", "scipy.stats",
-        "prometheus_api_client")  # fmt: skip
+WARM = (
+    "pytest", "_pytest.debugging", "pdb", "scipy.stats", "prometheus_api_client",
+    "canary_checks.plugin", "canary_checks.session", "canary_checks.checks", "canary_checks.gates",
+    "canary_checks.compare", "canary_checks.kube",
+    # the official client imports an API's 280 models on first use of it: 1.1 s of every run that reads pods
+    "kubernetes.client.api.apps_v1_api", "kubernetes.client.api.core_v1_api",
+)  # fmt: skip
 
 SKIPPED_PLUGINS = {"locust"}
 """Plugins a suite run turns off (``-p no:locust``): Locust's patches the standard library with gevent's on import."""
@@ -16,3 +22,5 @@ for _name in [*WARM, *(e.module for e in entry_points(group="pytest11") if e.nam
         import_module(_name)
     except Exception:  # the run itself says what is wrong with it
         continue
+
+gc.freeze()  # what is imported stays: a run's collections never walk it, so its forked pages stay shared
