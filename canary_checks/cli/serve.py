@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from canary_checks import forks
 from canary_checks.cli.common import console, load, reports_option, service_configs, suite_option
 from canary_checks.cli.types import DURATION, SIZE
 from canary_checks.errors import CanaryError, ConfigError
@@ -161,6 +162,7 @@ def serve_command(
                   f"(config {path or 'built-in defaults'}, reports in {reports}/)", highlight=False)  # fmt: skip
     if services:
         console.print(f"serve: services {', '.join(services)}", highlight=False)
+    forks.prepare()  # the first call's suite starts as fast as the next ones
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

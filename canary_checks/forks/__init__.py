@@ -12,14 +12,19 @@ Set ``CANARY_CHECKS_FORK=0`` to run ``python -m pytest`` in a new process each t
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 
-__all__ = ["run_pytest"]
+__all__ = ["prepare", "run_pytest"]
+
+log = logging.getLogger(__name__)
 
 
 def _child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
@@ -47,13 +52,39 @@ def _forks() -> multiprocessing.context.ForkServerContext:
     return context
 
 
+def prepare() -> None:
+    """Start the fork server now, so that it imports while the caller does other work (a runner validating the
+    cluster): the first run then waits less. Does nothing when it runs already or forks are turned off."""
+    if _forking():
+        with contextlib.suppress(OSError):
+            _forks()
+            multiprocessing.forkserver.ensure_running()
+
+
+_unforkable = False
+
+
+def _forking() -> bool:
+    return os.environ.get("CANARY_CHECKS_FORK", "1") != "0"
+
+
 def run_pytest(args: Sequence[str], timeout: float) -> tuple[int, str]:
     """``python -m pytest ARGS`` in a new process: its exit code and its output (stdout and stderr, as one).
-    Raises :class:`subprocess.TimeoutExpired` (the process killed) when it runs longer than ``timeout`` seconds."""
-    if os.environ.get("CANARY_CHECKS_FORK", "1") == "0":
-        done = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
-        return done.returncode, done.stdout + done.stderr
+    Raises :class:`subprocess.TimeoutExpired` (the process killed) when it runs longer than ``timeout`` seconds.
+    Where the fork server cannot start (no writable temporary directory for its socket), a new interpreter runs it."""
+    global _unforkable
+    if _forking() and not _unforkable:
+        try:
+            return _forked(args, timeout)
+        except OSError as e:
+            _unforkable = True
+            log.warning("running pytest in a new interpreter each time: the fork server cannot start (%s)", e)
+    done = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+def _forked(args: Sequence[str], timeout: float) -> tuple[int, str]:
     with tempfile.NamedTemporaryFile(prefix="canary-suite-", suffix=".out") as output:
         process = _forks().Process(target=_child, args=(list(args), os.getcwd(), dict(os.environ), output.name))
         process.start()

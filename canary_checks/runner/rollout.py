@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from canary_checks import forks
 from canary_checks.errors import CanaryError
 from canary_checks.record import IN_PROGRESS, Event, Lease, Status, version_of
 from canary_checks.rundir import RunRecord, new_run_id
@@ -53,6 +54,7 @@ class Rollout(Stages):
         for s in previous:
             signal.signal(s, self._on_signal)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="lease-heartbeat")
+        forks.prepare()  # the stage suites' fork server imports while the cluster is validated
         try:
             return self._run(heartbeat)
         except RolledBack as e:

@@ -5,11 +5,13 @@ left from an earlier run, a hung check killed at the timeout — and the same wi
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from canary_checks import forks
 from canary_checks.forks import run_pytest
 
 SUITE = """
@@ -58,3 +60,15 @@ def test_a_hung_suite_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pyte
     marker.unlink()
     time.sleep(0.3)  # the killed run writes no more
     assert not marker.exists()
+
+
+def test_without_a_writable_temporary_directory_a_new_interpreter_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "test_one.py").write_text("def test_one():\n    assert True\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # the socket and output have nowhere to go
+    monkeypatch.setattr(forks, "_unforkable", False)
+    code, output = forks.run_pytest(["-q", "-p", "no:cacheprovider", "test_one.py"], timeout=60)
+    assert code == 0 and "1 passed" in output
+    assert "running pytest in a new interpreter each time: the fork server cannot start" in caplog.text
