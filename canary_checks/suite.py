@@ -256,4 +256,4 @@ def decide_stage(
             why = f"no decision by the step's deadline at stage {stage} %: {'; '.join(filter(None, (broken, held)))}"
             return StageDecision(run, "undecided", why, held=run.failing)
         on_hold(run, "; ".join(filter(None, (broken, held))))
-        sleep(poll)
+        sleep(min(poll, max(0.0, deadline - time.monotonic())))  # the deadline is not overslept by a poll

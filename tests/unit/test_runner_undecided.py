@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from canary_checks.config import CanaryConfig, UndecidedPolicy, load_config
 from canary_checks.errors import CanaryError
 from canary_checks.record import RecordConflict, version_of
 from canary_checks.runner import HELD_EXIT, Rollout, RolloutOptions
+from canary_checks.suite import decide_stage, run_suite
 from tests.conftest import write_config
 
 UNDECIDED_SUITE = """
@@ -175,3 +177,18 @@ def test_a_suite_that_cannot_run_stops_the_rollout_before_anything_is_deployed(t
     empty = tmp_path / "empty"
     with pytest.raises(CanaryError, match="has no tests"):
         rollout(empty.parent, memory, "")
+
+
+def test_a_hold_looks_again_at_its_deadline_not_a_whole_poll_after_it(tmp_path: Path) -> None:
+    (tmp_path / "test_stage.py").write_text(UNDECIDED_SUITE)
+    run_suite(tmp_path, 25, tmp_path / "warm.xml")  # the fork server started: the deadline is the holds' alone
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    decision = decide_stage(tmp_path, 25, lambda attempt: tmp_path / f"run-{attempt}.xml",
+                            deadline=time.monotonic() + 1.5, poll=30, sleep=sleep)  # fmt: skip
+    assert decision.outcome == "undecided" and "compare_errors" in decision.why
+    assert slept and all(s <= 1.5 for s in slept), slept  # the step and its extension, never 30 s more
