@@ -5,7 +5,8 @@ check can be killed. Starting ``python -m pytest`` costs about 2 s of CPU before
 plugins, SciPy, pydantic — and the runner starts one every poll. So the first run starts a fork server
 (:mod:`multiprocessing`'s ``forkserver``: a single-threaded process started afresh, never forked from the caller and
 its threads) that imports all that once; every run is a fork of it, as fresh as a new process to the suite, in about
-0.3 s. The caller's working directory, environment and ``sys.path[0]`` are the child's, as with ``python -m pytest``.
+half a second. The caller's working directory, environment and ``sys.path[0]`` are the child's, as with
+``python -m pytest``.
 
 Set ``CANARY_CHECKS_FORK=0`` to run ``python -m pytest`` in a new process each time instead.
 """

@@ -54,7 +54,8 @@ class Rollout(Stages):
         for s in previous:
             signal.signal(s, self._on_signal)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="lease-heartbeat")
-        forks.prepare()  # the stage suites' fork server imports while the cluster is validated
+        if not self.options.rollback:  # the stage suites' fork server imports while the cluster is validated
+            forks.prepare()
         try:
             return self._run(heartbeat)
         except RolledBack as e:
