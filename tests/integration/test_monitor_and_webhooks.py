@@ -201,8 +201,14 @@ def test_a_healthy_canary_passes_pre_rollout_and_traffic_increase(live: Live, we
     status, body = call(url, "pre-rollout", FLAGGER)
     assert (status, body["outcome"], body["failing"]) == (200, "passed", []), body
     assert body["checks"] == 4  # reachable, two health paths, one request
-    # Flagger's own metadata.token works as well as the header
-    status, body = call(url, "confirm-traffic-increase", {**FLAGGER, "metadata": {"token": TOKEN}}, token=None)
+    # Flagger's own metadata.token works as well as the header; a comparison not decided yet on one window of a
+    # loaded machine holds (412), and Flagger asks again at its next interval, on more traffic
+    for _ in range(4):
+        status, body = call(url, "confirm-traffic-increase", {**FLAGGER, "metadata": {"token": TOKEN}}, token=None)
+        if status != 412:
+            break
+        assert body["outcome"] == "held" and all(f["verdict"] == "inconclusive" for f in body["failing"]), body
+        live.settle()
     assert (status, body["outcome"], body["stage"]) == (200, "passed", 25), body
     assert body["checks"] >= 15
     run = reports / body["run_id"]
