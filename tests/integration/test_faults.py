@@ -129,8 +129,8 @@ def test_a_killed_runner_is_rolled_back_by_the_watchdog_within_its_lease(live: L
 
 
 def test_prometheus_gone_mid_stage_never_promotes(live: Live, tmp_path: Path) -> None:
-    live.calm()  # a Prometheus stopped while an alert fires leaves it firing to queries for 5 min (no stale marker)
     ready(live)
+    live.calm()  # a Prometheus stopped while an alert fires leaves it firing to queries for 5 min (no stale marker)
     runner = rollout(live, tmp_path, "demo:v10", "--auto-promote", "--traffic-steps", "25,100", "--step-duration",
                      "8s", "--max-extension", "6s")  # fmt: skip
     wait_for_weight(tmp_path, 25)
