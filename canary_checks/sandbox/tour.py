@@ -145,7 +145,7 @@ def run_tour(
     return ok
 
 
-def _settle(config: CanaryConfig) -> float:
+def settle_seconds(config: CanaryConfig) -> float:
     """Seconds for one window of traffic to reach Prometheus' instant queries (two scrapes and a second)."""
     return config.window + 2 * config.sandbox.scrape_interval + 1
 
@@ -168,7 +168,7 @@ def _healthy_stages(
     box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, record: RunRecord, console: Console
 ) -> bool:
     """Step 2: a healthy canary through every stage, held as the runner holds; True when every stage passed."""
-    settle = _settle(config)
+    settle = settle_seconds(config)
     ok = True
     console.rule("[bold]2. a healthy canary through every stage")
     for stage in config.stages:
@@ -194,7 +194,7 @@ def _faults(
     box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: Path, record: RunRecord, console: Console
 ) -> bool:
     """Step 3: each fault in the canary at an early stage; True when the expected gates caught every one."""
-    settle = _settle(config)
+    settle = settle_seconds(config)
     ok = True
     stage = next((s for s in config.stages if s > 5), config.stages[0])
     console.rule(f"[bold]3. faults in the canary, at stage {stage} %")
@@ -274,7 +274,7 @@ def _baseline(
     against a baseline as new as itself, on the same windows, a look a window as the runner holds a stage (the
     evidence of each growing); True when the comparison with stable failed and the one with the baseline never."""
     stage = next((s for s in config.stages if s > 5), config.stages[0])
-    share, settle = baseline_share(stage), _settle(config)
+    share, settle = baseline_share(stage), settle_seconds(config)
     console.rule(f"[bold]4. a fresh baseline beside the canary, at stage {stage} % (baseline {share} %)")
     SandboxPlatform(box, config.service).start_baseline(1, 60, console.print)  # a rollout's rollback stops it
     for side in ("canary", "baseline"):

@@ -28,6 +28,7 @@ from canary_checks.record import Event
 from canary_checks.rundir import RunRecord
 from canary_checks.runner import Rollout, RolloutOptions
 from canary_checks.sandbox import Sandbox, SandboxPlatform
+from canary_checks.sandbox.tour import settle_seconds
 
 __all__ = ["WINDOWS", "windows_scene"]
 
@@ -97,7 +98,7 @@ def _start(box: Sandbox, config: CanaryConfig, config_path: Path | None, suite: 
            clock: Callable[[], float], *, rollback: bool = False) -> Run:  # fmt: skip
     """A rollout of demo:v3 through 5 and 25 % (or ``rollback`` of the one in progress) in a thread. The
     comparisons are the other scenes' matter: a stage whose fixed gates pass goes on (on_undecided: proceed)."""
-    settle = config.window + 2 * config.sandbox.scrape_interval + 1
+    settle = settle_seconds(config)
     options = RolloutOptions(
         service=config.service, image="demo:v3", steps=(5, 25), step_duration=settle, poll_interval=2.0,
         suite=suite, reports=reports, config_path=config_path, router_kind="sandbox", handle_signals=False,
@@ -138,7 +139,7 @@ def windows_scene(
     reports = record.path / "windows"
     box.set_faults("canary", {})  # a healthy canary, and a window of its traffic before the rollout looks back
     box.wait_ready(60)
-    settle = config.window + 2 * config.sandbox.scrape_interval + 1
+    settle = settle_seconds(config)
     console.print(f"a clean {config.window:g}s window of traffic first ({settle:g} s)")
     time.sleep(settle)
     clock = DemoClock(THURSDAY)
