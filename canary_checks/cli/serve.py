@@ -168,6 +168,8 @@ def serve_command(
     except KeyboardInterrupt:
         pass
     finally:
+        if pending := httpd.pending_reports():
+            console.print(f"serve: stopping; finishing {pending} report(s) of calls already answered")
         httpd.server_close()
     console.print("serve: stopped")
 

@@ -34,6 +34,8 @@ LINGER = (1.0, 256 * 1024)
 """After an answer given before the request was read in full: how long (seconds) and how much (bytes) of the rest
 is read and thrown away before closing, so that the client reads the answer rather than a reset connection."""
 LOG_EVERY = 10.0
+#: how long closing waits for the reports of calls already answered (each reads Prometheus with its own timeout)
+REPORTS_GRACE = 60.0
 """Seconds between two log lines about refused, cut or vanished clients (the first is logged at once)."""
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,10}")
 
@@ -117,7 +119,8 @@ class WebhookHTTPServer:
         self._closing = False
         self._stopped = threading.Event()
         self._stopped.set()
-        threading.Thread(target=self._report_worker, name="serve-reports", daemon=True).start()
+        self._report_thread = threading.Thread(target=self._report_worker, name="serve-reports", daemon=True)
+        self._report_thread.start()
         self._reports.put(webhook.prune)  # what an earlier run of the server left
 
     # ---- the socketserver-like calls ----
@@ -144,8 +147,18 @@ class WebhookHTTPServer:
         self._stopped.wait()
 
     def server_close(self) -> None:
+        """Close the socket, then finish the reports of the calls already answered (at most REPORTS_GRACE): a
+        report is the record of an answer Flagger acted on, and a thread left drawing one as the interpreter ends
+        can abort it."""
         self.socket.close()
         self._reports.put(None)
+        self._report_thread.join(REPORTS_GRACE)
+        if self._report_thread.is_alive():
+            log.warning("serve: stopped with a report unfinished after %g s", REPORTS_GRACE)
+
+    def pending_reports(self) -> int:
+        """Reports queued and not yet started (for the progress line at shutdown)."""
+        return self._reports.qsize()
 
     # ---- the loop ----
 
@@ -159,8 +172,10 @@ class WebhookHTTPServer:
             await self._stop.wait()
         finally:
             server.close()
-            for task in list(self._connections):
+            calls = list(self._connections)
+            for task in calls:
                 task.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
             self._tally.flush()
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -182,6 +197,8 @@ class WebhookHTTPServer:
             self._connections[task] = connection
             await self._exchange(connection, reader, writer)
         except asyncio.CancelledError:
+            if self._closing:  # shutdown: the call is abandoned (returning, as Python 3.11's streams log a cancel)
+                return
             if not connection.evicted:
                 raise
             task.uncancel()
@@ -381,7 +398,7 @@ class WebhookHTTPServer:
     # ---- the report worker ----
 
     def _report_worker(self) -> None:
-        """Reports and pruning, one at a time, after the answers (a daemon: abandoned at exit, like a call)."""
+        """Reports and pruning, one at a time, after the answers; :meth:`server_close` waits for those queued."""
         while (work := self._reports.get()) is not None:
             try:
                 work()

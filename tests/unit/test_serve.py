@@ -143,6 +143,36 @@ def test_a_failing_suite_answers_412_naming_what_failed(server: tuple[str, Serve
     assert failing["gate"] == "test_gate" and "canary error rate 20 % > 5 %" in failing["summary"]
 
 
+def test_closing_finishes_the_reports_of_answered_calls_and_abandons_running_ones_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_path = write_config(tmp_path / "canary.yaml", prometheus={"url": "http://127.0.0.1:9"})
+    options = ServeOptions(token=TOKEN, port=0, reports=tmp_path / "reports", config_path=config_path,
+                           gate_suite=make_suite(tmp_path / "gate", hold=60),
+                           smoke_suite=make_suite(tmp_path / "smoke"))  # fmt: skip
+    httpd = WebhookServer(load_config(config_path), options).http_server()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    unanswered: list[OSError] = []
+
+    def call_the_gate() -> None:
+        try:
+            post(f"{url}/flagger/rollout", PAYLOAD, AUTH)
+        except OSError as e:
+            unanswered.append(e)
+
+    with serving(httpd):
+        status, body = post(f"{url}/flagger/pre-rollout", PAYLOAD, AUTH)  # the smoke suite: answered at once
+        assert status == 200
+        caller = threading.Thread(target=call_the_gate)
+        caller.start()
+        until(lambda: len(list(options.reports.glob("webhook-*/run.json"))) == 2, 30, "the gate suite running")
+    # as on SIGTERM, right after an answer: its report is finished, not dropped; the running call ends unanswered
+    assert (options.reports / body["run_id"] / "report.html").exists()
+    caller.join(10)
+    assert unanswered and not caller.is_alive()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 @pytest.mark.parametrize("server", [{"hold": 5, "timeout": 1}], indirect=True)
 def test_a_suite_past_its_timeout_is_stopped_and_answers_504(server: tuple[str, ServeOptions]) -> None:
     url, _ = server
