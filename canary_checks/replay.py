@@ -46,6 +46,7 @@ _COMMON = (
     ("kube_pod_container_status_restarts_total", "namespace"),
     ("kube_pod_container_status_waiting_reason", "namespace"),
     ("ALERTS", "namespace"),
+    ("canary:request_rate:5m", "namespace"),  # where the canary rules are evaluated: the alerts gate needs it
 )
 
 

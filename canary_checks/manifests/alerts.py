@@ -11,7 +11,7 @@ from canary_checks.config import (
 )
 from canary_checks.manifests.values import DEMO, ManifestValues, Obj
 from canary_checks.manifests.workloads import _meta
-from canary_checks.prometheus import MESH_METRICS
+from canary_checks.prometheus import MESH_METRICS, RULES_INTERVAL
 
 # ---- Prometheus alerting -------------------------------------------------------------------------------------------
 
@@ -299,6 +299,7 @@ def render_alerts(
     check_failure_codes(failure_codes)
     v = values or DEMO
     suffix = "" if mesh is Mesh.ISTIO else f"-{mesh.value}"
+    every = f"{RULES_INTERVAL}s"  # the alerts gate counts an ALERTS sample older than three of these as gone
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -309,8 +310,12 @@ def render_alerts(
         ),
         "spec": {
             "groups": [
-                {"name": "canary.recording", "interval": "30s", "rules": _recording_rules(mesh, failure_codes)},
-                {"name": "canary.alerts", "rules": _alerting_rules(gates, failure_codes, v.runbook_url)},
+                {"name": "canary.recording", "interval": every, "rules": _recording_rules(mesh, failure_codes)},
+                {
+                    "name": "canary.alerts",
+                    "interval": every,
+                    "rules": _alerting_rules(gates, failure_codes, v.runbook_url),
+                },
             ]
         },
     }

@@ -12,6 +12,7 @@ from canary_checks.prometheus.profiles import ISTIO as ISTIO
 from canary_checks.prometheus.profiles import LINKERD as LINKERD
 from canary_checks.prometheus.profiles import (
     MESH_METRICS,
+    RULES_INTERVAL,
     MeshMetrics,
     QueryProfile,
     escape_label,
@@ -23,6 +24,7 @@ from canary_checks.prometheus.source import MetricsSource, Sample, Series
 
 __all__ = [
     "MESH_METRICS",
+    "RULES_INTERVAL",
     "MeshMetrics",
     "MetricsSource",
     "QueryProfile",

@@ -22,6 +22,14 @@ def pod_regex(workload: str) -> str:
     return re.escape(workload) + "-[a-z0-9]{1,10}-[a-z0-9]{5}"
 
 
+#: seconds between evaluations of the canary rules of manifests/monitoring (both groups)
+RULES_INTERVAL = 30
+_ALERTS = (
+    'ALERTS{alertstate="firing", alertname=~"Canary.+", severity="critical", namespace="$namespace", '
+    'service="$service"}'
+)
+
+
 @dataclass(frozen=True)
 class QueryProfile:
     """PromQL templates for one mesh. Placeholders: $namespace, $workload, $window, $quantile, $pods.
@@ -62,10 +70,9 @@ class QueryProfile:
     )
     # The canary recording and alerting rules of manifests/monitoring, where Prometheus has them loaded.
     rules_loaded: str = 'canary:request_rate:5m{namespace="$namespace", service="$service"}'
-    firing_alerts: str = (
-        'ALERTS{alertstate="firing", alertname=~"Canary.+", severity="critical", '
-        'namespace="$namespace", service="$service"}'
-    )
+    # Only ALERTS samples of the last few evaluations: a Prometheus stopped while an alert fired writes no stale
+    # marker, so after its restart the old "firing" sample would answer for the 5-minute lookback.
+    firing_alerts: str = f"{_ALERTS} and (time() - timestamp({_ALERTS}) <= {3 * RULES_INTERVAL})"
     waiting: str = (
         'max by (pod, container, reason) (kube_pod_container_status_waiting_reason{namespace="$namespace", '
         'pod=~"$pods", reason=~"CrashLoopBackOff|ImagePullBackOff|ErrImagePull|CreateContainerConfigError"}) == 1'

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from canary_checks.config import load_config
+from canary_checks.gates import GateResult
+from canary_checks.replay import replay as run_replay
 from tests.conftest import canary_checks, canary_checks_here, write_config
 
 REPO = Path(__file__).parents[2]
@@ -105,3 +108,26 @@ def test_a_range_outside_the_recording_says_what_it_spans(tmp_path: Path) -> Non
     done = replay(tmp_path, str(export), "--start", "2030-01-01T00:00:00Z")
     assert done.returncode == 2
     assert "the recording spans 2026-09-21 14:13:20 UTC to 2026-09-21 14:23:20 UTC" in done.stderr
+
+
+def test_an_alert_whose_samples_stopped_is_not_firing_even_within_the_lookback(tmp_path: Path) -> None:
+    """A Prometheus stopped while an alert fired writes no stale marker: its last ALERTS sample answers an instant
+    query for the 5-minute lookback after the restart. The alerts gate counts only the last evaluations' samples."""
+    labels = {"namespace": "orion", "service": "auth", "severity": "critical", "alertstate": "firing"}
+    alerts = {"CanaryHighErrorRate": 300, "CanaryPodCrashLooping": 600}  # the second's samples never stop
+    series = [counter({"__name__": "canary:request_rate:5m", "namespace": "orion", "service": "auth"}, 1)]
+    series += [
+        {"metric": {"__name__": "ALERTS", "alertname": name, **labels},
+         "values": [[T0 + 5 * i, "1"] for i in range(SAMPLES) if 5 * i <= last]}
+        for name, last in alerts.items()
+    ]  # fmt: skip
+    export = tmp_path / "restart.json"
+    export.write_text(json.dumps({"status": "success", "data": {"resultType": "matrix", "result": series}}))
+    config = load_config(write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", window="30s"))
+    firing = {
+        step.at - T0: result.details["firing"]
+        for step in run_replay(config, export, every=60)
+        if isinstance(result := step.results["firing_alerts"], GateResult)
+    }
+    assert firing[330] == firing[390] == ["CanaryHighErrorRate", "CanaryPodCrashLooping"]  # within 90 s of the last
+    assert firing[450] == firing[570] == ["CanaryPodCrashLooping"]  # 150 and 270 s old: gone, though in the lookback
