@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from canary_checks import forks
 from canary_checks.errors import ConfigError
 from canary_checks.forks import run_pytest
 from canary_checks.report import GateRecord, outcome_of, read_junit
@@ -256,4 +257,5 @@ def decide_stage(
             why = f"no decision by the step's deadline at stage {stage} %: {'; '.join(filter(None, (broken, held)))}"
             return StageDecision(run, "undecided", why, held=run.failing)
         on_hold(run, "; ".join(filter(None, (broken, held))))
+        forks.prepare()  # looks to come: the next ones fork from a warm server, which imports during the wait
         sleep(min(poll, max(0.0, deadline - time.monotonic())))  # the deadline is not overslept by a poll

@@ -30,6 +30,7 @@ import canary_checks.compare.evaluate
 import canary_checks.kube
 import canary_checks.smoke
 import canary_checks.suite
+from canary_checks import forks
 from canary_checks.config import CanaryConfig, load_config
 
 pytest_plugins = ["pytester"]
@@ -45,6 +46,7 @@ def suite_plugins_only() -> Iterator[None]:
     """Set in the process that runs the tests, once its own plugins are loaded (xdist's workers already started)."""
     before = {k: os.environ.get(k) for k in SUITE_PLUGINS_ONLY}
     os.environ.update(SUITE_PLUGINS_ONLY)
+    forks.prepare()  # this process runs hundreds of suites, as a runner does: each forks (see tests/unit/test_forks)
     yield
     for k, v in before.items():
         if v is None:

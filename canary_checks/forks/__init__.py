@@ -2,11 +2,11 @@
 
 A stage's suite runs in its own process, so that nothing one run imports or changes is seen by the next, and a hung
 check can be killed. Starting ``python -m pytest`` costs about 2 s of CPU before the first check runs — pytest, its
-plugins, SciPy, pydantic — and the runner starts one every poll. So the first run starts a fork server
-(:mod:`multiprocessing`'s ``forkserver``: a single-threaded process started afresh, never forked from the caller and
-its threads) that imports all that once; every run is a fork of it, as fresh as a new process to the suite, in about
-half a second. The caller's working directory, environment and ``sys.path[0]`` are the child's, as with
-``python -m pytest``.
+plugins, SciPy, pydantic — and the runner starts one every poll. So a process that runs several suites (it says so:
+:func:`prepare`) starts a fork server (:mod:`multiprocessing`'s ``forkserver``: a single-threaded process started
+afresh, never forked from the caller and its threads) that imports all that once; every run is then a fork of it, as
+fresh as a new process to the suite, in about half a second. The caller's working directory, environment and
+``sys.path[0]`` are the child's, as with ``python -m pytest``. A process that runs one suite starts no server.
 
 Set ``CANARY_CHECKS_FORK=0`` to run ``python -m pytest`` in a new process each time instead.
 """
@@ -54,14 +54,19 @@ def _forks() -> multiprocessing.context.ForkServerContext:
 
 
 def prepare() -> None:
-    """Start the fork server now, so that it imports while the caller does other work (a runner validating the
-    cluster): the first run then waits less. Does nothing when it runs already or forks are turned off."""
-    if _forking():
-        with contextlib.suppress(OSError):
+    """Say that this process runs several suites (a rollout, ``serve``, a stage that holds and looks again): the
+    runs from now on fork from the warm server, which starts now and imports while the caller does other work (a
+    runner validating the cluster, a hold's wait). A process that runs one suite never calls it: for one run a new
+    interpreter is cheaper than a server. Does nothing when done already or forks are turned off."""
+    global _prepared
+    if _forking() and not _prepared:
+        _prepared = True
+        with contextlib.suppress(OSError):  # run_pytest says so, and runs a new interpreter
             _forks()
             multiprocessing.forkserver.ensure_running()
 
 
+_prepared = False
 _unforkable = False
 
 
@@ -72,9 +77,10 @@ def _forking() -> bool:
 def run_pytest(args: Sequence[str], timeout: float) -> tuple[int, str]:
     """``python -m pytest ARGS`` in a new process: its exit code and its output (stdout and stderr, as one).
     Raises :class:`subprocess.TimeoutExpired` (the process killed) when it runs longer than ``timeout`` seconds.
-    Where the fork server cannot start (no writable temporary directory for its socket), a new interpreter runs it."""
+    After :func:`prepare`, a fork of the warm server; before it, or where the server cannot start (no writable
+    temporary directory for its socket), a new interpreter."""
     global _unforkable
-    if _forking() and not _unforkable:
+    if _prepared and _forking() and not _unforkable:
         try:
             return _forked(args, timeout)
         except OSError as e:

@@ -54,8 +54,8 @@ class Rollout(Stages):
         for s in previous:
             signal.signal(s, self._on_signal)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="lease-heartbeat")
-        if not self.options.rollback:  # the stage suites' fork server imports while the cluster is validated
-            forks.prepare()
+        if not (self.options.rollback or self.options.dry_run):  # the stages' suites: their fork server imports
+            forks.prepare()  # while the cluster is validated
         try:
             return self._run(heartbeat)
         except RolledBack as e:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from canary_checks import forks
 from canary_checks.config import CanaryConfig, baseline_share
 from canary_checks.record import Event
 from canary_checks.rundir import RunRecord
@@ -103,6 +104,7 @@ def run_tour(
     with ``sticky``, no user saw both sides within a stage and the split held; with ``baseline``, the comparison
     with stable raised the false alarm the one with the baseline did not)."""
     started = time.time()
+    forks.prepare()  # a suite per stage and per fault: they fork from a warm server
     # the tour's timeline (weights and faults) goes to events.jsonl, as a rollout's: the report marks them
     record = RunRecord.start(reports, "demo", run_id=time.strftime("demo-%Y%m%d-%H%M%S"), service=config.service,
                              namespace=config.namespace, started=started)  # fmt: skip

@@ -21,6 +21,7 @@ from tests.conftest import write_config
 
 REPO = Path(__file__).parents[2]
 WINDOW = 10
+DEFAULT_WEIGHT = 25
 
 
 @dataclass
@@ -35,13 +36,33 @@ class Live:
     """When the last `settle` ended."""
 
     def set_faults(self, side: str, faults: Mapping[str, float]) -> None:
-        self.box.set_faults(side, faults)
-        self.changed = time.monotonic()
+        """Replace ``side``'s faults; a change only when they differ (then the next settle waits a window)."""
+        if self.box.faults().get(self.config.workload(side), {}) != dict(faults):
+            self.box.set_faults(side, faults)
+            self.changed = time.monotonic()
 
     def set_weight(self, percent: int) -> int:
-        weight = self.box.set_weight(percent)
-        self.changed = time.monotonic()
-        return weight
+        """Send ``percent`` of the traffic to the canary (no baseline); a change only when it differs."""
+        weights = self.box.router.weights()
+        if (weights["canary"], weights.get("baseline", 0)) != (percent, 0):
+            self.box.set_weight(percent)
+            self.changed = time.monotonic()
+        return self.box.router.get_weight()
+
+    def restore(self) -> None:
+        """Undo what an earlier test on this sandbox left, changing only what differs: every component running, no
+        fault on any side, the pods ready and UP in HAProxy (a crashing canary restarts), DEFAULT_WEIGHT to the
+        canary."""
+        for name, up in self.box.running().items():
+            if not up:
+                self.box.start_component(name)
+                self.changed = time.monotonic()
+        for workload, faults in self.box.faults().items():
+            if faults:
+                self.box.node.set_faults(workload, {})
+                self.changed = time.monotonic()
+        self.box.wait_ready(60)
+        self.set_weight(DEFAULT_WEIGHT)
 
     def _wait_window_after(self, since: float) -> None:
         remaining = since + WINDOW + 3 * self.config.sandbox.scrape_interval - time.monotonic()
@@ -63,10 +84,13 @@ class Live:
         for a while, and one still pending fires a little later, in the middle of the test."""
         source = MetricsSource(self.config)
         deadline = time.monotonic() + timeout
-        while source.query('ALERTS{alertname=~"Canary.+", severity="critical"}'):
+        alerts = 'ALERTS{alertname=~"Canary.+", severity="critical"}'
+        fresh = 3 * max(1.0, self.config.sandbox.scrape_interval)  # the sandbox evaluates its rules every scrape
+        # as the gates see it: at their instant, query_offset before the clock (an alert resolved since is not)
+        while source.query(f"{alerts} and (time() - timestamp({alerts}) <= {fresh:g})", at=source.now()):
             if time.monotonic() > deadline:
                 raise AssertionError("critical canary alerts still fire (or are pending) after the faults were cleared")
-            time.sleep(2)
+            time.sleep(0.5)
 
     def gates(
         self, stage: int = 25, *extra: str, config_path: Path | None = None
@@ -117,7 +141,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     )
     config = load_config(path)
     box = Sandbox(config)
-    box.up(weight=25)
+    box.up(weight=DEFAULT_WEIGHT)
     try:
         box.wait_for_data()
         (root / "runs").mkdir()
@@ -127,8 +151,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 @pytest.fixture(autouse=True)
-def settled(request: pytest.FixtureRequest) -> None:
-    """A test on the shared sandbox starts with a full window of its current state (waited only for what is left of
-    it since the last change); a module whose tests set the state they need says ``SETS_ITS_OWN_STATE = True``."""
-    if "live" in request.fixturenames and not getattr(request.module, "SETS_ITS_OWN_STATE", False):
-        request.getfixturevalue("live").settle_after_change()
+def healthy(request: pytest.FixtureRequest) -> None:
+    """A test on the shared sandbox starts from one state, whatever the tests before it on this worker did or left
+    (a fault, another weight, a stopped Prometheus, an alert still firing): every component running, a healthy
+    canary at DEFAULT_WEIGHT, a full window of that state (waited only for what is left of it since the last change)
+    and no critical canary alert firing or pending. A module whose tests set the state they need and wait for it
+    themselves says ``SETS_ITS_OWN_STATE = True``: it gets the restored state without the waits."""
+    if "live" not in request.fixturenames:
+        return
+    live: Live = request.getfixturevalue("live")
+    live.restore()
+    if not getattr(request.module, "SETS_ITS_OWN_STATE", False):
+        live.settle_after_change()
+        live.calm()

@@ -86,8 +86,6 @@ def cells(line: str) -> list[str]:
 def test_the_dashboard_in_a_terminal_turns_red_and_says_roll_back_for_a_failing_canary(
     live: Live, tmp_path: Path
 ) -> None:
-    live.set_faults("canary", {})
-    live.calm()
     csv = tmp_path / "samples.csv"
     pane = Pane([sys.executable, "-m", "canary_checks", "--canary-config", str(live.config_path), "monitor",
                  "--interval", "2", "--no-compare", "--export-metrics", str(csv)], tmp_path)  # fmt: skip
@@ -196,8 +194,6 @@ def test_webhooks_refuse_a_call_without_the_token(webhooks: tuple[str, Path]) ->
 
 def test_a_healthy_canary_passes_pre_rollout_and_traffic_increase(live: Live, webhooks: tuple[str, Path]) -> None:
     url, reports = webhooks
-    live.set_faults("canary", {})
-    live.calm()
     status, body = call(url, "pre-rollout", FLAGGER)
     assert (status, body["outcome"], body["failing"]) == (200, "passed", []), body
     assert body["checks"] == 4  # reachable, two health paths, one request
@@ -273,8 +269,6 @@ def test_the_argo_job_command_passes_a_healthy_canary_and_fails_a_faulty_one(liv
         return subprocess.run(argo_command(25, tmp_path), cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
 
-    live.set_faults("canary", {})
-    live.calm()
     healthy = job()
     # the Job succeeds: the analysis passes (a first look with too few requests holds and looks again)
     assert healthy.returncode == 0, healthy.stdout[-3000:] + healthy.stderr[-3000:]

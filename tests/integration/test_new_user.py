@@ -87,9 +87,6 @@ def test_init_then_smoke_then_gates_from_a_service_repository(live: Live, servic
     # the job's env: the service and the stage; the hold looks again every 2 s here instead of 15
     ci_env = {**env, "SERVICE": "auth", "STAGE": "25", "PYTEST_ADDOPTS": "--hold-interval 2s"}
 
-    live.set_faults("canary", {})
-    live.set_weight(25)  # the stage the CI job checks; earlier tests may have left it elsewhere
-    live.box.wait_ready(60)
     live.settle()
     smoke = run(["bash", "-eo", "pipefail", "-c", steps[0]], cwd=repo, env=ci_env)
     assert smoke.returncode == 0, smoke.stdout[-3000:]

@@ -67,7 +67,6 @@ def wait_for(
 
 def test_a_custom_gate_and_comparison_pass_a_healthy_canary_and_fail_a_faulty_one(live: Live) -> None:
     path, config = custom_config(live)
-    live.set_faults("canary", {})
     try:
         healthy = live.runs / "custom-healthy.evidence.json"
         wait_for(config, Verdict.PASS, healthy)

@@ -40,9 +40,7 @@ def locust_failures(live: Live) -> tuple[int, int]:
 
 
 def test_healthy_canary_passes_every_gate_and_junit_has_each_value(live: Live) -> None:
-    live.set_faults("canary", {})
     live.settle()
-    live.calm()
     run, gates = live.gates(25)
     assert run.passed, run.output
     assert set(gates) == ALL_GATES | COMPARISONS
@@ -69,9 +67,6 @@ def test_the_sandbox_evaluates_the_clusters_recording_rules(live: Live) -> None:
 
 
 def test_linkerd_metrics_give_the_same_verdicts(live: Live) -> None:
-    live.set_faults("canary", {})  # a healthy canary: an earlier test on this sandbox may have left its fault
-    live.settle_after_change()
-    live.calm()
     run, gates = live.gates(25, "--mesh", "linkerd")
     assert run.passed, run.output
     assert set(gates) == ALL_GATES | COMPARISONS
@@ -280,8 +275,6 @@ def test_a_bad_custom_query_errors_naming_the_query(live: Live, tmp_path: Path) 
 
 
 def test_prometheus_stopped_makes_every_gate_error_naming_the_url(live: Live) -> None:
-    live.set_faults("canary", {})  # an earlier test on this sandbox may have left its fault
-    live.calm()  # a Prometheus stopped while an alert fires leaves it firing to queries for 5 min (no stale marker)
     live.box.stop_component("prometheus")
     try:
         run, gates = live.gates(25)
@@ -294,8 +287,6 @@ def test_prometheus_stopped_makes_every_gate_error_naming_the_url(live: Live) ->
 
 
 def test_the_demo_runs_every_stage_and_catches_every_fault(live: Live, tmp_path: Path) -> None:
-    live.set_faults("canary", {})
-    live.calm()
     done = subprocess.run(
         [
             sys.executable,
@@ -395,9 +386,6 @@ def notified(live: Live, tmp_path: Path, receiver: Receiver) -> Path:
 
 
 def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_path: Path, receiver: Receiver) -> None:
-    live.set_faults("canary", {})
-    live.box.wait_ready(60)
-    live.calm()
     process = rollout(live, tmp_path, "demo:v3", "--auto-promote", "--smoke-suite", str(packaged("smoke")),
                       config=notified(live, tmp_path, receiver))  # fmt: skip
     stdout, stderr = process.communicate(timeout=600)
@@ -425,9 +413,6 @@ def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_pat
 def test_the_runner_rolls_back_a_canary_failing_at_25_and_it_gets_no_more_requests(
     live: Live, tmp_path: Path, receiver: Receiver
 ) -> None:
-    live.set_faults("canary", {})  # a healthy canary, up (an earlier test's crashing one may still be restarting)
-    live.box.wait_ready(60)
-    live.calm()
     live.set_weight(0)
     receiver.delay = 3.0  # a receiver slower than the notification timeout: the rollback must not wait for it
     process = rollout(live, tmp_path, "demo:v4", "--auto-promote", config=notified(live, tmp_path, receiver))

@@ -8,7 +8,6 @@ from tests.integration.conftest import Live
 
 
 def test_healthy_canary_and_stable_pass_every_smoke_check(live: Live) -> None:
-    live.set_faults("canary", {})
     for target, workload in (("canary", "auth-canary"), ("stable", "auth-stable")):
         run = live.smoke(f"--target={target}")
         assert run.passed, run.output

@@ -4,6 +4,7 @@ left from an earlier run, a hung check killed at the timeout — and the same wi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -29,14 +30,23 @@ def test_sees_the_callers_world():
 """
 
 
-@pytest.mark.parametrize("fork", ["1", "0"])
+@pytest.fixture(params=["forked", "new interpreter"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each run forked from the warm server (after prepare()), or each in a new interpreter."""
+    monkeypatch.setattr(forks, "_prepared", False)
+    if request.param == "forked":
+        forks.prepare()
+    else:
+        monkeypatch.setenv("CANARY_CHECKS_FORK", "0")
+    return str(request.param)
+
+
 def test_a_run_sees_the_callers_directory_and_environment_and_nothing_of_an_earlier_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
     (tmp_path / "helpers.py").write_text("import os\ndef expected():\n    return os.environ['EXPECTED']\n")
     (tmp_path / "test_world.py").write_text(SUITE.format(cwd=str(tmp_path)))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CANARY_CHECKS_FORK", fork)
     for token in ("first", "second"):  # the environment as it is at each run
         monkeypatch.setenv("TEAM_TOKEN", token)
         monkeypatch.setenv("EXPECTED", token)
@@ -48,7 +58,7 @@ def test_a_run_sees_the_callers_directory_and_environment_and_nothing_of_an_earl
     assert code == 1 and "1 failed" in output and "AssertionError" in output
 
 
-def test_a_hung_suite_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hung_suite_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str) -> None:
     marker = tmp_path / "still-running"
     (tmp_path / "test_hang.py").write_text(
         f"import time\ndef test_hang():\n    while True:\n        open({str(marker)!r}, 'w').close()\n"
@@ -69,6 +79,24 @@ def test_without_a_writable_temporary_directory_a_new_interpreter_runs_it(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))  # the socket and output have nowhere to go
     monkeypatch.setattr(forks, "_unforkable", False)
+    monkeypatch.setattr(forks, "_prepared", True)
     code, output = forks.run_pytest(["-q", "-p", "no:cacheprovider", "test_one.py"], timeout=60)
     assert code == 0 and "1 passed" in output
     assert "running pytest in a new interpreter each time: the fork server cannot start" in caplog.text
+
+
+def test_only_a_process_that_runs_several_suites_starts_the_fork_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "test_parent.py").write_text("import os\ndef test_parent():\n    print('parent', os.getppid())\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(forks, "_prepared", False)
+
+    def parent() -> int:
+        code, output = run_pytest(["-q", "-s", "-p", "no:cacheprovider", "test_parent.py"], timeout=60)
+        assert code == 0, output
+        return int(output.split("parent ")[1].split()[0])
+
+    assert parent() == os.getpid()  # one run (a one-shot `canary-checks gates`): a new interpreter, no server
+    forks.prepare()  # a rollout, serve, or a stage that holds
+    assert parent() not in (os.getpid(), os.getppid())  # a fork of the warm server
