@@ -169,7 +169,7 @@ def serve_command(
         pass
     finally:
         if pending := httpd.pending_reports():
-            console.print(f"serve: stopping; finishing {pending} report(s) of calls already answered")
+            console.print(f"serve: stopping; finishing the reports of the calls answered ({pending} left)")
         httpd.server_close()
     console.print("serve: stopped")
 

@@ -34,9 +34,9 @@ LINGER = (1.0, 256 * 1024)
 """After an answer given before the request was read in full: how long (seconds) and how much (bytes) of the rest
 is read and thrown away before closing, so that the client reads the answer rather than a reset connection."""
 LOG_EVERY = 10.0
-#: how long closing waits for the reports of calls already answered (each reads Prometheus with its own timeout)
-REPORTS_GRACE = 60.0
 """Seconds between two log lines about refused, cut or vanished clients (the first is logged at once)."""
+REPORTS_GRACE = 60.0
+"""Seconds closing waits for the reports of calls already answered (each reads Prometheus with its own timeout)."""
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,10}")
 
 
@@ -119,6 +119,7 @@ class WebhookHTTPServer:
         self._closing = False
         self._stopped = threading.Event()
         self._stopped.set()
+        self._writing = 0
         self._report_thread = threading.Thread(target=self._report_worker, name="serve-reports", daemon=True)
         self._report_thread.start()
         self._reports.put(webhook.prune)  # what an earlier run of the server left
@@ -157,8 +158,8 @@ class WebhookHTTPServer:
             log.warning("serve: stopped with a report unfinished after %g s", REPORTS_GRACE)
 
     def pending_reports(self) -> int:
-        """Reports queued and not yet started (for the progress line at shutdown)."""
-        return self._reports.qsize()
+        """Reports not finished yet, the one being written included (for the progress line at shutdown)."""
+        return self._reports.qsize() + self._writing
 
     # ---- the loop ----
 
@@ -400,10 +401,13 @@ class WebhookHTTPServer:
     def _report_worker(self) -> None:
         """Reports and pruning, one at a time, after the answers; :meth:`server_close` waits for those queued."""
         while (work := self._reports.get()) is not None:
+            self._writing = 1
             try:
                 work()
             except Exception:
                 log.exception("serve: a report failed")
+            finally:
+                self._writing = 0
 
 
 def _parse(head: bytes) -> _Request:
