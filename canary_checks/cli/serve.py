@@ -162,7 +162,8 @@ def serve_command(
                   f"(config {path or 'built-in defaults'}, reports in {reports}/)", highlight=False)  # fmt: skip
     if services:
         console.print(f"serve: services {', '.join(services)}", highlight=False)
-    forks.prepare()  # the first call's suite starts as fast as the next ones
+    # the first call's suite starts as fast as the next ones
+    forks.prepare(kubernetes=any(c.kubernetes.enabled is not False for c in [config, *services.values()]))
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

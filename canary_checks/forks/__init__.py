@@ -49,20 +49,22 @@ def _child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
 def _forks() -> multiprocessing.context.ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     assert isinstance(context, multiprocessing.context.ForkServerContext)
-    context.set_forkserver_preload(["canary_checks.forks.warm"])
     return context
 
 
-def prepare() -> None:
+def prepare(*, kubernetes: bool = True) -> None:
     """Say that this process runs several suites (a rollout, ``serve``, a stage that holds and looks again): the
     runs from now on fork from the warm server, which starts now and imports while the caller does other work (a
     runner validating the cluster, a hold's wait). A process that runs one suite never calls it: for one run a new
-    interpreter is cheaper than a server. Does nothing when done already or forks are turned off."""
+    interpreter is cheaper than a server. ``kubernetes``: whether the suites may read the Kubernetes API (False
+    where the config turns it off: the server leaves out its client, a second of imports). Does nothing when done
+    already or forks are turned off."""
     global _prepared
     if _forking() and not _prepared:
         _prepared = True
         with contextlib.suppress(OSError):  # run_pytest says so, and runs a new interpreter
-            _forks()
+            _forks().set_forkserver_preload(["canary_checks.forks.warm", *(["canary_checks.forks.warm_kube"]
+                                                                             if kubernetes else [])])  # fmt: skip
             multiprocessing.forkserver.ensure_running()
 
 

@@ -1,6 +1,6 @@
 """Imported by the fork server of :mod:`canary_checks.forks` only: what every suite run imports, imported once —
-pytest, the installed pytest plugins, the checks and SciPy. A module that fails to import is left to the run, which
-reports it as ``python -m pytest`` would."""
+pytest, the installed pytest plugins, the checks and SciPy (:mod:`.warm_kube` adds the Kubernetes client). A module
+that fails to import is left to the run, which reports it as ``python -m pytest`` would."""
 
 import gc
 from importlib import import_module
@@ -9,9 +9,7 @@ from importlib.metadata import entry_points
 WARM = (
     "pytest", "_pytest.debugging", "pdb", "scipy.stats", "prometheus_api_client",
     "canary_checks.plugin", "canary_checks.session", "canary_checks.checks", "canary_checks.gates",
-    "canary_checks.compare", "canary_checks.kube",
-    # the official client imports an API's 280 models on first use of it: 1.1 s of every run that reads pods
-    "kubernetes.client.api.apps_v1_api", "kubernetes.client.api.core_v1_api",
+    "canary_checks.compare",
 )  # fmt: skip
 
 SKIPPED_PLUGINS = {"locust"}
@@ -24,3 +22,4 @@ for _name in [*WARM, *(e.module for e in entry_points(group="pytest11") if e.nam
         continue
 
 gc.freeze()  # what is imported stays: a run's collections never walk it, so its forked pages stay shared
+# (warm_kube, preloaded after this module where suites read the Kubernetes API, freezes what it adds)

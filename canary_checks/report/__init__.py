@@ -22,6 +22,7 @@ here.
 
 from canary_checks.report.page import CANARY_COLOR as CANARY_COLOR
 from canary_checks.report.page import STABLE_COLOR as STABLE_COLOR
+from canary_checks.report.page import import_plotting as import_plotting
 from canary_checks.report.page import render_html as render_html
 from canary_checks.report.runs import EVENTS as EVENTS
 from canary_checks.report.runs import HTML as HTML

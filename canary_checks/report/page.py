@@ -56,11 +56,18 @@ def _ratio_interval(props: Mapping[str, str]) -> bool:
     return 0 <= lo <= ratio <= hi
 
 
-def _plots(summary: Mapping[str, Any], series: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The run's plots as base64 PNGs: error rate, latency quantiles, and the comparisons' intervals."""
+def import_plotting() -> None:
+    """Import matplotlib, drawing to files (Agg), now: a runner does it on a thread while its first stage waits, so
+    that the report at its end waits for the drawing only (about half a second less)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import pyplot  # noqa: F401
+
+
+def _plots(summary: Mapping[str, Any], series: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The run's plots as base64 PNGs: error rate, latency quantiles, and the comparisons' intervals."""
+    import_plotting()
     from matplotlib import pyplot as plt
 
     out = []

@@ -24,6 +24,7 @@ from typing import Any
 from canary_checks import forks
 from canary_checks.errors import CanaryError
 from canary_checks.record import IN_PROGRESS, Event, Lease, Status, version_of
+from canary_checks.report import import_plotting
 from canary_checks.rundir import RunRecord, new_run_id
 from canary_checks.runner.options import (
     HELD_EXIT,
@@ -54,8 +55,12 @@ class Rollout(Stages):
         for s in previous:
             signal.signal(s, self._on_signal)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="lease-heartbeat")
-        if not (self.options.rollback or self.options.dry_run):  # the stages' suites: their fork server imports
-            forks.prepare()  # while the cluster is validated
+        # a rollout (not a rollback, not a dry run) imports, while the cluster is validated and the stages wait, what
+        # it needs later: its stages' suites' fork server, and the plotting of its report
+        plotting = threading.Thread(target=import_plotting, daemon=True, name="report-imports")
+        if not (self.options.rollback or self.options.dry_run):
+            forks.prepare(kubernetes=self.config.kubernetes.enabled is not False)
+            plotting.start()
         try:
             return self._run(heartbeat)
         except RolledBack as e:
@@ -79,6 +84,8 @@ class Rollout(Stages):
                 signal.signal(s, handler)
             # the decisions are carried out; give the notifications still in flight their bounded time
             self.notifier.flush()
+            if plotting.is_alive():  # not left importing as the interpreter ends
+                plotting.join(timeout=30)
             self.write_report()
 
     def write_report(self) -> None:
