@@ -97,7 +97,12 @@ def test_init_then_smoke_then_gates_from_a_service_repository(live: Live, servic
     assert not [c for c in cases if c.find("failure") is not None or c.find("error") is not None]
     for case in cases:
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        assert props["verdict"] in ("pass", "inconclusive"), props  # a healthy canary: passed, or still undecided
+        healthy = ("pass", "inconclusive")  # a healthy canary: passed, or still undecided
+        if props["gate"].startswith("compare_") and props["severity"] != "critical":
+            # a warning comparison may read a healthy canary as worse — the family of them at most 1 − confidence
+            # (5 %) of stages, by design (Holm, anytime-valid) — and is reported without failing the job
+            healthy += ("fail",)
+        assert props["verdict"] in healthy, props
         if props["verdict"] == "inconclusive" and props["severity"] == "critical":  # --hold-for ran out first:
             assert props["decision"] == "undecided" and case.find("skipped") is not None  # apart, not failed
     assert "canary gates" in gates.stdout
