@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +69,7 @@ def trial(configs: dict[str, CanaryConfig], root: Path, number: int, seconds: fl
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # killed: the sandbox is stopped, as on Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--trial-seconds", type=float, default=90.0)

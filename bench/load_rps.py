@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import tempfile
 import time
 import urllib.parse
@@ -60,6 +61,7 @@ def measure(rate: float, seconds: int) -> tuple[float, int, int]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # killed: the sandbox is stopped, as on Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="500,1000,1500,2000")
     parser.add_argument("--seconds", type=int, default=30)
