@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from canary_checks.config import load_config
-from canary_checks.forks import run_pytest
+from canary_checks.forks import prepare, run_pytest
 from canary_checks.sandbox import Sandbox, free_port_settings
 from canary_checks.suite import packaged
 
@@ -70,7 +70,8 @@ def main() -> None:
             ]
             base += ["-q", "-p", "no:cacheprovider"]
             times: dict[str, list[float]] = {"full": [], "collect": [], "forked full": [], "forked collect": []}
-            run_pytest(base[3:], 120)  # the warm server starts once per runner
+            prepare()  # as a runner does: its suites fork from the warm server, started once
+            run_pytest(base[3:], 120)
             for _ in range(args.runs):
                 for name, cmd in (("full", base), ("collect", [*base, "--collect-only"])):
                     seconds, code = timed(cmd)

@@ -56,8 +56,8 @@ def prepare(*, kubernetes: bool = True) -> None:
     """Say that this process runs several suites (a rollout, ``serve``, a stage that holds and looks again): the
     runs from now on fork from the warm server, which starts now and imports while the caller does other work (a
     runner validating the cluster, a hold's wait). A process that runs one suite never calls it: for one run a new
-    interpreter is cheaper than a server. ``kubernetes``: whether the suites may read the Kubernetes API (False
-    where the config turns it off: the server leaves out its client, a second of imports). Does nothing when done
+    interpreter is cheaper than a server. ``kubernetes``: whether the suites read the Kubernetes API (the config's
+    ``kubernetes.active()``; without it the server leaves out its client, a second of imports). Does nothing when done
     already or forks are turned off."""
     global _prepared
     if _forking() and not _prepared:
