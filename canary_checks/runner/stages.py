@@ -24,6 +24,9 @@ __all__ = ["Stages"]
 
 log = logging.getLogger(__name__)
 
+READINESS_GATES = frozenset({"pods_ready", "kube_pods_ready"})
+"""Gates a scale-up's wait judges itself: while new pods start, fewer are ready than desired, as expected."""
+
 
 class Stages(RolloutRecord):
     """The steps of a rollout that has its canary: each stage's weight, wait, polls and gate suite."""
@@ -72,7 +75,8 @@ class Stages(RolloutRecord):
 
     def _polling(self, weight: int) -> Callable[[str], None]:
         """Progress while the canary scales: said, and every poll interval the record read again and (while the
-        canary has traffic) the critical gates polled, so a failure or someone's rollback acts at once."""
+        canary has traffic) the critical gates polled, so a failure or someone's rollback acts at once. Pods ready
+        is not among them: the new pods are starting, and the wait judges them itself (ready_timeout)."""
         next_poll = time.monotonic() + self.options.poll_interval
 
         def progress(message: str) -> None:
@@ -83,7 +87,7 @@ class Stages(RolloutRecord):
                 return
             next_poll = time.monotonic() + self.options.poll_interval
             if weight:
-                self.poll_critical(weight)
+                self.poll_critical(weight, but=READINESS_GATES)
             else:
                 self.confirm_owner()
 
@@ -225,9 +229,9 @@ class Stages(RolloutRecord):
             next_poll = time.monotonic() + self.options.poll_interval
             self.poll_critical(stage)
 
-    def poll_critical(self, stage: int) -> None:
+    def poll_critical(self, stage: int, but: frozenset[str] = frozenset()) -> None:
         """One poll: nobody else wrote the record (a rollback by anyone stops this runner within a poll), and no
-        critical gate or comparison fails (one that does rolls back at once)."""
+        critical gate (but those named) or comparison fails (one that does rolls back at once)."""
         self.confirm_owner()
         if self.source is None:
             return
@@ -236,6 +240,7 @@ class Stages(RolloutRecord):
             name
             for name, gate in gates_of(thresholds).items()  # the built-in gates and the config's custom ones
             if gate.source == "prometheus"
+            and name not in but
             and gate.settings(thresholds).enabled
             and gate.settings(thresholds).severity is Severity.CRITICAL
         ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,53 @@ def test_the_weights_give_any_number_of_sides_their_shares(canary: int, baseline
         assert share(weights, side) == wanted, (side, weights)
     if pods == (1, 1, 1):
         assert list(weights.values()) == list(shares.values())  # one server a side: the percents themselves
+
+
+class Starting(Scaled):
+    """New canary pods that take a few polls to start; ``ready_after`` False: the second is never ready again
+    once up."""
+
+    def __init__(self, prom: PromStub, ready_after: bool) -> None:
+        super().__init__(stable=4)
+        self.starting, self.ready_after = False, ready_after
+        prom.answer(r"kube_pod_status_ready.*auth\\\\-canary", self.ready_pods)
+        prom.answer(r'kube_deployment_spec_replicas.*"auth-canary"', lambda: self.replicas)
+
+    def ready_pods(self) -> list[tuple[dict[str, str], int]]:
+        newest_unready = self.starting or (self.replicas > 1 and not self.ready_after)
+        return [({"pod": f"auth-canary-abcdefghij-{i}"}, 0 if newest_unready and i == self.replicas - 1 else 1)
+                for i in range(self.replicas)]  # fmt: skip
+
+    def wait_canary_ready(self, timeout: float, progress: Any) -> None:
+        self.starting = True
+        for _ in range(5):  # five polls (poll_interval 0.1 s) while the newest pod starts
+            time.sleep(0.06)
+            progress(f"canary: {self.replicas - 1}/{self.replicas} pods ready")
+        self.starting = False
+        super().wait_canary_ready(timeout, progress)
+
+
+@pytest.mark.parametrize("ready_after", [True, False], ids=["ready-once-started", "never-ready-again"])
+def test_pods_still_starting_while_the_canary_scales_do_not_fail_pods_ready_but_a_pod_unready_after_does(
+    tmp_path: Path, prom: PromStub, ready_after: bool
+) -> None:
+    healthy(prom)
+    memory = Starting(prom, ready_after)
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_stage.py").write_text(PASSING_SUITE)
+    path = write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", prometheus={"url": prom.url},
+                        rollout={"scaling": {"mode": "proportional"}})  # fmt: skip
+    lines: list[str] = []
+    opts = RolloutOptions(service="auth", image="orion/auth:2", steps=(25, 50), step_duration=0.3, poll_interval=0.1,
+                          suite=suite, reports=tmp_path / "reports", auto_promote=True)  # fmt: skip
+    config = load_config(path)
+    code = Rollout(config, memory, memory, opts, source=MetricsSource(config), echo=lines.append,
+                   on_wait=lambda *a: None).run()  # fmt: skip
+    said = "\n".join(lines)
+    if ready_after:  # stage 50 scales to 2 pods: one starting for five polls, and the rollout goes on
+        assert code == 0 and "stage 50 %: the canary is ready at 2 replicas (stable 4)" in lines, said
+        assert "pods_ready" not in said
+    else:  # the same pod not ready in the step after the wait: pods_ready fails and rolls back at once
+        assert code == 1 and memory.weights[-1] == 0, said
+        assert "critical gates failed during stage 50 %: pods_ready (1 of 2 desired canary pods ready (50 %)" in said
