@@ -24,8 +24,9 @@ __all__ = ["Stages"]
 
 log = logging.getLogger(__name__)
 
-READINESS_GATES = frozenset({"pods_ready", "kube_pods_ready"})
-"""Gates a scale-up's wait judges itself: while new pods start, fewer are ready than desired, as expected."""
+READINESS_GATES = frozenset({"pods_ready"})
+"""The polled gates a scale-up's wait judges itself: while new pods start, fewer are ready than desired, as expected
+(``kube_pods_ready`` reads the Kubernetes API, which the polls never do)."""
 
 
 class Stages(RolloutRecord):

@@ -250,16 +250,24 @@ class Scaled(Memory):
         super().promote(image, timeout, progress)
 
 
-def run_scaled(tmp_path: Path, memory: Scaled, scaling: str, **settings: Any) -> tuple[int, list[str]]:
+def run_scaled(tmp_path: Path, memory: Scaled, scaling: str, prom: PromStub | None = None,
+               steps: tuple[int, ...] = (5, 25, 50, 100), **settings: Any) -> tuple[int, list[str]]:  # fmt: skip
+    """A rollout of passing stage suites on ``memory``; with ``prom``, of auth in orion, its critical gates polled
+    on that Prometheus (every 0.1 s, steps of 0.3 s)."""
     suite = tmp_path / "suite"
     suite.mkdir(exist_ok=True)
     (suite / "test_stage.py").write_text(PASSING_SUITE)
-    path = write_config(tmp_path / "canary.yaml", service="cart", namespace="shop",
-                        rollout={"scaling": json.loads(scaling)}, **settings)  # fmt: skip
+    service, namespace = ("auth", "orion") if prom else ("cart", "shop")
+    where = {"prometheus": {"url": prom.url}} if prom else {}
+    path = write_config(tmp_path / "canary.yaml", service=service, namespace=namespace,
+                        rollout={"scaling": json.loads(scaling)}, **where, **settings)  # fmt: skip
+    config = load_config(path)
     lines: list[str] = []
-    opts = RolloutOptions(service="cart", image="shop/cart:2", steps=(5, 25, 50, 100), step_duration=0.1,
-                          poll_interval=0.1, suite=suite, reports=tmp_path / "reports", auto_promote=True)  # fmt: skip
-    code = Rollout(load_config(path), memory, memory, opts, echo=lines.append, on_wait=lambda *a: None).run()
+    opts = RolloutOptions(service=service, image=f"{namespace}/{service}:2", steps=steps,
+                          step_duration=0.3 if prom else 0.1, poll_interval=0.1, suite=suite,
+                          reports=tmp_path / "reports", auto_promote=True)  # fmt: skip
+    code = Rollout(config, memory, memory, opts, source=MetricsSource(config) if prom else None, echo=lines.append,
+                   on_wait=lambda *a: None).run()  # fmt: skip
     return code, lines
 
 
@@ -346,7 +354,7 @@ class Starting(Scaled):
 
     def wait_canary_ready(self, timeout: float, progress: Any) -> None:
         self.starting = True
-        for _ in range(5):  # five polls (poll_interval 0.1 s) while the newest pod starts
+        for _ in range(5):  # 0.3 s of progress, about three polls (poll_interval 0.1 s), while the newest pod starts
             time.sleep(0.06)
             progress(f"canary: {self.replicas - 1}/{self.replicas} pods ready")
         self.starting = False
@@ -359,17 +367,7 @@ def test_pods_still_starting_while_the_canary_scales_do_not_fail_pods_ready_but_
 ) -> None:
     healthy(prom)
     memory = Starting(prom, ready_after)
-    suite = tmp_path / "suite"
-    suite.mkdir()
-    (suite / "test_stage.py").write_text(PASSING_SUITE)
-    path = write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", prometheus={"url": prom.url},
-                        rollout={"scaling": {"mode": "proportional"}})  # fmt: skip
-    lines: list[str] = []
-    opts = RolloutOptions(service="auth", image="orion/auth:2", steps=(25, 50), step_duration=0.3, poll_interval=0.1,
-                          suite=suite, reports=tmp_path / "reports", auto_promote=True)  # fmt: skip
-    config = load_config(path)
-    code = Rollout(config, memory, memory, opts, source=MetricsSource(config), echo=lines.append,
-                   on_wait=lambda *a: None).run()  # fmt: skip
+    code, lines = run_scaled(tmp_path, memory, '{"mode": "proportional"}', prom, steps=(25, 50))
     said = "\n".join(lines)
     if ready_after:  # stage 50 scales to 2 pods: one starting for five polls, and the rollout goes on
         assert code == 0 and "stage 50 %: the canary is ready at 2 replicas (stable 4)" in lines, said
