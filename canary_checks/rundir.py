@@ -55,9 +55,11 @@ def write_run(run_dir: Path, **meta: Any) -> dict[str, Any]:
     return data
 
 
-def junit_name(stage: int, attempt: int = 1) -> str:
-    """The JUnit file of a stage's suite run: ``stage-25.xml``, ``stage-25-retry1.xml`` for attempt 2, ..."""
-    return f"stage-{stage}.xml" if attempt <= 1 else f"stage-{stage}-retry{attempt - 1}.xml"
+def junit_name(stage: int | str, attempt: int = 1) -> str:
+    """The JUnit file of a suite run: ``stage-25.xml`` for a stage, ``<name>.xml`` for a named run (``fault-2``);
+    ``stage-25-retry1.xml`` for attempt 2, ..."""
+    base = f"stage-{stage}" if isinstance(stage, int) else stage
+    return f"{base}.xml" if attempt <= 1 else f"{base}-retry{attempt - 1}.xml"
 
 
 def parse_junit(stem: str) -> tuple[int, int] | None:
@@ -127,9 +129,9 @@ class RunRecord:
         return (self.path / EVENTS).exists()
 
     def junit(self, stage: int | None, attempt: int = 1, *, name: str = "gate") -> Path:
-        """Where a suite run's JUnit goes: :func:`junit_name` for a stage, else ``<name>.xml`` (``smoke-canary``,
+        """Where a suite run's JUnit goes: :func:`junit_name` of the stage, else of ``name`` (``smoke-canary``,
         ``fault-2``)."""
-        return self.path / (junit_name(stage, attempt) if stage is not None else f"{name}.xml")
+        return self.path / junit_name(stage if stage is not None else name, attempt)
 
     def copy_junit(self, source: Path, stage: int | None, *, name: str = "gate") -> None:
         """A JUnit file written elsewhere (pytest's own ``--junitxml``), copied in under the naming rule."""

@@ -21,7 +21,8 @@ def test_the_first_attempt_and_the_others_keep_their_file_names(tmp_path: Path) 
     record = RunRecord(tmp_path)
     assert [record.junit(5, a).name for a in (1, 2)] == ["stage-5.xml", "stage-5-retry1.xml"]
     assert record.junit(None, name="smoke-canary").name == "smoke-canary.xml"
-    assert parse_junit("smoke-canary") is None
+    assert [record.junit(None, a, name="fault-4").name for a in (1, 3)] == ["fault-4.xml", "fault-4-retry2.xml"]
+    assert parse_junit("smoke-canary") is None and parse_junit("fault-4-retry2") is None
 
 
 def test_start_and_events_write_run_json_and_events_jsonl(tmp_path: Path) -> None:
