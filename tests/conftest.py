@@ -4,6 +4,7 @@ real sandbox for integration tests."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import matplotlib.pyplot  # noqa: F401  # imported once here: pytester's inline runs would re-import it half-way
 import pytest
 import yaml
+from packaging.version import Version
 
 # The plugin imports the library only when a session runs checks; pytester's inline runs forget the modules they
 # imported, and numpy's cannot load twice in a process: import what a check session needs once, here.
@@ -335,3 +337,17 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     with serving(r.server):
         yield r
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A module that starts its own sandbox for its tests (``xdist_group``) must run on one worker, or each worker that
+    gets one of them starts another. pytest-xdist's ``--dist loadgroup`` groups by a suffix on the test ids, which
+    pytest 9.2 ignores (pytest-dev/pytest-xdist#1386): the suite would run, at twice its cost. Stop at once instead."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    xdist = Version(importlib.metadata.version("pytest-xdist"))
+    if Version(pytest.__version__) >= Version("9.2") and xdist <= Version("3.8.0"):
+        raise pytest.UsageError(
+            f"--dist loadgroup does not group tests with pytest {pytest.__version__} and pytest-xdist {xdist} "
+            "(pytest-dev/pytest-xdist#1386): install the dev extra's versions ('./dev install')"
+        )
