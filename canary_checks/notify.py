@@ -2,8 +2,10 @@
 webhooks, Alertmanager's alert API (so existing routing to PagerDuty or email applies) and Grafana annotations (the
 decisions on the canary dashboard).
 
-Sending never holds up a decision: each notification goes out on a background thread, bounded by a per-attempt
-timeout and a few retries with backoff, after the decision has been carried out. A notification that cannot be
+Sending never holds up a decision: notifications go out on background threads, one per target, so each target gets
+them in the order they were decided (a ``promoted`` never before the last ``stage passed``) and a slow target holds up
+no other. Each is bounded by a per-attempt timeout and a few retries with backoff, after the decision has been carried
+out. A notification that cannot be
 delivered is reported through ``on_failure`` (the runner writes it to its event log). Target URLs come from
 environment variables or files and are never logged: a target is shown as ``slack ($SLACK_WEBHOOK_URL)``.
 """
@@ -124,8 +126,11 @@ class Notifier:
     def __init__(self, settings: NotificationSettings, on_failure: Callable[[str, str], None]) -> None:
         self.settings = settings
         self.on_failure = on_failure
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify")
-        self._pending: list[Future[None]] = []
+        # one thread per target: its notifications in order, whatever another target answers
+        self._pools = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"notify-{i}") for i in range(len(settings.targets))
+        ]
+        self._pending: list[list[Future[None]]] = [[] for _ in settings.targets]
         self._lock = threading.Lock()
         self._session = requests.Session()
 
@@ -141,10 +146,9 @@ class Notifier:
     def notify(self, decision: Decision) -> None:
         if not self.wants(decision.event):
             return
-        for target in self.settings.targets:
-            future = self._pool.submit(self._deliver, target, decision)
+        for pool, pending, target in zip(self._pools, self._pending, self.settings.targets, strict=True):
             with self._lock:
-                self._pending.append(future)
+                pending.append(pool.submit(self._deliver, target, decision))
 
     def _deliver(self, target: NotificationTarget, decision: Decision) -> None:
         name = target.describe()
@@ -185,9 +189,16 @@ class Notifier:
         self.on_failure(name, f"{decision.event}: {problem} after {s.retries + 1} attempts")
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait (at most ``timeout``, default the bound and a second) for the notifications still in flight."""
+        """Wait for the notifications still in flight: at most ``timeout``, by default the bound for each one still
+        queued for the busiest target, and a second (a target that answers takes milliseconds a notification)."""
         with self._lock:
-            pending, self._pending = self._pending, []
-        if pending:
-            wait(pending, timeout=self.bound + 1.0 if timeout is None else timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            pending = [[f for f in queue if not f.done()] for queue in self._pending]
+            self._pending = [[] for _ in self._pending]
+        if any(pending):
+            longest = max(len(queue) for queue in pending)
+            wait(
+                [f for queue in pending for f in queue],
+                timeout=self.bound * longest + 1.0 if timeout is None else timeout,
+            )
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)

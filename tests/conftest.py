@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import matplotlib.pyplot  # noqa: F401  # imported once here: pytester's inline runs would re-import it half-way
 import pytest
@@ -90,7 +90,7 @@ class PromStub:
         self.rules: list[tuple[re.Pattern[str], Any]] = []
         self.queries: list[str] = []
         self.times: list[str] = []
-        self.delay = 0.0
+        self.delay: float | list[float] = 0.0
         self.down: Any = None
         """A callable: while it says True, every query is answered 503 (Prometheus gone)."""
         self.in_flight = 0
@@ -287,15 +287,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.skip(reason=reason))
 
 
+T = TypeVar("T")
+
+
+def _next(value: T | list[T]) -> T:
+    """``value``, or the next of a list of them (its last one stays)."""
+    if isinstance(value, list):
+        return value.pop(0) if len(value) > 1 else value[0]
+    return value
+
+
 class Receiver:
     """A local HTTP endpoint taking JSON POSTs, as a Slack/Teams/Alertmanager webhook would. ``status`` answers
-    each request (a list is used up in order, then its last value); ``delay`` makes it slow."""
+    each request and ``delay`` makes it slow (seconds; a list of either is used up in order, then its last value)."""
 
     def __init__(self) -> None:
         self.received: list[tuple[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.status: int | list[int] = 200
-        self.delay = 0.0
+        self.delay: float | list[float] = 0.0
         self.down: Any = None
         """A callable: while it says True, every query is answered 503 (Prometheus gone)."""
         self.attempts = 0
@@ -303,9 +313,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def _answer(self) -> int:
-        if isinstance(self.status, list):
-            return self.status.pop(0) if len(self.status) > 1 else self.status[0]
-        return self.status
+        return _next(self.status)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -314,7 +322,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.attempts += 1
-                time.sleep(receiver.delay)
+                time.sleep(_next(receiver.delay))
                 status = receiver._answer()
                 if status < 300:
                     receiver.received.append((self.path, json.loads(body)))

@@ -13,7 +13,7 @@ from canary_checks.config import CanaryConfig, NotificationSettings
 from canary_checks.errors import ConfigError
 from canary_checks.notify import Decision, Notifier
 from canary_checks.record import Event
-from tests.conftest import Receiver
+from tests.conftest import Receiver, serving
 
 ROLLED_BACK = Decision(
     event=Event.ROLLED_BACK,
@@ -107,6 +107,29 @@ def test_a_slow_receiver_never_blocks_and_gives_up_within_the_bound(
     n.flush()
     assert time.monotonic() - started < n.bound + 1.5
     assert failures and "timed out" in failures[0][1]
+
+
+def test_each_target_gets_the_decisions_in_order_and_a_slow_one_holds_up_no_other(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = Receiver()
+    slow.delay = 0.2
+    receiver.delay = [0.3, 0.0]  # the quick target's first answer is not: no later decision may overtake it
+    monkeypatch.setenv("HOOK_URL", receiver.url)
+    monkeypatch.setenv("SLOW_URL", slow.url)
+    targets = [{"kind": "webhook", "url_env": "SLOW_URL"}, {"kind": "webhook", "url_env": "HOOK_URL"}]
+    n = Notifier(NotificationSettings.model_validate({"targets": targets}), on_failure=lambda *failure: None)
+    decided = [(Event.DEPLOYED, 5), *((Event.STAGE_PASSED, s) for s in (5, 25, 50, 100)), (Event.PROMOTED, 100)]
+    with serving(slow.server):
+        for event, stage in decided:  # as a rollout's last stage and its promotion: milliseconds apart
+            n.notify(dataclasses.replace(ROLLED_BACK, event=event, stage=stage))
+        deadline = time.monotonic() + 5
+        while len(receiver.received) < len(decided) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(body["event"], body["stage"]) for _, body in receiver.received] == decided
+        assert len(slow.received) < len(decided), "the quick target waited for the slow one"
+        n.flush()
+        assert [(body["event"], body["stage"]) for _, body in slow.received] == decided
 
 
 def test_the_url_is_never_logged_and_a_missing_one_is_reported(
