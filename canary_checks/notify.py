@@ -5,9 +5,9 @@ decisions on the canary dashboard).
 Sending never holds up a decision: notifications go out on background threads, one per target, so each target gets
 them in the order they were decided (a ``promoted`` never before the last ``stage passed``) and a slow target holds up
 no other. Each is bounded by a per-attempt timeout and a few retries with backoff, after the decision has been carried
-out. A notification that cannot be
-delivered is reported through ``on_failure`` (the runner writes it to its event log). Target URLs come from
-environment variables or files and are never logged: a target is shown as ``slack ($SLACK_WEBHOOK_URL)``.
+out. A notification that cannot be delivered is reported through ``on_failure`` (the runner writes it to its event
+log). Target URLs come from environment variables or files and are never logged: a target is shown as
+``slack ($SLACK_WEBHOOK_URL)``.
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ class Notifier:
             return
         for pool, pending, target in zip(self._pools, self._pending, self.settings.targets, strict=True):
             with self._lock:
+                pending[:] = [f for f in pending if not f.done()]  # a long rollout's delivered ones are forgotten
                 pending.append(pool.submit(self._deliver, target, decision))
 
     def _deliver(self, target: NotificationTarget, decision: Decision) -> None:
