@@ -90,7 +90,7 @@ class PromStub:
         self.rules: list[tuple[re.Pattern[str], Any]] = []
         self.queries: list[str] = []
         self.times: list[str] = []
-        self.delay: float | list[float] = 0.0
+        self.delay = 0.0
         self.down: Any = None
         """A callable: while it says True, every query is answered 503 (Prometheus gone)."""
         self.in_flight = 0
