@@ -20,6 +20,8 @@ from canary_checks.suite import SuiteRun, packaged, run_suite
 from tests.conftest import write_config
 
 REPO = Path(__file__).parents[2]
+OWN_STATE = pytest.mark.own_state
+"""The test sets the live sandbox's state it needs and waits for it itself: `healthy` restores, without the window."""
 WINDOW = 10
 DEFAULT_WEIGHT = 25
 
@@ -53,6 +55,11 @@ class Live:
         """Undo what an earlier test on this sandbox left, changing only what differs: every component running, no
         fault on any side, the pods ready and UP in HAProxy (a crashing canary restarts), DEFAULT_WEIGHT to the
         canary."""
+        # faults set or cleared out of this object's sight (by a demo, a runner, the CLI) are a change as well: the
+        # node agent keeps them in faults.json, whoever asked
+        kept = self.box.state_dir / "faults.json"
+        if kept.exists():
+            self.changed = max(self.changed, time.monotonic() - (time.time() - kept.stat().st_mtime))
         for name, up in self.box.running().items():
             if not up:
                 self.box.start_component(name)
@@ -155,12 +162,14 @@ def healthy(request: pytest.FixtureRequest) -> None:
     """A test on the shared sandbox starts from one state, whatever the tests before it on this worker did or left
     (a fault, another weight, a stopped Prometheus, an alert still firing): every component running, a healthy
     canary at DEFAULT_WEIGHT, a full window of that state (waited only for what is left of it since the last change)
-    and no critical canary alert firing or pending. A module whose tests set the state they need and wait for it
-    themselves says ``SETS_ITS_OWN_STATE = True``: it gets the restored state without the waits."""
+    and no critical canary alert firing or pending. A test (or a module, in ``pytestmark``) that sets the state it
+    needs and waits for it itself, or judges nothing a window of traffic shows (a route, an error, a refusal), is
+    marked ``@OWN_STATE``: it gets the restored state without the window (an alert an earlier fault left still
+    fires into any rollout it runs: that wait stays)."""
     if "live" not in request.fixturenames:
         return
     live: Live = request.getfixturevalue("live")
     live.restore()
-    if not getattr(request.module, "SETS_ITS_OWN_STATE", False):
+    if not request.node.get_closest_marker("own_state"):
         live.settle_after_change()
-        live.calm()
+    live.calm()

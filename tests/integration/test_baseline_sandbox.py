@@ -24,10 +24,10 @@ from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox, SandboxPlatform
 from canary_checks.suite import packaged
 from tests.conftest import write_config
-from tests.integration.conftest import REPO, WINDOW, Live, sandbox_settings
+from tests.integration.conftest import OWN_STATE, REPO, WINDOW, Live, sandbox_settings
 
-pytestmark = pytest.mark.xdist_group("baseline-sandbox")  # one sandbox with a baseline pod, on one worker
-SETS_ITS_OWN_STATE = True  # the one test on the shared sandbox only asks it questions
+# one sandbox with a baseline pod, on one worker; the one test on the shared sandbox only asks it questions
+pytestmark = [pytest.mark.xdist_group("baseline-sandbox"), OWN_STATE]
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import REPO, Live
+from tests.integration.conftest import OWN_STATE, REPO, Live
 from tests.integration.test_sandbox_gates import rollout
 
-SETS_ITS_OWN_STATE = True  # each test starts from ready(): no window of the state before it is needed
+pytestmark = OWN_STATE  # each test starts from ready(): no window of the state before it is needed
 
 
 @pytest.fixture(autouse=True)

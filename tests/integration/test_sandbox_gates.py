@@ -21,7 +21,7 @@ from canary_checks.sandbox import LOCUSTFILE, SHAPES
 from canary_checks.sandbox.tour import SCENARIOS
 from canary_checks.suite import packaged
 from tests.conftest import Receiver, write_config
-from tests.integration.conftest import REPO, WINDOW, Live
+from tests.integration.conftest import OWN_STATE, REPO, WINDOW, Live
 
 ALL_GATES = {
     "error_rate", "success_rate", "latency_p95", "latency_p99", "traffic_received", "traffic_split", "pods_ready",
@@ -58,6 +58,7 @@ def test_linkerd_metrics_give_the_same_verdicts(live: Live) -> None:
     assert 'direction="inbound"' in gates["error_rate"].queries[0]
 
 
+@OWN_STATE  # Locust's own counts, no window
 def test_weight_changes_lose_no_request(live: Live) -> None:
     before_requests, before_failures = locust_failures(live)
     for weight in (5, 50, 0, 100, 25, 75, 25):
@@ -69,6 +70,7 @@ def test_weight_changes_lose_no_request(live: Live) -> None:
     assert after_failures == before_failures
 
 
+@OWN_STATE  # requests of its own, no window
 def test_header_route_always_reaches_the_canary(live: Live) -> None:
     live.set_weight(0)
     try:
@@ -82,6 +84,7 @@ def test_header_route_always_reaches_the_canary(live: Live) -> None:
         live.set_weight(25)
 
 
+@OWN_STATE  # its fault and its window
 def test_the_sandbox_replayed_from_an_export_gives_the_live_verdict(live: Live, tmp_path: Path) -> None:
     live.set_faults("canary", SCENARIOS[0].faults)
     live.settle()
@@ -154,6 +157,7 @@ def test_every_dashboard_panel_shows_data_from_the_sandbox(live: Live) -> None:
     assert empty == [], "panels without data"
 
 
+@OWN_STATE  # its weight and its window
 def test_no_traffic_to_the_canary_passes_nothing_that_needs_traffic(live: Live) -> None:
     live.set_faults("canary", {})
     live.set_weight(0)
@@ -179,6 +183,7 @@ def test_no_traffic_to_the_canary_passes_nothing_that_needs_traffic(live: Live) 
     assert gates["traffic_split"].verdict == "fail"
 
 
+@OWN_STATE  # an error whatever the traffic
 def test_a_bad_custom_query_errors_naming_the_query(live: Live, tmp_path: Path) -> None:
     path = write_config(
         tmp_path / "canary.yaml",
@@ -199,6 +204,7 @@ def test_a_bad_custom_query_errors_naming_the_query(live: Live, tmp_path: Path) 
     assert 'destination_workload="auth-canary"' in gates["error_rate"].message
 
 
+@OWN_STATE  # an error whatever the traffic
 def test_prometheus_stopped_makes_every_gate_error_naming_the_url(live: Live) -> None:
     live.box.stop_component("prometheus")
     try:
@@ -229,6 +235,7 @@ def locust(live: Live, *args: str, env: dict[str, str] | None = None) -> list[di
     return stats
 
 
+@OWN_STATE  # its own Locust
 def test_the_locustfile_runs_alone_with_both_user_classes(live: Live) -> None:
     stats = locust(live, "-f", str(LOCUSTFILE), "-u", "10", "-r", "10", "-t", "4s")
     by_name = {s["name"]: s for s in stats}
@@ -237,6 +244,7 @@ def test_the_locustfile_runs_alone_with_both_user_classes(live: Live) -> None:
     assert sum(s["num_failures"] for s in stats) == 0
 
 
+@OWN_STATE  # its own Locust
 def test_a_stage_load_shape_runs_and_ends_by_itself(live: Live) -> None:
     stats = locust(
         live,

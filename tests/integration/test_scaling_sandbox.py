@@ -26,7 +26,7 @@ from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox, SandboxPlatform
 from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene, requests_between
 from tests.conftest import write_config
-from tests.integration.conftest import Live, sandbox_settings
+from tests.integration.conftest import OWN_STATE, Live, sandbox_settings
 from tests.integration.test_faults import events
 
 pytestmark = pytest.mark.xdist_group("scaling-sandbox")
@@ -177,6 +177,7 @@ def test_a_rollout_asking_for_more_canary_pods_than_the_sandbox_runs_is_refused_
     assert SandboxPlatform(box, "auth").validate() == []
 
 
+@OWN_STATE  # a refusal, no window
 def test_the_scaling_scene_on_a_sandbox_started_without_canary_pods_to_scale_is_refused_with_the_fix(
     live: Live,
 ) -> None:

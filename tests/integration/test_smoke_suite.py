@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import yaml
 
-from tests.integration.conftest import Live
+from tests.integration.conftest import OWN_STATE, Live
 
 
+@OWN_STATE  # requests of its own, no window
 def test_healthy_canary_and_stable_pass_every_smoke_check(live: Live) -> None:
     for target, workload in (("canary", "auth-canary"), ("stable", "auth-stable")):
         run = live.smoke(f"--target={target}")
@@ -20,6 +21,7 @@ def test_healthy_canary_and_stable_pass_every_smoke_check(live: Live) -> None:
             assert record.properties["served_by"].startswith(workload + "-"), record.properties
 
 
+@OWN_STATE  # requests of its own, no window
 def test_a_canary_answering_500_fails_smoke_while_stable_passes(live: Live) -> None:
     live.set_faults("canary", {"errors": 100})
     try:
@@ -35,6 +37,7 @@ def test_a_canary_answering_500_fails_smoke_while_stable_passes(live: Live) -> N
     assert stable.passed, stable.output
 
 
+@OWN_STATE  # requests of its own, no window
 def test_a_route_that_reaches_the_wrong_side_fails_with_who_answered(live: Live) -> None:
     config = yaml.safe_load(live.config_path.read_text())
     # stable's checks sent with the canary's header: every answer comes from the canary

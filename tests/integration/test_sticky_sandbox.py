@@ -20,7 +20,7 @@ from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox, SandboxPlatform
 from canary_checks.sandbox.sides import Sides, sides_between
 from tests.conftest import write_config
-from tests.integration.conftest import Live, sandbox_settings
+from tests.integration.conftest import OWN_STATE, Live, sandbox_settings
 
 pytestmark = pytest.mark.xdist_group("sticky-sandbox")  # one sandbox with sticky sessions, on one worker
 
@@ -160,6 +160,7 @@ def test_the_demos_sticky_scene_shows_two_stages_and_a_rollback(box: Sandbox, tm
     assert box.router.get_weight() == box.config.stages[0]
 
 
+@OWN_STATE  # a refusal, no window
 def test_sticky_sessions_on_a_sandbox_started_without_them_are_refused_with_the_fix(live: Live) -> None:
     config = live.config.model_copy(update={"routing": RoutingSettings(sticky=StickySessions(enabled=True))})
     (problem,) = SandboxPlatform(Sandbox(config), "auth").validate()

@@ -21,11 +21,11 @@ import yaml
 from canary_checks.report import GateRecord, read_junit
 from canary_checks.rundir import junit_name
 from canary_checks.sandbox.tour import SCENARIOS, Scenario
-from tests.integration.conftest import REPO, Live
+from tests.integration.conftest import OWN_STATE, REPO, Live
 from tests.integration.test_sandbox_gates import ALL_GATES, COMPARISONS
 
-pytestmark = pytest.mark.xdist_group("tour")  # one tour for the module, on one worker
-SETS_ITS_OWN_STATE = True  # the tour sets each state and waits for its windows itself
+# one tour for the module, on one worker; it sets each state and waits for its windows itself
+pytestmark = [pytest.mark.xdist_group("tour"), OWN_STATE]
 
 THRESHOLD = 6.0
 """The tour's error-rate threshold (%), above the 3 % fault's reach."""

@@ -14,9 +14,9 @@ from rich.console import Console
 from canary_checks.rundir import RunRecord
 from canary_checks.sandbox.weekend import windows_scene
 from canary_checks.suite import packaged
-from tests.integration.conftest import Live
+from tests.integration.conftest import OWN_STATE, Live
 
-SETS_ITS_OWN_STATE = True  # the scene moves the weight and injects its fault itself
+pytestmark = OWN_STATE  # the scene moves the weight and injects its fault itself
 
 
 def test_the_demos_windows_scene_holds_outside_goes_on_inside_and_never_holds_a_rollback(
