@@ -24,6 +24,13 @@ OWN_STATE = pytest.mark.own_state
 """The test sets the live sandbox's state it needs and waits for it itself: `healthy` restores, without the window."""
 WINDOW = 10
 DEFAULT_WEIGHT = 25
+ALL_GATES = {  # the gates the live sandbox's suite runs (COMPARISONS: its comparisons with stable)
+    "error_rate", "success_rate", "latency_p95", "latency_p99", "traffic_received", "traffic_split", "pods_ready",
+    "restarts", "crash_loop", "cpu", "memory", "error_rate_vs_stable", "latency_vs_stable", "memory_vs_stable",
+    "firing_alerts",
+}  # fmt: skip
+COMPARISONS = {"compare_errors", "compare_latency_p50", "compare_latency_p95", "compare_latency_p99", "compare_cpu",
+               "compare_memory"}  # fmt: skip
 
 
 @dataclass

@@ -21,15 +21,7 @@ from canary_checks.sandbox import LOCUSTFILE, SHAPES
 from canary_checks.sandbox.tour import SCENARIOS
 from canary_checks.suite import packaged
 from tests.conftest import Receiver, write_config
-from tests.integration.conftest import OWN_STATE, REPO, WINDOW, Live
-
-ALL_GATES = {
-    "error_rate", "success_rate", "latency_p95", "latency_p99", "traffic_received", "traffic_split", "pods_ready",
-    "restarts", "crash_loop", "cpu", "memory", "error_rate_vs_stable", "latency_vs_stable", "memory_vs_stable",
-    "firing_alerts",
-}  # fmt: skip
-COMPARISONS = {"compare_errors", "compare_latency_p50", "compare_latency_p95", "compare_latency_p99", "compare_cpu",
-               "compare_memory"}  # fmt: skip
+from tests.integration.conftest import ALL_GATES, COMPARISONS, OWN_STATE, REPO, WINDOW, Live
 
 
 def locust_failures(live: Live) -> tuple[int, int]:

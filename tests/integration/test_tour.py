@@ -21,8 +21,7 @@ import yaml
 from canary_checks.report import GateRecord, read_junit
 from canary_checks.rundir import junit_name
 from canary_checks.sandbox.tour import SCENARIOS, Scenario
-from tests.integration.conftest import OWN_STATE, REPO, Live
-from tests.integration.test_sandbox_gates import ALL_GATES, COMPARISONS
+from tests.integration.conftest import ALL_GATES, COMPARISONS, OWN_STATE, REPO, Live
 
 # one tour for the module, on one worker; it sets each state and waits for its windows itself
 pytestmark = [pytest.mark.xdist_group("tour"), OWN_STATE]
