@@ -163,7 +163,7 @@ def serve_command(
     if services:
         console.print(f"serve: services {', '.join(services)}", highlight=False)
     # the first call's suite starts as fast as the next ones
-    forks.prepare(kubernetes=any(c.kubernetes.active() for c in [config, *services.values()]))
+    forks.prepare(config, *services.values())
     try:
         httpd.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -22,6 +22,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from canary_checks.config import CanaryConfig
 
 __all__ = ["prepare", "run_pytest"]
 
@@ -52,19 +56,24 @@ def _forks() -> multiprocessing.context.ForkServerContext:
     return context
 
 
-def prepare(*, kubernetes: bool = True) -> None:
+def prepare(*configs: CanaryConfig) -> None:
     """Say that this process runs several suites (a rollout, ``serve``, a stage that holds and looks again): the
     runs from now on fork from the warm server, which starts now and imports while the caller does other work (a
     runner validating the cluster, a hold's wait). A process that runs one suite never calls it: for one run a new
-    interpreter is cheaper than a server. ``kubernetes``: whether the suites read the Kubernetes API (the config's
-    ``kubernetes.active()``; without it the server leaves out its client, a second of imports). Does nothing when done
-    already or forks are turned off."""
+    interpreter is cheaper than a server. ``configs``: those of the suites it runs (none: not known, any); the server
+    leaves out what none of them needs — the Kubernetes client where none reads the API (``kubernetes.active()``), a
+    second of imports, and SciPy's distributions where none corrects its comparisons with ``fdr``, another. Does
+    nothing when done already or forks are turned off."""
     global _prepared
     if _forking() and not _prepared:
         _prepared = True
+        kubernetes = not configs or any(c.kubernetes.active() for c in configs)
+        fdr = not configs or any(c.statistics.correction == "fdr" for c in configs)
+        # scipy.stats first: warm freezes what is imported before it
+        preload = [*(["scipy.stats"] if fdr else []), "canary_checks.forks.warm",
+                   *(["canary_checks.forks.warm_kube"] if kubernetes else [])]  # fmt: skip
         with contextlib.suppress(OSError):  # run_pytest says so, and runs a new interpreter
-            _forks().set_forkserver_preload(["canary_checks.forks.warm", *(["canary_checks.forks.warm_kube"]
-                                                                             if kubernetes else [])])  # fmt: skip
+            _forks().set_forkserver_preload(preload)
             multiprocessing.forkserver.ensure_running()
 
 

@@ -1,13 +1,15 @@
 """Imported by the fork server of :mod:`canary_checks.forks` only: what every suite run imports, imported once —
-pytest, the installed pytest plugins, the checks and SciPy (:mod:`.warm_kube` adds the Kubernetes client). A module
-that fails to import is left to the run, which reports it as ``python -m pytest`` would."""
+pytest, the installed pytest plugins, the checks and the SciPy functions they use (:mod:`.warm_kube` adds the
+Kubernetes client; ``scipy.stats``, a second of imports only the ``fdr`` correction needs, is preloaded before this
+module where a config asks for it). A module that fails to import is left to the run, which reports it as
+``python -m pytest`` would."""
 
 import gc
 from importlib import import_module
 from importlib.metadata import entry_points
 
 WARM = (
-    "pytest", "_pytest.debugging", "pdb", "scipy.stats", "prometheus_api_client",
+    "pytest", "_pytest.debugging", "pdb", "scipy.special", "prometheus_api_client",
     "canary_checks.plugin", "canary_checks.session", "canary_checks.checks", "canary_checks.gates",
     "canary_checks.compare",
 )  # fmt: skip

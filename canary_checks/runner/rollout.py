@@ -59,7 +59,7 @@ class Rollout(Stages):
         # it needs later: its stages' suites' fork server, and the plotting of its report
         plotting = threading.Thread(target=import_plotting, daemon=True, name="report-imports")
         if not (self.options.rollback or self.options.dry_run):
-            forks.prepare(kubernetes=self.config.kubernetes.active())
+            forks.prepare(self.config)
             plotting.start()
         try:
             return self._run(heartbeat)

@@ -107,7 +107,7 @@ def run_tour(
     with stable raised the false alarm the one with the baseline did not)."""
     started = time.time()
     # a suite per stage and per fault: they fork from a warm server
-    forks.prepare(kubernetes=config.kubernetes.active())
+    forks.prepare(config)
     # the tour's timeline (weights and faults) goes to events.jsonl, as a rollout's: the report marks them
     record = RunRecord.start(reports, "demo", run_id=time.strftime("demo-%Y%m%d-%H%M%S"), service=config.service,
                              namespace=config.namespace, started=started)  # fmt: skip

@@ -100,6 +100,10 @@ class Live:
         deadline = time.monotonic() + timeout
         alerts = 'ALERTS{alertname=~"Canary.+", severity="critical"}'
         fresh = 3 * max(1.0, self.config.sandbox.scrape_interval)  # the sandbox evaluates its rules every scrape
+        # a fault cleared a moment ago may not have made its alert pending yet: its requests are scraped and the
+        # rules evaluated over them first (else the alert turns pending, then fires, in the middle of the test)
+        if (young := self.changed + fresh - time.monotonic()) > 0:
+            time.sleep(young)
         # as the gates see it: at their instant, query_offset before the clock (an alert resolved since is not)
         while source.query(f"{alerts} and (time() - timestamp({alerts}) <= {fresh:g})", at=source.now()):
             if time.monotonic() > deadline:
