@@ -1,116 +1,27 @@
-"""Capacity follows weight in the real sandbox: four stable pods, a canary whose pods (processes run by the node agent,
-each an HAProxy server) follow its weight, driven by ``canary-checks run --router sandbox`` as a user runs it; the
-split read back from the requests the pods counted (Prometheus); the load-per-pod gate on those same series.
-
-One sandbox of its own (rollout.scaling proportional, sandbox.stable_replicas 4), on one worker."""
+"""Capacity follows weight in the real sandbox (tests/integration/scaling.py): the demo's capacity scene, and the
+load-per-pod gate on the requests each pod answered (Prometheus), for an overloaded canary pod and one scaled for its
+share. One sandbox of their own, on one worker (the rollout runs on another: test_scaling_rollout_sandbox.py)."""
 
 from __future__ import annotations
 
 import io
-import itertools
 import json
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from rich.console import Console
 
-from canary_checks.config import CanaryConfig, load_config
+from canary_checks.config import CanaryConfig
 from canary_checks.gates import GateResult, Verdict, evaluate
 from canary_checks.prometheus import MetricsSource
 from canary_checks.rundir import RunRecord
 from canary_checks.sandbox import Sandbox, SandboxPlatform
-from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene, requests_between
-from tests.conftest import write_config
-from tests.integration.conftest import OWN_STATE, Live, sandbox_settings
-from tests.integration.test_faults import events
+from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene
+from tests.integration.scaling import STABLE, WINDOW, box, canary_pods, wait_until
 
 pytestmark = pytest.mark.xdist_group("scaling-sandbox")
-
-REPO = Path(__file__).parents[2]
-WINDOW = 10
-STABLE = 4
-TOLERANCE = 2.0
-"""Points the canary's share of requests may differ from its weight (issue 17's bound for the sticky split)."""
-
-
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    root = tmp_path_factory.mktemp("scaling")
-    settings = sandbox_settings(root / "state")
-    path = write_config(root / "canary.yaml", service="auth", namespace="orion", window=f"{WINDOW}s", min_requests=20,
-                        stages=[5, 25, 50, 75, 100], kubernetes={"enabled": False},
-                        statistics={"sample_interval": "2s", "worse_delta": 2},
-                        prometheus={"url": f"http://127.0.0.1:{settings['prometheus_port']}"},
-                        rollout={"scaling": {"mode": "proportional"}},
-                        sandbox={**settings, "stable_replicas": STABLE})  # fmt: skip
-    sandbox = Sandbox(load_config(path))
-    sandbox.up(weight=0)
-    try:
-        sandbox.wait_ready(60)
-        sandbox.wait_for_data()
-        yield sandbox
-    finally:
-        sandbox.down()
-
-
-def config_path(box: Sandbox) -> Path:
-    return box.state_dir.parent / "canary.yaml"
-
-
-def canary_pods(box: Sandbox) -> list[dict[str, Any]]:
-    return [p for p in box.pods() if p["workload"] == "auth-canary"]
-
-
-def wait_until(what: str, done: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
-def test_a_rollout_scales_the_canary_with_its_weight_the_split_holds_and_a_rollback_empties_it(
-    box: Sandbox, tmp_path: Path
-) -> None:
-    reports = tmp_path / "reports"
-    command = [sys.executable, "-m", "canary_checks", "--canary-config", str(config_path(box)), "run", "auth",
-               "demo:v3", "--router", "sandbox", "--step-duration", f"{WINDOW + 2}s",
-               "--poll-interval", "4s", "--on-undecided", "proceed", "--reports", str(reports)]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "every stage passed; not promoting without --auto-promote" in done.stdout
-    log = events(reports)
-    scaled = [(e["stage"], e["replicas"]) for e in log if e["event"] == "scaled"]
-    assert scaled == [(5, 1), (25, 1), (50, 2), (75, 3), (100, 4)]
-    assert len(canary_pods(box)) == STABLE and all(p["ready"] for p in canary_pods(box))
-    # the split at each stage, from the requests every pod answered while it lasted
-    moves = [(e["time"], e["weight"]) for e in log if e["event"] == "weight"] + [(time.time(), None)]
-    for (start, weight), (end, _) in itertools.pairwise(moves):
-        counted = requests_between(box, start + 3, end)  # skip what was in flight at the change
-        canary, stable = counted.get("auth-canary", {}), counted.get("auth-stable", {})
-        share = 100 * sum(canary.values()) / (sum(canary.values()) + sum(stable.values()))
-        pods = -(-STABLE * weight // 100)
-        print(f"stage {weight} %: canary {share:.1f} % of {sum(canary.values()) + sum(stable.values()):.0f} "
-              f"requests over {len(canary)} canary pods and {len(stable)} stable pods")  # fmt: skip
-        assert abs(share - weight) <= TOLERANCE, (weight, share, counted)
-        assert len(canary) == pods and min(canary.values()) > 0, (weight, counted)  # every pod had its share
-        assert len(stable) == STABLE or weight == 100
-
-    undo = subprocess.run([*command[:8], "--router", "sandbox", "--rollback", "--reports", str(tmp_path / "undo")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert undo.returncode == 0, undo.stdout + undo.stderr
-    assert box.router.get_weight() == 0 and canary_pods(box) == []
-    rolled = [e["event"] for e in events(tmp_path / "undo")]
-    assert rolled.index("weight") < rolled.index("rolled back")  # weight 0 recorded, then the canary gone
-    assert not [s for s in box.router.in_service() if s.startswith("canary")]
-    # kube-state-metrics' view, as the gates read it: the canary Deployment at 0 replicas, none ready
-    source = MetricsSource(box.config)
-    wait_until("kube_deployment_spec_replicas of auth-canary is not 0", lambda: [s.value for s in source.query(
-        'kube_deployment_spec_replicas{namespace="orion", deployment="auth-canary"}')] == [0.0])  # fmt: skip
+__all__ = ["box"]  # the module's own sandbox (a fixture)
 
 
 def load_gate(config: CanaryConfig) -> GateResult:
@@ -175,13 +86,3 @@ def test_a_rollout_asking_for_more_canary_pods_than_the_sandbox_runs_is_refused_
     assert f"rollout.scaling asks for up to {STABLE + 2} canary pods" in problem
     assert f"was started with {STABLE}" in problem and "'canary-checks sandbox up'" in problem
     assert SandboxPlatform(box, "auth").validate() == []
-
-
-@OWN_STATE  # a refusal, no window
-def test_the_scaling_scene_on_a_sandbox_started_without_canary_pods_to_scale_is_refused_with_the_fix(
-    live: Live,
-) -> None:
-    done = live.demo("--scaling")
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "--scaling: the sandbox running from" in done.stderr and "canary-checks sandbox down" in done.stderr
-    assert live.box.is_up() and len(live.box.pods()) == 2  # the running sandbox is left as it was
