@@ -274,6 +274,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:  # `-m "not integration"` is the unit tier: no sandbox, no emulator, no wheel build
         if item.path.is_relative_to(integration):
             item.add_marker(pytest.mark.integration)
+    # the order workers take them in (pytest_configure keeps it): the modules with a sandbox of their own first, and
+    # the tests marked long, the longest runs (one left for last is the suite's tail); then the unit tier, before a
+    # worker starts its live sandbox (it would run idle beside them); then the other tests on the live sandbox
+    items.sort(key=lambda i: (not (i.get_closest_marker("xdist_group") or i.get_closest_marker("long")),
+                              bool(i.get_closest_marker("integration"))))  # fmt: skip
     kind_items = [item for item in items if item.get_closest_marker("kind")]
     if not kind_items:
         return
@@ -353,6 +358,9 @@ def pytest_configure(config: pytest.Config) -> None:
     pytest 9.2 ignores (pytest-dev/pytest-xdist#1386): the suite would run, at twice its cost. Stop at once instead."""
     if config.getoption("dist", "no") != "loadgroup":
         return
+    # xdist hands out its groups largest first (by number of tests: a one-test group of two minutes went last);
+    # pytest_collection_modifyitems orders them by cost instead
+    config.option.loadscopereorder = False
     xdist = Version(importlib.metadata.version("pytest-xdist"))
     if Version(pytest.__version__) >= Version("9.2") and xdist <= Version("3.8.0"):
         raise pytest.UsageError(
