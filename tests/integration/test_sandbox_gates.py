@@ -118,18 +118,16 @@ def test_a_faulty_canary_fires_its_alerts_through_alertmanager_and_they_resolve_
             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
         assert "CanaryHighErrorRate (critical)" in status.stdout, status.stdout
-        delivered = [a for n in live.box.received_alerts() for a in n["alerts"]]
-        assert any(a["labels"]["alertname"] == "CanaryHighErrorRate" and a["status"] == "firing" for a in delivered)
+
+        def delivered(state: str) -> bool:  # Alertmanager sends a group once its group_wait has passed
+            received = [a for n in live.box.received_alerts() for a in n["alerts"]]
+            return any(a["labels"]["alertname"] == "CanaryHighErrorRate" and a["status"] == state for a in received)
+
+        wait_for("the receiver told of the firing alert", lambda: delivered("firing"), 30)
         live.set_weight(0)  # the rollback: the canary gets no more traffic
         wait_for("CanaryHighErrorRate resolved", lambda: "CanaryHighErrorRate" not in alert_names(live.box.alerts()),
                  180)  # fmt: skip
-
-        def resolved_delivered() -> bool:
-            delivered = [a for n in live.box.received_alerts() for a in n["alerts"]]
-            return any(a["labels"]["alertname"] == "CanaryHighErrorRate" and a["status"] == "resolved"
-                       for a in delivered)  # fmt: skip
-
-        wait_for("the receiver told of the resolution", resolved_delivered, 30)
+        wait_for("the receiver told of the resolution", lambda: delivered("resolved"), 30)
     finally:
         live.set_faults("canary", {})
         live.set_weight(25)
