@@ -21,7 +21,7 @@ import getpass
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -37,6 +37,7 @@ __all__ = [
     "Status",
     "can_move",
     "holder_id",
+    "stage_of",
     "version_of",
 ]
 
@@ -167,6 +168,15 @@ class RecordConflict(CanaryError):
     def __init__(self, what: str, current: dict[str, Any] | None, **kwargs: Any) -> None:
         self.current = current
         super().__init__(what, **kwargs)
+
+
+def stage_of(state: Mapping[str, Any], steps: Sequence[int] = ()) -> int:
+    """The stage (percent) the record's rollout is at: its current step's weight, the last one once every step has
+    passed (awaiting promotion); ``steps`` where the record has none; 0 without any."""
+    recorded = list(state.get("steps") or steps)
+    if not recorded:
+        return 0
+    return int(recorded[max(0, min(int(state.get("step_index", 0)), len(recorded) - 1))])
 
 
 def version_of(state: Mapping[str, Any] | None) -> int:

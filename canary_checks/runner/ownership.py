@@ -20,7 +20,7 @@ from canary_checks.config import CanaryConfig
 from canary_checks.errors import CanaryError
 from canary_checks.notify import Decision, Notifier
 from canary_checks.prometheus import MetricsSource
-from canary_checks.record import IN_PROGRESS, Event, Lease, RecordConflict, Status, can_move, version_of
+from canary_checks.record import IN_PROGRESS, Event, Lease, RecordConflict, Status, can_move, stage_of, version_of
 from canary_checks.rundir import RunRecord
 from canary_checks.runner.options import Interrupted, Platform, RolledBack, RolloutOptions, Superseded
 from canary_checks.traffic import Router
@@ -214,9 +214,7 @@ class RolloutRecord:
             self.config = self.config.with_baseline(self.with_baseline)
 
     def current_stage(self) -> int:
-        steps = self.state.get("steps") or list(self.options.steps)
-        index = min(int(self.state.get("step_index", 0)), len(steps) - 1)
-        return int(steps[index])
+        return stage_of(self.state, self.options.steps)
 
     def rollback(self, why: str, failing: Sequence[Mapping[str, str]] = ()) -> None:
         """Roll back: recorded first (a rollback wins over any other writer of the record, and a live runner reads

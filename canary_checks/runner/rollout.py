@@ -23,7 +23,7 @@ from typing import Any
 
 from canary_checks import forks
 from canary_checks.errors import CanaryError
-from canary_checks.record import IN_PROGRESS, Event, Lease, Status, version_of
+from canary_checks.record import IN_PROGRESS, Event, Lease, Status, stage_of, version_of
 from canary_checks.report import import_plotting
 from canary_checks.rundir import RunRecord, new_run_id
 from canary_checks.runner.options import (
@@ -171,7 +171,7 @@ class Rollout(Stages):
         if existing.get("image") != self.options.image:
             raise CanaryError(
                 f"a rollout of {existing.get('image')} (run {existing.get('run_id')}) is in progress at stage "
-                f"{existing.get('steps', [0])[existing.get('step_index', 0)]} %",
+                f"{stage_of(existing)} % ({existing.get('status')})",
                 where=self.platform.describe(),
                 fix=f"resume it with '{self.command(existing.get('image'))}', or roll it back "
                 f"with '{self.command(existing.get('image'), '--rollback')}'",

@@ -147,3 +147,15 @@ def test_the_watchdog_leaves_alone_what_someone_looks_after(tmp_path: Path, stat
     silent_record(memory, status, heard=heard)
     assert watchdog(tmp_path, memory, lines).once() == []
     assert memory.weight == 25 and memory.state is not None and memory.state["status"] == status
+
+
+def test_another_image_while_one_awaits_promotion_is_refused_naming_it_and_its_stage(tmp_path: Path) -> None:
+    memory, lines = Memory(), []
+    assert runner(tmp_path, memory, "runner A", lines, auto_promote=False).run() == 0  # every stage passed
+    assert memory.state is not None and memory.state["status"] == "awaiting-promotion"
+    with pytest.raises(CanaryError) as refused:
+        runner(tmp_path, memory, "runner B", lines, image="shop/cart:3").run()
+    said = refused.value.message + (refused.value.fix or "")
+    assert "a rollout of shop/cart:2" in said and "at stage 100 % (awaiting-promotion)" in said
+    assert "canary-checks run cart shop/cart:2 --rollback" in said
+    assert memory.state["status"] == "awaiting-promotion" and memory.weight == 100, "the refusal changed nothing"
