@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,10 +37,28 @@ def free_port_settings(state_dir: Path, **settings: Any) -> dict[str, Any]:
     return {"state_dir": str(state_dir), **dict(zip(names, free_ports(len(names)), strict=True)), **settings}
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+
+
 def free_ports(count: int, taken: Iterable[int] = ()) -> list[int]:
-    """``count`` ports on 127.0.0.1 the OS says are free now (none of ``taken``), ascending."""
-    ports: set[int] = set()
-    avoid = set(taken)
+    """``count`` ports on 127.0.0.1 that are free now (none of ``taken``), ascending: drawn at random below the
+    kernel's ephemeral range. A port the kernel hands out for port 0 comes from that range, and so does the local port
+    of every outgoing connection — Locust's, HAProxy's, Prometheus' own, thousands a minute: one picked that way was
+    taken by a connection before the sandbox's process could bind it. Where the range starts too low to leave room,
+    the kernel's own pick."""
+    try:
+        high = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        high = 32768
+    avoid, ports = set(taken), set[int]()
+    draw = random.SystemRandom()
+    for _ in range(100 * count if high - LOWEST_PORT >= 1000 else 0):
+        if len(ports) == count:
+            break
+        port = draw.randrange(LOWEST_PORT, high)
+        if port not in avoid and port_free(port):
+            ports.add(port)
     while len(ports) < count:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
