@@ -387,4 +387,18 @@ class Sandbox:
                 if result and float(result[0]["value"][1]) >= 1:
                     return
             time.sleep(0.5)
-        raise SandboxError(f"Prometheus at {self.prometheus_url} has no request data after {timeout:.0f}s")
+        dead = [name for name, up in self.running().items() if not up]
+        said = "; ".join(f"{name} is not running ({_last_line(self.state_dir / f'{name}.log')})" for name in dead)
+        raise SandboxError(
+            f"Prometheus at {self.prometheus_url} has no request data after {timeout:.0f}s{': ' if said else ''}{said}",
+            fix=f"see the logs in {self.state_dir}; 'canary-checks sandbox down', then 'up' again",
+        )
+
+
+def _last_line(log: Path) -> str:
+    """The last line a component wrote to its log (why it stopped, most often), or that it wrote none."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return f"{log.name}: {lines[-1].strip()}" if lines else f"{log.name} is empty"

@@ -18,7 +18,6 @@ from canary_checks.gates import GateResult, Verdict, evaluate
 from canary_checks.prometheus import MetricsSource
 from canary_checks.runner import Rollout, RolloutOptions
 from canary_checks.sandbox.files import extra_ports, pods, write_files
-from canary_checks.sandbox.processes import free_ports, port_free
 from canary_checks.weights import MAX_WEIGHT, servers_of, share, spread, spread_shares
 from tests.conftest import PromStub, healthy, write_config
 from tests.unit.test_runner_undecided import Memory
@@ -376,11 +375,3 @@ def test_pods_still_starting_while_the_canary_scales_do_not_fail_pods_ready_but_
     else:  # the same pod not ready in the step after the wait: pods_ready fails and rolls back at once
         assert code == 1 and memory.weights[-1] == 0, said
         assert "critical gates failed during stage 50 %: pods_ready (1 of 2 desired canary pods ready (50 %)" in said
-
-
-def test_free_ports_are_bindable_distinct_and_below_the_range_outgoing_connections_take() -> None:
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    ports = free_ports(40, taken=range(10000, 20000))
-    assert len(set(ports)) == 40 and ports == sorted(ports)
-    assert all(20000 <= p < low for p in ports)  # never one the kernel may give an outgoing connection meanwhile
-    assert all(port_free(p) for p in ports)

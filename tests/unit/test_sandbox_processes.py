@@ -1,0 +1,52 @@
+"""The sandbox's processes on one machine: the ports it picks, and what it says when one of its components died."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from canary_checks.config import load_config
+from canary_checks.errors import SandboxError
+from canary_checks.sandbox import Sandbox
+from canary_checks.sandbox.files import extra_ports, write_files
+from canary_checks.sandbox.processes import free_port_settings, free_ports, port_free
+from tests.conftest import write_config
+
+
+def test_free_ports_are_bindable_distinct_and_below_the_range_outgoing_connections_take() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = free_ports(40, taken=range(10000, 20000))
+    assert len(set(ports)) == 40 and ports == sorted(ports)
+    assert all(20000 <= p < low for p in ports)  # never one the kernel may give an outgoing connection meanwhile
+    assert all(port_free(p) for p in ports)
+
+
+def test_no_request_data_names_the_component_that_died_and_the_last_line_of_its_log(tmp_path: Path) -> None:
+    settings = free_port_settings(tmp_path / "state")
+    config = load_config(write_config(tmp_path / "canary.yaml", service="auth", namespace="orion",
+                                      kubernetes={"enabled": False}, sandbox=settings))  # fmt: skip
+    box = Sandbox(config)
+    write_files(config, box.state_dir, 0, {}, free_ports(extra_ports(config)))  # what 'sandbox up' writes first
+    with socket.socket() as taken:  # what another program did between the port's pick and the node agent's start
+        taken.bind(("127.0.0.1", settings["node_port"]))
+        taken.listen()
+        command = [sys.executable, "-m", "canary_checks.sandbox.node", "--state-dir", str(box.state_dir), "--port",
+                   str(settings["node_port"])]  # fmt: skip
+        box.processes.start("node", command, os.environ, box.processes.load_state())
+        deadline = time.monotonic() + 30
+        while box.running()["node"]:
+            assert time.monotonic() < deadline, "the node agent kept running on a taken port"
+            time.sleep(0.1)
+        with pytest.raises(SandboxError) as refused:
+            box.wait_for_data(timeout=0.5)
+    said = str(refused.value)
+    assert (
+        "has no request data after 0s: node is not running (node.log: OSError: [Errno 98] Address already in use)"
+        in said
+    ), said
+    assert str(box.state_dir) in said and "sandbox down" in said
