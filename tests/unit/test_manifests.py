@@ -4,6 +4,7 @@ with unknown fields rejected, and meeting the security and routing rules for eve
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
@@ -35,11 +36,17 @@ def rendered() -> dict[str, str]:
     return render_all(DEMO, LOCUSTFILE.read_text())
 
 
+def parsed(text: str) -> list[Any]:
+    return [o for o in yaml.load_all(text, Loader=yaml.CSafeLoader) if o]  # libyaml: collection parses every file
+
+
+@functools.cache  # read-only: a test that changes an object changes a deep copy
 def objects() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for path in sorted(MANIFESTS.rglob("*.yaml")):
-        out.extend((str(path.relative_to(MANIFESTS)), o) for o in yaml.safe_load_all(path.read_text()) if o)
-    return out
+    return [
+        (str(path.relative_to(MANIFESTS)), o)
+        for path in sorted(MANIFESTS.rglob("*.yaml"))
+        for o in parsed(path.read_text())
+    ]
 
 
 TEAM_VALUES = """\
@@ -70,16 +77,19 @@ def team_values(tmp: Path | None = None) -> Any:
     return load_values(folder / "values.yaml")
 
 
+@functools.cache  # read-only, as objects()
 def team_files() -> dict[str, str]:
     return render_all(team_values(), "from locust import HttpUser\n")
 
 
+@functools.cache  # read-only, as objects()
 def team_objects() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for relative, text in team_files().items():
-        if relative.endswith(".yaml"):
-            out.extend((f"shop:{relative}", o) for o in yaml.safe_load_all(text) if o)
-    return out
+    return [
+        (f"shop:{relative}", o)
+        for relative, text in team_files().items()
+        if relative.endswith(".yaml")
+        for o in parsed(text)
+    ]
 
 
 def of_kind(kind: str) -> list[dict[str, Any]]:

@@ -72,6 +72,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str
     httpd = WebhookServer(load_config(config_path), options).http_server()
     with serving(httpd):
         yield f"http://127.0.0.1:{httpd.server_address[1]}", options
+    release(tmp_path)  # a suite a test left holding ends now, not at its hold while pytest's exit waits for it
 
 
 def post(url: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -171,6 +172,7 @@ def test_closing_finishes_the_reports_of_answered_calls_and_abandons_running_one
     caller.join(10)
     assert unanswered and not caller.is_alive()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    release(tmp_path)  # the abandoned suite ends now, not in a minute while pytest's exit waits for it
 
 
 @pytest.mark.parametrize("server", [{"hold": 5, "timeout": 1}], indirect=True)
