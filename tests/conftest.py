@@ -269,16 +269,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _order(item: pytest.Item) -> int:
+    """The order workers take the tests in (pytest_configure keeps it). First the modules with a sandbox of their
+    own and the tests marked long: the longest runs (one left for last is the suite's tail), which mostly wait for
+    windows of traffic. Then, while they wait, the integration tests with no live sandbox (the Kubernetes emulator's
+    rollouts: busy processes, no waits for traffic), then the unit tier; the tests on a worker's live sandbox last
+    (it is started at a worker's first such test and runs to the end: traffic, on the cores the others need)."""
+    if item.get_closest_marker("xdist_group") or item.get_closest_marker("long"):
+        return 0
+    if not item.get_closest_marker("integration"):
+        return 2
+    return 3 if "live" in getattr(item, "fixturenames", ()) else 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     integration = Path(__file__).parent / "integration"
     for item in items:  # `-m "not integration"` is the unit tier: no sandbox, no emulator, no wheel build
         if item.path.is_relative_to(integration):
             item.add_marker(pytest.mark.integration)
-    # the order workers take them in (pytest_configure keeps it): the modules with a sandbox of their own first, and
-    # the tests marked long, the longest runs (one left for last is the suite's tail); then the unit tier, before a
-    # worker starts its live sandbox (it would run idle beside them); then the other tests on the live sandbox
-    items.sort(key=lambda i: (not (i.get_closest_marker("xdist_group") or i.get_closest_marker("long")),
-                              bool(i.get_closest_marker("integration"))))  # fmt: skip
+    items.sort(key=_order)
     kind_items = [item for item in items if item.get_closest_marker("kind")]
     if not kind_items:
         return
