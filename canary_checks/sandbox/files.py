@@ -40,13 +40,14 @@ def pod_name(workload: str, version: str, salt: str = "") -> str:
 
 def sandbox_rules(groups: list[dict[str, Any]], interval: str) -> list[dict[str, Any]]:
     """The cluster's recording and alerting rules, made quick for the sandbox: evaluated every ``interval``, their
-    look-back windows a tenth as long (at least 30 s: [5m] becomes [30s]) and their ``for`` a tenth (at least 5 s), so a
-    fault fires its alert within a minute and the alert resolves within a minute of the rollback. Names stay (the
-    gates read canary:request_rate:5m)."""
+    look-back windows a twentieth as long (at least 15 s and four evaluations: [5m] becomes [15s]) and their ``for`` a
+    tenth (at least 5 s), so a fault fires its alert within half a minute and the alert resolves within half a minute
+    of the rollback. Names stay (the gates read canary:request_rate:5m)."""
+    shortest = max(15, math.ceil(4 * parse_duration(interval)))
 
     def window(match: re.Match[str]) -> str:
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
-        return f"[{max(30, seconds // 10)}s]"
+        return f"[{max(shortest, seconds // 20)}s]"
 
     def tenth(duration: str) -> str:
         seconds = parse_duration(duration)

@@ -200,8 +200,9 @@ def wait_for_event(env: Env, event: str, stage: int, timeout: float = 180) -> No
 
 @pytest.mark.long  # a minute or more: workers start it early
 def test_a_runner_killed_mid_stage_is_resumed_without_skipping_gates(env: Env) -> None:
-    # a lease long enough for the refused runs below to start (a Python process each) before it runs out
-    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "30s", "--lease-ttl", "10s"),
+    # a lease long enough for the refused runs below to start (a Python process each) before it runs out; stage 25
+    # lasts long enough to be killed in (stage 5 as long: a step duration is every stage's)
+    process = subprocess.Popen(env.command("--auto-promote", "--step-duration", "10s", "--lease-ttl", "10s"),
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_for_event(env, "weight", 25)
     process.send_signal(signal.SIGKILL)

@@ -350,6 +350,10 @@ def test_the_sandbox_gets_the_same_rules_made_quick(promtool: str, tmp_path: Pat
             assert windows.sub("[W]", rule["expr"]) == windows.sub("[W]", original[name]["expr"])
     high_error = next(r for g in quick for r in g["rules"] if r.get("alert") == "CanaryHighErrorRate")
     assert high_error["for"] == "12s"  # 2m in a cluster
+    # [5m] is [15s]: a fault's alert resolves about 15 s after the rollback; never under four evaluations
+    assert {w for g in quick for r in g["rules"] for w in re.findall(r"\[\w+\]", r["expr"])} == {"[15s]"}
+    slow = sandbox_rules(groups, "5s")
+    assert {w for g in slow for r in g["rules"] for w in re.findall(r"\[\w+\]", r["expr"])} == {"[20s]"}
 
 
 @pytest.mark.parametrize(
