@@ -21,7 +21,7 @@ from canary_checks.sandbox import Sandbox, SandboxPlatform
 
 __all__ = ["SCENE_SECONDS", "capacity_scene", "requests_between", "scaling_config"]
 
-SCENE_SECONDS = 15.0
+SCENE_SECONDS = 10.0
 """How long the scene lets each stage's traffic run before it counts who answered what."""
 DEMO_STABLE = 4
 """Stable's pods in the scene's sandbox (at least): with one, every canary size is one pod too."""

@@ -233,7 +233,7 @@ def _faults(
     return ok
 
 
-STICKY_SECONDS = 15.0
+STICKY_SECONDS = 10.0
 """How long scene 4 lets each stage's traffic run before it counts who saw what."""
 
 
