@@ -58,6 +58,8 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 """The sandbox's traffic: the demo service's clients (shipped in the package; --locustfile replaces it)."""
 SHAPES = Path(__file__).with_name("shapes.py")
 """Load shapes per rollout stage, to use beside the locustfile."""
+DATA_PATH = ("node", "haproxy", "prometheus", "locust")
+"""The components request data passes through: Locust, HAProxy, the pods (the node agent's), Prometheus."""
 
 
 @dataclass
@@ -376,21 +378,25 @@ class Sandbox:
         return out
 
     def wait_for_data(self, timeout: float = 60.0) -> None:
-        """Block until Prometheus has scraped request counts from both pods (the first gate run needs them)."""
+        """Block until Prometheus has scraped request counts from both pods (the first gate run needs them); fail at
+        once, naming it, when a component the data passes through is not running."""
         query = f'count(istio_requests_total{{destination_workload_namespace="{self.config.namespace}"}})'
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while True:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
                 with urllib.request.urlopen(url, timeout=2) as response:
                     result = json.loads(response.read())["data"]["result"]
                 if result and float(result[0]["value"][1]) >= 1:
                     return
+            dead = [name for name, up in self.running().items() if not up and name in DATA_PATH]
+            if dead or time.monotonic() - started >= timeout:
+                break
             time.sleep(0.5)
-        dead = [name for name, up in self.running().items() if not up]
         said = "; ".join(f"{name} is not running ({_last_line(self.state_dir / f'{name}.log')})" for name in dead)
         raise SandboxError(
-            f"Prometheus at {self.prometheus_url} has no request data after {timeout:.0f}s{': ' if said else ''}{said}",
+            f"Prometheus at {self.prometheus_url} has no request data after {time.monotonic() - started:.0f}s"
+            f"{': ' if said else ''}{said}",
             fix=f"see the logs in {self.state_dir}; 'canary-checks sandbox down', then 'up' again",
         )
 

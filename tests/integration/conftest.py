@@ -16,7 +16,7 @@ from canary_checks.config import CanaryConfig, load_config
 from canary_checks.prometheus import MetricsSource
 from canary_checks.report import GateRecord
 from canary_checks.sandbox import Sandbox, free_port_settings
-from canary_checks.suite import SuiteRun, packaged, run_suite
+from canary_checks.suite import SuiteRun, decide_stage, packaged, run_suite
 from tests.conftest import write_config
 
 REPO = Path(__file__).parents[2]
@@ -121,6 +121,19 @@ class Live:
             extra_args=extra,
         )  # fmt: skip
         return run, {r.gate: r for r in run.records}
+
+    def decided(self, stage: int = 25, *extra: str, looks: int = 4) -> tuple[SuiteRun, dict[str, GateRecord]]:
+        """The gates as the runner decides a stage (``decide_stage``): a comparison without enough requests yet holds
+        for another window of evidence — on a busy machine Locust sends fewer than its rate — up to ``looks`` runs;
+        the last run and its gates. A failing gate decides at once."""
+        name = f"run-{time.monotonic_ns()}"
+        settle = WINDOW + 3 * self.config.sandbox.scrape_interval
+        decision = decide_stage(
+            packaged("gate"), stage, lambda attempt: self.runs / f"{name}-{attempt}.xml",
+            deadline=time.monotonic() + (looks - 1) * settle, poll=settle, config_path=self.config_path,
+            extra_args=(f"--canary-evidence={self.runs / name}.evidence.json", *extra),
+        )  # fmt: skip
+        return decision.run, {r.gate: r for r in decision.run.records}
 
     def demo(self, *flags: str) -> subprocess.CompletedProcess[str]:
         """``canary-checks demo FLAGS`` against this sandbox, as a user runs it (a scene's refusal returns at once)."""
