@@ -269,20 +269,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _order(item: pytest.Item) -> tuple[int, float]:
-    """The order workers take the tests in (pytest_configure keeps it). First the tests marked ``long(seconds)`` (a
-    module of tests on a sandbox of its own, one group, carries the whole module's seconds), longest first: they mostly
-    wait for windows of traffic, and one left for last is the suite's tail. Then, while they wait, the integration
-    tests with no live sandbox (the Kubernetes emulator's rollouts: busy processes, no traffic to wait for), then the
-    unit tier; the tests on a worker's live sandbox last (it is started at a worker's first such test and runs to the
-    end: traffic, on the cores the others need)."""
-    if long := item.get_closest_marker("long"):
-        return 0, -float(long.args[0])
-    if item.get_closest_marker("xdist_group"):  # a group not marked long yet: early all the same
-        return 0, 0
+def _order(item: pytest.Item) -> int:
+    """The order workers take the tests in (pytest_configure keeps it). First the modules with a sandbox of their
+    own and the tests marked long: the longest runs (one left for last is the suite's tail), which mostly wait for
+    windows of traffic. Then, while they wait, the integration tests with no live sandbox (the Kubernetes emulator's
+    rollouts: busy processes, no waits for traffic), then the unit tier; the tests on a worker's live sandbox last
+    (it is started at a worker's first such test and runs to the end: traffic, on the cores the others need)."""
+    if item.get_closest_marker("xdist_group") or item.get_closest_marker("long"):
+        return 0
     if not item.get_closest_marker("integration"):
-        return 2, 0
-    return (3 if "live" in getattr(item, "fixturenames", ()) else 1), 0
+        return 2
+    return 3 if "live" in getattr(item, "fixturenames", ()) else 1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -27,7 +27,7 @@ from tests.conftest import write_config
 from tests.integration.conftest import OWN_STATE, REPO, WINDOW, Live, sandbox_settings
 
 # one sandbox with a baseline pod, on one worker; the one test on the shared sandbox only asks it questions
-pytestmark = [pytest.mark.xdist_group("baseline-sandbox"), pytest.mark.long(80), OWN_STATE]
+pytestmark = [pytest.mark.xdist_group("baseline-sandbox"), OWN_STATE]
 
 
 @pytest.fixture(scope="module")

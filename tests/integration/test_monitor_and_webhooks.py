@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import free_port
 from tests.integration.conftest import REPO, WINDOW, Live
 
-pytestmark = [pytest.mark.xdist_group("webhooks"), pytest.mark.long(145)]  # one webhook server, on one worker
+pytestmark = pytest.mark.xdist_group("webhooks")  # one webhook server for the module, on one worker
 
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
 

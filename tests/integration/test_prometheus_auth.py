@@ -39,7 +39,6 @@ pytestmark = [
         reason="needs the Debian packages prometheus, haproxy and openssl (./dev install)",
     ),
     pytest.mark.xdist_group("prometheus-auth"),  # one Prometheus and proxy for the module, on one worker
-    pytest.mark.long(50),
 ]
 
 PASSWORD = "hunter2-Zq8#x"

@@ -28,7 +28,6 @@ TOLERANCE = 2.0
 
 
 @pytest.mark.xdist_group("scaling-rollout-sandbox")
-@pytest.mark.long(90)
 def test_a_rollout_scales_the_canary_with_its_weight_the_split_holds_and_a_rollback_empties_it(
     box: Sandbox, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ from canary_checks.sandbox import Sandbox, SandboxPlatform
 from canary_checks.sandbox.capacity import SCENE_SECONDS, capacity_scene
 from tests.integration.scaling import STABLE, WINDOW, box, canary_pods, wait_until
 
-pytestmark = [pytest.mark.xdist_group("scaling-sandbox"), pytest.mark.long(120)]
+pytestmark = pytest.mark.xdist_group("scaling-sandbox")
 __all__ = ["box"]  # the module's own sandbox (a fixture)
 
 

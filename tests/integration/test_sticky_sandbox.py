@@ -22,7 +22,7 @@ from canary_checks.sandbox.sides import Sides, sides_between
 from tests.conftest import write_config
 from tests.integration.conftest import OWN_STATE, Live, sandbox_settings
 
-pytestmark = [pytest.mark.xdist_group("sticky-sandbox"), pytest.mark.long(85)]  # one sandbox, on one worker
+pytestmark = pytest.mark.xdist_group("sticky-sandbox")  # one sandbox with sticky sessions, on one worker
 
 COOKIE = "cc-session"
 REQUESTS = 3000
