@@ -37,7 +37,8 @@ def rendered() -> dict[str, str]:
 
 
 def parsed(text: str) -> list[Any]:
-    return [o for o in yaml.load_all(text, Loader=yaml.CSafeLoader) if o]  # libyaml: collection parses every file
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where PyYAML has it: collection parses them all
+    return [o for o in yaml.load_all(text, Loader=loader) if o]
 
 
 @functools.cache  # read-only: a test that changes an object changes a deep copy
