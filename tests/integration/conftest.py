@@ -111,26 +111,18 @@ class Live:
             time.sleep(0.5)
 
     def gates(
-        self, stage: int = 25, *extra: str, config_path: Path | None = None
+        self, stage: int = 25, *extra: str, config_path: Path | None = None, looks: int = 1
     ) -> tuple[SuiteRun, dict[str, GateRecord]]:
-        name = f"run-{time.monotonic_ns()}"
-        # each check judges the sandbox as it is now: its own comparison evidence, not the earlier tests' faults
-        extra = (f"--canary-evidence={self.runs / name}.evidence.json", *extra)
-        run = run_suite(
-            packaged("gate"), stage, self.runs / f"{name}.xml", config_path=config_path or self.config_path,
-            extra_args=extra,
-        )  # fmt: skip
-        return run, {r.gate: r for r in run.records}
-
-    def decided(self, stage: int = 25, *extra: str, looks: int = 4) -> tuple[SuiteRun, dict[str, GateRecord]]:
-        """The gates as the runner decides a stage (``decide_stage``): a comparison without enough requests yet holds
-        for another window of evidence — on a busy machine Locust sends fewer than its rate — up to ``looks`` runs;
-        the last run and its gates. A failing gate decides at once."""
+        """The stage's gate suite: one run, or with ``looks`` as the runner decides a stage (``decide_stage``) — a
+        comparison without enough requests yet holds for another window of evidence (on a busy machine Locust sends
+        fewer than its rate), up to ``looks`` runs, and a failing gate decides at once. The last run and its gates."""
         name = f"run-{time.monotonic_ns()}"
         settle = WINDOW + 3 * self.config.sandbox.scrape_interval
+        # each check judges the sandbox as it is now: its own comparison evidence, not the earlier tests' faults
         decision = decide_stage(
             packaged("gate"), stage, lambda attempt: self.runs / f"{name}-{attempt}.xml",
-            deadline=time.monotonic() + (looks - 1) * settle, poll=settle, config_path=self.config_path,
+            deadline=time.monotonic() + (looks - 1) * settle, poll=settle,
+            config_path=config_path or self.config_path,
             extra_args=(f"--canary-evidence={self.runs / name}.evidence.json", *extra),
         )  # fmt: skip
         return decision.run, {r.gate: r for r in decision.run.records}

@@ -147,7 +147,7 @@ def test_prometheus_gone_mid_stage_never_promotes(live: Live, tmp_path: Path) ->
     live.box.wait_for_data()
 
 
-@pytest.mark.long  # a minute or more: workers start it early
+@pytest.mark.long  # half a minute or more: workers start it early
 def test_a_rollout_outside_its_window_holds_in_the_sandbox(live: Live, tmp_path: Path) -> None:
     ready(live)
     first = rollout(live, tmp_path / "first", "demo:w1", "--traffic-steps", "5,100", "--step-duration", "60s")

@@ -53,7 +53,7 @@ def service_repo(tmp_path: Path, venv: Path) -> Iterator[tuple[Path, dict[str, s
     yield repo, env
 
 
-@pytest.mark.long  # a minute or more: workers start it early
+@pytest.mark.long  # half a minute or more: workers start it early
 def test_init_then_smoke_then_gates_from_a_service_repository(live: Live, service_repo: tuple[Path, dict[str, str]],
                                                              venv: Path) -> None:  # fmt: skip
     repo, env = service_repo

@@ -198,7 +198,7 @@ def wait_for_event(env: Env, event: str, stage: int, timeout: float = 180) -> No
     raise AssertionError(f"no {event} event for stage {stage}")
 
 
-@pytest.mark.long  # a minute or more: workers start it early
+@pytest.mark.long  # half a minute or more: workers start it early
 def test_a_runner_killed_mid_stage_is_resumed_without_skipping_gates(env: Env) -> None:
     # a lease long enough for the refused runs below to start (a Python process each) before it runs out; stage 25
     # lasts long enough to be killed in (stage 5 as long: a step duration is every stage's)

@@ -44,7 +44,7 @@ def test_the_sandbox_evaluates_the_clusters_recording_rules(live: Live) -> None:
 
 
 def test_linkerd_metrics_give_the_same_verdicts(live: Live) -> None:
-    run, gates = live.decided(25, "--mesh", "linkerd")  # a comparison may hold for evidence first, as in a rollout
+    run, gates = live.gates(25, "--mesh", "linkerd", looks=4)  # a comparison may hold for evidence, as in a rollout
     assert run.passed, run.output
     assert set(gates) == ALL_GATES | COMPARISONS
     assert "response_total{" in gates["error_rate"].queries[0]
@@ -107,7 +107,7 @@ def wait_for(what: str, check: Any, timeout: float) -> None:
         time.sleep(2)
 
 
-@pytest.mark.long  # a minute or more: workers start it early
+@pytest.mark.long  # half a minute or more: workers start it early
 def test_a_faulty_canary_fires_its_alerts_through_alertmanager_and_they_resolve_after_rollback(live: Live) -> None:
     live.set_weight(25)
     live.set_faults("canary", SCENARIOS[0].faults)
@@ -276,7 +276,7 @@ def notified(live: Live, tmp_path: Path, receiver: Receiver) -> Path:
     return path
 
 
-@pytest.mark.long  # a minute or more: workers start it early
+@pytest.mark.long  # half a minute or more: workers start it early
 def test_the_runner_promotes_a_healthy_canary_in_the_sandbox(live: Live, tmp_path: Path, receiver: Receiver) -> None:
     process = rollout(live, tmp_path, "demo:v3", "--auto-promote", "--smoke-suite", str(packaged("smoke")),
                       config=notified(live, tmp_path, receiver))  # fmt: skip

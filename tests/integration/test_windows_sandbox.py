@@ -20,7 +20,7 @@ from tests.integration.conftest import OWN_STATE, Live
 pytestmark = OWN_STATE  # the scene moves the weight and injects its fault itself
 
 
-@pytest.mark.long  # a minute or more: workers start it early
+@pytest.mark.long  # half a minute or more: workers start it early
 def test_the_demos_windows_scene_holds_outside_goes_on_inside_and_never_holds_a_rollback(
     live: Live, tmp_path: Path
 ) -> None:

@@ -15,12 +15,12 @@ from canary_checks.config import load_config
 from canary_checks.errors import SandboxError
 from canary_checks.sandbox import Sandbox
 from canary_checks.sandbox.files import extra_ports, write_files
-from canary_checks.sandbox.processes import free_port_settings, free_ports, port_free
+from canary_checks.sandbox.processes import EPHEMERAL_RANGE, free_port_settings, free_ports, port_free
 from tests.conftest import write_config
 
 
 def test_free_ports_are_bindable_distinct_and_below_the_range_outgoing_connections_take() -> None:
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    low = int(EPHEMERAL_RANGE.read_text().split()[0])
     ports = free_ports(40, taken=range(10000, 20000))
     assert len(set(ports)) == 40 and ports == sorted(ports)
     assert all(20000 <= p < low for p in ports)  # never one the kernel may give an outgoing connection meanwhile
