@@ -270,16 +270,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _order(item: pytest.Item) -> int:
-    """The order workers take the tests in (pytest_configure keeps it). First the modules with a sandbox of their
-    own and the tests marked long: the longest runs (one left for last is the suite's tail), which mostly wait for
-    windows of traffic. Then, while they wait, the integration tests with no live sandbox (the Kubernetes emulator's
-    rollouts: busy processes, no waits for traffic), then the unit tier; the tests on a worker's live sandbox last
-    (it is started at a worker's first such test and runs to the end: traffic, on the cores the others need)."""
-    if item.get_closest_marker("xdist_group") or item.get_closest_marker("long"):
+    """The order workers take the tests in (pytest_configure keeps it). The run is CPU-bound but where every worker
+    waits for windows of traffic at once, so the waits go first and the busy work last, where it fills the cores:
+    0. the longest module (marked ``longest``: the demo tour, over three minutes on one worker; started later, it is
+       the suite's tail);
+    1. the modules with a sandbox of their own and the tests marked long, which mostly wait for windows of traffic;
+    2. the integration tests with no live sandbox (the Kubernetes emulator's rollouts: busy processes, short waits);
+    3. the tests on a worker's live sandbox (started at its first such test; its traffic stops while the worker runs
+       tests that do not use it: tests/integration/conftest.py);
+    4. the unit tier, hundreds of short busy tests: the workers finish together."""
+    if item.get_closest_marker("longest"):
         return 0
+    if item.get_closest_marker("xdist_group") or item.get_closest_marker("long"):
+        return 1
     if not item.get_closest_marker("integration"):
-        return 2
-    return 3 if "live" in getattr(item, "fixturenames", ()) else 1
+        return 4
+    return 3 if "live" in getattr(item, "fixturenames", ()) else 2
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

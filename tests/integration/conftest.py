@@ -43,6 +43,14 @@ class Live:
     """When a test last changed the sandbox (a fault or the weight) through this object."""
     settled: float = 0.0
     """When the last `settle` ended."""
+    paused: bool = False
+    """Its traffic is stopped (`pause`): the next test waits for a window of it again."""
+
+    def pause(self) -> None:
+        """Stop the traffic while this worker runs tests that do not use the sandbox: its Locust, pods and HAProxy
+        would take a tenth of a core for nothing. `restore` starts it again."""
+        self.box.stop_component("locust")
+        self.paused = True
 
     def set_faults(self, side: str, faults: Mapping[str, float]) -> None:
         """Replace ``side``'s faults; a change only when they differ (then the next settle waits a window)."""
@@ -77,6 +85,7 @@ class Live:
                 self.changed = time.monotonic()
         self.box.wait_ready(60)
         self.set_weight(DEFAULT_WEIGHT)
+        self.paused = False
 
     def _wait_window_after(self, since: float) -> None:
         remaining = since + WINDOW + 3 * self.config.sandbox.scrape_interval - time.monotonic()
@@ -144,7 +153,7 @@ def sandbox_settings(state_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("live")
     sandbox = sandbox_settings(root / "state")
     path = write_config(
@@ -168,8 +177,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     try:
         box.wait_for_data()
         (root / "runs").mkdir()
-        yield Live(box, config, path, root / "runs")
+        request.config.stash[LIVE] = live = Live(box, config, path, root / "runs")
+        yield live
     finally:
+        if LIVE in request.config.stash:
+            del request.config.stash[LIVE]
         box.down()
 
 
@@ -185,7 +197,20 @@ def healthy(request: pytest.FixtureRequest) -> None:
     if "live" not in request.fixturenames:
         return
     live: Live = request.getfixturevalue("live")
+    paused = live.paused  # then no traffic for a while: a test that sets its own state needs a window of it as well
     live.restore()
-    if not request.node.get_closest_marker("own_state"):
+    if paused or not request.node.get_closest_marker("own_state"):
         live.settle_after_change()
     live.calm()
+
+
+LIVE = pytest.StashKey[Live]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The worker's next test does not use its live sandbox (tests/conftest.py orders them together, but a worker
+    takes other tests before and after): stop the sandbox's traffic until a test uses it again."""
+    live = item.config.stash.get(LIVE, None)
+    if live and not live.paused and nextitem is not None and "live" not in getattr(nextitem, "fixturenames", ()):
+        live.pause()

@@ -23,8 +23,9 @@ from canary_checks.rundir import junit_name
 from canary_checks.sandbox.tour import SCENARIOS, Scenario
 from tests.integration.conftest import ALL_GATES, COMPARISONS, OWN_STATE, REPO, Live
 
-# one tour for the module, on one worker; it sets each state and waits for its windows itself
-pytestmark = [pytest.mark.xdist_group("tour"), OWN_STATE]
+# one tour for the module, on one worker, started first (the suite's longest); it sets each state and waits for its
+# windows itself
+pytestmark = [pytest.mark.xdist_group("tour"), pytest.mark.longest, OWN_STATE]
 
 THRESHOLD = 6.0
 """The tour's error-rate threshold (%), above the 3 % fault's reach."""
