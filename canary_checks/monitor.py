@@ -412,7 +412,8 @@ def plain_line(snap: Snapshot) -> str:
             )
         cells.append(f"{row.label} {' / '.join(values)}")
     rec = snap.recommendation
-    return (f"{clock} sample {snap.number} stage {snap.stage} ({' / '.join(snap.sides)}): " + "; ".join(cells)
+    stage = f"stage {snap.stage}" if snap.stage is not None else "stage unknown (no traffic split)"
+    return (f"{clock} sample {snap.number} {stage} ({' / '.join(snap.sides)}): " + "; ".join(cells)
             + f" | {rec.action.upper()}: {rec.reason}")  # fmt: skip
 
 

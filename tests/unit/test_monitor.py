@@ -73,6 +73,13 @@ def test_no_canary_traffic_holds(monitor: Monitor, prom: PromStub) -> None:
     assert "error_rate: the canary received no traffic" in snap.recommendation.reason
 
 
+def test_a_service_prometheus_has_no_requests_of_says_the_stage_is_unknown(monitor: Monitor, prom: PromStub) -> None:
+    prom.answer(r"istio_requests_total", [])  # a misspelt service: no requests on either side, no split
+    snap = monitor.sample()
+    assert snap.stage is None and snap.recommendation.action == "hold"
+    assert " stage unknown (no traffic split) (stable / canary): error rate — NO DATA / — NO DATA;" in plain_line(snap)
+
+
 def test_the_sequential_comparisons_join_the_recommendation(monitor: Monitor, tmp_path: Path) -> None:
     monitor.evidence = tmp_path / "evidence.json"
     snap = monitor.sample()
