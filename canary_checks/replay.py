@@ -28,11 +28,11 @@ from typing import Any
 
 import requests
 
-from canary_checks.compare import COMPARISONS, evaluate_comparisons
+from canary_checks.compare import comparisons_of, evaluate_comparisons
 from canary_checks.config import CanaryConfig, Mesh
 from canary_checks.errors import CanaryError, ConfigError, MissingBinary, SandboxError
-from canary_checks.gates import GATES, GateResult, Verdict, evaluate
-from canary_checks.prometheus import MESH_METRICS, MetricsSource, escape_label
+from canary_checks.gates import GateResult, Verdict, evaluate, gates_of
+from canary_checks.prometheus import MESH_METRICS, MetricsSource, escape_label, selectors_in
 
 __all__ = ["ReplayStep", "export", "exported_series", "recorded_prometheus", "replay"]
 
@@ -51,7 +51,8 @@ _COMMON = (
 
 
 def exported_series(config: CanaryConfig) -> list[str]:
-    """The selectors an export needs for ``config``'s namespace: every series the gates and comparisons read."""
+    """The selectors an export needs for ``config``'s namespace: every series the gates and comparisons read — the
+    built-in ones', and those the custom gates' and comparisons' own queries select."""
     if config.mesh is Mesh.CUSTOM:
         raise ConfigError(
             "replay needs a known mesh (istio or linkerd) to know which series to export",
@@ -61,7 +62,24 @@ def exported_series(config: CanaryConfig) -> list[str]:
     mesh = MESH_METRICS[config.mesh]
     ns = escape_label(config.namespace)
     names = [(mesh.requests, mesh.namespace), (mesh.buckets, mesh.namespace), *_COMMON]
-    return [f'{name}{{{label}="{ns}"}}' for name, label in names]
+    return list(dict.fromkeys([*(f'{name}{{{label}="{ns}"}}' for name, label in names), *_custom_series(config)]))
+
+
+def _custom_series(config: CanaryConfig) -> list[str]:
+    """What the custom gates (of any stage) and custom comparisons select, as they are rendered for the canary (and
+    each comparison for the side it is compared with as well)."""
+    source = MetricsSource(config)
+    queries: dict[str, str] = {}
+    for gates in [config.gates, *(config.gates_for(stage) for stage in config.stages)]:
+        for name, gate in gates.custom().items():
+            where = f"gates.{name}.query"
+            queries[source.render_template(gate.query, side="canary", where=where)] = where
+    for key, comparison in config.statistics.custom().items():
+        for side in dict.fromkeys(("canary", config.reference)):
+            for part in ("numerator", "denominator"):
+                where = f"statistics.{key}.{part}"
+                queries[source.render_template(getattr(comparison, part), side=side, where=where)] = where
+    return [selector for query, where in queries.items() for selector in selectors_in(query, where=where)]
 
 
 def export(
@@ -211,14 +229,17 @@ def replay(
     end: float | None = None,
     on_step: Callable[[ReplayStep], None] | None = None,
 ) -> list[ReplayStep]:
-    """Evaluate every Prometheus gate and every comparison at each ``every`` seconds of the recording."""
+    """Evaluate every Prometheus gate (built-in and custom) and every comparison (built-in and custom) at each
+    ``every`` seconds of the recording."""
     if every <= 0:
         raise ConfigError(f"--every must be positive; got {every:g}", where="--every")
     with recorded_prometheus(export_file) as (url, first, last):
         recorded = config.model_copy(update={"prometheus": config.prometheus.open_at(url)})
         source = MetricsSource(recorded)
-        gates = [n for n, g in GATES.items() if g.source == "prometheus" and g.settings(config.gates).enabled]
-        comparisons = [n for n, c in COMPARISONS.items() if c.settings(config.statistics).enabled]
+        thresholds = config.gates_for(stage)  # a stage's thresholds, and the custom gates it adds
+        gates = [n for n, g in gates_of(thresholds).items()
+                 if g.source in ("prometheus", "custom") and g.settings(thresholds).enabled]  # fmt: skip
+        comparisons = [n for n, c in comparisons_of(config.statistics).items() if c.settings(config.statistics).enabled]
         t = max(start if start is not None else first + config.window, first + 1)
         stop = min(end if end is not None else last, last)
         if t > stop:

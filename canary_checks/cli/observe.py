@@ -33,7 +33,8 @@ def replay() -> None:
 @click.argument("out_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.pass_context
 def replay_export(ctx: click.Context, start: float, end: float, step: float, out_file: Path) -> None:
-    """Write the query_range answer of every series the gates read (this service's namespace) to OUT_FILE."""
+    """Write the query_range answer of every series the gates read (this service's namespace) to OUT_FILE: the
+    built-in gates' and comparisons', and what the custom gates' and comparisons' own queries select."""
     from canary_checks.replay import export
 
     config, _ = load(ctx)

@@ -19,6 +19,7 @@ from canary_checks.prometheus.profiles import (
     pod_regex,
     profile_for,
     render_template,
+    selectors_in,
 )
 from canary_checks.prometheus.source import MetricsSource, Sample, Series
 
@@ -34,4 +35,5 @@ __all__ = [
     "pod_regex",
     "profile_for",
     "render_template",
+    "selectors_in",
 ]

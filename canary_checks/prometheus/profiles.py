@@ -10,11 +10,39 @@ import string
 from dataclasses import dataclass
 
 from canary_checks.config import DEFAULT_FAILURE_CODES, CanaryConfig, Mesh, check_namespace, check_workload
+from canary_checks.errors import ConfigError
 
 
 def escape_label(value: str) -> str:
     """Escape a value for a double-quoted PromQL string literal (Go string escaping)."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def selectors_in(query: str, *, where: str) -> list[str]:
+    """The series selectors ``query`` reads — each metric name with its label matchers, without range, offset or
+    ``@`` — as PromQL, in order and once each: what a recording must hold to answer it. PromQL is parsed by
+    promql-parser (GreptimeDB's, the Prometheus grammar); a query it cannot read is a ConfigError naming ``where``."""
+    import promql_parser
+
+    try:
+        expr = promql_parser.parse(query)
+    except ValueError as e:
+        raise ConfigError(f"not a PromQL query the export can read: {e}", where=where,
+                          fix="check the query in Prometheus' own expression browser") from e  # fmt: skip
+    op = promql_parser.MatchOp
+    ops = ((op.Equal, "="), (op.NotEqual, "!="), (op.Re, "=~"), (op.NotRe, "!~"))  # the enum is not hashable
+    found: list[str] = []
+
+    def visit(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            # `{a="1" or b="2"}` (Prometheus 3) is one selector per alternative
+            for group in node.matchers.or_matchers or [node.matchers.matchers]:
+                text = ",".join(f'{m.name}{next(s for o, s in ops if m.op == o)}"{escape_label(m.value)}"'
+                                for m in group)  # fmt: skip
+                found.append(f"{node.name or ''}{{{text}}}" if text else node.name or "")
+
+    promql_parser.walk(expr, visit)
+    return [selector for selector in dict.fromkeys(found) if selector]
 
 
 def pod_regex(workload: str) -> str:

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from canary_checks.config import CanaryConfig, load_config
-from canary_checks.errors import InvalidLabelValue, PrometheusQueryError, PrometheusUnreachable
-from canary_checks.prometheus import ISTIO, LINKERD, MetricsSource, escape_label, pod_regex
+from canary_checks.errors import ConfigError, InvalidLabelValue, PrometheusQueryError, PrometheusUnreachable
+from canary_checks.prometheus import ISTIO, LINKERD, MetricsSource, escape_label, pod_regex, selectors_in
 from tests.conftest import PromStub, free_port
 
 
@@ -69,6 +69,30 @@ def test_custom_templates_are_filled_with_escaped_values(prom: PromStub) -> None
         'sum(increase(http_requests_total{app="auth-canary", ns="orion"}[60s]))'
     )
     assert source.render("latency", side="stable", quantile=0.95).startswith("histogram_quantile(0.95,")
+
+
+def test_the_selectors_a_query_reads_are_listed_once_each_as_valid_promql() -> None:
+    query = (
+        'sum(increase(checkouts_total{namespace="orion", pod=~"auth\\\\-canary-[a-z0-9]{5}", note!~"say \\"hi\\""}[5m])'
+        ")"
+        ' / on() group_left sum(rate(checkouts_total{namespace="orion"}[1m] offset 5m))'
+        ' + max_over_time(up[10m:1m]) + count({__name__=~"kafka_.+", job="lag"}) + up'
+    )
+    found = selectors_in(query, where="gates.checkouts.query")
+    assert found == [
+        'checkouts_total{namespace="orion",pod=~"auth\\\\-canary-[a-z0-9]{5}",note!~"say \\"hi\\""}',
+        'checkouts_total{namespace="orion"}',  # no range, no offset: the series themselves
+        "up",  # once, though read twice
+        '{__name__=~"kafka_.+",job="lag"}',
+    ]
+    # each is PromQL that selects what the query's own selector does: the values survive their escaping
+    assert selectors_in(" + ".join(found), where="again") == found
+
+
+def test_a_query_the_parser_cannot_read_is_one_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="not a PromQL query the export can read") as raised:
+        selectors_in("sum(rate(x[5m])", where="gates.checkouts.query")
+    assert raised.value.where == "gates.checkouts.query"
 
 
 def test_custom_template_with_an_unknown_placeholder(prom: PromStub) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from canary_checks.config import load_config
 from canary_checks.gates import GateResult
+from canary_checks.prometheus import escape_label, pod_regex
+from canary_checks.replay import exported_series
 from canary_checks.replay import replay as run_replay
 from tests.conftest import canary_checks, canary_checks_here, write_config
 
@@ -131,3 +133,45 @@ def test_an_alert_whose_samples_stopped_is_not_firing_even_within_the_lookback(t
     }
     assert firing[330] == firing[390] == ["CanaryHighErrorRate", "CanaryPodCrashLooping"]  # within 90 s of the last
     assert firing[450] == firing[570] == ["CanaryPodCrashLooping"]  # 150 and 270 s old: gone, though in the lookback
+
+
+CHECKOUTS = {  # the docs' custom gate and comparison (docs/gates.md): the share of checkouts that failed
+    "gates": {"checkout_failures": {
+        "query": '100 * (sum(increase(checkouts_total{namespace="$namespace", pod=~"$pods", outcome="failed"}'
+                 '[$window])) or vector(0)) / sum(increase(checkouts_total{namespace="$namespace", pod=~"$pods"}'
+                 "[$window]))",
+        "fails": "above", "threshold": 2, "unit": "%"}},
+    "statistics": {"checkouts": {
+        "numerator": 'sum(increase(checkouts_total{namespace="$namespace", pod=~"$pods", outcome="failed"}[$window]))',
+        "denominator": 'sum(increase(checkouts_total{namespace="$namespace", pod=~"$pods"}[$window]))'}},
+}  # fmt: skip
+
+
+def test_custom_gates_and_comparisons_are_exported_and_replayed(tmp_path: Path) -> None:
+    """A team's own metric: the export asks for the series their PromQL selects, for the canary's pods and stable's
+    (the comparison reads both), and the replay judges them as the live suite does."""
+    config = load_config(write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", window="30s",
+                                      **CHECKOUTS))  # fmt: skip
+    selectors = exported_series(config)
+    for side in ("canary", "stable"):
+        pods = escape_label(pod_regex(f"auth-{side}"))
+        assert f'checkouts_total{{namespace="orion",pod=~"{pods}",outcome="failed"}}' in selectors
+        assert f'checkouts_total{{namespace="orion",pod=~"{pods}"}}' in selectors
+    assert 'istio_requests_total{destination_workload_namespace="orion"}' in selectors  # the built-ins' as before
+
+    export = release(tmp_path / "checkouts.json", canary_errors_from=None)
+    answer = json.loads(export.read_text())
+    for side, pod in (("canary", "auth-canary-5d8f7c9b4-x2k9p"), ("stable", "auth-stable-7c6d5b4a3-q8w7e")):
+        labels = {"__name__": "checkouts_total", "namespace": "orion", "pod": pod}
+        answer["data"]["result"].append(counter({**labels, "outcome": "ok"}, 20 if side == "canary" else 200))
+        if side == "canary":  # from minute 5 the canary fails 5 checkouts in 25, stable none
+            answer["data"]["result"].append(counter({**labels, "outcome": "failed"}, 5, from_second=300))
+    export.write_text(json.dumps(answer))
+    done = replay(tmp_path, str(export), "--every", "30s", **CHECKOUTS)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    first_fail = next(i for i, line in enumerate(lines) if " FAIL " in line)
+    assert all(" FAIL " not in line for line in lines[:first_fail])
+    assert "checkout_failures" in lines[first_fail] or "compare_checkouts" in lines[first_fail], lines[first_fail]
+    assert lines[first_fail] >= "14:18:20", lines[first_fail]  # not before the failures started
+    assert any("checkout_failures (canary" in line and "20 % > 2 %" in line for line in lines), done.stdout
