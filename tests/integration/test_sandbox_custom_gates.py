@@ -1,8 +1,14 @@
 """A custom gate and a custom comparison from canary.yaml, run by the packaged gate suite against the live sandbox
-(real Prometheus, HAProxy, Locust): they pass a healthy canary and fail one answering half its requests with 5xx."""
+(real Prometheus, HAProxy, Locust): they pass a healthy canary and fail one answering half its requests with 5xx, and
+a replay of the faulty minute (exported from the sandbox's Prometheus) fails it too. They read a metric of the team's
+choosing, not the configured mesh's: the pods' Linkerd counters (`response_total`) by pod, where the config says
+Istio."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,9 +20,9 @@ from canary_checks.gates import GateResult, Verdict, evaluate
 from canary_checks.prometheus import MetricsSource
 from tests.integration.conftest import Live
 
-SELECT = 'reporter="destination", destination_workload_namespace="$namespace", destination_workload="$workload"'
-FAILED = f'sum(increase(istio_requests_total{{{SELECT}, response_code=~"5.."}}[$window]))'
-TOTAL = f"sum(increase(istio_requests_total{{{SELECT}}}[$window]))"
+SELECT = 'direction="inbound", namespace="$namespace", pod=~"$pods"'
+FAILED = f'sum(increase(response_total{{{SELECT}, classification="failure"}}[$window]))'
+TOTAL = f"sum(increase(response_total{{{SELECT}}}[$window]))"
 CUSTOM = {
     "gates": {
         "server_error_share": {
@@ -85,10 +91,24 @@ def test_a_custom_gate_and_comparison_pass_a_healthy_canary_and_fail_a_faulty_on
         share = gates["server_error_share"]
         assert share.outcome == "failed" and share.verdict == "fail" and 30 <= float(share.value) <= 65
         assert f"canary share of 5xx answers {float(share.value):.4g} % > 10 %" in share.message
-        assert 'destination_workload="auth-canary"' in share.queries[0]
+        assert 'pod=~"auth\\\\-canary-' in share.queries[0]
         comparison = gates["compare_server_errors"]
         assert comparison.outcome == "failed" and comparison.verdict == "fail", comparison
         assert "canary 5xx rate" in comparison.message and comparison.severity == "critical"
         assert "server_error_share" in run.output and "compare_server_errors" in run.output  # the summary table
+
+        # the faulty minute, exported and replayed: the export holds the team's series, the replay judges them
+        cli = [sys.executable, "-m", "canary_checks", "--canary-config", str(path), "replay"]
+        export = live.runs / "custom-incident.json"
+        exported = subprocess.run([*cli, "export", "--start", "now-40s", "--step", "1s", str(export)],
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        series = [s["metric"] for s in json.loads(export.read_text())["data"]["result"]]
+        teams = {(m["pod"].rsplit("-", 2)[0], m["classification"]) for m in series if m["__name__"] == "response_total"}
+        assert teams == {("auth-canary", "failure"), ("auth-canary", "success"), ("auth-stable", "success")}, teams
+        replayed = subprocess.run([*cli, "run", str(export), "--every", "10s"],
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)  # fmt: skip
+        assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+        assert "server_error_share (canary share of 5xx answers" in replayed.stdout
     finally:
         live.set_faults("canary", {})
