@@ -21,13 +21,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from canary_checks.config import CanaryConfig
 
-__all__ = ["prepare", "run_pytest"]
+__all__ = ["Stopped", "prepare", "run_pytest", "stop_running"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ def _forking() -> bool:
 
 def run_pytest(args: Sequence[str], timeout: float) -> tuple[int, str]:
     """``python -m pytest ARGS`` in a new process: its exit code and its output (stdout and stderr, as one).
-    Raises :class:`subprocess.TimeoutExpired` (the process killed) when it runs longer than ``timeout`` seconds.
+    Raises :class:`subprocess.TimeoutExpired` (the process killed) when it runs longer than ``timeout`` seconds,
+    :class:`Stopped` when :func:`stop_running` killed it.
     After :func:`prepare`, a fork of the warm server; before it, or where the server cannot start (no writable
     temporary directory for its socket), a new interpreter."""
     global _unforkable
@@ -97,16 +99,67 @@ def run_pytest(args: Sequence[str], timeout: float) -> tuple[int, str]:
         except OSError as e:
             _unforkable = True
             log.warning("running pytest in a new interpreter each time: the fork server cannot start (%s)", e)
-    done = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
-    return done.returncode, done.stdout + done.stderr
+    command = [sys.executable, "-m", "pytest", *args]
+    pipe = subprocess.PIPE
+    with (
+        subprocess.Popen(command, stdout=pipe, stderr=pipe, stdin=subprocess.DEVNULL, text=True) as process,
+        _stoppable(process.kill, args),
+    ):
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    return process.returncode, out + err
+
+
+class Stopped(Exception):
+    """The suite was killed by :func:`stop_running`: the process that ran it is shutting down."""
+
+
+_running: dict[int, Callable[[], None]] = {}
+_running_lock = threading.Lock()
+
+
+def stop_running() -> int:
+    """Kill the suites this process is running now (from any thread); their :func:`run_pytest` calls raise
+    :class:`Stopped`. A server shutting down has abandoned the calls they answer, and without this its exit waits for
+    each to end (``multiprocessing`` joins its children; a suite may run for its whole timeout). How many there were."""
+    with _running_lock:
+        stops = list(_running.values())
+    for stop in stops:
+        stop()
+    return len(stops)
+
+
+@contextlib.contextmanager
+def _stoppable(kill: Callable[[], None], args: Sequence[str]) -> Iterator[None]:
+    """Register ``kill`` for :func:`stop_running` while the suite runs; raise :class:`Stopped` after if it was used."""
+    stopped = threading.Event()
+
+    def stop() -> None:
+        stopped.set()
+        with contextlib.suppress(OSError, ValueError):  # ended meanwhile
+            kill()
+
+    with _running_lock:
+        _running[id(stop)] = stop
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running.pop(id(stop), None)
+    if stopped.is_set():
+        raise Stopped(f"pytest {' '.join(args)} was stopped: this process is shutting down")
 
 
 def _forked(args: Sequence[str], timeout: float) -> tuple[int, str]:
     with tempfile.NamedTemporaryFile(prefix="canary-suite-", suffix=".out") as output:
         process = _forks().Process(target=_child, args=(list(args), os.getcwd(), dict(os.environ), output.name))
         process.start()
-        process.join(timeout)
+        with _stoppable(process.kill, args):
+            process.join(timeout)
         if process.exitcode is None:
             process.kill()
             process.join()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from canary_checks import forks
 from canary_checks.report import outcome_of, prune_runs
 from canary_checks.rundir import GATE_RUN_SPAN, RunRecord, new_run_id
 from canary_checks.suite import SuiteRun, failing_fields, run_suite
@@ -200,6 +201,9 @@ class WebhookServer:
         try:
             run = run_suite(suite, stage, junit, config_path=self.options.config_path, extra_args=args,
                             timeout=self.options.suite_timeout)  # fmt: skip
+        except forks.Stopped:  # serve is shutting down: the call is abandoned, unanswered
+            record.meta(ended=time.time(), exit_status="stopped")
+            return Reply(503, {"error": "serve is shutting down; the suite was stopped", "run_id": run_id})
         except subprocess.TimeoutExpired:
             record.meta(ended=time.time(), exit_status="timeout")
             return Reply(504, {"error": f"the {suite_kind} suite ran longer than {self.options.suite_timeout:g} s "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +71,39 @@ def test_a_hung_suite_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pyte
     marker.unlink()
     time.sleep(0.3)  # the killed run writes no more
     assert not marker.exists()
+
+
+def test_stop_running_kills_the_suites_running_now_and_their_callers_are_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    marker = tmp_path / "still-running"
+    (tmp_path / "test_hang.py").write_text(
+        f"import time\ndef test_hang():\n    while True:\n        open({str(marker)!r}, 'w').close()\n"
+        "        time.sleep(0.05)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    raised: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            run_pytest(["-q", "-p", "no:cacheprovider", "test_hang.py"], timeout=60)
+        except BaseException as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not marker.exists():  # the suite runs
+        assert time.monotonic() < deadline and thread.is_alive(), raised
+        time.sleep(0.05)
+    assert forks.stop_running() == 1
+    thread.join(10)
+    assert not thread.is_alive() and len(raised) == 1 and isinstance(raised[0], forks.Stopped), raised
+    assert "was stopped: this process is shutting down" in str(raised[0])
+    marker.unlink()
+    time.sleep(0.3)  # the killed run writes no more
+    assert not marker.exists()
+    assert forks.stop_running() == 0  # none left to stop
 
 
 def test_without_a_writable_temporary_directory_a_new_interpreter_runs_it(

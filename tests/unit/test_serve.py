@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import select
 import socket
@@ -144,7 +145,7 @@ def test_a_failing_suite_answers_412_naming_what_failed(server: tuple[str, Serve
     assert failing["gate"] == "test_gate" and "canary error rate 20 % > 5 %" in failing["summary"]
 
 
-def test_closing_finishes_the_reports_of_answered_calls_and_abandons_running_ones_quietly(
+def test_closing_finishes_the_reports_of_answered_calls_and_stops_running_ones_quietly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config_path = write_config(tmp_path / "canary.yaml", prometheus={"url": "http://127.0.0.1:9"})
@@ -167,12 +168,16 @@ def test_closing_finishes_the_reports_of_answered_calls_and_abandons_running_one
         caller = threading.Thread(target=call_the_gate)
         caller.start()
         until(lambda: len(list(options.reports.glob("webhook-*/run.json"))) == 2, 30, "the gate suite running")
-    # as on SIGTERM, right after an answer: its report is finished, not dropped; the running call ends unanswered
+    # as on SIGTERM, right after an answer: its report is finished, not dropped; the running call ends unanswered,
+    # and its suite (holding for a minute) is stopped, not waited for by the process's exit
     assert (options.reports / body["run_id"] / "report.html").exists()
     caller.join(10)
     assert unanswered and not caller.is_alive()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
-    release(tmp_path)  # the abandoned suite ends now, not in a minute while pytest's exit waits for it
+    assert "serve: stopped 1 suite(s) still running" in caplog.text
+    until(lambda: not multiprocessing.active_children(), 10, "the abandoned suite's process gone")
+    stopped = [json.loads(p.read_text()) for p in options.reports.glob("webhook-*/run.json")]
+    assert sorted(str(r.get("exit_status")) for r in stopped) == ["0", "stopped"], stopped
 
 
 @pytest.mark.parametrize("server", [{"hold": 5, "timeout": 1}], indirect=True)
