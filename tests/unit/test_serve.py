@@ -73,7 +73,6 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str
     httpd = WebhookServer(load_config(config_path), options).http_server()
     with serving(httpd):
         yield f"http://127.0.0.1:{httpd.server_address[1]}", options
-    release(tmp_path)  # a suite a test left holding ends now, not at its hold while pytest's exit waits for it
 
 
 def post(url: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
