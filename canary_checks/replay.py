@@ -88,15 +88,15 @@ def export(
     """Prometheus' ``query_range`` answer (one matrix) for every series the gates read between ``start`` and
     ``end``, sampled every ``step`` seconds: raw counters and buckets, so rates can be recomputed at replay."""
     source = MetricsSource(config)
-    result: list[dict[str, Any]] = []
+    result: dict[frozenset[tuple[str, str]], dict[str, Any]] = {}  # a series two selectors match is written once
     for selector in exported_series(config):
         series = source.query_range(selector, start, end, step)
         progress(f"exported {len(series)} series of {selector}")
         for s in series:
-            result.append(
-                {"metric": dict(s.labels), "values": [[t, repr(v)] for t, v in zip(s.times, s.values, strict=True)]}
-            )
-    return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+            result[frozenset(s.labels.items())] = {
+                "metric": dict(s.labels), "values": [[t, repr(v)] for t, v in zip(s.times, s.values, strict=True)]
+            }  # fmt: skip
+    return {"status": "success", "data": {"resultType": "matrix", "result": list(result.values())}}
 
 
 def _load_export(path: Path) -> list[dict[str, Any]]:
@@ -120,7 +120,28 @@ def _load_export(path: Path) -> list[dict[str, Any]]:
         series.extend(inner.get("result", []))
     if not series:
         raise ConfigError(f"{path} holds no series", where="EXPORT", fix="export a range where the release ran")
+    for number, one in enumerate(series, 1):
+        if problem := _malformed(one):
+            shape = '{"metric": {labels}, "values": [[time, "value"], ...]}'
+            raise ConfigError(f"{path}: series {number} of {len(series)} {problem}", where="EXPORT",
+                              fix=f"export with 'canary-checks replay export' or Prometheus' /api/v1/query_range "
+                                  f"(each series {shape})")  # fmt: skip
     return series
+
+
+def _malformed(series: Any) -> str:
+    """What is wrong with one series of a query_range answer ("" when nothing)."""
+    if not isinstance(series, dict) or not isinstance(series.get("metric", {}), dict):
+        return "is not an object with a 'metric' object of labels"
+    if not isinstance(values := series.get("values", []), list):
+        return "has 'values' that are not a list of [time, value] pairs"
+    for point in values:
+        try:
+            t, v = point
+            float(t), float(v)
+        except (TypeError, ValueError):
+            return f"has a sample that is not a [time, value] pair of numbers: {json.dumps(point)[:80]}"
+    return ""
 
 
 def _openmetrics(series: Iterable[Mapping[str, Any]]) -> Iterator[str]:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from canary_checks.cli.common import console, echo, load, out, reports_option
 from canary_checks.cli.types import DURATION, INSTANT, STAGE, check_stages, fail
@@ -40,10 +41,23 @@ def replay_export(ctx: click.Context, start: float, end: float, step: float, out
     config, _ = load(ctx)
     if start >= end:
         fail(ctx, "start", f"{_utc(start)} is not before --end ({_utc(end)})")
-    answer = export(config, start, end, step, progress=lambda m: console.print(f"[dim]{m}[/]"))
+    if step > config.window / 2:  # rate() over a window needs two samples in it
+        half = config.window / 2
+        fail(ctx, "step", f"{step:g}s is more than half the window ({config.window:g}s): the gates' rates over a "
+                          f"window would have no two samples to read; use --step {half:g}s or less")  # fmt: skip
+
+    def progress(message: str) -> None:
+        console.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)
+
+    answer = export(config, start, end, step, progress=progress)
     out_file.write_text(json.dumps(answer))
     count = len(answer["data"]["result"])
     console.print(f"wrote {count} series, {(end - start) / 60:.0f} min every {step:g}s, to {out_file}")
+
+
+def _cut(text: str, length: int) -> str:
+    """``text``, at most ``length`` characters, cut at a word with an ellipsis."""
+    return text if len(text) <= length else text[: length - 1].rsplit(" ", 1)[0] + "…"
 
 
 def _utc(instant: float) -> str:
@@ -71,24 +85,33 @@ def replay_run(
     end: float | None,
     strict_gates: bool,
 ) -> None:
-    """Evaluate the gates and the comparisons along EXPORT_FILE; exit 1 if the release would have rolled back."""
+    """Evaluate the gates and the comparisons along EXPORT_FILE; exit 1 if the release would have rolled back, 2 if
+    it would not but a gate could not be evaluated (a query the recording's Prometheus refused): no answer then."""
+    from canary_checks.errors import CanaryError
     from canary_checks.replay import ReplayStep
     from canary_checks.replay import replay as run_replay
 
     config, _ = load(ctx)
     first_failure: ReplayStep | None = None
+    errors: dict[str, str] = {}  # gates that could not be evaluated (a query Prometheus refused): the last why
 
     def show(step: ReplayStep) -> None:
         nonlocal first_failure
         failing = step.failing(strict=strict_gates)
         held = step.held(strict=strict_gates)
+        for name, result in step.results.items():
+            if isinstance(result, CanaryError):
+                errors[name] = str(result).splitlines()[0]
         when = datetime.fromtimestamp(step.at, tz=UTC).strftime("%H:%M:%S")
         if failing:
             first_failure = first_failure or step
-            text = "; ".join(f"{r.gate} ({r.summary[:140]})" for r in failing)
-            out.print(f"{when}  [red]FAIL[/] {text}", highlight=False, soft_wrap=True)
+            text = "; ".join(f"{r.gate} ({_cut(r.summary, 140)})" for r in failing)
+            out.print(f"{when}  [red]FAIL[/] {escape(text)}", highlight=False, soft_wrap=True)
         elif held:
-            out.print(f"{when}  [yellow]hold[/] {', '.join(held)}", highlight=False)
+            # an error's gist: what Prometheus answered, after the URL and the query the final line names
+            said = [f"{n} (error: {_cut(errors[n].rsplit('): ', 1)[-1], 100)})"
+                    if isinstance(step.results.get(n), CanaryError) else n for n in held]  # fmt: skip
+            out.print(f"{when}  [yellow]hold[/] {escape(', '.join(said))}", highlight=False, soft_wrap=True)
         else:
             out.print(f"{when}  [green]pass[/] {len(step.results)} gates and comparisons", highlight=False)
 
@@ -104,8 +127,15 @@ def replay_run(
     if first_failure is not None:
         minutes = (first_failure.at - steps[0].at) / 60
         names = ", ".join(r.gate for r in first_failure.failing(strict=strict_gates))
-        out.print(f"would have rolled back {minutes:.1f} min into the replay: {names}")
+        out.print(f"would have rolled back {minutes:.1f} min into the replay: {names}", markup=False, soft_wrap=True)
         sys.exit(1)
+    if errors:  # a check that could not be read is not one that passed: the replay cannot answer
+        for name, why in errors.items():
+            console.print(f"error: {name} could not be evaluated: {why}", markup=False, soft_wrap=True)
+        console.print(f"no gate failed over {len(steps)} evaluations, but {len(errors)} could not be evaluated: the "
+                      "replay cannot tell whether this release would have been rolled back", markup=False,
+                      soft_wrap=True)  # fmt: skip
+        sys.exit(2)
     out.print(f"no gate failed over {len(steps)} evaluations: this release would not have been rolled back")
 
 

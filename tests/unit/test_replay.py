@@ -12,9 +12,9 @@ import pytest
 from canary_checks.config import load_config
 from canary_checks.gates import GateResult
 from canary_checks.prometheus import escape_label, pod_regex
-from canary_checks.replay import exported_series
+from canary_checks.replay import export, exported_series
 from canary_checks.replay import replay as run_replay
-from tests.conftest import canary_checks, canary_checks_here, write_config
+from tests.conftest import PromStub, canary_checks, canary_checks_here, write_config
 
 REPO = Path(__file__).parents[2]
 T0 = 1_790_000_000  # 2026-09-21 14:13:20 UTC
@@ -95,8 +95,16 @@ def test_a_replay_needs_none_of_the_live_prometheus_credentials_or_proxy(tmp_pat
         ("{not json", "is not JSON"),
         ('{"status": "success", "data": {"resultType": "vector", "result": []}}', "is not a query_range answer"),
         ('{"status": "success", "data": {"resultType": "matrix", "result": []}}', "holds no series"),
+        ('{"data": {"resultType": "matrix", "result": [1]}}',
+         "series 1 of 1 is not an object with a 'metric' object of labels"),
+        ('{"data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1]]}]}}',
+         "series 1 of 1 has a sample that is not a [time, value] pair of numbers: [1]"),
+        ('{"data": {"resultType": "matrix", "result": [{"metric": {}, "values": [["t", "1"]]}]}}',
+         'has a sample that is not a [time, value] pair of numbers: ["t", "1"]'),
+        ('{"data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]]}, {"values": [[1, "x"]]}]}}',
+         'series 2 of 2 has a sample that is not a [time, value] pair of numbers: [1, "x"]'),
     ],
-)
+)  # fmt: skip
 def test_a_bad_export_is_one_clear_error(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / "bad.json").write_text(content)
     done = replay(tmp_path, str(tmp_path / "bad.json"))
@@ -175,3 +183,32 @@ def test_custom_gates_and_comparisons_are_exported_and_replayed(tmp_path: Path) 
     assert "checkout_failures" in lines[first_fail] or "compare_checkouts" in lines[first_fail], lines[first_fail]
     assert lines[first_fail] >= "14:18:20", lines[first_fail]  # not before the failures started
     assert any("checkout_failures (canary" in line and "20 % > 2 %" in line for line in lines), done.stdout
+
+
+def test_a_gate_the_recordings_prometheus_cannot_evaluate_leaves_the_replay_without_an_answer(tmp_path: Path) -> None:
+    """A custom gate whose query Prometheus refuses holds at every step, saying why, and the replay exits 2: it
+    cannot tell whether the release would have been rolled back (missing data is never a pass)."""
+    export = release(tmp_path / "good.json", canary_errors_from=None)
+    query = 'sum(rate(checkouts_total{pod=~"$pods"}[5m])'  # one parenthesis short
+    broken = {"gates": {"checkout_failures": {"query": query, "fails": "above", "threshold": 2}}}
+    done = replay(tmp_path, str(export), "--every", "2m", **broken)
+    assert done.returncode == 2, done.stdout + done.stderr
+    holds = [line for line in done.stdout.splitlines() if " hold " in line]
+    assert holds and all("checkout_failures (error: " in line for line in holds), done.stdout
+    assert "error: checkout_failures could not be evaluated: " in done.stderr
+    assert "the replay cannot tell whether this release would have been rolled back" in done.stderr
+    assert "would not have been rolled back" not in done.stdout
+
+
+def test_an_export_holds_each_series_once_though_two_selectors_match_it(tmp_path: Path, prom: PromStub) -> None:
+    failed = {"__name__": "checkouts_total", "namespace": "orion", "pod": "auth-canary-5d8f7c9b4-x2k9p",
+              "outcome": "failed"}  # fmt: skip
+    prom.answer(r"^checkouts_total\{", [(failed, 3)])  # the "failed" selector and the all-outcomes one alike
+    config = load_config(write_config(tmp_path / "canary.yaml", service="auth", namespace="orion", window="30s",
+                                      prometheus={"url": prom.url}, **CHECKOUTS))  # fmt: skip
+    said: list[str] = []
+    answer = export(config, T0, T0 + 60, 5, progress=said.append)
+    assert sum(q.startswith("checkouts_total{") for q in prom.queries) == 4  # each side: failed, and all
+    assert [s["metric"] for s in answer["data"]["result"]] == [failed]
+    assert len(answer["data"]["result"][0]["values"]) == 13
+    assert sum(line.startswith("exported 1 series of checkouts_total{") for line in said) == 4
