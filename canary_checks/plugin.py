@@ -492,7 +492,8 @@ class _GateSummary:
             return
         tr = terminalreporter
         tr.section("canary gates")
-        tr.write_line(f"{'gate':<22} {'verdict':<13} {'value':>18} {'threshold':>14}  severity")
-        for gate_name, verdict, value, threshold, severity in self.rows:
+        width = max([22, *(len(row[0]) for row in self.rows)])  # a team's gate may have a longer name
+        tr.write_line(f"{'gate':<{width}} {'verdict':<13} {'value':>18} {'threshold':>14}  severity")
+        for name, verdict, value, threshold, severity in self.rows:
             color = {"pass": "green", "fail": "red", "error": "red"}.get(verdict, "yellow")
-            tr.write_line(f"{gate_name:<22} {verdict:<13} {value:>18} {threshold:>14}  {severity}", **{color: True})
+            tr.write_line(f"{name:<{width}} {verdict:<13} {value:>18} {threshold:>14}  {severity}", **{color: True})

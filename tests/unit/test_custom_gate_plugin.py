@@ -129,6 +129,20 @@ def test_without_custom_gates_the_suite_has_no_custom_test(pytester: pytest.Pyte
     assert len(run) == 15 and not any("::test_custom" in line for line in run)
 
 
+def test_the_gate_table_keeps_its_columns_for_a_long_gate_name(pytester: pytest.Pytester, prom: PromStub) -> None:
+    pytester.makepyfile(
+        test_long="from canary_checks import CanaryGate\n\n\ndef test_long(canary_gate: CanaryGate) -> None:\n"
+        "    canary_gate.record('refund_share_of_the_eu_region_orders', 1.0, threshold=2, fails='above').verify()\n"
+    )
+    write(pytester, prom)
+    result = pytester.runpytest(*PYTESTER_ARGS)
+    result.assert_outcomes(passed=1)
+    lines = result.stdout.lines
+    header = next(line for line in lines if line.startswith("gate "))
+    row = next(line for line in lines if line.startswith("refund_share_of_the_eu_region_orders"))
+    assert header.index("verdict") == row.index("pass") and header.index("severity") == row.index("critical")
+
+
 def test_a_teams_own_tests_record_gates_the_runner_and_the_report_read(
     pytester: pytest.Pytester, prom: PromStub
 ) -> None:
