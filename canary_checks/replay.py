@@ -263,6 +263,12 @@ def replay(
         comparisons = [n for n, c in comparisons_of(config.statistics).items() if c.settings(config.statistics).enabled]
         t = max(start if start is not None else first + config.window, first + 1)
         stop = min(end if end is not None else last, last)
+        if t > stop and start is None and end is None:  # the first look is a window in: none fits
+            raise ConfigError(
+                f"the recording spans {_when(first)} to {_when(last)}, less than one window ({config.window:g}s): "
+                "no instant has a window of it to judge",
+                where="EXPORT", fix="export a longer range (at least a window, better the whole release)",
+            )  # fmt: skip
         if t > stop:
             raise ConfigError(
                 f"nothing to replay between {_when(t)} and {_when(stop)} (the recording spans {_when(first)} to "

@@ -39,8 +39,8 @@ def replay_export(ctx: click.Context, start: float, end: float, step: float, out
     from canary_checks.replay import export
 
     config, _ = load(ctx)
-    if start >= end:
-        fail(ctx, "start", f"{_utc(start)} is not before --end ({_utc(end)})")
+    if end - start < step:  # `--start now-30s --end now-30s` as well: the two are read a moment apart
+        fail(ctx, "start", f"{_utc(start)} is not a --step ({step:g}s) before --end ({_utc(end)})")
     if step > config.window / 2:  # rate() over a window needs two samples in it
         half = config.window / 2
         fail(ctx, "step", f"{step:g}s is more than half the window ({config.window:g}s): the gates' rates over a "

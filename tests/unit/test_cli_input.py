@@ -46,6 +46,8 @@ def test_a_bad_duration_names_its_option(tmp_path: Path) -> None:
          "Invalid value for '--traffic-steps': stages must be strictly ascending; got [50, 25]"),
         (["run", "cart", "shop/cart:2", "--lease-ttl", "soon"], "Invalid value for '--lease-ttl': expected a duration"),
         (["replay", "export", "--start", "now", "--end", "now-1h", "out.json"], "Invalid value for '--start': "),
+        (["replay", "export", "--start", "now-30s", "--end", "now-30s", "out.json"],
+         "is not a --step (5s) before --end"),
         (["replay", "export", "--start", "now-1h", "--step", "10m", "out.json"],
          "Invalid value for '--step': 600s is more than half the window"),
     ],

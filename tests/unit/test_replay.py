@@ -212,3 +212,16 @@ def test_an_export_holds_each_series_once_though_two_selectors_match_it(tmp_path
     assert [s["metric"] for s in answer["data"]["result"]] == [failed]
     assert len(answer["data"]["result"][0]["values"]) == 13
     assert sum(line.startswith("exported 1 series of checkouts_total{") for line in said) == 4
+
+
+def test_a_recording_shorter_than_a_window_says_so_not_a_range_nobody_gave(tmp_path: Path) -> None:
+    short = release(tmp_path / "short.json", canary_errors_from=None)
+    answer = json.loads(short.read_text())
+    for series in answer["data"]["result"]:
+        series["values"] = series["values"][:4]  # 15 s, against a 30 s window
+    short.write_text(json.dumps(answer))
+    done = replay(tmp_path, str(short))
+    assert done.returncode == 2 and done.stderr.count("error:") == 1, done.stderr
+    assert "EXPORT: the recording spans 2026-09-21 14:13:20 UTC to 2026-09-21 14:13:35 UTC, less than one window " \
+           "(30s)" in " ".join(done.stderr.split())  # fmt: skip
+    assert "--start" not in done.stderr
