@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from canary_checks import forks
 from canary_checks.errors import ConfigError
-from canary_checks.forks import run_pytest
+from canary_checks.forks import Stopper, run_pytest
 from canary_checks.report import GateRecord, outcome_of, read_junit
 
 if TYPE_CHECKING:
@@ -104,11 +104,13 @@ def run_suite(
     config_path: Path | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 300.0,
+    stopper: Stopper | None = None,
 ) -> SuiteRun:
-    """``pytest SUITE [--stage N] --junitxml JUNIT --fail-undecided`` in a new process (:mod:`canary_checks.forks`);
-    the JUnit file is read back."""
+    """``pytest SUITE [--stage N] --junitxml JUNIT --fail-undecided`` in a new process (:mod:`canary_checks.forks`;
+    ``stopper`` may stop it: :class:`~canary_checks.forks.Stopped`); the JUnit file is read back."""
     junit.parent.mkdir(parents=True, exist_ok=True)
-    code, output = run_pytest(_pytest(suite, stage, config_path, [*extra_args, "--junitxml", str(junit)]), timeout)
+    args = _pytest(suite, stage, config_path, [*extra_args, "--junitxml", str(junit)])
+    code, output = run_pytest(args, timeout, stopper=stopper)
     records = read_junit(junit) if junit.exists() else []
     return SuiteRun(stage, code, junit, records, output)
 

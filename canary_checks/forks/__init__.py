@@ -23,14 +23,15 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from canary_checks.config import CanaryConfig
 
-__all__ = ["Stopped", "prepare", "run_pytest", "stop_running"]
+__all__ = ["Stopped", "Stopper", "prepare", "run_pytest"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
@@ -86,25 +87,27 @@ def _forking() -> bool:
     return os.environ.get("CANARY_CHECKS_FORK", "1") != "0"
 
 
-def run_pytest(args: Sequence[str], timeout: float) -> tuple[int, str]:
+def run_pytest(args: Sequence[str], timeout: float, *, stopper: Stopper | None = None) -> tuple[int, str]:
     """``python -m pytest ARGS`` in a new process: its exit code and its output (stdout and stderr, as one).
     Raises :class:`subprocess.TimeoutExpired` (the process killed) when it runs longer than ``timeout`` seconds,
-    :class:`Stopped` when :func:`stop_running` killed it.
+    :class:`Stopped` when ``stopper`` stopped it (or had, before it started).
     After :func:`prepare`, a fork of the warm server; before it, or where the server cannot start (no writable
     temporary directory for its socket), a new interpreter."""
     global _unforkable
+    stopper = stopper or _UNSTOPPED
     if _prepared and _forking() and not _unforkable:
         try:
-            return _forked(args, timeout)
+            return _forked(args, timeout, stopper)
         except OSError as e:
             _unforkable = True
             log.warning("running pytest in a new interpreter each time: the fork server cannot start (%s)", e)
     command = [sys.executable, "-m", "pytest", *args]
     pipe = subprocess.PIPE
-    with (
-        subprocess.Popen(command, stdout=pipe, stderr=pipe, stdin=subprocess.DEVNULL, text=True) as process,
-        _stoppable(process.kill, args),
-    ):
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(command, stdout=pipe, stderr=pipe, stdin=subprocess.DEVNULL, text=True)
+
+    with stopper.running(start, lambda p: p.kill(), args) as process, process:
         try:
             out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -115,50 +118,67 @@ def run_pytest(args: Sequence[str], timeout: float) -> tuple[int, str]:
 
 
 class Stopped(Exception):
-    """The suite was killed by :func:`stop_running`: the process that ran it is shutting down."""
+    """The suite was stopped by its :class:`Stopper`: the process that runs it is shutting down."""
 
 
-_running: dict[int, Callable[[], None]] = {}
-_running_lock = threading.Lock()
+class Stopper:
+    """Stops the suites run under it (``run_pytest(..., stopper=...)``): those running, and any started after. A server
+    shutting down abandons its calls, and without this its exit waits for each of their suites to end
+    (``multiprocessing`` joins its children; a suite may run for its whole timeout)."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kills: dict[int, Callable[[], None]] = {}
+        self.stopped = False
 
-def stop_running() -> int:
-    """Kill the suites this process is running now (from any thread); their :func:`run_pytest` calls raise
-    :class:`Stopped`. A server shutting down has abandoned the calls they answer, and without this its exit waits for
-    each to end (``multiprocessing`` joins its children; a suite may run for its whole timeout). How many there were."""
-    with _running_lock:
-        stops = list(_running.values())
-    for stop in stops:
-        stop()
-    return len(stops)
-
-
-@contextlib.contextmanager
-def _stoppable(kill: Callable[[], None], args: Sequence[str]) -> Iterator[None]:
-    """Register ``kill`` for :func:`stop_running` while the suite runs; raise :class:`Stopped` after if it was used."""
-    stopped = threading.Event()
-
-    def stop() -> None:
-        stopped.set()
-        with contextlib.suppress(OSError, ValueError):  # ended meanwhile
+    def stop(self) -> int:
+        """Kill the suites running under this stopper and refuse new ones; their :func:`run_pytest` calls raise
+        :class:`Stopped`. How many were running."""
+        with self._lock:
+            self.stopped = True
+            kills = list(self._kills.values())
+        for kill in kills:
             kill()
+        return len(kills)
 
-    with _running_lock:
-        _running[id(stop)] = stop
-    try:
-        yield
-    finally:
-        with _running_lock:
-            _running.pop(id(stop), None)
-    if stopped.is_set():
-        raise Stopped(f"pytest {' '.join(args)} was stopped: this process is shutting down")
+    @contextlib.contextmanager
+    def running(self, start: Callable[[], T], kill: Callable[[T], None], args: Sequence[str]) -> Iterator[T]:
+        """``start()`` the suite's process unless stopped already (then :class:`Stopped` at once), and let
+        :meth:`stop` ``kill`` it until the block ends, whose end then raises :class:`Stopped`."""
+        killed = threading.Event()
+        with self._lock:  # a stop comes before the start (refused) or after it (killed), never between
+            if self.stopped:
+                raise Stopped(f"pytest {' '.join(args)} was not started: this process is shutting down")
+            process = start()
+
+            def stop() -> None:
+                killed.set()
+                with contextlib.suppress(OSError, ValueError):  # ended meanwhile
+                    kill(process)
+
+            self._kills[id(stop)] = stop
+        try:
+            yield process
+        finally:
+            with self._lock:
+                self._kills.pop(id(stop), None)
+        if killed.is_set():
+            raise Stopped(f"pytest {' '.join(args)} was stopped: this process is shutting down")
 
 
-def _forked(args: Sequence[str], timeout: float) -> tuple[int, str]:
+_UNSTOPPED = Stopper()
+"""The stopper of the suites run without one (nothing stops it)."""
+
+
+def _forked(args: Sequence[str], timeout: float, stopper: Stopper) -> tuple[int, str]:
     with tempfile.NamedTemporaryFile(prefix="canary-suite-", suffix=".out") as output:
-        process = _forks().Process(target=_child, args=(list(args), os.getcwd(), dict(os.environ), output.name))
-        process.start()
-        with _stoppable(process.kill, args):
+        child = _forks().Process(target=_child, args=(list(args), os.getcwd(), dict(os.environ), output.name))
+
+        def start() -> multiprocessing.process.BaseProcess:
+            child.start()
+            return child
+
+        with stopper.running(start, lambda p: p.kill(), args) as process:
             process.join(timeout)
         if process.exitcode is None:
             process.kill()

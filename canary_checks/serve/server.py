@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from canary_checks import forks
 from canary_checks.serve.webhooks import HOOKS, Reply, WebhookServer, _paths
 
 log = logging.getLogger(__name__)
@@ -140,7 +139,7 @@ class WebhookHTTPServer:
 
     def shutdown(self) -> None:
         """Stop :meth:`serve_forever` and wait until it has returned. Calls still running are abandoned, and the
-        suites they run stopped (every suite of the process: :func:`canary_checks.forks.stop_running`)."""
+        suites they run stopped (``WebhookServer.stopper``)."""
         with self._guard:
             self._closing = True
             loop, stop = self._loop, self._stop
@@ -179,8 +178,8 @@ class WebhookHTTPServer:
             for task in calls:
                 task.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
-            # their suites too: nobody will read them, and the process's exit would wait for each to end
-            if stopped := forks.stop_running():
+            # their suites too, and any about to start: nobody will read them, and the exit would wait for each
+            if stopped := self.webhook.stopper.stop():
                 log.warning("serve: stopped %d suite(s) still running (their calls end unanswered; Flagger asks "
                             "again at its next interval)", stopped)  # fmt: skip
             self._tally.flush()

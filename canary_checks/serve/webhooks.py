@@ -104,6 +104,8 @@ class WebhookServer:
     Empty: one service, whose settings serve whatever name a call gives."""
     _running: dict[tuple[str, str], _Busy] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    stopper: forks.Stopper = field(default_factory=forks.Stopper)
+    """Stops the calls' suites when the server shuts down (the calls are abandoned)."""
 
     # ---- one call ----
 
@@ -200,7 +202,7 @@ class WebhookServer:
         junit = record.junit(stage, name=suite_kind)
         try:
             run = run_suite(suite, stage, junit, config_path=self.options.config_path, extra_args=args,
-                            timeout=self.options.suite_timeout)  # fmt: skip
+                            timeout=self.options.suite_timeout, stopper=self.stopper)  # fmt: skip
         except forks.Stopped:  # serve is shutting down: the call is abandoned, unanswered
             record.meta(ended=time.time(), exit_status="stopped")
             return Reply(503, {"error": "serve is shutting down; the suite was stopped", "run_id": run_id})

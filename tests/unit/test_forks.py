@@ -73,7 +73,7 @@ def test_a_hung_suite_is_killed_at_the_timeout(tmp_path: Path, monkeypatch: pyte
     assert not marker.exists()
 
 
-def test_stop_running_kills_the_suites_running_now_and_their_callers_are_told(
+def test_a_stopper_kills_its_suites_running_now_and_refuses_any_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
     marker = tmp_path / "still-running"
@@ -82,11 +82,12 @@ def test_stop_running_kills_the_suites_running_now_and_their_callers_are_told(
         "        time.sleep(0.05)\n"
     )
     monkeypatch.chdir(tmp_path)
-    raised: list[BaseException] = []
+    stopper, raised = forks.Stopper(), []
+    args = ["-q", "-p", "no:cacheprovider", "test_hang.py"]
 
     def caller() -> None:
         try:
-            run_pytest(["-q", "-p", "no:cacheprovider", "test_hang.py"], timeout=60)
+            run_pytest(args, timeout=60, stopper=stopper)
         except BaseException as e:
             raised.append(e)
 
@@ -96,14 +97,18 @@ def test_stop_running_kills_the_suites_running_now_and_their_callers_are_told(
     while not marker.exists():  # the suite runs
         assert time.monotonic() < deadline and thread.is_alive(), raised
         time.sleep(0.05)
-    assert forks.stop_running() == 1
+    assert run_pytest(["-q", "-p", "no:cacheprovider", "--collect-only", "test_hang.py"], timeout=60)[0] == 0
+    assert stopper.stop() == 1  # the suite run without this stopper was not its business
     thread.join(10)
     assert not thread.is_alive() and len(raised) == 1 and isinstance(raised[0], forks.Stopped), raised
     assert "was stopped: this process is shutting down" in str(raised[0])
     marker.unlink()
     time.sleep(0.3)  # the killed run writes no more
     assert not marker.exists()
-    assert forks.stop_running() == 0  # none left to stop
+    # one about to start when the server stopped (its call admitted a moment before) is not started at all
+    with pytest.raises(forks.Stopped, match="was not started: this process is shutting down"):
+        run_pytest(args, timeout=60, stopper=stopper)
+    assert not marker.exists() and stopper.stop() == 0
 
 
 def test_without_a_writable_temporary_directory_a_new_interpreter_runs_it(
