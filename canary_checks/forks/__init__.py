@@ -41,6 +41,7 @@ def _child(args: list[str], cwd: str, env: dict[str, str], output: str) -> None:
     sys.path.insert(0, cwd)  # as `python -m pytest` puts the working directory first
     sys.argv = ["pytest", *args]
     fd = os.open(output, os.O_WRONLY | os.O_TRUNC)
+    os.unlink(output)  # the caller reads it through its own handle: nothing is left behind, even if it is killed
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -171,19 +172,25 @@ _UNSTOPPED = Stopper()
 
 
 def _forked(args: Sequence[str], timeout: float, stopper: Stopper) -> tuple[int, str]:
-    with tempfile.NamedTemporaryFile(prefix="canary-suite-", suffix=".out") as output:
-        child = _forks().Process(target=_child, args=(list(args), os.getcwd(), dict(os.environ), output.name))
+    # the child removes the file's name once it has opened it (nothing is left if this process is killed); this
+    # process reads the output through its own handle
+    with tempfile.NamedTemporaryFile(prefix="canary-suite-", suffix=".out", delete=False) as output:
+        try:
+            child = _forks().Process(target=_child, args=(list(args), os.getcwd(), dict(os.environ), output.name))
 
-        def start() -> multiprocessing.process.BaseProcess:
-            child.start()
-            return child
+            def start() -> multiprocessing.process.BaseProcess:
+                child.start()
+                return child
 
-        with stopper.running(start, lambda p: p.kill(), args) as process:
-            process.join(timeout)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-            raise subprocess.TimeoutExpired(["pytest", *args], timeout)
-        code = process.exitcode
-        process.close()
-        return code, output.read().decode(errors="replace")
+            with stopper.running(start, lambda p: p.kill(), args) as process:
+                process.join(timeout)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+                raise subprocess.TimeoutExpired(["pytest", *args], timeout)
+            code = process.exitcode
+            process.close()
+            return code, output.read().decode(errors="replace")
+        finally:
+            with contextlib.suppress(FileNotFoundError):  # the child never opened it
+                os.unlink(output.name)

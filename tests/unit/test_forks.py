@@ -111,6 +111,26 @@ def test_a_stopper_kills_its_suites_running_now_and_refuses_any_after(
     assert not marker.exists() and stopper.stop() == 0
 
 
+def test_a_forked_runs_output_has_no_name_on_disk_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's output file loses its name as soon as the child opens it: a runner killed with SIGKILL (its with
+    blocks never end) leaves no canary-suite-*.out behind."""
+    monkeypatch.setattr(forks, "_prepared", False)
+    forks.prepare()
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    (tmp_path / "test_look.py").write_text(
+        f"import os\ndef test_look():\n    names = [n for n in os.listdir({str(private)!r}) if 'canary-suite' in n]\n"
+        "    assert names == []\n    print('no name on disk')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, output = run_pytest(["-q", "-s", "-p", "no:cacheprovider", "test_look.py"], timeout=60)
+    assert code == 0 and "no name on disk" in output, output
+    assert [n for n in os.listdir(private) if "canary-suite" in n] == []
+
+
 def test_without_a_writable_temporary_directory_a_new_interpreter_runs_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
