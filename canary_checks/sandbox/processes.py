@@ -15,6 +15,7 @@ import random
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -41,12 +42,34 @@ EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PORT = 10000
 
 
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "canary-checks-ports"
+CLAIM_SECONDS = 120.0
+"""How long a port drawn by :func:`free_ports` stays claimed for its process: long enough to bind it."""
+
+
+def _claim(port: int) -> bool:
+    """Claim ``port`` for CLAIM_SECONDS across processes (a file created exclusively): two sandboxes started at once
+    on one machine (test workers, benchmarks) drew the same free port, and the second's Prometheus could not bind it."""
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    path = PORT_CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - path.stat().st_mtime < CLAIM_SECONDS:
+                    return False
+                path.unlink()  # an old claim: its port is bound by now, or was given up
+    return False
+
+
 def free_ports(count: int, taken: Iterable[int] = ()) -> list[int]:
     """``count`` ports on 127.0.0.1 that are free now (none of ``taken``), ascending: drawn at random below the
-    kernel's ephemeral range. A port the kernel hands out for port 0 comes from that range, and so does the local port
-    of every outgoing connection — Locust's, HAProxy's, Prometheus' own, thousands a minute: one picked that way was
-    taken by a connection before the sandbox's process could bind it. Where the range starts too low to leave room,
-    the kernel's own pick."""
+    kernel's ephemeral range, each claimed for a while so that no other process's call draws it too. A port the
+    kernel hands out for port 0 comes from that range, and so does the local port of every outgoing connection —
+    Locust's, HAProxy's, Prometheus' own, thousands a minute: one picked that way was taken by a connection before the
+    sandbox's process could bind it. Where the range starts too low to leave room, the kernel's own pick."""
     try:
         high = int(EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -57,7 +80,7 @@ def free_ports(count: int, taken: Iterable[int] = ()) -> list[int]:
         if len(ports) == count:
             break
         port = draw.randrange(LOWEST_PORT, high)
-        if port not in avoid and port_free(port):
+        if port not in avoid and port_free(port) and _claim(port):
             ports.add(port)
     while len(ports) < count:
         with socket.socket() as sock:

@@ -13,10 +13,31 @@ import pytest
 
 from canary_checks.config import load_config
 from canary_checks.errors import SandboxError
-from canary_checks.sandbox import Sandbox
+from canary_checks.sandbox import Sandbox, processes
 from canary_checks.sandbox.files import extra_ports, write_files
 from canary_checks.sandbox.processes import EPHEMERAL_RANGE, free_port_settings, free_ports, port_free
 from tests.conftest import write_config
+
+
+class LowestPort:
+    """A draw that always says the lowest port: every caller draws the same one."""
+
+    def randrange(self, low: int, high: int) -> int:
+        return low
+
+
+def test_a_port_drawn_is_claimed_so_no_other_process_draws_it_until_the_claim_is_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = next(p for p in range(20000, 30000) if port_free(p))
+    monkeypatch.setattr(processes, "PORT_CLAIMS", tmp_path / "claims")
+    monkeypatch.setattr(processes, "LOWEST_PORT", port)
+    monkeypatch.setattr(processes.random, "SystemRandom", LowestPort)
+    assert free_ports(1) == [port] and (tmp_path / "claims" / str(port)).exists()
+    assert port not in free_ports(1)  # another process's call a moment later: not the same port (the kernel's pick)
+    old = time.time() - processes.CLAIM_SECONDS - 1
+    os.utime(tmp_path / "claims" / str(port), (old, old))
+    assert free_ports(1) == [port]  # a claim past its time is taken over
 
 
 def test_free_ports_are_bindable_distinct_and_below_the_range_outgoing_connections_take() -> None:
