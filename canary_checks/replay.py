@@ -70,10 +70,10 @@ def _custom_series(config: CanaryConfig) -> list[str]:
     each comparison for the side it is compared with as well)."""
     source = MetricsSource(config)
     queries: dict[str, str] = {}
-    for gates in [config.gates, *(config.gates_for(stage) for stage in config.stages)]:
-        for name, gate in gates.custom().items():
-            where = f"gates.{name}.query"
-            queries[source.render_template(gate.query, side="canary", where=where)] = where
+    for thresholds in [config.gates, *(config.gates_for(stage) for stage in config.stages)]:
+        for name, gate in gates_of(thresholds).items():
+            if gate.custom is not None:  # the queries the gate itself sends
+                queries.update(dict.fromkeys(gate.needs(source).values(), f"gates.{name}.query"))
     for key, comparison in config.statistics.custom().items():
         for side in dict.fromkeys(("canary", config.reference)):
             for part in ("numerator", "denominator"):

@@ -93,7 +93,7 @@ def replay_run(
 
     config, _ = load(ctx)
     first_failure: ReplayStep | None = None
-    errors: dict[str, str] = {}  # gates that could not be evaluated (a query Prometheus refused): the last why
+    errors: dict[str, CanaryError] = {}  # gates that could not be evaluated (a query Prometheus refused): the last
 
     def show(step: ReplayStep) -> None:
         nonlocal first_failure
@@ -101,16 +101,16 @@ def replay_run(
         held = step.held(strict=strict_gates)
         for name, result in step.results.items():
             if isinstance(result, CanaryError):
-                errors[name] = str(result).splitlines()[0]
+                errors[name] = result
         when = datetime.fromtimestamp(step.at, tz=UTC).strftime("%H:%M:%S")
         if failing:
             first_failure = first_failure or step
             text = "; ".join(f"{r.gate} ({_cut(r.summary, 140)})" for r in failing)
             out.print(f"{when}  [red]FAIL[/] {escape(text)}", highlight=False, soft_wrap=True)
         elif held:
-            # an error's gist: what Prometheus answered, after the URL and the query the final line names
-            said = [f"{n} (error: {_cut(errors[n].rsplit('): ', 1)[-1], 100)})"
-                    if isinstance(step.results.get(n), CanaryError) else n for n in held]  # fmt: skip
+            # an error's gist (what Prometheus answered); where, with the query, is said once at the end
+            said = [f"{n} (error: {_cut(errors[n].what, 100)})" if isinstance(step.results.get(n), CanaryError) else n
+                    for n in held]  # fmt: skip
             out.print(f"{when}  [yellow]hold[/] {escape(', '.join(said))}", highlight=False, soft_wrap=True)
         else:
             out.print(f"{when}  [green]pass[/] {len(step.results)} gates and comparisons", highlight=False)
@@ -130,7 +130,8 @@ def replay_run(
         out.print(f"would have rolled back {minutes:.1f} min into the replay: {names}", markup=False, soft_wrap=True)
         sys.exit(1)
     if errors:  # a check that could not be read is not one that passed: the replay cannot answer
-        for name, why in errors.items():
+        for name, error in errors.items():
+            why = f"{error.where}: {error.what}" if error.where else error.what
             console.print(f"error: {name} could not be evaluated: {why}", markup=False, soft_wrap=True)
         console.print(f"no gate failed over {len(steps)} evaluations, but {len(errors)} could not be evaluated: the "
                       "replay cannot tell whether this release would have been rolled back", markup=False,

@@ -50,10 +50,10 @@ CLAIM_SECONDS = 120.0
 def _claim(port: int) -> bool:
     """Claim ``port`` for CLAIM_SECONDS across processes (a file created exclusively): two sandboxes started at once
     on one machine (test workers, benchmarks) drew the same free port, and the second's Prometheus could not bind it."""
-    PORT_CLAIMS.mkdir(exist_ok=True)
     path = PORT_CLAIMS / str(port)
     for _ in range(2):
         try:
+            PORT_CLAIMS.mkdir(exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             return True
         except FileExistsError:
@@ -61,6 +61,8 @@ def _claim(port: int) -> bool:
                 if time.time() - path.stat().st_mtime < CLAIM_SECONDS:
                     return False
                 path.unlink()  # an old claim: its port is bound by now, or was given up
+        except OSError:  # no shared place to claim in (another user's directory): the port is free now, take it
+            return True
     return False
 
 

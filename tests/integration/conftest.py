@@ -43,14 +43,6 @@ class Live:
     """When a test last changed the sandbox (a fault or the weight) through this object."""
     settled: float = 0.0
     """When the last `settle` ended."""
-    paused: bool = False
-    """Its traffic is stopped (`pause`): the next test waits for a window of it again."""
-
-    def pause(self) -> None:
-        """Stop the traffic while this worker runs tests that do not use the sandbox: its Locust, pods and HAProxy
-        would take a tenth of a core for nothing. `restore` starts it again."""
-        self.box.stop_component("locust")
-        self.paused = True
 
     def set_faults(self, side: str, faults: Mapping[str, float]) -> None:
         """Replace ``side``'s faults; a change only when they differ (then the next settle waits a window)."""
@@ -66,26 +58,27 @@ class Live:
             self.changed = time.monotonic()
         return self.box.router.get_weight()
 
-    def restore(self) -> None:
+    def restore(self) -> bool:
         """Undo what an earlier test on this sandbox left, changing only what differs: every component running, no
         fault on any side, the pods ready and UP in HAProxy (a crashing canary restarts), DEFAULT_WEIGHT to the
-        canary."""
+        canary. True when a component had to be started (the traffic stopped between two workers' uses, or a test
+        stopped Prometheus): a while without traffic or data."""
         # faults set or cleared out of this object's sight (by a demo, a runner, the CLI) are a change as well: the
         # node agent keeps them in faults.json, whoever asked
         kept = self.box.state_dir / "faults.json"
         if kept.exists():
             self.changed = max(self.changed, time.monotonic() - (time.time() - kept.stat().st_mtime))
-        for name, up in self.box.running().items():
-            if not up:
-                self.box.start_component(name)
-                self.changed = time.monotonic()
+        stopped = [name for name, up in self.box.running().items() if not up]
+        for name in stopped:
+            self.box.start_component(name)
+            self.changed = time.monotonic()
         for workload, faults in self.box.faults().items():
             if faults:
                 self.box.node.set_faults(workload, {})
                 self.changed = time.monotonic()
         self.box.wait_ready(60)
         self.set_weight(DEFAULT_WEIGHT)
-        self.paused = False
+        return bool(stopped)
 
     def _wait_window_after(self, since: float) -> None:
         remaining = since + WINDOW + 3 * self.config.sandbox.scrape_interval - time.monotonic()
@@ -197,9 +190,9 @@ def healthy(request: pytest.FixtureRequest) -> None:
     if "live" not in request.fixturenames:
         return
     live: Live = request.getfixturevalue("live")
-    paused = live.paused  # then no traffic for a while: a test that sets its own state needs a window of it as well
-    live.restore()
-    if paused or not request.node.get_closest_marker("own_state"):
+    # a component started again (the traffic stopped while the worker ran other tests): no traffic or data for a
+    # while, so a test that sets its own state needs a window of it as well
+    if live.restore() or not request.node.get_closest_marker("own_state"):
         live.settle_after_change()
     live.calm()
 
@@ -210,7 +203,9 @@ LIVE = pytest.StashKey[Live]()
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """The worker's next test does not use its live sandbox (tests/conftest.py orders them together, but a worker
-    takes other tests before and after): stop the sandbox's traffic until a test uses it again."""
+    takes other tests before and after): stop its traffic — Locust, and so the pods' and HAProxy's work, a tenth of a
+    core for nothing — until a test uses it again (`Live.restore` starts it)."""
     live = item.config.stash.get(LIVE, None)
-    if live and not live.paused and nextitem is not None and "live" not in getattr(nextitem, "fixturenames", ()):
-        live.pause()
+    uses = "live" in getattr(item, "fixturenames", ())
+    if live and uses and nextitem is not None and "live" not in getattr(nextitem, "fixturenames", ()):
+        live.box.stop_component("locust")

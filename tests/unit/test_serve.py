@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import select
 import socket
@@ -31,11 +30,12 @@ from tests.conftest import serving, write_config
 
 TOKEN = "unit-test-token"
 SUITE = """
+import os
 import pathlib
 import time
 
 def test_gate():
-    pathlib.Path(__file__).with_name("started").touch()
+    pathlib.Path(__file__).with_name("started").write_text(str(os.getpid()))
     deadline = time.monotonic() + {hold}
     while time.monotonic() < deadline and not pathlib.Path({release!r}).exists():
         time.sleep(0.02)
@@ -74,6 +74,14 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str
     httpd = WebhookServer(load_config(config_path), options).http_server()
     with serving(httpd):
         yield f"http://127.0.0.1:{httpd.server_address[1]}", options
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def post(url: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -168,6 +176,7 @@ def test_closing_finishes_the_reports_of_answered_calls_and_stops_running_ones_q
         caller = threading.Thread(target=call_the_gate)
         caller.start()
         until(lambda: (tmp_path / "gate" / "started").exists(), 30, "the gate suite running")
+        suite = int((tmp_path / "gate" / "started").read_text())
     # as on SIGTERM, right after an answer: its report is finished, not dropped; the running call ends unanswered,
     # and its suite (holding for a minute) is stopped, not waited for by the process's exit
     assert (options.reports / body["run_id"] / "report.html").exists()
@@ -175,7 +184,7 @@ def test_closing_finishes_the_reports_of_answered_calls_and_stops_running_ones_q
     assert unanswered and not caller.is_alive()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "serve: stopped 1 suite(s) still running" in caplog.text
-    until(lambda: not multiprocessing.active_children(), 10, "the abandoned suite's process gone")
+    until(lambda: not _alive(suite), 10, "the abandoned suite's process gone")
     stopped = [json.loads(p.read_text()) for p in options.reports.glob("webhook-*/run.json")]
     assert sorted(str(r.get("exit_status")) for r in stopped) == ["0", "stopped"], stopped
 
